@@ -1,14 +1,42 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! # shardgate
+//!
+//! A thread-per-core, io_uring gateway that holds every WebSocket connection of an
+//! AI-assistant host (operator clients, device nodes, agent workers) and routes their messages
+//! by session key. Wire-compatible with the OpenClaw Gateway protocol v4.
+//!
+//! ## Shape
+//! One process, N shards (`shards` crate), one pinned core each, every shard accepting on the
+//! same port (SO_REUSEPORT). A connection lives on the shard that accepted it
+//! ([`transport::conn::Conn`]); a session lives on `owner(session key)`
+//! ([`session::SessionTable`] in [`shard::GatewayShard`]).
+//!
+//! ## Data paths
+//! 1. Inbound: socket → [`transport::server`] (HTTP head, upgrade, WebSocket) →
+//!    [`protocol::frame::parse`] → [`protocol::authz::authorize`] → [`routing::dispatch`] →
+//!    local method, or the session's owner (a plain call when local, a [`shard::MeshMsg::Call`]
+//!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent.
+//! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] →
+//!    the connection's shard (mesh hop if remote) → [`transport::conn::Conn`] send buffer
+//!    (seq, backpressure) → the writer task, which writes all queued frames in one flush.
+//!
+//! ## Ownership rules
+//! - Shard state is `!Send` (`Rc`, `RefCell`); other shards reach it only through the mesh.
+//! - Process-wide state ([`shard::Shared`]) is read-mostly: config, the paired-device store,
+//!   pre-auth limits per IP.
+//!
+//! ## Reading order
+//! `config` → `protocol` (sans-IO) → `transport` → `shard` → `routing` → `session` → `agent` →
+//! `app` (start/stop).
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#![forbid(unsafe_code)]
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod agent;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod protocol;
+pub mod routing;
+pub mod session;
+pub mod shard;
+pub mod transport;

@@ -1,0 +1,135 @@
+//! Starting the shards: pinned glommio executors joined by the mesh.
+//!
+//! [`run`] blocks the calling thread until every shard's main future has returned. Each shard
+//! gets a [`ShardCtx`] with its id, the shard count and its joined mesh halves.
+
+use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::memlock::{self, IoMemoryPlan};
+use crate::ShardId;
+
+/// How to start the pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Number of shards (executors), at least 1.
+    pub shards: usize,
+    /// Pin each shard to its own CPU (spread over the machine). When there are more shards
+    /// than CPUs, shards are left unpinned.
+    pub pin: bool,
+    /// Capacity of each SPSC channel of the mesh, in messages.
+    pub mesh_capacity: usize,
+    /// Thread name prefix.
+    pub name: String,
+}
+
+/// What one shard is given at start.
+pub struct ShardCtx<T: Send + 'static> {
+    /// This shard.
+    pub id: ShardId,
+    /// The number of shards in the pool.
+    pub shards: usize,
+    /// The joined mesh, sending half.
+    pub senders: Senders<T>,
+    /// The joined mesh, receiving half.
+    pub receivers: Receivers<T>,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for ShardCtx<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardCtx")
+            .field("id", &self.id)
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+/// Errors starting the pool.
+#[derive(Debug)]
+pub enum PoolError {
+    /// `ulimit -l` is below what glommio needs at all.
+    MemlockTooLow(u64),
+    /// glommio refused to start an executor.
+    Start(String),
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolError::MemlockTooLow(l) => write!(
+                f,
+                "ulimit -l is {} KiB; io_uring under glommio needs at least {} KiB \
+                 (raise it with `ulimit -l 512` or in /etc/security/limits.conf)",
+                l / 1024,
+                memlock::GLOMMIO_MIN_MEMLOCK / 1024
+            ),
+            PoolError::Start(e) => write!(f, "cannot start shard executors: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {}
+
+/// The number of CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Plans io memory for `shards` shards under the current memlock limit.
+pub fn io_memory_plan(shards: usize) -> Result<IoMemoryPlan, PoolError> {
+    let limit = memlock::memlock_limit();
+    if limit < memlock::GLOMMIO_MIN_MEMLOCK {
+        return Err(PoolError::MemlockTooLow(limit));
+    }
+    Ok(memlock::plan(limit, shards))
+}
+
+/// Runs `main` on every shard and returns each shard's result, in shard order.
+pub fn run<T, R, F, Fut>(
+    cfg: &PoolConfig,
+    plan: &IoMemoryPlan,
+    main: F,
+) -> Result<Vec<R>, PoolError>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(ShardCtx<T>) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = R> + 'static,
+{
+    let shards = cfg.shards.max(1);
+    let placement = if cfg.pin && shards <= available_cpus() {
+        PoolPlacement::MaxSpread(shards, None)
+    } else {
+        PoolPlacement::Unbound(shards)
+    };
+    let mesh: MeshBuilder<T, _> = MeshBuilder::full(shards, cfg.mesh_capacity.max(1));
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name(&cfg.name)
+        .io_memory(plan.io_memory)
+        .on_all_shards(move || {
+            let mesh = mesh.clone();
+            let main = main.clone();
+            async move {
+                let (senders, receivers) = mesh.join().await.expect("mesh join");
+                let id = ShardId(senders.peer_id());
+                main(ShardCtx {
+                    id,
+                    shards,
+                    senders,
+                    receivers,
+                })
+                .await
+            }
+        })
+        .map_err(|e| PoolError::Start(e.to_string()))?;
+    let mut out: Vec<(usize, R)> = Vec::with_capacity(shards);
+    for (i, r) in handles.join_all().into_iter().enumerate() {
+        match r {
+            Ok(v) => out.push((i, v)),
+            Err(e) => return Err(PoolError::Start(format!("shard {i}: {e}"))),
+        }
+    }
+    Ok(out.into_iter().map(|(_, v)| v).collect())
+}

@@ -1,0 +1,302 @@
+//! Start and stop of the whole gateway: the singleton check, the shard pool, signals, the
+//! ready line, and the ordered shutdown (stop accepting → `shutdown` event → drain runs →
+//! close 1012 → exit).
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use shards::mesh::Mesh;
+use shards::pool::{PoolConfig, ShardCtx};
+
+use crate::auth::limits::PeerLimits;
+use crate::auth::store::PairingStore;
+use crate::config::Config;
+use crate::shard::{now_ms, GatewayShard, MeshMsg, Shared};
+
+/// Holds the singleton locks for the life of the process.
+#[derive(Debug)]
+pub struct Singleton {
+    _state: File,
+    _port: Option<File>,
+}
+
+fn lock_file(path: &Path) -> anyhow::Result<Result<File, String>> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Ok(f)),
+        Err(_) => {
+            let mut who = String::new();
+            let _ = f.read_to_string(&mut who);
+            Ok(Err(who.trim().to_string()))
+        }
+    }
+}
+
+fn write_owner(f: &mut File, port: u16) {
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = write!(f, "pid {} port {}", std::process::id(), port);
+    let _ = f.flush();
+}
+
+fn port_lock_path(port: u16) -> PathBuf {
+    std::env::temp_dir().join(format!("shardgate-port-{port}.lock"))
+}
+
+/// Refuses to start when another gateway holds this state dir or this port.
+fn acquire_singleton(state_dir: &Path, addr: SocketAddr) -> anyhow::Result<Singleton> {
+    let state = match lock_file(&state_dir.join("gateway.lock"))? {
+        Ok(f) => f,
+        Err(who) => bail!(
+            "another shardgate is already running on state dir {} ({}); stop it first or use --state-dir",
+            state_dir.display(),
+            if who.is_empty() { "pid unknown".to_string() } else { who }
+        ),
+    };
+    let port =
+        if addr.port() != 0 {
+            match lock_file(&port_lock_path(addr.port()))? {
+                Ok(f) => Some(f),
+                Err(who) => bail!(
+                "another shardgate is already running on port {} ({}); stop it first or use --port",
+                addr.port(),
+                if who.is_empty() { "pid unknown".to_string() } else { who }
+            ),
+            }
+        } else {
+            None
+        };
+    Ok(Singleton {
+        _state: state,
+        _port: port,
+    })
+}
+
+/// Binds a probe socket (SO_REUSEPORT) that fixes the port and proves it is free of other
+/// programs, before the shards bind the same port.
+fn probe_port(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    // Without SO_REUSEPORT first: fails when anything else holds the port.
+    if addr.port() != 0 {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => drop(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                bail!(
+                    "port {} on {} is already in use by another program",
+                    addr.port(),
+                    addr.ip()
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot bind {addr}")),
+        }
+    }
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot bind {addr}"))?;
+    s.listen(1)?;
+    Ok(s.into())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs the gateway until SIGTERM/SIGINT and a graceful drain.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let shards_n = config.shards.resolve();
+    let state_dir = config.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+    set_mode(&state_dir, 0o700);
+    let ip: std::net::IpAddr = config.gateway.host.parse().context("gateway.host")?;
+    let want = SocketAddr::new(ip, config.gateway.port);
+    let mut singleton = acquire_singleton(&state_dir, want)?;
+    let probe = probe_port(want)?;
+    let addr = probe.local_addr()?;
+    write_owner(&mut singleton._state, addr.port());
+    if let Some(f) = singleton._port.as_mut() {
+        write_owner(f, addr.port());
+    }
+    let store = PairingStore::open(&state_dir).context("paired device store")?;
+    let plan = shards::pool::io_memory_plan(shards_n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(
+        memlock_kib = plan.memlock_limit / 1024,
+        io_memory_kib = plan.io_memory / 1024,
+        registered = plan.registered,
+        shards = shards_n,
+        "io_uring registered buffers: {} KiB per shard ({})",
+        plan.io_memory / 1024,
+        if plan.registered {
+            "fits ulimit -l"
+        } else {
+            "too little memlock: unregistered buffers"
+        }
+    );
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while draining exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, shutdown.clone())?;
+        signal_hook::flag::register(sig, shutdown.clone())?;
+    }
+    let shared = Arc::new(Shared {
+        config: Arc::new(config),
+        store,
+        limits: PeerLimits::default(),
+        started: Instant::now(),
+        started_ms: now_ms(),
+        shards: shards_n,
+        shutdown,
+        drained: AtomicUsize::new(0),
+        instance_id: uuid::Uuid::new_v4().to_string(),
+        port: AtomicU16::new(addr.port()),
+        host: host_name(),
+    });
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let pool_cfg = PoolConfig {
+        shards: shards_n,
+        pin: true,
+        mesh_capacity: 1024,
+        name: "shard".into(),
+    };
+    let sh = shared.clone();
+    let pool = std::thread::Builder::new()
+        .name("pool".into())
+        .spawn(move || {
+            shards::pool::run(&pool_cfg, &plan, move |ctx: ShardCtx<MeshMsg>| {
+                let shared = sh.clone();
+                let ready = ready_tx.clone();
+                async move { shard_main(ctx, shared, addr, ready).await }
+            })
+        })?;
+    for _ in 0..shards_n {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("shard failed to start: {e}"),
+            Err(_) => match pool.join() {
+                Ok(Err(e)) => bail!("{e}"),
+                _ => bail!("shards did not start within 30 s"),
+            },
+        }
+    }
+    drop(probe);
+    tracing::info!(listen = %addr, shards = shards_n, state_dir = %state_dir.display(), "gateway ready");
+    println!(
+        "shardgate ready listen={addr} shards={shards_n} pid={}",
+        std::process::id()
+    );
+    let _ = std::io::stdout().flush();
+    match pool.join() {
+        Ok(Ok(_)) => {
+            tracing::info!("gateway stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => bail!("{e}"),
+        Err(_) => bail!("a shard panicked"),
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+}
+
+async fn wait_flag(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn shard_main(
+    ctx: ShardCtx<MeshMsg>,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let shard = GatewayShard::new(ctx.id, shared.clone());
+    let on = shard.clone();
+    let mesh = Mesh::start(ctx.senders, ctx.receivers, move |from, msg| {
+        on.on_mesh(from, msg)
+    });
+    shard.set_mesh(mesh.clone());
+    let listener = match glommio::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {}: bind {addr}: {e}", ctx.id)));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    tracing::debug!(shard = %ctx.id, "accepting");
+
+    let tick_ms = shared.config.gateway.tick_interval_ms;
+    let ticker = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(tick_ms)).await;
+                let payload = json!({"ts": now_ms()}).to_string();
+                shard.event_local_all("tick", &payload, false, false, |_| true);
+            }
+        })
+        .detach()
+    };
+
+    crate::transport::server::accept_loop(shard.clone(), listener, wait_flag(&shared.shutdown))
+        .await;
+    drain(&shard).await;
+    ticker.cancel();
+    let _ = Rc::strong_count(&mesh);
+}
+
+/// The shutdown sequence of one shard.
+async fn drain(shard: &Rc<GatewayShard>) {
+    let cfg = shard.config();
+    tracing::info!(shard = %shard.id, inflight = shard.inflight.get(), "shutting down: draining runs");
+    let payload = json!({"reason": "gateway stopping", "restartExpectedMs": null}).to_string();
+    shard.event_local_all("shutdown", &payload, false, false, |_| true);
+    let deadline = Instant::now() + Duration::from_millis(cfg.gateway.drain_timeout_ms);
+    while shard.inflight.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    if shard.inflight.get() > 0 {
+        tracing::warn!(shard = %shard.id, inflight = shard.inflight.get(), "drain timeout: runs still in flight");
+    }
+    shard.shared.drained.fetch_add(1, Ordering::SeqCst);
+    while shard.shared.drained.load(Ordering::SeqCst) < shard.shards() && Instant::now() < deadline
+    {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    // Deliveries from other shards' last runs may still be in the mesh: give them a beat.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    for c in shard.all_conns() {
+        c.close(1012, "service restart");
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while shard.conn_counts().1 > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}

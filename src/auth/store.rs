@@ -1,0 +1,1048 @@
+//! Paired devices and their device tokens, persisted in the state directory.
+//!
+//! When a device is approved for a role (silently for a loopback peer, or by an
+//! operator through `device.pair.approve`), the gateway records it here and
+//! issues a per-role device token that the client presents later as
+//! `auth.deviceToken`. The store lives at `<state_dir>/devices/paired.json`, a
+//! JSON object keyed by device id, in OpenClaw's camelCase shape.
+//!
+//! Invariants a reader must keep:
+//! - Memory and disk agree. Every mutation is applied to a copy, written
+//!   atomically (temp file in the same directory, fsync, rename, fsync of the
+//!   directory) and only then committed in memory; a failed write changes
+//!   nothing. The directory is `0700` and the file `0600`: it holds secrets.
+//! - A file that cannot be read or parsed is an error naming its path, never an
+//!   empty store: silently dropping it would unpair every device.
+//! - Every stored device id is the SHA-256 of its stored public key.
+//! - Token comparison is constant-time, and tokens never reach `Debug` output
+//!   or error messages.
+//!
+//! The store is shared by every shard, so its state sits behind a
+//! `std::sync::Mutex`. That is tolerable only because it is touched at connect
+//! and pairing time, never per frame; it must not be called from a hot path.
+#![allow(
+    clippy::disallowed_types,
+    reason = "one process-wide store shared by all shards, used only at connect/pairing time"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+use super::device;
+
+/// Sub-directory of the state dir holding device state.
+const DEVICES_DIR: &str = "devices";
+/// File name of the paired-device table.
+const PAIRED_FILE: &str = "paired.json";
+
+/// A device approved for one or more roles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairedDevice {
+    /// Lowercase hex SHA-256 of the raw public key.
+    pub device_id: String,
+    /// Raw Ed25519 public key, unpadded base64url.
+    pub public_key: String,
+    /// Human-readable name shown in pairing lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `client.platform` at the last approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// `client.id` at the last approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `client.mode` at the last approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_mode: Option<String>,
+    /// Roles this device may take (`operator`, `node`), sorted, unique.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Union of the scopes approved for this device, sorted, unique.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The device token of each role, keyed by role.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, DeviceToken>,
+    /// When the device was first approved, ms since the epoch.
+    pub created_at_ms: i64,
+    /// When the device was last approved or widened, ms since the epoch.
+    pub approved_at_ms: i64,
+}
+
+/// The device token of one (device, role): what the client presents as
+/// `auth.deviceToken`. `Debug` redacts the token itself.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceToken {
+    /// 32 random bytes, unpadded base64url. Secret.
+    pub token: String,
+    /// The role this token authenticates.
+    pub role: String,
+    /// Scopes granted with this token, sorted, unique.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// When this (device, role) first got a token, ms since the epoch.
+    pub created_at_ms: i64,
+    /// When the token value was last replaced by [`PairingStore::rotate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_at_ms: Option<i64>,
+    /// When the token was revoked; a revoked token never verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<i64>,
+    /// When the token stops verifying (exclusive), if it expires at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+}
+
+impl fmt::Debug for DeviceToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceToken")
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .field("scopes", &self.scopes)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("rotated_at_ms", &self.rotated_at_ms)
+            .field("revoked_at_ms", &self.revoked_at_ms)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+impl DeviceToken {
+    /// True when the token is neither revoked nor expired at `now_ms`.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// What to approve: a device, the role it asked for and the scopes it wants.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApproveRequest {
+    /// The device id (must be the SHA-256 of `public_key`).
+    pub device_id: String,
+    /// The public key as sent on the wire (base64url, base64 or PEM); stored
+    /// normalised to unpadded base64url.
+    pub public_key: String,
+    /// Optional display name; an absent value keeps the stored one.
+    pub display_name: Option<String>,
+    /// `client.platform`; an absent value keeps the stored one.
+    pub platform: Option<String>,
+    /// `client.id`; an absent value keeps the stored one.
+    pub client_id: Option<String>,
+    /// `client.mode`; an absent value keeps the stored one.
+    pub client_mode: Option<String>,
+    /// The role to approve (`operator` or `node`).
+    pub role: String,
+    /// The scopes to approve for that role (added to any already approved).
+    pub scopes: Vec<String>,
+}
+
+/// Errors of the pairing store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading, writing or syncing a store file or directory failed.
+    #[error("pairing store i/o error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The store file exists but is not valid JSON of the expected shape.
+    #[error("pairing store {path} is corrupt: {source}")]
+    Corrupt {
+        /// The store file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The store file parses but breaks an invariant (e.g. an entry keyed
+    /// under another device's id, or an id that is not its key's hash).
+    #[error("pairing store {path} is inconsistent: {reason}")]
+    Inconsistent {
+        /// The store file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store could not be serialised (should not happen).
+    #[error("pairing store could not be encoded: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// An approval named a device whose id does not match its public key, or
+    /// whose key is not a valid Ed25519 key.
+    #[error("invalid device {device_id}: {reason}")]
+    InvalidDevice {
+        /// The device id given.
+        device_id: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No paired device has this id.
+    #[error("unknown device {0}")]
+    UnknownDevice(String),
+    /// The device is paired, but not for this role (or has no token for it).
+    #[error("device {device_id} is not paired for role {role}")]
+    RoleNotPaired {
+        /// The device id.
+        device_id: String,
+        /// The role asked for.
+        role: String,
+    },
+}
+
+/// Why a presented device token was refused.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheckError {
+    /// The device is not paired, or has no token for the role.
+    #[error("device token unknown")]
+    Unknown,
+    /// The presented token is not the current token.
+    #[error("device token mismatch")]
+    Mismatch,
+    /// The token was revoked.
+    #[error("device token revoked")]
+    Revoked,
+    /// The token is past its expiry.
+    #[error("device token expired")]
+    Expired,
+}
+
+/// True when a grant of `approved` scopes includes `requested`:
+/// an exact match, `operator.admin` for any `operator.*` scope, or
+/// `operator.write` for `operator.read`.
+pub fn scope_covered(approved: &[String], requested: &str) -> bool {
+    approved.iter().any(|a| {
+        a == requested
+            || (a == "operator.admin" && requested.starts_with("operator."))
+            || (a == "operator.write" && requested == "operator.read")
+    })
+}
+
+/// True when every scope of `requested` is covered by `approved`
+/// (see [`scope_covered`]).
+pub fn scopes_covered(approved: &[String], requested: &[String]) -> bool {
+    requested.iter().all(|r| scope_covered(approved, r))
+}
+
+type Devices = BTreeMap<String, PairedDevice>;
+
+/// The paired-device table, loaded from and persisted to
+/// `<state_dir>/devices/paired.json`. Cheap to share behind an `Arc`; every
+/// method takes `&self`.
+#[derive(Debug)]
+pub struct PairingStore {
+    /// `<state_dir>/devices`.
+    dir: PathBuf,
+    /// `<state_dir>/devices/paired.json`.
+    path: PathBuf,
+    /// The table; always equal to the last successful write (or the load).
+    devices: Mutex<Devices>,
+}
+
+impl PairingStore {
+    /// Opens the store under `state_dir`, creating `devices/` (mode 0700) if
+    /// needed. A missing file is an empty store.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the directory cannot be created or the file read,
+    /// [`StoreError::Corrupt`] / [`StoreError::Inconsistent`] if the file is bad.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let dir = state_dir.join(DEVICES_DIR);
+        let io_err = |source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+
+        let path = dir.join(PAIRED_FILE);
+        let devices = match fs::read(&path) {
+            Ok(bytes) => parse(&path, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Devices::new(),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        Ok(Self {
+            dir,
+            path,
+            devices: Mutex::new(devices),
+        })
+    }
+
+    /// The store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The paired device with this id, if any.
+    pub fn get(&self, device_id: &str) -> Option<PairedDevice> {
+        self.lock().get(device_id).cloned()
+    }
+
+    /// Every paired device, ordered by id.
+    pub fn list(&self) -> Vec<PairedDevice> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Approves (or widens) a device for `req.role` and `req.scopes`, and
+    /// returns the device token for that role: the existing one if it is live
+    /// and its scopes already cover the request, else a new one whose scopes
+    /// are the union of the old token's and the requested. Persists.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidDevice`] if the id is not the hash of a valid key;
+    /// [`StoreError::Io`] / [`StoreError::Encode`] if persisting fails (the
+    /// store is then unchanged).
+    pub fn approve(&self, req: ApproveRequest, now_ms: i64) -> Result<DeviceToken, StoreError> {
+        let raw =
+            device::parse_public_key(&req.public_key).map_err(|_| StoreError::InvalidDevice {
+                device_id: req.device_id.clone(),
+                reason: "public key invalid",
+            })?;
+        if device::device_id_for(&raw) != req.device_id {
+            return Err(StoreError::InvalidDevice {
+                device_id: req.device_id,
+                reason: "device id is not the SHA-256 of its public key",
+            });
+        }
+        let public_key = device::b64url(&raw);
+
+        self.mutate(|devices| {
+            let dev = devices
+                .entry(req.device_id.clone())
+                .or_insert_with(|| PairedDevice {
+                    device_id: req.device_id.clone(),
+                    public_key: public_key.clone(),
+                    display_name: None,
+                    platform: None,
+                    client_id: None,
+                    client_mode: None,
+                    roles: Vec::new(),
+                    scopes: Vec::new(),
+                    tokens: BTreeMap::new(),
+                    created_at_ms: now_ms,
+                    approved_at_ms: now_ms,
+                });
+            dev.public_key = public_key;
+            for (field, value) in [
+                (&mut dev.display_name, req.display_name),
+                (&mut dev.platform, req.platform),
+                (&mut dev.client_id, req.client_id),
+                (&mut dev.client_mode, req.client_mode),
+            ] {
+                if value.is_some() {
+                    *field = value;
+                }
+            }
+            dev.roles = union(&dev.roles, std::slice::from_ref(&req.role));
+            dev.scopes = union(&dev.scopes, &req.scopes);
+            dev.approved_at_ms = now_ms;
+
+            let token = match dev.tokens.get(&req.role) {
+                Some(t) if t.is_live(now_ms) && scopes_covered(&t.scopes, &req.scopes) => t.clone(),
+                existing => {
+                    let old_scopes = existing
+                        .filter(|t| t.revoked_at_ms.is_none())
+                        .map(|t| t.scopes.as_slice())
+                        .unwrap_or_default();
+                    let t = DeviceToken {
+                        token: new_token(),
+                        role: req.role.clone(),
+                        scopes: union(old_scopes, &req.scopes),
+                        created_at_ms: now_ms,
+                        rotated_at_ms: None,
+                        revoked_at_ms: None,
+                        expires_at_ms: None,
+                    };
+                    dev.tokens.insert(req.role.clone(), t.clone());
+                    t
+                }
+            };
+            Ok(token)
+        })
+    }
+
+    /// True when the device is paired with `role` and every requested scope
+    /// is within its approved scopes (see [`scope_covered`]).
+    pub fn covers(&self, device_id: &str, role: &str, scopes: &[String]) -> bool {
+        self.lock()
+            .get(device_id)
+            .is_some_and(|d| d.roles.iter().any(|r| r == role) && scopes_covered(&d.scopes, scopes))
+    }
+
+    /// Checks a presented `auth.deviceToken` for (device, role). The token is
+    /// compared in constant time, and before its state is looked at, so only
+    /// its holder learns whether it was revoked or expired.
+    ///
+    /// # Errors
+    /// [`TokenCheckError::Unknown`], [`TokenCheckError::Mismatch`],
+    /// [`TokenCheckError::Revoked`] or [`TokenCheckError::Expired`].
+    pub fn verify_token(
+        &self,
+        device_id: &str,
+        role: &str,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<DeviceToken, TokenCheckError> {
+        let devices = self.lock();
+        let stored = devices
+            .get(device_id)
+            .and_then(|d| d.tokens.get(role))
+            .ok_or(TokenCheckError::Unknown)?;
+        if !bool::from(stored.token.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(TokenCheckError::Mismatch);
+        }
+        if stored.revoked_at_ms.is_some() {
+            return Err(TokenCheckError::Revoked);
+        }
+        if !stored.is_live(now_ms) {
+            return Err(TokenCheckError::Expired);
+        }
+        Ok(stored.clone())
+    }
+
+    /// Replaces the token of (device, role) with a fresh one, keeping its
+    /// scopes (or the device's scopes if it had none) and clearing any
+    /// revocation or expiry. The old value stops verifying. Persists.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownDevice`], [`StoreError::RoleNotPaired`], or a
+    /// persistence error.
+    pub fn rotate(
+        &self,
+        device_id: &str,
+        role: &str,
+        now_ms: i64,
+    ) -> Result<DeviceToken, StoreError> {
+        self.mutate(|devices| {
+            let dev = devices
+                .get_mut(device_id)
+                .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
+            if !dev.roles.iter().any(|r| r == role) {
+                return Err(not_paired(device_id, role));
+            }
+            let (scopes, created_at_ms) = match dev.tokens.get(role) {
+                Some(t) => (t.scopes.clone(), t.created_at_ms),
+                None => (dev.scopes.clone(), now_ms),
+            };
+            let t = DeviceToken {
+                token: new_token(),
+                role: role.to_owned(),
+                scopes,
+                created_at_ms,
+                rotated_at_ms: Some(now_ms),
+                revoked_at_ms: None,
+                expires_at_ms: None,
+            };
+            dev.tokens.insert(role.to_owned(), t.clone());
+            Ok(t)
+        })
+    }
+
+    /// Revokes the token of (device, role); the device stays paired and a
+    /// later [`PairingStore::approve`] issues a new token. Revoking twice keeps
+    /// the first revocation time. Persists.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownDevice`], [`StoreError::RoleNotPaired`] (no token
+    /// for the role), or a persistence error.
+    pub fn revoke(&self, device_id: &str, role: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.mutate(|devices| {
+            let dev = devices
+                .get_mut(device_id)
+                .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
+            let t = dev
+                .tokens
+                .get_mut(role)
+                .ok_or_else(|| not_paired(device_id, role))?;
+            t.revoked_at_ms.get_or_insert(now_ms);
+            Ok(())
+        })
+    }
+
+    /// Unpairs a device entirely. Returns whether it was paired. Persists
+    /// only when something changed.
+    ///
+    /// # Errors
+    /// A persistence error (the device then stays paired).
+    pub fn remove(&self, device_id: &str) -> Result<bool, StoreError> {
+        if !self.lock().contains_key(device_id) {
+            return Ok(false);
+        }
+        self.mutate(|devices| Ok(devices.remove(device_id).is_some()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Devices> {
+        // No code panics while holding the lock, and state is only committed
+        // after a successful write, so a poisoned lock still guards a
+        // consistent table.
+        self.devices.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `f` to a copy of the table, persists the copy if `f` succeeded
+    /// and changed it, then commits it. Holding the lock across the write keeps
+    /// the on-disk order of writes equal to the in-memory order.
+    fn mutate<R>(
+        &self,
+        f: impl FnOnce(&mut Devices) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut guard = self.lock();
+        let mut next = guard.clone();
+        let out = f(&mut next)?;
+        if next != *guard {
+            self.persist(&next)?;
+            *guard = next;
+        }
+        Ok(out)
+    }
+
+    /// Writes the table atomically: a new `0600` temp file in the same
+    /// directory, fsync, rename over the store file, fsync of the directory.
+    fn persist(&self, devices: &Devices) -> Result<(), StoreError> {
+        let mut bytes = serde_json::to_vec_pretty(devices).map_err(StoreError::Encode)?;
+        bytes.push(b'\n');
+        let tmp = self
+            .dir
+            .join(format!(".{PAIRED_FILE}.{}.tmp", uuid::Uuid::new_v4()));
+        let write_tmp = || -> io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()
+        };
+        if let Err(source) = write_tmp() {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Io { path: tmp, source });
+        }
+        if let Err(source) = fs::rename(&tmp, &self.path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| StoreError::Io {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+}
+
+/// Parses and checks the store file.
+fn parse(path: &Path, bytes: &[u8]) -> Result<Devices, StoreError> {
+    let devices: Devices = serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })?;
+    for (key, dev) in &devices {
+        let reason = if *key != dev.device_id {
+            Some(format!("entry {key} holds device {}", dev.device_id))
+        } else {
+            match device::parse_public_key(&dev.public_key) {
+                Ok(raw) if device::device_id_for(&raw) == dev.device_id => None,
+                Ok(_) => Some(format!("device {key}: id is not the hash of its key")),
+                Err(_) => Some(format!("device {key}: public key invalid")),
+            }
+        };
+        if let Some(reason) = reason {
+            return Err(StoreError::Inconsistent {
+                path: path.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(devices)
+}
+
+fn not_paired(device_id: &str, role: &str) -> StoreError {
+    StoreError::RoleNotPaired {
+        device_id: device_id.to_owned(),
+        role: role.to_owned(),
+    }
+}
+
+/// Sorted, de-duplicated union of two scope or role lists.
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter()
+        .chain(b)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// A new device token: 32 bytes from the OS RNG, unpadded base64url.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    device::b64url(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use device::DeviceIdentity;
+    use std::sync::Arc;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    fn req(id: &DeviceIdentity, role: &str, scopes: &[&str]) -> ApproveRequest {
+        ApproveRequest {
+            device_id: id.device_id(),
+            public_key: id.public_key_b64url(),
+            display_name: Some("laptop".into()),
+            platform: Some("macos".into()),
+            client_id: Some("cli".into()),
+            client_mode: Some("cli".into()),
+            role: role.into(),
+            scopes: s(scopes),
+        }
+    }
+
+    fn ident(n: u8) -> DeviceIdentity {
+        DeviceIdentity::from_secret([n; 32])
+    }
+
+    #[test]
+    fn approve_get_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        assert!(store.list().is_empty());
+        let id = ident(1);
+        let tok = store
+            .approve(
+                req(&id, "operator", &["operator.write", "operator.read"]),
+                T0,
+            )
+            .unwrap();
+        assert_eq!(tok.role, "operator");
+        assert_eq!(tok.scopes, s(&["operator.read", "operator.write"]));
+        assert_eq!(tok.token.len(), 43);
+
+        let dev = store.get(&id.device_id()).unwrap();
+        assert_eq!(dev.roles, s(&["operator"]));
+        assert_eq!(dev.created_at_ms, T0);
+        assert_eq!(dev.tokens["operator"], tok);
+
+        let reopened = PairingStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.get(&id.device_id()), Some(dev));
+        assert_eq!(reopened.list().len(), 1);
+        assert!(reopened.get("nope").is_none());
+    }
+
+    #[test]
+    fn file_is_camel_case_keyed_by_device_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
+        let dev = &v[id.device_id()];
+        assert_eq!(dev["deviceId"], id.device_id());
+        assert_eq!(dev["publicKey"], id.public_key_b64url());
+        assert_eq!(dev["createdAtMs"], T0);
+        assert_eq!(dev["tokens"]["operator"]["createdAtMs"], T0);
+        assert!(dev["tokens"]["operator"].get("revokedAtMs").is_none());
+    }
+
+    #[test]
+    fn file_and_dir_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = PairingStore::open(&state).unwrap();
+        store.approve(req(&ident(1), "operator", &[]), T0).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(store.path()), 0o600);
+        assert_eq!(mode(&state.join("devices")), 0o700);
+        // No temp files left behind.
+        let names: Vec<_> = fs::read_dir(state.join("devices"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("paired.json")]);
+    }
+
+    #[test]
+    fn approve_reuses_covering_token_and_widens_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        let t1 = store
+            .approve(req(&id, "operator", &["operator.write"]), T0)
+            .unwrap();
+        let t2 = store
+            .approve(req(&id, "operator", &["operator.read"]), T0 + 1)
+            .unwrap();
+        assert_eq!(t1, t2);
+        let t3 = store
+            .approve(req(&id, "operator", &["operator.admin"]), T0 + 2)
+            .unwrap();
+        assert_ne!(t3.token, t1.token);
+        assert_eq!(t3.scopes, s(&["operator.admin", "operator.write"]));
+        let node = store.approve(req(&id, "node", &[]), T0 + 3).unwrap();
+        let dev = store.get(&id.device_id()).unwrap();
+        assert_eq!(dev.roles, s(&["node", "operator"]));
+        assert_eq!(dev.tokens.len(), 2);
+        assert_eq!(dev.tokens["node"], node);
+        assert_eq!(dev.created_at_ms, T0);
+        assert_eq!(dev.approved_at_ms, T0 + 3);
+    }
+
+    #[test]
+    fn approve_keeps_metadata_when_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        let mut r = req(&id, "operator", &[]);
+        r.display_name = None;
+        r.platform = Some("linux".into());
+        store.approve(r, T0).unwrap();
+        let dev = store.get(&id.device_id()).unwrap();
+        assert_eq!(dev.display_name.as_deref(), Some("laptop"));
+        assert_eq!(dev.platform.as_deref(), Some("linux"));
+    }
+
+    #[test]
+    fn approve_rejects_id_not_matching_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let mut r = req(&ident(1), "operator", &[]);
+        r.device_id = ident(2).device_id();
+        assert!(matches!(
+            store.approve(r, T0),
+            Err(StoreError::InvalidDevice { .. })
+        ));
+        let mut r = req(&ident(1), "operator", &[]);
+        r.public_key = "garbage".into();
+        assert!(matches!(
+            store.approve(r, T0),
+            Err(StoreError::InvalidDevice { .. })
+        ));
+        assert!(store.list().is_empty());
+        assert!(!store.path().exists());
+    }
+
+    #[test]
+    fn token_verify_ok_mismatch_revoked_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        let dev = id.device_id();
+        let t = store
+            .approve(req(&id, "operator", &["operator.read"]), T0)
+            .unwrap();
+
+        assert_eq!(
+            store.verify_token(&dev, "operator", &t.token, T0),
+            Ok(t.clone())
+        );
+        assert_eq!(
+            store.verify_token(&dev, "operator", "wrong", T0),
+            Err(TokenCheckError::Mismatch)
+        );
+        assert_eq!(
+            store.verify_token(&dev, "operator", "", T0),
+            Err(TokenCheckError::Mismatch)
+        );
+        assert_eq!(
+            store.verify_token(&dev, "node", &t.token, T0),
+            Err(TokenCheckError::Unknown)
+        );
+        assert_eq!(
+            store.verify_token("unknown", "operator", &t.token, T0),
+            Err(TokenCheckError::Unknown)
+        );
+
+        // Expiry (set directly: the store issues non-expiring tokens).
+        store
+            .lock()
+            .get_mut(&dev)
+            .unwrap()
+            .tokens
+            .get_mut("operator")
+            .unwrap()
+            .expires_at_ms = Some(T0 + 10);
+        assert!(store
+            .verify_token(&dev, "operator", &t.token, T0 + 9)
+            .is_ok());
+        assert_eq!(
+            store.verify_token(&dev, "operator", &t.token, T0 + 10),
+            Err(TokenCheckError::Expired)
+        );
+        // Expired tokens are replaced on the next approval.
+        let t2 = store
+            .approve(req(&id, "operator", &["operator.read"]), T0 + 11)
+            .unwrap();
+        assert_ne!(t2.token, t.token);
+        assert_eq!(t2.expires_at_ms, None);
+
+        store.revoke(&dev, "operator", T0 + 20).unwrap();
+        store.revoke(&dev, "operator", T0 + 30).unwrap();
+        assert_eq!(
+            store.verify_token(&dev, "operator", &t2.token, T0 + 21),
+            Err(TokenCheckError::Revoked)
+        );
+        // A wrong token against a revoked entry learns nothing about its state.
+        assert_eq!(
+            store.verify_token(&dev, "operator", "wrong", T0 + 21),
+            Err(TokenCheckError::Mismatch)
+        );
+        let reopened = PairingStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.get(&dev).unwrap().tokens["operator"].revoked_at_ms,
+            Some(T0 + 20)
+        );
+        assert_eq!(
+            reopened.verify_token(&dev, "operator", &t2.token, T0 + 21),
+            Err(TokenCheckError::Revoked)
+        );
+        // Still paired; re-approval issues a fresh token.
+        assert!(store.covers(&dev, "operator", &s(&["operator.read"])));
+        let t3 = store
+            .approve(req(&id, "operator", &["operator.read"]), T0 + 40)
+            .unwrap();
+        assert_ne!(t3.token, t2.token);
+        assert!(store
+            .verify_token(&dev, "operator", &t3.token, T0 + 40)
+            .is_ok());
+    }
+
+    #[test]
+    fn rotate_invalidates_old_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        let dev = id.device_id();
+        let old = store
+            .approve(req(&id, "operator", &["operator.admin"]), T0)
+            .unwrap();
+        let new = store.rotate(&dev, "operator", T0 + 5).unwrap();
+        assert_ne!(new.token, old.token);
+        assert_eq!(new.scopes, old.scopes);
+        assert_eq!(new.created_at_ms, T0);
+        assert_eq!(new.rotated_at_ms, Some(T0 + 5));
+        assert_eq!(
+            store.verify_token(&dev, "operator", &old.token, T0 + 6),
+            Err(TokenCheckError::Mismatch)
+        );
+        assert!(store
+            .verify_token(&dev, "operator", &new.token, T0 + 6)
+            .is_ok());
+        let reopened = PairingStore::open(dir.path()).unwrap();
+        assert!(reopened
+            .verify_token(&dev, "operator", &new.token, T0 + 6)
+            .is_ok());
+
+        assert!(matches!(
+            store.rotate(&dev, "node", T0),
+            Err(StoreError::RoleNotPaired { .. })
+        ));
+        assert!(matches!(
+            store.rotate("nope", "operator", T0),
+            Err(StoreError::UnknownDevice(_))
+        ));
+        assert!(matches!(
+            store.revoke(&dev, "node", T0),
+            Err(StoreError::RoleNotPaired { .. })
+        ));
+    }
+
+    #[test]
+    fn covers_wider_and_narrower_scopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let (a, w) = (ident(1), ident(2));
+        store
+            .approve(req(&a, "operator", &["operator.admin"]), T0)
+            .unwrap();
+        store
+            .approve(req(&w, "operator", &["operator.write"]), T0)
+            .unwrap();
+        let (a, w) = (a.device_id(), w.device_id());
+
+        assert!(store.covers(&a, "operator", &[]));
+        assert!(store.covers(
+            &a,
+            "operator",
+            &s(&[
+                "operator.read",
+                "operator.write",
+                "operator.approvals",
+                "operator.pairing",
+                "operator.admin"
+            ])
+        ));
+        assert!(!store.covers(&a, "operator", &s(&["node.exec"])));
+        assert!(!store.covers(&a, "node", &[]));
+
+        assert!(store.covers(&w, "operator", &s(&["operator.read"])));
+        assert!(store.covers(&w, "operator", &s(&["operator.write", "operator.read"])));
+        assert!(!store.covers(&w, "operator", &s(&["operator.admin"])));
+        assert!(!store.covers(&w, "operator", &s(&["operator.read", "operator.pairing"])));
+        assert!(!store.covers("unknown", "operator", &[]));
+
+        assert!(!scope_covered(&s(&["operator.read"]), "operator.write"));
+        assert!(!scope_covered(&s(&["operator.admin"]), "operatorx"));
+    }
+
+    #[test]
+    fn remove_unpairs_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        assert!(store.remove(&id.device_id()).unwrap());
+        assert!(!store.remove(&id.device_id()).unwrap());
+        assert!(PairingStore::open(dir.path()).unwrap().list().is_empty());
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = dir.path().join("devices");
+        fs::create_dir_all(&devices).unwrap();
+        let file = devices.join("paired.json");
+        for bad in ["{not json", "", "[]"] {
+            fs::write(&file, bad).unwrap();
+            let err = PairingStore::open(dir.path()).unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{bad:?}: {err}");
+            assert!(err.to_string().contains(&file.display().to_string()));
+            // The bad file is left for the operator to inspect.
+            assert_eq!(fs::read_to_string(&file).unwrap(), bad);
+        }
+    }
+
+    #[test]
+    fn inconsistent_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        let text = fs::read_to_string(store.path()).unwrap();
+        let swapped = text.replace(&id.public_key_b64url(), &ident(2).public_key_b64url());
+        fs::write(store.path(), swapped).unwrap();
+        let err = PairingStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Inconsistent { .. }), "{err}");
+    }
+
+    #[test]
+    fn tolerates_unknown_and_missing_optional_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ident(1);
+        let devices = dir.path().join("devices");
+        fs::create_dir_all(&devices).unwrap();
+        let json = serde_json::json!({
+            id.device_id(): {
+                "deviceId": id.device_id(),
+                "publicKey": id.public_key_b64url(),
+                "role": "operator",
+                "remoteIp": "127.0.0.1",
+                "createdAtMs": 1,
+                "approvedAtMs": 2,
+            }
+        });
+        fs::write(devices.join("paired.json"), json.to_string()).unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let dev = store.get(&id.device_id()).unwrap();
+        assert!(dev.roles.is_empty() && dev.tokens.is_empty());
+    }
+
+    #[test]
+    fn failed_write_leaves_store_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        // A directory where the file should be makes the rename fail, even as root.
+        fs::remove_file(store.path()).unwrap();
+        fs::create_dir(store.path()).unwrap();
+        let err = store.approve(req(&ident(2), "operator", &[]), T0);
+        assert!(matches!(err, Err(StoreError::Io { .. })), "{err:?}");
+        assert!(matches!(
+            store.remove(&id.device_id()),
+            Err(StoreError::Io { .. })
+        ));
+        assert_eq!(store.list().len(), 1);
+        assert!(store.get(&ident(2).device_id()).is_none());
+        // The temp file was cleaned up.
+        assert_eq!(fs::read_dir(dir.path().join("devices")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn debug_redacts_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PairingStore::open(dir.path()).unwrap();
+        let id = ident(1);
+        let t = store.approve(req(&id, "operator", &[]), T0).unwrap();
+        assert!(!format!("{t:?}").contains(&t.token));
+        assert!(!format!("{:?}", store.get(&id.device_id())).contains(&t.token));
+        assert!(!format!("{store:?}").contains(&t.token));
+    }
+
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test plays two shard threads"
+    )]
+    fn concurrent_approve_from_two_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(PairingStore::open(dir.path()).unwrap());
+        let shared = ident(100);
+        let handles: Vec<_> = (0..2u8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    let mut tokens = Vec::new();
+                    for i in 0..20u8 {
+                        let id = ident(t * 50 + i + 1);
+                        store
+                            .approve(req(&id, "operator", &["operator.read"]), T0)
+                            .unwrap();
+                        tokens.push(
+                            store
+                                .approve(req(&shared, "operator", &["operator.read"]), T0)
+                                .unwrap(),
+                        );
+                    }
+                    tokens
+                })
+            })
+            .collect();
+        let tokens: Vec<DeviceToken> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        // Both threads got the one token of the shared device.
+        assert!(tokens.iter().all(|t| *t == tokens[0]));
+        let reopened = PairingStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.list().len(), 41);
+        assert_eq!(reopened.list(), store.list());
+    }
+}

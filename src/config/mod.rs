@@ -1,0 +1,781 @@
+//! The configuration tree: one typed source for every knob.
+//!
+//! Loading order (later wins): built-in defaults ← JSON5 file (`--config`, the seed article's
+//! key names, OpenClaw's `openclaw.json` shape) ← environment ← command-line flags.
+//! An unknown key is a warning naming its path; a value of the wrong type or out of bounds
+//! refuses the start with the key path and the reason ([`ConfigError`]).
+
+mod duration;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use duration::Millis;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Config {
+    /// Listener, auth, protocol limits.
+    pub gateway: GatewayConfig,
+    /// Number of shards: `"auto"` (one per CPU) or a number. Default `"auto"`.
+    pub shards: Shards,
+    /// Where paired devices, the singleton lock and journals live.
+    /// Default `$SHARDGATE_STATE_DIR` or `~/.shardgate`.
+    pub state_dir: Option<PathBuf>,
+    /// Agents and the built-in echo agent.
+    pub agents: AgentsConfig,
+    /// The delivery queue (seed article `queue`).
+    pub queue: QueueConfig,
+    /// Idempotency (seed article `deduplication`).
+    pub deduplication: DedupConfig,
+    /// Per-session ordering (seed article `ordering`).
+    pub ordering: OrderingConfig,
+    /// Network knobs (seed article `network`).
+    pub network: NetworkConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            gateway: GatewayConfig::default(),
+            shards: Shards::Auto,
+            state_dir: None,
+            agents: AgentsConfig::default(),
+            queue: QueueConfig::default(),
+            deduplication: DedupConfig::default(),
+            ordering: OrderingConfig::default(),
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+/// `shards`: `"auto"` or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shards {
+    /// One shard per available CPU.
+    Auto,
+    /// Exactly this many shards (1..=256).
+    Count(usize),
+}
+
+impl Serialize for Shards {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shards::Auto => s.serialize_str("auto"),
+            Shards::Count(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) if s == "auto" => Ok(Shards::Auto),
+            Raw::S(s) => s
+                .parse::<u64>()
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("expected \"auto\" or a number, got {s:?}"))
+                })
+                .and_then(|n| Shards::count(n).map_err(serde::de::Error::custom)),
+            Raw::N(n) => Shards::count(n).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Shards {
+    fn count(n: u64) -> Result<Shards, String> {
+        if (1..=256).contains(&n) {
+            Ok(Shards::Count(n as usize))
+        } else {
+            Err(format!("shard count must be 1..=256, got {n}"))
+        }
+    }
+
+    /// The number of shards to start.
+    pub fn resolve(self) -> usize {
+        match self {
+            Shards::Auto => shards::pool::available_cpus(),
+            Shards::Count(n) => n,
+        }
+    }
+}
+
+/// `gateway.*`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct GatewayConfig {
+    /// Listen address. Default `127.0.0.1` (loopback only).
+    pub host: String,
+    /// Listen port. Default 18789 (OpenClaw's). 0 picks a free port (tests).
+    pub port: u16,
+    /// Shared authentication.
+    pub auth: AuthConfig,
+    /// Interval of `tick` events, ms. Default 30000. Clients close after 2× silence.
+    pub tick_interval_ms: u64,
+    /// Time allowed from TCP accept to `hello-ok`, ms. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// Largest message before authentication, bytes. Default 65536.
+    pub preauth_max_payload: usize,
+    /// Largest message after `hello-ok`, bytes (advertised as `policy.maxPayload`).
+    /// Default 26214400 like OpenClaw.
+    pub max_payload: usize,
+    /// Per-connection send buffer bound, bytes (`policy.maxBufferedBytes`). Over it droppable
+    /// events are skipped and anything else closes the connection 1008 "slow consumer".
+    /// Default 52428800.
+    pub max_buffered_bytes: usize,
+    /// Unauthenticated sockets allowed per client IP. Default 32.
+    pub max_unauthenticated_per_ip: usize,
+    /// Failed shared-secret attempts per IP per minute before `AUTH_RATE_LIMITED`
+    /// (loopback exempt). Default 10.
+    pub auth_failures_per_minute: u32,
+    /// Longest wait for in-flight runs at shutdown, ms. Default 10000.
+    pub drain_timeout_ms: u64,
+    /// Serve a plain WebSocket echo at `/echo` (conformance testing only). Default false.
+    pub dangerously_enable_ws_echo: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            host: "127.0.0.1".into(),
+            port: 18789,
+            auth: AuthConfig::default(),
+            tick_interval_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            preauth_max_payload: 64 * 1024,
+            max_payload: 26_214_400,
+            max_buffered_bytes: 52_428_800,
+            max_unauthenticated_per_ip: 32,
+            auth_failures_per_minute: 10,
+            drain_timeout_ms: 10_000,
+            dangerously_enable_ws_echo: false,
+        }
+    }
+}
+
+/// `gateway.auth`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AuthConfig {
+    /// `none | token | password`. Default: `token` when a token is set, else `none`.
+    pub mode: Option<AuthMode>,
+    /// Shared token (also `OPENCLAW_GATEWAY_TOKEN`, `SHARDGATE_TOKEN`). Secret: redacted.
+    pub token: Option<String>,
+    /// Shared password (also `OPENCLAW_GATEWAY_PASSWORD`). Secret: redacted.
+    pub password: Option<String>,
+    /// A device-less operator that authenticated with the shared secret from a direct
+    /// loopback peer keeps its requested scopes (OpenClaw's behaviour, which the `openclaw
+    /// gateway call` CLI relies on). When false, such operators get no scopes. Default true.
+    pub loopback_shared_secret_keeps_scopes: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: None,
+            token: None,
+            password: None,
+            loopback_shared_secret_keeps_scopes: true,
+        }
+    }
+}
+
+/// Shared-secret authentication mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone may connect (loopback deployments).
+    None,
+    /// `connect.params.auth.token` must match.
+    Token,
+    /// `connect.params.auth.password` must match.
+    Password,
+}
+
+impl AuthMode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::None => "none",
+            AuthMode::Token => "token",
+            AuthMode::Password => "password",
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The effective mode.
+    pub fn effective_mode(&self) -> AuthMode {
+        match self.mode {
+            Some(m) => m,
+            None if self.token.is_some() => AuthMode::Token,
+            None if self.password.is_some() => AuthMode::Password,
+            None => AuthMode::None,
+        }
+    }
+}
+
+/// `agents`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AgentsConfig {
+    /// The agent used when a request names none. Default `main`.
+    pub default_agent: String,
+    /// The built-in echo agent.
+    pub echo: EchoConfig,
+    /// Longest run before `AGENT_TIMEOUT`, ms. Default 600000.
+    pub run_timeout_ms: u64,
+    /// Messages kept per session for `chat.history`. Default 200.
+    pub history_limit: usize,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            default_agent: "main".into(),
+            echo: EchoConfig::default(),
+            run_timeout_ms: 600_000,
+            history_limit: 200,
+        }
+    }
+}
+
+/// `agents.echo`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EchoConfig {
+    /// Delay before each streamed word, ms (realistic streaming in tests). Default 0.
+    pub delta_delay_ms: u64,
+}
+
+/// `queue` (seed article).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct QueueConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// `memory` (default) | `journal` | `redis` | `kafka`.
+    pub backend: String,
+    /// Most queued messages before `QUEUE_FULL`. Default 10000.
+    pub max_size: usize,
+    /// Retry of failed dispatches.
+    pub retry_policy: RetryPolicy,
+    /// Dead letters.
+    pub dead_letter: DeadLetterConfig,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            backend: "memory".into(),
+            max_size: 10_000,
+            retry_policy: RetryPolicy::default(),
+            dead_letter: DeadLetterConfig::default(),
+        }
+    }
+}
+
+/// `queue.retryPolicy`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Default 3.
+    pub max_attempts: u32,
+    /// `exponential` (default) | `fixed`.
+    pub backoff: String,
+    /// Default "1s".
+    pub initial_delay: Millis,
+    /// Default "30s".
+    pub max_delay: Millis,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: "exponential".into(),
+            initial_delay: Millis(1_000),
+            max_delay: Millis(30_000),
+        }
+    }
+}
+
+/// `queue.deadLetter`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DeadLetterConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Default "7d".
+    pub max_age: Millis,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            enabled: true,
+            max_age: Millis(7 * 24 * 3_600_000),
+        }
+    }
+}
+
+/// `deduplication`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct DedupConfig {
+    /// `message_id` (the idempotencyKey). Default.
+    pub strategy: String,
+    /// Default "5m".
+    pub window: Millis,
+    /// `memory` (default).
+    pub storage: String,
+    /// Entries per shard before the oldest is evicted. Default 65536.
+    pub capacity: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            strategy: "message_id".into(),
+            window: Millis(300_000),
+            storage: "memory".into(),
+            capacity: 65_536,
+        }
+    }
+}
+
+/// `ordering`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct OrderingConfig {
+    /// `per_session` (default).
+    pub guarantee: String,
+    /// Runs waiting per session before a retryable refusal. Default 100.
+    pub buffer_size: usize,
+    /// Default "10s".
+    pub timeout: Millis,
+}
+
+impl Default for OrderingConfig {
+    fn default() -> Self {
+        OrderingConfig {
+            guarantee: "per_session".into(),
+            buffer_size: 100,
+            timeout: Millis(10_000),
+        }
+    }
+}
+
+/// `network`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NetworkConfig {
+    /// `network.websocket`
+    pub websocket: WebSocketNetConfig,
+}
+
+/// `network.websocket`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct WebSocketNetConfig {
+    /// Largest single WebSocket frame, bytes. Default 16 MiB (a message may span frames up
+    /// to `gateway.maxPayload`).
+    pub max_frame_size: usize,
+    /// permessage-deflate. Not supported yet: true refuses to start.
+    pub compression: bool,
+}
+
+impl Default for WebSocketNetConfig {
+    fn default() -> Self {
+        WebSocketNetConfig {
+            max_frame_size: 16 << 20,
+            compression: false,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key path at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// JSON5 syntax.
+    #[error("config {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Parser message with position.
+        message: String,
+    },
+    /// A value of the wrong type or out of range.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// Overrides from the command line (each `None` leaves the config value).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--port`
+    pub port: Option<u16>,
+    /// `--bind loopback|lan|ADDR`
+    pub bind: Option<String>,
+    /// `--token`
+    pub token: Option<String>,
+    /// `--password`
+    pub password: Option<String>,
+    /// `--auth none|token|password`
+    pub auth: Option<AuthMode>,
+    /// `--state-dir`
+    pub state_dir: Option<PathBuf>,
+    /// `--shards`
+    pub shards: Option<usize>,
+}
+
+/// A loaded config and the warnings met on the way (unknown keys).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The effective configuration.
+    pub config: Config,
+    /// One line per unknown key, naming its path.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Parses JSON5 text; unknown keys become warnings.
+    pub fn from_json5(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+        let value: serde_json::Value = json5::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut warnings = Vec::new();
+        let mut on_unknown = |p: serde_ignored::Path<'_>| {
+            warnings.push(format!("unknown config key `{p}` (ignored)"));
+        };
+        let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
+        let config: Config =
+            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+                key: e.path().to_string(),
+                reason: e.inner().to_string(),
+            })?;
+        Ok(Loaded { config, warnings })
+    }
+
+    /// Loads defaults ← file ← environment ← overrides, then validates.
+    pub fn load(file: Option<&Path>, ov: &Overrides) -> Result<Loaded, ConfigError> {
+        let mut loaded = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::from_json5(&text, p)?
+            }
+            None => Loaded {
+                config: Config::default(),
+                warnings: Vec::new(),
+            },
+        };
+        let c = &mut loaded.config;
+        c.apply_env(|k| std::env::var(k).ok())?;
+        c.apply_overrides(ov)?;
+        c.validate()?;
+        Ok(loaded)
+    }
+
+    /// Environment overrides: `OPENCLAW_GATEWAY_TOKEN`/`SHARDGATE_TOKEN`,
+    /// `OPENCLAW_GATEWAY_PASSWORD`, `SHARDGATE_STATE_DIR`, `SHARDGATE_PORT`, `SHARDGATE_SHARDS`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(t) = get("SHARDGATE_TOKEN").or_else(|| get("OPENCLAW_GATEWAY_TOKEN")) {
+            if !t.is_empty() {
+                self.gateway.auth.token = Some(t);
+            }
+        }
+        if let Some(p) = get("OPENCLAW_GATEWAY_PASSWORD") {
+            if !p.is_empty() {
+                self.gateway.auth.password = Some(p);
+            }
+        }
+        if let Some(d) = get("SHARDGATE_STATE_DIR") {
+            if !d.is_empty() {
+                self.state_dir = Some(PathBuf::from(d));
+            }
+        }
+        if let Some(p) = get("SHARDGATE_PORT") {
+            self.gateway.port = p.parse().map_err(|_| ConfigError::Invalid {
+                key: "SHARDGATE_PORT".into(),
+                reason: format!("not a port number: {p:?}"),
+            })?;
+        }
+        if let Some(s) = get("SHARDGATE_SHARDS") {
+            let v = serde_json::Value::String(s);
+            self.shards = Shards::deserialize(v).map_err(|e| ConfigError::Invalid {
+                key: "SHARDGATE_SHARDS".into(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Command-line overrides.
+    pub fn apply_overrides(&mut self, ov: &Overrides) -> Result<(), ConfigError> {
+        if let Some(p) = ov.port {
+            self.gateway.port = p;
+        }
+        if let Some(b) = &ov.bind {
+            self.gateway.host = match b.as_str() {
+                "loopback" => "127.0.0.1".into(),
+                "lan" | "all" => "0.0.0.0".into(),
+                addr => addr.to_string(),
+            };
+        }
+        if let Some(t) = &ov.token {
+            self.gateway.auth.token = Some(t.clone());
+        }
+        if let Some(p) = &ov.password {
+            self.gateway.auth.password = Some(p.clone());
+        }
+        if let Some(m) = ov.auth {
+            self.gateway.auth.mode = Some(m);
+        }
+        if let Some(d) = &ov.state_dir {
+            self.state_dir = Some(d.clone());
+        }
+        if let Some(n) = ov.shards {
+            self.shards = Shards::count(n as u64).map_err(|reason| ConfigError::Invalid {
+                key: "--shards".into(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Bounds and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        let g = &self.gateway;
+        if g.host.parse::<std::net::IpAddr>().is_err() {
+            return bad("gateway.host", format!("not an IP address: {:?}", g.host));
+        }
+        if g.tick_interval_ms < 100 {
+            return bad("gateway.tickIntervalMs", "must be at least 100".into());
+        }
+        if g.handshake_timeout_ms == 0 {
+            return bad("gateway.handshakeTimeoutMs", "must be positive".into());
+        }
+        if g.preauth_max_payload < 1024 || g.preauth_max_payload > g.max_payload {
+            return bad(
+                "gateway.preauthMaxPayload",
+                "must be between 1024 and gateway.maxPayload".into(),
+            );
+        }
+        if g.max_payload < 1024 {
+            return bad("gateway.maxPayload", "must be at least 1024".into());
+        }
+        if g.max_buffered_bytes < g.max_payload.min(1 << 20) {
+            return bad(
+                "gateway.maxBufferedBytes",
+                "must be at least min(gateway.maxPayload, 1 MiB)".into(),
+            );
+        }
+        match g.auth.effective_mode() {
+            AuthMode::Token if g.auth.token.as_deref().unwrap_or("").is_empty() => {
+                return bad(
+                    "gateway.auth.token",
+                    "auth mode is token but no token is set (config, --token or OPENCLAW_GATEWAY_TOKEN)".into(),
+                )
+            }
+            AuthMode::Password if g.auth.password.as_deref().unwrap_or("").is_empty() => {
+                return bad("gateway.auth.password", "auth mode is password but no password is set".into())
+            }
+            _ => {}
+        }
+        if !matches!(self.queue.backend.as_str(), "memory") {
+            return bad(
+                "queue.backend",
+                format!(
+                    "backend {:?} is not available in this build (available: \"memory\")",
+                    self.queue.backend
+                ),
+            );
+        }
+        if self.network.websocket.compression {
+            return bad(
+                "network.websocket.compression",
+                "permessage-deflate is not supported yet; set false".into(),
+            );
+        }
+        if self.network.websocket.max_frame_size < 1024 {
+            return bad(
+                "network.websocket.maxFrameSize",
+                "must be at least 1024".into(),
+            );
+        }
+        if self.agents.default_agent.is_empty() {
+            return bad("agents.defaultAgent", "must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The state directory: config, else `~/.shardgate`.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".shardgate")
+    }
+
+    /// The config as JSON with secrets replaced by `"__REDACTED__"` (for `config.get`).
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact(&mut v);
+        v
+    }
+}
+
+fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, val) in map.iter_mut() {
+                let lk = k.to_ascii_lowercase();
+                let secret = lk.contains("token")
+                    || lk.contains("password")
+                    || lk.contains("secret")
+                    || lk == "key";
+                if secret && !val.is_null() && !val.is_object() {
+                    *val = serde_json::Value::String("__REDACTED__".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Loaded, ConfigError> {
+        Config::from_json5(s, Path::new("test.json5"))
+    }
+
+    #[test]
+    fn template_equals_default() {
+        let text = include_str!("template.json5");
+        let loaded = parse(text).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(loaded.config, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_warns_with_path() {
+        let l = parse("{gateway: {port: 1, bogus: true}, queue: {maxSize: 5}}").unwrap();
+        assert_eq!(l.config.gateway.port, 1);
+        assert_eq!(l.config.queue.max_size, 5);
+        assert_eq!(l.warnings.len(), 1);
+        assert!(l.warnings[0].contains("gateway.bogus"), "{:?}", l.warnings);
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let e = parse("{gateway: {port: 'x'}}").unwrap_err();
+        assert!(e.to_string().contains("gateway.port"), "{e}");
+        let e = parse("{queue: {retryPolicy: {initialDelay: '5 parsecs'}}}").unwrap_err();
+        assert!(
+            e.to_string().contains("queue.retryPolicy.initialDelay"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn seed_durations_parse() {
+        let l = parse("{queue: {retryPolicy: {initialDelay: '250ms', maxDelay: '2m'}, deadLetter: {maxAge: '7d'}}, deduplication: {window: '5m'}}").unwrap();
+        assert_eq!(l.config.queue.retry_policy.initial_delay, Millis(250));
+        assert_eq!(l.config.queue.retry_policy.max_delay, Millis(120_000));
+        assert_eq!(l.config.deduplication.window, Millis(300_000));
+    }
+
+    #[test]
+    fn shards_auto_or_count() {
+        assert_eq!(
+            parse("{shards: 'auto'}").unwrap().config.shards,
+            Shards::Auto
+        );
+        assert_eq!(
+            parse("{shards: 3}").unwrap().config.shards,
+            Shards::Count(3)
+        );
+        assert!(parse("{shards: 0}").is_err());
+    }
+
+    #[test]
+    fn env_and_overrides_win() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "OPENCLAW_GATEWAY_TOKEN").then(|| "envtok".to_string()))
+            .unwrap();
+        assert_eq!(c.gateway.auth.effective_mode(), AuthMode::Token);
+        c.apply_overrides(&Overrides {
+            token: Some("flag".into()),
+            bind: Some("lan".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.gateway.auth.token.as_deref(), Some("flag"));
+        assert_eq!(c.gateway.host, "0.0.0.0");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_refuses_with_key() {
+        let mut c = Config::default();
+        c.gateway.auth.mode = Some(AuthMode::Token);
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("gateway.auth.token"));
+        let mut c = Config::default();
+        c.queue.backend = "kafka".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("queue.backend"));
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let mut c = Config::default();
+        c.gateway.auth.token = Some("hunter2".into());
+        let v = c.redacted_json();
+        assert!(!v.to_string().contains("hunter2"));
+        assert_eq!(v["gateway"]["auth"]["token"], "__REDACTED__");
+    }
+}

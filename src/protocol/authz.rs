@@ -1,0 +1,131 @@
+//! Authorization (PROTOCOL.md §4): which scope or role each method needs.
+
+use super::error::GatewayError;
+
+/// Scopes of the operator role.
+pub const READ: &str = "operator.read";
+/// Write scope (also passes read methods).
+pub const WRITE: &str = "operator.write";
+/// Admin scope (passes everything).
+pub const ADMIN: &str = "operator.admin";
+/// Approvals scope.
+pub const APPROVALS: &str = "operator.approvals";
+/// Pairing scope.
+pub const PAIRING: &str = "operator.pairing";
+
+/// What a method requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Anyone connected.
+    Open,
+    /// A scope (admin passes all, write passes read).
+    Scope(&'static str),
+}
+
+/// Methods a node may call.
+const NODE_METHODS: &[&str] = &[
+    "node.invoke.result",
+    "node.event",
+    "node.pending.drain",
+    "node.pending.pull",
+    "node.pending.ack",
+    "health",
+];
+
+/// Every method this gateway implements, with its requirement. Listed in
+/// `hello-ok.features.methods`.
+pub const METHODS: &[(&str, Need)] = &[
+    ("health", Need::Open),
+    ("status", Need::Scope(READ)),
+    ("system-presence", Need::Scope(READ)),
+    ("last-heartbeat", Need::Scope(READ)),
+    ("gateway.identity.get", Need::Scope(READ)),
+    ("channels.status", Need::Scope(READ)),
+    ("models.list", Need::Scope(READ)),
+    ("config.get", Need::Scope(READ)),
+    ("sessions.list", Need::Scope(READ)),
+    ("sessions.get", Need::Scope(READ)),
+    ("sessions.subscribe", Need::Scope(READ)),
+    ("sessions.unsubscribe", Need::Scope(READ)),
+    ("chat.history", Need::Scope(READ)),
+    ("agent.wait", Need::Scope(WRITE)),
+    ("agent", Need::Scope(WRITE)),
+    ("chat.send", Need::Scope(WRITE)),
+    ("chat.abort", Need::Scope(WRITE)),
+    ("sessions.create", Need::Scope(WRITE)),
+    ("sessions.send", Need::Scope(WRITE)),
+    ("sessions.abort", Need::Scope(WRITE)),
+    ("sessions.reset", Need::Scope(WRITE)),
+    ("sessions.delete", Need::Scope(WRITE)),
+    ("system-event", Need::Scope(ADMIN)),
+];
+
+/// Events this gateway emits. Listed in `hello-ok.features.events`.
+pub const EVENTS: &[&str] = &[
+    "connect.challenge",
+    "tick",
+    "presence",
+    "health",
+    "shutdown",
+    "agent",
+    "chat",
+    "sessions.changed",
+];
+
+/// Checks that a caller with `role` and `scopes` may call `method`.
+pub fn authorize(method: &str, role: &str, scopes: &[String]) -> Result<(), GatewayError> {
+    let need = METHODS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, n)| *n)
+        .ok_or_else(|| GatewayError::UnknownMethod(method.to_string()))?;
+    if role == "node" {
+        return if NODE_METHODS.contains(&method) {
+            Ok(())
+        } else {
+            Err(GatewayError::UnauthorizedRole("node".into()))
+        };
+    }
+    match need {
+        Need::Open => Ok(()),
+        Need::Scope(s) => {
+            let has = |x: &str| scopes.iter().any(|g| g == x);
+            if has(ADMIN) || has(s) || (s == READ && has(WRITE)) {
+                Ok(())
+            } else {
+                Err(GatewayError::MissingScope(s))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn rules() {
+        assert!(authorize("health", "operator", &[]).is_ok());
+        assert_eq!(
+            authorize("status", "operator", &[]),
+            Err(GatewayError::MissingScope(READ))
+        );
+        assert!(authorize("status", "operator", &s(&[WRITE])).is_ok());
+        assert!(authorize("agent", "operator", &s(&[READ])).is_err());
+        assert!(authorize("system-event", "operator", &s(&[ADMIN])).is_ok());
+        assert!(authorize("system-event", "operator", &s(&[WRITE])).is_err());
+        assert_eq!(
+            authorize("status", "node", &[]),
+            Err(GatewayError::UnauthorizedRole("node".into()))
+        );
+        assert!(authorize("health", "node", &[]).is_ok());
+        assert_eq!(
+            authorize("nope", "operator", &s(&[ADMIN])),
+            Err(GatewayError::UnknownMethod("nope".into()))
+        );
+    }
+}

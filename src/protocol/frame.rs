@@ -1,0 +1,233 @@
+// Hot path: every inbound request and every outbound frame passes here.
+//! Frames of PROTOCOL.md §2: parsing inbound text into a request, and writing outbound
+//! `res`/`event` frames as text without building intermediate trees where it can be avoided.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::error::WireError;
+
+/// An inbound request after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Non-empty correlation id.
+    pub id: String,
+    /// Non-empty method name.
+    pub method: String,
+    /// Parameters (`{}` when absent).
+    pub params: Value,
+}
+
+/// What an inbound text frame turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// A valid `req`.
+    Request(Request),
+    /// The seed article's `{"type":"connect","params":{…}}`.
+    SeedConnect(Value),
+    /// Not a valid request; `id` is the frame's id when it had a usable one.
+    Invalid {
+        /// The id to answer, if any.
+        id: Option<String>,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<&'a RawValue>,
+    params: Option<Value>,
+}
+
+fn as_str(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+}
+
+/// Parses one inbound text frame.
+pub fn parse(text: &str) -> Inbound {
+    let raw: RawFrame<'_> = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            return Inbound::Invalid {
+                id: None,
+                reason: if e.is_data() {
+                    "frame must be a JSON object".into()
+                } else {
+                    format!("malformed JSON: {e}")
+                },
+            }
+        }
+    };
+    let id = as_str(raw.id).filter(|s| !s.is_empty());
+    let kind = as_str(raw.kind);
+    match kind.as_deref() {
+        Some("req") => {}
+        Some("connect") => {
+            return Inbound::SeedConnect(raw.params.unwrap_or_else(|| json!({})));
+        }
+        Some(other) => {
+            return Inbound::Invalid {
+                id,
+                reason: format!("unexpected frame type {other:?} (expected \"req\")"),
+            }
+        }
+        None => {
+            return Inbound::Invalid {
+                id,
+                reason: "missing type".into(),
+            }
+        }
+    }
+    let Some(id) = id else {
+        return Inbound::Invalid {
+            id: None,
+            reason: "missing id".into(),
+        };
+    };
+    let Some(method) = as_str(raw.method).filter(|m| !m.is_empty()) else {
+        return Inbound::Invalid {
+            id: Some(id),
+            reason: "missing method".into(),
+        };
+    };
+    let params = match raw.params {
+        None | Some(Value::Null) => json!({}),
+        Some(p @ Value::Object(_)) => p,
+        Some(_) => {
+            return Inbound::Invalid {
+                id: Some(id),
+                reason: "params must be an object".into(),
+            }
+        }
+    };
+    Inbound::Request(Request { id, method, params })
+}
+
+/// `{"type":"res","id":…,"ok":true,"payload":…}`
+pub fn res_ok(id: &str, payload: &Value) -> String {
+    let mut s = String::with_capacity(64);
+    s.push_str(r#"{"type":"res","id":"#);
+    s.push_str(&Value::String(id.to_owned()).to_string());
+    s.push_str(r#","ok":true,"payload":"#);
+    s.push_str(&payload.to_string());
+    s.push('}');
+    s
+}
+
+/// `{"type":"res","id":…,"ok":false,"error":…}`
+pub fn res_err(id: &str, err: &WireError) -> String {
+    json!({"type": "res", "id": id, "ok": false, "error": err.to_json()}).to_string()
+}
+
+/// An event frame. `seq` is given by the connection when the frame is queued (never for
+/// `connect.challenge`); `state_version` is attached to presence/health events.
+pub fn event(
+    name: &str,
+    payload: &str,
+    seq: Option<u64>,
+    state_version: Option<(u64, u64)>,
+) -> String {
+    let mut s = String::with_capacity(payload.len() + 64);
+    s.push_str(r#"{"type":"event","event":"#);
+    s.push_str(&Value::String(name.to_owned()).to_string());
+    s.push_str(r#","payload":"#);
+    s.push_str(payload);
+    if let Some(seq) = seq {
+        s.push_str(r#","seq":"#);
+        s.push_str(itoa(seq).as_str());
+    }
+    if let Some((p, h)) = state_version {
+        s.push_str(r#","stateVersion":{"presence":"#);
+        s.push_str(itoa(p).as_str());
+        s.push_str(r#","health":"#);
+        s.push_str(itoa(h).as_str());
+        s.push('}');
+    }
+    s.push('}');
+    s
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_request() {
+        let f = parse(r#"{"type":"req","id":"1","method":"health","params":{"probe":true}}"#);
+        assert_eq!(
+            f,
+            Inbound::Request(Request {
+                id: "1".into(),
+                method: "health".into(),
+                params: json!({"probe": true})
+            })
+        );
+    }
+
+    #[test]
+    fn missing_params_is_empty_object() {
+        let Inbound::Request(r) = parse(r#"{"type":"req","id":"a","method":"status"}"#) else {
+            panic!()
+        };
+        assert_eq!(r.params, json!({}));
+    }
+
+    #[test]
+    fn invalid_frames_keep_id_when_possible() {
+        assert!(matches!(
+            parse("not json"),
+            Inbound::Invalid { id: None, .. }
+        ));
+        assert!(matches!(parse("[1,2]"), Inbound::Invalid { id: None, .. }));
+        assert_eq!(
+            parse(r#"{"type":"req","id":"7"}"#),
+            Inbound::Invalid {
+                id: Some("7".into()),
+                reason: "missing method".into()
+            }
+        );
+        assert!(matches!(
+            parse(r#"{"type":"req","method":"x"}"#),
+            Inbound::Invalid { id: None, .. }
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"req","id":"","method":"x"}"#),
+            Inbound::Invalid { id: None, .. }
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"req","id":"1","method":"x","params":3}"#),
+            Inbound::Invalid { id: Some(_), .. }
+        ));
+    }
+
+    #[test]
+    fn seed_connect_recognised() {
+        assert!(matches!(
+            parse(r#"{"type":"connect","params":{"deviceId":"d"}}"#),
+            Inbound::SeedConnect(_)
+        ));
+    }
+
+    #[test]
+    fn encodes_frames_as_valid_json() {
+        let r: Value = serde_json::from_str(&res_ok("a\"b", &json!({"x":1}))).unwrap();
+        assert_eq!(r["id"], "a\"b");
+        assert_eq!(r["payload"]["x"], 1);
+        let e: Value =
+            serde_json::from_str(&event("tick", r#"{"ts":1}"#, Some(9), Some((2, 3)))).unwrap();
+        assert_eq!(e["seq"], 9);
+        assert_eq!(e["stateVersion"]["health"], 3);
+        assert_eq!(e["payload"]["ts"], 1);
+    }
+}

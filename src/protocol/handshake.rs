@@ -1,0 +1,354 @@
+//! The `connect` handshake (PROTOCOL.md §3), sans-IO: params, the challenge nonce, `now` and the
+//! peer's address class in; an [`Admission`] or a [`GatewayError`] out. Side effects are limited
+//! to the pairing store (silent loopback approval) passed in by the caller.
+
+use serde::Deserialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use super::error::GatewayError;
+use super::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
+use crate::auth::device::{self, DeviceAuthError, DeviceProof};
+use crate::auth::store::{ApproveRequest, PairingStore, TokenCheckError};
+use crate::config::{AuthConfig, AuthMode};
+
+/// `connect.params.client`
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientInfo {
+    /// `cli`, `gateway-client`, `openclaw-macos`, …
+    pub id: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Client version.
+    pub version: String,
+    /// `linux`, `darwin`, …
+    pub platform: String,
+    /// Device family.
+    pub device_family: Option<String>,
+    /// Model identifier.
+    pub model_identifier: Option<String>,
+    /// `cli, ui, webchat, backend, node, probe, test, worker`.
+    pub mode: String,
+    /// Instance id.
+    pub instance_id: Option<String>,
+}
+
+/// `connect.params.auth`
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectAuth {
+    /// Shared token.
+    pub token: Option<String>,
+    /// Shared password.
+    pub password: Option<String>,
+    /// Per-device token from an earlier `hello-ok`.
+    pub device_token: Option<String>,
+    /// Bootstrap token.
+    pub bootstrap_token: Option<String>,
+}
+
+/// `connect.params.device`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceBlock {
+    /// hex sha256 of the raw public key.
+    pub id: String,
+    /// base64url raw key (or PEM).
+    pub public_key: String,
+    /// base64url signature.
+    pub signature: String,
+    /// ms since epoch.
+    pub signed_at: i64,
+    /// The challenge nonce.
+    pub nonce: String,
+}
+
+/// `connect.params`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectParams {
+    /// Lowest protocol the client speaks.
+    pub min_protocol: i64,
+    /// Highest protocol the client speaks.
+    pub max_protocol: i64,
+    /// Who the client is.
+    pub client: ClientInfo,
+    /// `operator` (default) or `node`.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Requested scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Node capabilities.
+    #[serde(default)]
+    pub caps: Vec<String>,
+    /// Node commands.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Node permissions.
+    #[serde(default)]
+    pub permissions: Option<Value>,
+    /// Shared or device auth.
+    #[serde(default)]
+    pub auth: Option<ConnectAuth>,
+    /// Device identity proof.
+    #[serde(default)]
+    pub device: Option<DeviceBlock>,
+    /// Locale.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// User agent.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+/// Who a successful handshake admitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    /// The negotiated protocol version.
+    pub protocol: i64,
+    /// `operator` or `node`.
+    pub role: String,
+    /// Granted scopes (cleared to `[]` for a token-only operator without device).
+    pub scopes: Vec<String>,
+    /// The verified device, if any.
+    pub device_id: Option<String>,
+    /// The device token for this role, returned in `hello-ok.auth`.
+    pub device_token: Option<(String, i64)>,
+    /// The client block.
+    pub client: ClientInfo,
+    /// The full params (node caps, commands…).
+    pub params: ConnectParams,
+}
+
+/// What the handshake needs to know about the world.
+#[derive(Debug)]
+pub struct HandshakeEnv<'a> {
+    /// Shared auth settings.
+    pub auth: &'a AuthConfig,
+    /// The nonce sent in `connect.challenge`.
+    pub nonce: &'a str,
+    /// Wall clock, ms since epoch.
+    pub now_ms: i64,
+    /// The TCP peer is a loopback address and no proxy header claims otherwise.
+    pub direct_loopback: bool,
+    /// The paired-device store.
+    pub store: &'a PairingStore,
+}
+
+/// Outcome of the shared-secret check, so the caller can count failures per IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedAuth {
+    /// Passed with the shared secret.
+    Secret,
+    /// Passed with a valid device token.
+    DeviceToken,
+    /// Auth mode none.
+    Open,
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Parses `connect.params`.
+pub fn parse_params(params: &Value) -> Result<ConnectParams, GatewayError> {
+    let p: ConnectParams = serde_json::from_value(params.clone())
+        .map_err(|e| GatewayError::InvalidConnect(e.to_string()))?;
+    if p.client.id.is_empty() {
+        return Err(GatewayError::InvalidConnect(
+            "client.id must not be empty".into(),
+        ));
+    }
+    if p.min_protocol > p.max_protocol {
+        return Err(GatewayError::InvalidConnect(
+            "minProtocol > maxProtocol".into(),
+        ));
+    }
+    Ok(p)
+}
+
+/// Decides the protocol version.
+pub fn negotiate(p: &ConnectParams, role: &str) -> Result<i64, GatewayError> {
+    let probe_like = role == "node" || p.client.mode == "probe" || p.client.mode == "node";
+    let floor = if probe_like {
+        MIN_PROBE_PROTOCOL
+    } else {
+        PROTOCOL_VERSION
+    };
+    if p.max_protocol < floor || p.min_protocol > PROTOCOL_VERSION {
+        return Err(GatewayError::ProtocolMismatch {
+            min: p.min_protocol,
+            max: p.max_protocol,
+        });
+    }
+    Ok(p.max_protocol.min(PROTOCOL_VERSION))
+}
+
+/// Runs the whole admission of PROTOCOL.md §3 steps 3–9.
+pub fn admit(
+    params: &Value,
+    env: &HandshakeEnv<'_>,
+) -> Result<(Admission, SharedAuth), GatewayError> {
+    let p = parse_params(params)?;
+    let role = p.role.clone().unwrap_or_else(|| "operator".into());
+    if role != "operator" && role != "node" {
+        return Err(GatewayError::InvalidConnect(format!(
+            "unknown role {role:?}"
+        )));
+    }
+    let protocol = negotiate(&p, &role)?;
+    let auth = p.auth.clone().unwrap_or_default();
+
+    // Device identity first: a device token is only meaningful for a verified device.
+    let verified = match &p.device {
+        Some(d) => {
+            let token_for_sig = auth
+                .token
+                .as_deref()
+                .or(auth.device_token.as_deref())
+                .or(auth.bootstrap_token.as_deref())
+                .unwrap_or("");
+            let proof = DeviceProof {
+                device_id: &d.id,
+                public_key: &d.public_key,
+                signature: &d.signature,
+                signed_at_ms: d.signed_at,
+                nonce: &d.nonce,
+                client_id: &p.client.id,
+                client_mode: &p.client.mode,
+                role: &role,
+                scopes: &p.scopes,
+                token: token_for_sig,
+                platform: Some(p.client.platform.as_str()),
+                device_family: p.client.device_family.as_deref(),
+            };
+            Some(
+                device::verify(&proof, env.nonce, env.now_ms).map_err(|e| match e {
+                    DeviceAuthError::IdMismatch => GatewayError::DeviceIdMismatch,
+                    DeviceAuthError::PublicKeyInvalid => GatewayError::DevicePublicKeyInvalid,
+                    DeviceAuthError::SignatureInvalid => GatewayError::DeviceSignatureInvalid,
+                    DeviceAuthError::SignatureExpired => GatewayError::DeviceSignatureExpired,
+                    DeviceAuthError::NonceMismatch => GatewayError::DeviceNonceMismatch,
+                })?,
+            )
+        }
+        None => None,
+    };
+
+    // Shared secret, or a device token standing in for it.
+    let mode = env.auth.effective_mode();
+    let shared = match mode {
+        AuthMode::None => SharedAuth::Open,
+        AuthMode::Token | AuthMode::Password => {
+            let (given, expected, missing, mismatch) = if mode == AuthMode::Token {
+                (
+                    auth.token.as_deref(),
+                    env.auth.token.as_deref().unwrap_or(""),
+                    GatewayError::AuthTokenMissing,
+                    GatewayError::AuthTokenMismatch,
+                )
+            } else {
+                (
+                    auth.password.as_deref(),
+                    env.auth.password.as_deref().unwrap_or(""),
+                    GatewayError::AuthPasswordMissing,
+                    GatewayError::AuthPasswordMismatch,
+                )
+            };
+            match (given, &auth.device_token, &verified) {
+                (Some(g), _, _) if ct_eq(g, expected) => SharedAuth::Secret,
+                (Some(_), _, _) => return Err(mismatch),
+                (None, Some(dt), Some(v)) => {
+                    check_device_token(env.store, &v.device_id, &role, dt, env.now_ms)?;
+                    SharedAuth::DeviceToken
+                }
+                (None, Some(_), None) => return Err(GatewayError::DeviceIdentityRequired),
+                (None, None, _) => return Err(missing),
+            }
+        }
+    };
+
+    let Some(v) = verified else {
+        // No device: a shared-secret operator gets in with no scopes; others need identity.
+        if role == "operator" && shared != SharedAuth::DeviceToken {
+            return Ok((
+                Admission {
+                    protocol,
+                    role,
+                    scopes: Vec::new(),
+                    device_id: None,
+                    device_token: None,
+                    client: p.client.clone(),
+                    params: p,
+                },
+                shared,
+            ));
+        }
+        return Err(GatewayError::DeviceIdentityRequired);
+    };
+
+    // Pairing: a known device within its approved role and scopes passes; a new one (or one
+    // asking for more) from a direct loopback peer is approved silently; others must wait.
+    if shared == SharedAuth::DeviceToken && env.store.covers(&v.device_id, &role, &p.scopes) {
+        // device token already proved the pairing
+    } else if !env.store.covers(&v.device_id, &role, &p.scopes) {
+        if !env.direct_loopback {
+            return Err(GatewayError::PairingRequired {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                reason: if env.store.get(&v.device_id).is_some() {
+                    "scope-upgrade".into()
+                } else {
+                    "not-paired".into()
+                },
+            });
+        }
+    }
+    let d = p.device.as_ref().expect("verified implies device");
+    let token = env
+        .store
+        .approve(
+            ApproveRequest {
+                device_id: v.device_id.clone(),
+                public_key: d.public_key.clone(),
+                display_name: p.client.display_name.clone(),
+                platform: Some(p.client.platform.clone()),
+                client_id: Some(p.client.id.clone()),
+                client_mode: Some(p.client.mode.clone()),
+                role: role.clone(),
+                scopes: p.scopes.clone(),
+            },
+            env.now_ms,
+        )
+        .map_err(|e| GatewayError::InvalidConnect(format!("pairing store: {e}")))?;
+    Ok((
+        Admission {
+            protocol,
+            role,
+            scopes: p.scopes.clone(),
+            device_id: Some(v.device_id),
+            device_token: Some((token.token.clone(), token.created_at_ms)),
+            client: p.client.clone(),
+            params: p,
+        },
+        shared,
+    ))
+}
+
+fn check_device_token(
+    store: &PairingStore,
+    device_id: &str,
+    role: &str,
+    token: &str,
+    now_ms: i64,
+) -> Result<(), GatewayError> {
+    store
+        .verify_token(device_id, role, token, now_ms)
+        .map(|_| ())
+        .map_err(|e| match e {
+            TokenCheckError::Revoked => GatewayError::DeviceTokenRevoked,
+            TokenCheckError::Expired => GatewayError::DeviceTokenExpired,
+            _ => GatewayError::DeviceTokenMismatch,
+        })
+}

