@@ -311,17 +311,20 @@ fn submit(
         dedup_key,
         accepted_at: now,
     });
+    // The acknowledgement goes out before the lane can emit anything for this run.
+    let ack = match kind {
+        RunKind::Agent => {
+            json!({"runId": idem, "agentId": key.agent_id(), "status": "accepted", "acceptedAt": now})
+        }
+        RunKind::Chat => json!({"runId": idem, "status": "started"}),
+    };
+    shard.reply_ok(&call.reply, &ack);
     if !session.running.get() {
         session.running.set(true);
         let (sh, s) = (shard.clone(), session.clone());
         glommio::spawn_local(async move { drive_lane(sh, s).await }).detach();
     }
-    Ok(match kind {
-        RunKind::Agent => {
-            json!({"runId": idem, "agentId": key.agent_id(), "status": "accepted", "acceptedAt": now})
-        }
-        RunKind::Chat => json!({"runId": idem, "status": "started"}),
-    })
+    Ok(Value::Null)
 }
 
 fn replay_final(
