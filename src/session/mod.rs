@@ -155,9 +155,9 @@ impl Dedup {
         }
     }
 
-    fn expire(&mut self, now: i64) {
+    fn expire(&mut self, now: i64, inserting: bool) {
         while let Some((t, _)) = self.order.front() {
-            let full = self.map.len() >= self.capacity;
+            let full = inserting && self.map.len() >= self.capacity;
             if now - *t < self.window_ms && !full {
                 break;
             }
@@ -175,13 +175,13 @@ impl Dedup {
 
     /// The cached state of `key`, if within the window.
     pub fn get_mut(&mut self, key: &str, now: i64) -> Option<&mut Cached> {
-        self.expire(now);
+        self.expire(now, false);
         self.map.get_mut(key).map(|(_, c)| c)
     }
 
     /// Records `key` as in flight.
     pub fn begin(&mut self, key: String, now: i64) {
-        self.expire(now);
+        self.expire(now, true);
         self.order.push_back((now, key.clone()));
         self.map.insert(
             key,

@@ -258,8 +258,8 @@ mod tests {
     #[test]
     fn dropped_droppables_do_not_burn_seq() {
         let c = conn(400);
-        c.push_event("chat", &"x".repeat(100), true, None);
-        c.push_event("presence", &"y".repeat(300), true, None); // over the bound: skipped
+        c.push_event("chat", &format!("\"{}\"", "x".repeat(100)), true, None);
+        c.push_event("presence", &format!("\"{}\"", "y".repeat(300)), true, None); // over the bound: skipped
         c.push_event("tick", "{}", false, None);
         assert_eq!(seqs(&c), vec![1, 2]);
         assert_eq!(c.dropped.get(), 1);
