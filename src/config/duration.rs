@@ -49,7 +49,7 @@ impl Serialize for Millis {
             (1_000, "s"),
         ]
         .iter()
-        .find(|(m, _)| ms != 0 && ms % m == 0)
+        .find(|(m, _)| ms != 0 && ms.is_multiple_of(*m))
         .map(|(m, u)| format!("{}{u}", ms / m))
         .unwrap_or_else(|| format!("{ms}ms"));
         s.serialize_str(&text)

@@ -170,6 +170,10 @@ fn detail(code: &str) -> Option<Value> {
 
 impl GatewayError {
     /// The single mapping of every variant to the wire.
+    #[allow(
+        clippy::type_complexity,
+        reason = "one tuple per arm keeps the table readable"
+    )]
     pub fn wire(&self) -> WireError {
         use ErrorCode::*;
         use GatewayError as E;

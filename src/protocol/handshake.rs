@@ -291,19 +291,38 @@ pub fn admit(
 
     // Pairing: a known device within its approved role and scopes passes; a new one (or one
     // asking for more) from a direct loopback peer is approved silently; others must wait.
-    if shared == SharedAuth::DeviceToken && env.store.covers(&v.device_id, &role, &p.scopes) {
-        // device token already proved the pairing
-    } else if !env.store.covers(&v.device_id, &role, &p.scopes) {
-        if !env.direct_loopback {
-            return Err(GatewayError::PairingRequired {
-                request_id: uuid::Uuid::new_v4().to_string(),
-                reason: if env.store.get(&v.device_id).is_some() {
-                    "scope-upgrade".into()
-                } else {
-                    "not-paired".into()
-                },
-            });
-        }
+    let covered = env.store.covers(&v.device_id, &role, &p.scopes);
+    if !covered && !env.direct_loopback {
+        return Err(GatewayError::PairingRequired {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            reason: if env.store.get(&v.device_id).is_some() {
+                "scope-upgrade".into()
+            } else {
+                "not-paired".into()
+            },
+        });
+    }
+    // A paired device within its scopes keeps its live token (no store write per connect).
+    let existing = covered
+        .then(|| env.store.get(&v.device_id))
+        .flatten()
+        .and_then(|dev| dev.tokens.get(&role).cloned())
+        .filter(|t| {
+            t.is_live(env.now_ms) && crate::auth::store::scopes_covered(&t.scopes, &p.scopes)
+        });
+    if let Some(t) = existing {
+        return Ok((
+            Admission {
+                protocol,
+                role,
+                scopes: p.scopes.clone(),
+                device_id: Some(v.device_id),
+                device_token: Some((t.token.clone(), t.created_at_ms)),
+                client: p.client.clone(),
+                params: p,
+            },
+            shared,
+        ));
     }
     let d = p.device.as_ref().expect("verified implies device");
     let token = env
