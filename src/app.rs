@@ -173,6 +173,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         drained: AtomicUsize::new(0),
         instance_id: uuid::Uuid::new_v4().to_string(),
         port: AtomicU16::new(addr.port()),
+        queued: AtomicUsize::new(0),
         host: host_name(),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -265,10 +266,23 @@ async fn shard_main(
         .detach()
     };
 
+    let purger = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_secs(60)).await;
+                crate::queue::purge_dead(&shard, now_ms());
+                shard.sessions.dedup.borrow_mut().expire(now_ms());
+                shard.queue.traces.borrow_mut().expire(now_ms());
+            }
+        })
+        .detach()
+    };
     crate::transport::server::accept_loop(shard.clone(), listener, wait_flag(&shared.shutdown))
         .await;
     drain(&shard).await;
     ticker.cancel();
+    purger.cancel();
     let _ = Rc::strong_count(&mesh);
 }
 

@@ -36,6 +36,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod protocol;
+pub mod queue;
 pub mod routing;
 pub mod session;
 pub mod shard;

@@ -126,6 +126,8 @@ pub struct Shared {
     pub instance_id: String,
     /// The bound port.
     pub port: std::sync::atomic::AtomicU16,
+    /// Messages admitted and not finished, all shards (bounded by `queue.maxSize`).
+    pub queued: AtomicUsize,
     /// Host name for presence.
     pub host: String,
 }
@@ -171,6 +173,8 @@ pub struct GatewayShard {
     next_conn: Cell<u64>,
     /// Sessions this shard owns.
     pub sessions: SessionTable,
+    /// Queue state: dead letters, traces, counters.
+    pub queue: crate::queue::QueueState,
     /// Run directory entries owned here.
     pub runs: RefCell<HashMap<String, RunRecord>>,
     /// Presence, replicated on every shard (keyed by connection).
@@ -197,6 +201,7 @@ impl GatewayShard {
     /// A shard with no connections yet.
     pub fn new(id: ShardId, shared: Arc<Shared>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new(&shared.config);
+        let queue = crate::queue::QueueState::new(&shared.config);
         Rc::new(GatewayShard {
             id,
             shared,
@@ -204,6 +209,7 @@ impl GatewayShard {
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
             sessions,
+            queue,
             runs: RefCell::new(HashMap::new()),
             presence: RefCell::new(BTreeMap::new()),
             presence_version: Cell::new(1),

@@ -219,7 +219,11 @@ mod tests {
                 .find(|(k, at, _)| *k == key && now - at < window)
                 .map(|(_, _, v)| *v);
             if let Some(g) = got {
-                assert_eq!(Some(g), want, "ring returned a value the model does not have");
+                assert_eq!(
+                    Some(g),
+                    want,
+                    "ring returned a value the model does not have"
+                );
             }
             // the ring may forget early only under capacity pressure
             if got.is_none() && want.is_some() {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::session::{Job, RunCtl, RunKind, Session};
+use crate::queue::{Job, JobKind};
+use crate::session::{RunCtl, Session};
 use crate::shard::{now_ms, GatewayShard};
 
 /// How a run ended.
@@ -38,7 +39,9 @@ pub async fn run(
         seq += 1;
         let p = json!({"runId": job.run_id, "seq": seq, "stream": stream, "ts": now_ms(),
                        "data": data, "sessionKey": key, "agentId": session.key.agent_id()});
-        shard.event_to(job.watcher, "agent", &p, false);
+        if let Some(w) = job.watcher {
+            shard.event_to(w, "agent", &p, false);
+        }
     };
     let started = now_ms();
     agent_event("lifecycle", json!({"phase": "start", "startedAt": started}));
@@ -57,11 +60,13 @@ pub async fn run(
         }
         text.push_str(word);
         agent_event("assistant", json!({"text": text, "delta": word}));
-        if job.kind == RunKind::Chat {
+        if job.kind == JobKind::Chat {
             chat_seq += 1;
             let p = json!({"runId": job.run_id, "sessionKey": session.key.as_str(), "seq": chat_seq,
                            "state": "delta", "message": chat_message(&text, now_ms())});
-            shard.event_to(job.watcher, "chat", &p, true);
+            if let Some(w) = job.watcher {
+                shard.event_to(w, "chat", &p, true);
+            }
         }
     }
     let ended = now_ms();
@@ -69,12 +74,14 @@ pub async fn run(
         "lifecycle",
         json!({"phase": if aborted { "aborted" } else { "end" }, "startedAt": started, "endedAt": ended}),
     );
-    if job.kind == RunKind::Chat {
+    if job.kind == JobKind::Chat {
         chat_seq += 1;
         let state = if aborted { "aborted" } else { "final" };
         let p = json!({"runId": job.run_id, "sessionKey": session.key.as_str(), "seq": chat_seq,
                        "state": state, "message": chat_message(&text, ended)});
-        shard.event_to(job.watcher, "chat", &p, false);
+        if let Some(w) = job.watcher {
+            shard.event_to(w, "chat", &p, false);
+        }
     }
     if aborted {
         Outcome::Aborted(text)

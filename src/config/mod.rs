@@ -34,6 +34,44 @@ pub struct Config {
     pub ordering: OrderingConfig,
     /// Network knobs (seed article `network`).
     pub network: NetworkConfig,
+    /// Outbound channels for `send`, by name (`log` is built in).
+    pub channels: std::collections::BTreeMap<String, ChannelConfig>,
+}
+
+/// `channels.<name>`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ChannelConfig {
+    /// `log` (record in the session) or `webhook` (HTTP POST to `url`).
+    pub kind: String,
+    /// Webhook URL (`http://host:port/path`).
+    pub url: Option<String>,
+    /// Per-attempt timeout, ms. Default 5000.
+    pub timeout_ms: u64,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            kind: "log".into(),
+            url: None,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+/// `agents.bindings.<agentId>`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AgentBinding {
+    /// `echo` (built in).
+    pub kind: Option<String>,
+    /// Runs of this agent at once across the gateway (split evenly over shards). Default
+    /// unlimited.
+    pub max_concurrent: Option<usize>,
+    /// Testing only: fail the first N attempts of every run (exercises retry and dead
+    /// letters). Default 0.
+    pub test_fail_first_attempts: u32,
 }
 
 impl Default for Config {
@@ -47,6 +85,7 @@ impl Default for Config {
             deduplication: DedupConfig::default(),
             ordering: OrderingConfig::default(),
             network: NetworkConfig::default(),
+            channels: Default::default(),
         }
     }
 }
@@ -235,6 +274,8 @@ pub struct AgentsConfig {
     pub run_timeout_ms: u64,
     /// Messages kept per session for `chat.history`. Default 200.
     pub history_limit: usize,
+    /// Per-agent settings by agent id.
+    pub bindings: std::collections::BTreeMap<String, AgentBinding>,
 }
 
 impl Default for AgentsConfig {
@@ -244,6 +285,7 @@ impl Default for AgentsConfig {
             echo: EchoConfig::default(),
             run_timeout_ms: 600_000,
             history_limit: 200,
+            bindings: Default::default(),
         }
     }
 }
@@ -634,6 +676,24 @@ impl Config {
                 "network.websocket.maxFrameSize",
                 "must be at least 1024".into(),
             );
+        }
+        for (name, c) in &self.channels {
+            match c.kind.as_str() {
+                "log" => {}
+                "webhook" if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) => {}
+                "webhook" => {
+                    return bad(
+                        &format!("channels.{name}.url"),
+                        "a webhook needs an http:// url".into(),
+                    )
+                }
+                k => {
+                    return bad(
+                        &format!("channels.{name}.kind"),
+                        format!("unknown channel kind {k:?} (log, webhook)"),
+                    )
+                }
+            }
         }
         if self.agents.default_agent.is_empty() {
             return bad("agents.defaultAgent", "must not be empty".into());

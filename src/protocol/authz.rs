@@ -57,7 +57,13 @@ pub const METHODS: &[(&str, Need)] = &[
     ("sessions.abort", Need::Scope(WRITE)),
     ("sessions.reset", Need::Scope(WRITE)),
     ("sessions.delete", Need::Scope(WRITE)),
+    ("send", Need::Scope(WRITE)),
     ("system-event", Need::Scope(ADMIN)),
+    ("queue.status", Need::Scope(ADMIN)),
+    ("queue.stats", Need::Scope(ADMIN)),
+    ("queue.inspect", Need::Scope(ADMIN)),
+    ("queue.redrive", Need::Scope(ADMIN)),
+    ("gateway.trace", Need::Scope(ADMIN)),
 ];
 
 /// Events this gateway emits. Listed in `hello-ok.features.events`.

@@ -111,6 +111,121 @@ pub(super) async fn local(
             });
             json!({"ok": true})
         }
+        "queue.status" => {
+            let per = shard.gather(|s| s.queue.stats_json()).await;
+            let dead: u64 = per.iter().filter_map(|v| v["deadLetters"].as_u64()).sum();
+            json!({"enabled": cfg.queue.enabled, "backend": cfg.queue.backend, "maxSize": cfg.queue.max_size,
+                   "depth": shard.shared.queued.load(std::sync::atomic::Ordering::Relaxed),
+                   "deadLetters": dead, "deadLetterEnabled": cfg.queue.dead_letter.enabled,
+                   "perShard": per})
+        }
+        "queue.stats" => {
+            let per = shard.gather(|s| s.queue.stats_json()).await;
+            let mut total = serde_json::Map::new();
+            for v in &per {
+                if let Some(m) = v.as_object() {
+                    for (k, x) in m {
+                        let sum = total.get(k).and_then(|t| t.as_u64()).unwrap_or(0)
+                            + x.as_u64().unwrap_or(0);
+                        total.insert(k.clone(), json!(sum));
+                    }
+                }
+            }
+            let dedup = shard
+                .gather(|s| {
+                    let d = s.sessions.dedup.borrow();
+                    json!({"entries": d.len(), "capacity": d.capacity(), "evictedLive": d.evicted_live, "expired": d.expired})
+                })
+                .await;
+            json!({"total": total, "perShard": per, "dedup": dedup,
+                   "retryPolicy": serde_json::to_value(&cfg.queue.retry_policy).unwrap_or_default()})
+        }
+        "queue.inspect" => {
+            let limit = p
+                .get("limit")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(10)
+                .min(1000) as usize;
+            let dead = p
+                .get("deadLetter")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            let rows = shard
+                .gather(move |s| {
+                    let id = s.id.0;
+                    if dead {
+                        Value::Array(s.queue.dead.borrow().iter().map(|d| d.row(id)).collect())
+                    } else {
+                        let mut v = Vec::new();
+                        for sess in s.sessions.map.borrow().values() {
+                            if let Some(c) = sess.current.borrow().as_ref() {
+                                v.push(json!({"messageId": c.run_id, "sessionKey": sess.key.as_str(), "state": "running", "shard": id}));
+                            }
+                            for j in sess.lane.borrow().iter() {
+                                v.push(json!({"messageId": j.run_id, "sessionKey": j.session_key, "method": j.kind.method(),
+                                              "state": "queued", "acceptedAt": j.accepted_at, "shard": id}));
+                            }
+                        }
+                        Value::Array(v)
+                    }
+                })
+                .await;
+            let mut all: Vec<Value> = rows
+                .into_iter()
+                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+                .collect();
+            all.truncate(limit);
+            json!({"deadLetter": dead, "count": all.len(), "items": all})
+        }
+        "queue.redrive" => {
+            let id = p.get("id").and_then(|v| v.as_str()).map(str::to_string);
+            let all = p.get("all").and_then(|v| v.as_bool()).unwrap_or(false);
+            if id.is_none() && !all {
+                return Err(GatewayError::InvalidParams(
+                    "invalid params: give id or all:true".into(),
+                ));
+            }
+            let counts = shard
+                .gather(move |s| json!(crate::queue::redrive(s, id.as_deref())))
+                .await;
+            let n: u64 = counts.iter().filter_map(|v| v.as_u64()).sum();
+            if n == 0 && !all {
+                return Err(GatewayError::NotFound("dead letter not found".into()));
+            }
+            json!({"ok": true, "redriven": n})
+        }
+        "gateway.trace" => {
+            let id = match p.get("messageId").or_else(|| p.get("runId")) {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => {
+                    return Err(GatewayError::InvalidParams(
+                        "invalid params: missing messageId".into(),
+                    ))
+                }
+            };
+            let id2 = id.clone();
+            let parts = shard
+                .gather(move |s| {
+                    s.queue
+                        .traces
+                        .borrow()
+                        .get(&id2, now_ms())
+                        .map(|v| Value::Array(v.clone()))
+                        .unwrap_or(Value::Array(vec![]))
+                })
+                .await;
+            let mut stages: Vec<Value> = parts
+                .into_iter()
+                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+                .collect();
+            stages.sort_by_key(|v| v["ts"].as_i64().unwrap_or(0));
+            if stages.is_empty() {
+                return Err(GatewayError::NotFound(format!(
+                    "no trace for message {id} (unknown or older than the dedup window)"
+                )));
+            }
+            json!({"messageId": id, "stages": stages})
+        }
         other => return Err(GatewayError::UnknownMethod(other.to_string())),
     })
 }

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::agent::echo::{self, Outcome};
 use crate::protocol::error::GatewayError;
 use crate::protocol::SessionKey;
-use crate::session::{Cached, Job, RunCtl, RunKind, Session};
-use crate::shard::{now_ms, Call, Caller, GatewayShard, MeshMsg, ReplyTo, RunRecord};
+use crate::queue::{self, JobKind, Submit};
+use crate::shard::{now_ms, Call, Caller, GatewayShard, MeshMsg, ReplyTo};
 
 mod info;
 
@@ -62,6 +61,14 @@ fn session_key_for(
             }
             Ok(SessionKey::main(&agent))
         }
+        "send" => {
+            if let Some(k) = str_param(p, "sessionKey") {
+                return parse(k);
+            }
+            let to = required(p, "to")?;
+            let ch = str_param(p, "channel").unwrap_or("log");
+            parse(&format!("agent:{default_agent}:{ch}:direct:{to}"))
+        }
         "sessions.create" => match str_param(p, "key").or_else(|| str_param(p, "sessionKey")) {
             Some(k) => parse(k),
             None => {
@@ -91,13 +98,16 @@ pub async fn dispatch(
         .shared
         .shutdown
         .load(std::sync::atomic::Ordering::Relaxed)
-        && matches!(method.as_str(), "agent" | "chat.send" | "sessions.send")
+        && matches!(
+            method.as_str(),
+            "agent" | "chat.send" | "sessions.send" | "send"
+        )
     {
         shard.reply_err(&reply, &GatewayError::ShuttingDown);
         return;
     }
     match method.as_str() {
-        "agent" | "chat.send" | "chat.history" | "chat.abort" | "sessions.get"
+        "agent" | "send" | "chat.send" | "chat.history" | "chat.abort" | "sessions.get"
         | "sessions.create" | "sessions.send" | "sessions.abort" | "sessions.reset"
         | "sessions.delete" => {
             let key = match session_key_for(&shard, &method, &params) {
@@ -105,8 +115,21 @@ pub async fn dispatch(
                 Err(e) => return shard.reply_err(&reply, &e),
             };
             let owner = shard.owner(key.as_str());
+            if method == "send" {
+                let ch = str_param(&params, "channel").unwrap_or("log");
+                if queue::channel::lookup(&shard, ch).is_none() {
+                    return shard.reply_err(
+                        &reply,
+                        &GatewayError::InvalidParams(format!(
+                            "invalid params: unknown channel {ch:?}"
+                        )),
+                    );
+                }
+            }
             let mut params = params;
             params["__key"] = Value::String(key.as_str().to_string());
+            params["__receivedAt"] = Value::from(now_ms());
+            params["__receivedShard"] = Value::from(shard.id.0);
             let call = Call {
                 reply,
                 caller,
@@ -131,9 +154,14 @@ pub async fn dispatch(
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     let key = SessionKey::parse(call.params["__key"].as_str().unwrap_or("main"), "main")
         .unwrap_or_else(|_| SessionKey::main("main"));
+    match call.method.as_str() {
+        "agent" | "chat.send" | "sessions.send" | "send" => {
+            glommio::spawn_local(async move { submit_call(shard, key, call).await }).detach();
+            return;
+        }
+        _ => {}
+    }
     let r = match call.method.as_str() {
-        "agent" => submit(&shard, &key, &call, RunKind::Agent),
-        "chat.send" | "sessions.send" => submit(&shard, &key, &call, RunKind::Chat),
         "chat.history" => history(&shard, &key, &call.params),
         "chat.abort" | "sessions.abort" => abort(&shard, &key, &call.params),
         "sessions.get" => shard
@@ -185,7 +213,59 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     }
 }
 
-fn sessions_changed(shard: &Rc<GatewayShard>, key: &SessionKey, reason: &'static str) {
+async fn submit_call(shard: Rc<GatewayShard>, key: SessionKey, call: Call) {
+    let p = &call.params;
+    let message = match p.get("message") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return shard.reply_err(
+                &call.reply,
+                &GatewayError::InvalidParams("invalid params: message must be a string".into()),
+            )
+        }
+        None => {
+            return shard.reply_err(
+                &call.reply,
+                &GatewayError::InvalidParams("invalid params: missing message".into()),
+            )
+        }
+    };
+    let idem = match required(p, "idempotencyKey") {
+        Ok(i) => i.to_string(),
+        Err(e) => return shard.reply_err(&call.reply, &e),
+    };
+    let kind = match call.method.as_str() {
+        "agent" => JobKind::Agent,
+        "send" => JobKind::Send {
+            channel: str_param(p, "channel").unwrap_or("log").to_string(),
+            to: str_param(p, "to").unwrap_or_default().to_string(),
+        },
+        _ => JobKind::Chat,
+    };
+    let received = (
+        p.get("__receivedAt")
+            .and_then(|v| v.as_i64())
+            .unwrap_or_else(now_ms),
+        p.get("__receivedShard")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as usize,
+    );
+    queue::submit(
+        &shard,
+        Submit {
+            key: &key,
+            kind,
+            message,
+            idem,
+            reply: call.reply,
+            received,
+        },
+    )
+    .await;
+}
+
+/// Tells every `sessions.subscribe`d client that a session changed.
+pub fn sessions_changed(shard: &Rc<GatewayShard>, key: &SessionKey, reason: &'static str) {
     let payload = json!({"sessionKey": key.as_str(), "reason": reason, "ts": now_ms()}).to_string();
     shard.broadcast(move |s| {
         s.event_local_all("sessions.changed", &payload, true, false, |c| {
@@ -223,226 +303,6 @@ fn abort(shard: &GatewayShard, key: &SessionKey, p: &Value) -> Result<Value, Gat
         }
     }
     Ok(json!({"ok": true, "aborted": !ids.is_empty(), "runIds": ids}))
-}
-
-fn submit(
-    shard: &Rc<GatewayShard>,
-    key: &SessionKey,
-    call: &Call,
-    kind: RunKind,
-) -> Result<Value, GatewayError> {
-    let p = &call.params;
-    let message = match p.get("message") {
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(GatewayError::InvalidParams(
-                "invalid params: message must be a string".into(),
-            ))
-        }
-        None => {
-            return Err(GatewayError::InvalidParams(
-                "invalid params: missing message".into(),
-            ))
-        }
-    };
-    let idem = required(p, "idempotencyKey")?.to_string();
-    let method = if kind == RunKind::Agent {
-        "agent"
-    } else {
-        "chat.send"
-    };
-    let dedup_key = format!("{method}:{idem}");
-    let now = now_ms();
-    // Duplicate? Join the in-flight call or replay the finished one.
-    {
-        let mut d = shard.sessions.dedup.borrow_mut();
-        if let Some(c) = d.get_mut(&dedup_key, now) {
-            match (c, kind) {
-                (Cached::InFlight { joiners }, RunKind::Agent) => {
-                    joiners.push(call.reply.clone());
-                    return Ok(
-                        json!({"runId": idem, "agentId": key.agent_id(), "status": "accepted", "acceptedAt": now, "duplicate": true}),
-                    );
-                }
-                (Cached::InFlight { .. }, RunKind::Chat) => {
-                    return Ok(json!({"runId": idem, "status": "in_flight"}));
-                }
-                (Cached::Done { payload, error }, RunKind::Agent) => {
-                    let (payload, error) = (payload.clone(), error.clone());
-                    drop(d);
-                    shard.reply_ok(
-                        &call.reply,
-                        &json!({"runId": idem, "agentId": key.agent_id(), "status": "accepted", "acceptedAt": now, "duplicate": true}),
-                    );
-                    replay_final(shard, &call.reply, payload, error);
-                    return Ok(Value::Null);
-                }
-                (Cached::Done { .. }, RunKind::Chat) => {
-                    return Ok(json!({"runId": idem, "status": "ok", "duplicate": true}));
-                }
-            }
-        }
-    }
-    let (session, created) = shard.sessions.get_or_create(key, now);
-    let cap = shard.config().ordering.buffer_size;
-    if session.lane.borrow().len() >= cap {
-        return Err(GatewayError::LaneFull {
-            retry_after_ms: 500,
-        });
-    }
-    shard
-        .sessions
-        .dedup
-        .borrow_mut()
-        .begin(dedup_key.clone(), now);
-    if created {
-        sessions_changed(shard, key, "created");
-    }
-    run_directory(shard, &idem, |r| {
-        r.status = "queued".into();
-    });
-    shard.inflight.set(shard.inflight.get() + 1);
-    session.lane.borrow_mut().push_back(Job {
-        run_id: idem.clone(),
-        message,
-        reply: call.reply.clone(),
-        watcher: call.caller.conn,
-        kind,
-        dedup_key,
-        accepted_at: now,
-    });
-    // The acknowledgement goes out before the lane can emit anything for this run.
-    let ack = match kind {
-        RunKind::Agent => {
-            json!({"runId": idem, "agentId": key.agent_id(), "status": "accepted", "acceptedAt": now})
-        }
-        RunKind::Chat => json!({"runId": idem, "status": "started"}),
-    };
-    shard.reply_ok(&call.reply, &ack);
-    if !session.running.get() {
-        session.running.set(true);
-        let (sh, s) = (shard.clone(), session.clone());
-        glommio::spawn_local(async move { drive_lane(sh, s).await }).detach();
-    }
-    Ok(Value::Null)
-}
-
-fn replay_final(
-    shard: &GatewayShard,
-    reply: &ReplyTo,
-    payload: Option<Value>,
-    error: Option<Value>,
-) {
-    match (payload, error) {
-        (Some(p), None) => shard.reply_ok(reply, &p),
-        (p, Some(e)) => {
-            let mut f = json!({"type": "res", "id": reply.req_id, "ok": false, "error": e});
-            if let Some(p) = p {
-                f["payload"] = p;
-            }
-            shard.deliver(reply.conn, crate::shard::Out::Frame(f.to_string()));
-        }
-        (None, None) => {}
-    }
-}
-
-/// Updates the run directory entry of `run_id` on `owner(run_id)`.
-fn run_directory(
-    shard: &Rc<GatewayShard>,
-    run_id: &str,
-    f: impl FnOnce(&mut RunRecord) + Send + 'static,
-) {
-    let id = run_id.to_string();
-    let owner = shard.owner(run_id);
-    shard.on_shard(owner, move |s| {
-        let mut runs = s.runs.borrow_mut();
-        let r = runs.entry(id).or_default();
-        f(r);
-        if matches!(r.status.as_str(), "ok" | "error" | "timeout" | "aborted") {
-            for w in r.waiters.drain(..) {
-                let _ = w.send(());
-            }
-        }
-    });
-}
-
-/// Runs a session's jobs one at a time, in arrival order, until its lane is empty.
-async fn drive_lane(shard: Rc<GatewayShard>, session: Rc<Session>) {
-    loop {
-        let job = session.lane.borrow_mut().pop_front();
-        let Some(job) = job else { break };
-        let ctl = Rc::new(RunCtl {
-            run_id: job.run_id.clone(),
-            aborted: std::cell::Cell::new(false),
-        });
-        *session.current.borrow_mut() = Some(ctl.clone());
-        let started = now_ms();
-        run_directory(&shard, &job.run_id, move |r| {
-            r.status = "running".into();
-            r.started_at = Some(started);
-        });
-        let limit = shard.config().agents.history_limit;
-        session.push_history(
-            json!({"role": "user", "content": [{"type": "text", "text": job.message}], "timestamp": job.accepted_at, "runId": job.run_id}),
-            limit,
-        );
-        let timeout = Duration::from_millis(shard.config().agents.run_timeout_ms);
-        let outcome = glommio::timer::timeout(timeout, async {
-            Ok(echo::run(&shard, &session, &job, &ctl).await)
-        })
-        .await;
-        let ended = now_ms();
-        let (status, payload, error) = match &outcome {
-            Ok(Outcome::Ok(text)) => {
-                session.push_history(
-                    json!({"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": ended, "runId": job.run_id}),
-                    limit,
-                );
-                (
-                    "ok",
-                    json!({"runId": job.run_id, "status": "ok", "summary": "completed", "sessionKey": session.key.as_str(),
-                           "result": {"payloads": [{"text": text}],
-                                      "meta": {"durationMs": ended - started, "agentMeta": {"agentId": session.key.agent_id(), "provider": "shardgate", "model": "echo"}}}}),
-                    None,
-                )
-            }
-            Ok(Outcome::Aborted(_)) => (
-                "aborted",
-                json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "aborted"}),
-                None,
-            ),
-            Err(_) => (
-                "timeout",
-                json!({"runId": job.run_id, "status": "error", "summary": "agent run timed out"}),
-                Some(
-                    GatewayError::AgentTimeout("agent run timed out".into())
-                        .wire()
-                        .to_json(),
-                ),
-            ),
-        };
-        session.updated_at.set(ended);
-        *session.current.borrow_mut() = None;
-        let joiners = shard.sessions.dedup.borrow_mut().finish(
-            &job.dedup_key,
-            Some(payload.clone()),
-            error.clone(),
-        );
-        if job.kind == RunKind::Agent {
-            replay_final(&shard, &job.reply, Some(payload.clone()), error.clone());
-            for j in joiners {
-                replay_final(&shard, &j, Some(payload.clone()), error.clone());
-            }
-        }
-        let st = status.to_string();
-        run_directory(&shard, &job.run_id, move |r| {
-            r.status = st;
-            r.ended_at = Some(ended);
-        });
-        shard.inflight.set(shard.inflight.get().saturating_sub(1));
-        glommio::yield_if_needed().await;
-    }
-    session.running.set(false);
 }
 
 /// `agent.wait {runId, timeoutMs?}` on `owner(runId)`.

@@ -1,0 +1,773 @@
+//! The delivery pipeline on a session's owner shard: dedup → admission (queue bound) → the
+//! session's ordered lane → dispatch with retry and backoff → completion or dead letter.
+//!
+//! Guarantees kept here:
+//! - A message is acknowledged only after it is admitted (and, with the journal backend, after
+//!   its record is durable); from then on it is either completed, or dead-lettered with its
+//!   error history. Nothing admitted is dropped silently.
+//! - One active run per session, in arrival order; a retry keeps its place at the head of the
+//!   lane, so later messages of the session wait for it.
+//! - A duplicate (`method:idempotencyKey`) inside the dedup window joins the in-flight call or
+//!   replays the finished answer, failures included.
+
+pub mod channel;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::agent::echo::{self, Outcome};
+use crate::protocol::error::GatewayError;
+use crate::protocol::SessionKey;
+use crate::session::{Cached, RunCtl, Session};
+use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunRecord};
+
+/// What a job does when dispatched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobKind {
+    /// `agent`: `accepted`, events, then the final `res`.
+    Agent,
+    /// `chat.send` / `sessions.send`: `started`, then `chat` events.
+    Chat,
+    /// `send`: deliver `message` to `to` through `channel`.
+    Send {
+        /// Channel name.
+        channel: String,
+        /// Recipient.
+        to: String,
+    },
+}
+
+impl JobKind {
+    /// The method name used in dedup keys and traces.
+    pub fn method(&self) -> &'static str {
+        match self {
+            JobKind::Agent => "agent",
+            JobKind::Chat => "chat.send",
+            JobKind::Send { .. } => "send",
+        }
+    }
+}
+
+/// A message admitted into a session's lane.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `runId` = `messageId` = the idempotencyKey.
+    pub run_id: String,
+    /// The session.
+    pub session_key: String,
+    /// The user message.
+    pub message: String,
+    /// What to do with it.
+    pub kind: JobKind,
+    /// Where the final `res` goes (agent runs), when the caller is still there.
+    pub reply: Option<ReplyTo>,
+    /// Who receives the run's events.
+    pub watcher: Option<ConnRef>,
+    /// Dedup key `method:idempotencyKey`.
+    pub dedup_key: String,
+    /// When it was admitted, ms.
+    pub accepted_at: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// One entry per failed attempt: `{attempt, at, error}`.
+    pub errors: Vec<Value>,
+}
+
+/// A message that exhausted its attempts.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Dead letter id.
+    pub id: String,
+    /// The job as it was when it died.
+    pub job: Job,
+    /// When it was dead-lettered, ms.
+    pub at: i64,
+}
+
+impl DeadLetter {
+    /// The `queue.inspect` row.
+    pub fn row(&self, shard: usize) -> Value {
+        json!({"id": self.id, "messageId": self.job.run_id, "method": self.job.kind.method(),
+               "sessionKey": self.job.session_key, "message": self.job.message,
+               "attempts": self.job.attempts, "errors": self.job.errors,
+               "acceptedAt": self.job.accepted_at, "deadLetteredAt": self.at, "shard": shard})
+    }
+}
+
+/// Counters of one shard's queue (merged on read).
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Messages admitted.
+    pub accepted: Cell<u64>,
+    /// Messages completed.
+    pub completed: Cell<u64>,
+    /// Failed attempts.
+    pub failed_attempts: Cell<u64>,
+    /// Retries scheduled.
+    pub retries: Cell<u64>,
+    /// Messages dead-lettered.
+    pub dead_lettered: Cell<u64>,
+    /// Dead letters redriven.
+    pub redriven: Cell<u64>,
+    /// Refused with QUEUE_FULL (queue or lane).
+    pub rejected_full: Cell<u64>,
+    /// Duplicates answered from the dedup ring.
+    pub dedup_hits: Cell<u64>,
+    /// Dead letters purged by age.
+    pub purged: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// One shard's queue state.
+#[derive(Debug)]
+pub struct QueueState {
+    /// Dead letters owned here, oldest first.
+    pub dead: RefCell<VecDeque<DeadLetter>>,
+    /// Pipeline traces by message id.
+    pub traces: RefCell<shards::dedup::DedupRing<String, Vec<Value>>>,
+    /// Counters.
+    pub stats: QueueStats,
+    /// Jobs admitted here and not finished (lanes + running).
+    pub depth: Cell<usize>,
+    /// Runs per agent running now on this shard (concurrency cap).
+    pub running_per_agent: RefCell<std::collections::HashMap<String, usize>>,
+}
+
+impl QueueState {
+    /// Empty state sized from the config.
+    pub fn new(cfg: &crate::config::Config) -> QueueState {
+        QueueState {
+            dead: RefCell::new(VecDeque::new()),
+            traces: RefCell::new(shards::dedup::DedupRing::new(
+                cfg.deduplication.capacity,
+                cfg.deduplication.window.0 as i64,
+            )),
+            stats: QueueStats::default(),
+            depth: Cell::new(0),
+            running_per_agent: RefCell::new(Default::default()),
+        }
+    }
+
+    /// Counters as JSON.
+    pub fn stats_json(&self) -> Value {
+        let s = &self.stats;
+        json!({"accepted": s.accepted.get(), "completed": s.completed.get(),
+               "failedAttempts": s.failed_attempts.get(), "retries": s.retries.get(),
+               "deadLettered": s.dead_lettered.get(), "redriven": s.redriven.get(),
+               "rejectedFull": s.rejected_full.get(), "dedupHits": s.dedup_hits.get(),
+               "purged": s.purged.get(), "depth": self.depth.get(),
+               "deadLetters": self.dead.borrow().len()})
+    }
+}
+
+/// Appends a pipeline stage to the trace of `run_id` on this shard.
+pub fn trace(shard: &GatewayShard, run_id: &str, stage: &str, detail: Value) {
+    let now = now_ms();
+    let entry = json!({"stage": stage, "ts": now, "shard": shard.id.0, "detail": detail});
+    let mut t = shard.queue.traces.borrow_mut();
+    let key = run_id.to_string();
+    if let Some(v) = t.get_mut(&key, now) {
+        if v.len() < 64 {
+            v.push(entry);
+        }
+        return;
+    }
+    t.insert(key, vec![entry], now);
+}
+
+/// Exponential backoff with jitter for `attempt` (1-based): `initial × 2^(attempt−1)`, capped
+/// at `max`, then a random point in its upper half.
+pub fn backoff_ms(attempt: u32, initial: u64, max: u64, exponential: bool, rand01: f64) -> u64 {
+    let base = if exponential {
+        initial.saturating_mul(1u64 << (attempt.saturating_sub(1)).min(30))
+    } else {
+        initial
+    };
+    let d = base.min(max);
+    d / 2 + ((d as f64 / 2.0) * rand01.clamp(0.0, 1.0)) as u64
+}
+
+/// The answer a caller gets for a dead-lettered `agent` run.
+fn dead_error(job: &Job, dl_id: &str) -> Value {
+    let last = job
+        .errors
+        .last()
+        .and_then(|e| e["error"].as_str())
+        .unwrap_or("dispatch failed");
+    let mut e = GatewayError::AgentFailed(format!(
+        "delivery failed after {} attempts: {last}",
+        job.attempts
+    ))
+    .wire()
+    .to_json();
+    e["details"] =
+        json!({"code": "DEAD_LETTERED", "deadLetterId": dl_id, "attempts": job.attempts});
+    e["retryable"] = json!(false);
+    e
+}
+
+/// Sends a finished call's answer (or replays a cached one) to `reply`.
+pub fn reply_final(
+    shard: &GatewayShard,
+    reply: &ReplyTo,
+    payload: Option<Value>,
+    error: Option<Value>,
+) {
+    match (payload, error) {
+        (Some(p), None) => shard.reply_ok(reply, &p),
+        (p, Some(e)) => {
+            let mut f = json!({"type": "res", "id": reply.req_id, "ok": false, "error": e});
+            if let Some(p) = p {
+                f["payload"] = p;
+            }
+            shard.deliver(reply.conn, Out::Frame(f.to_string()));
+        }
+        (None, None) => {}
+    }
+}
+
+/// Updates the run directory entry of `run_id` on `owner(run_id)` (for `agent.wait`).
+pub fn run_directory(
+    shard: &Rc<GatewayShard>,
+    run_id: &str,
+    f: impl FnOnce(&mut RunRecord) + Send + 'static,
+) {
+    let id = run_id.to_string();
+    let owner = shard.owner(run_id);
+    shard.on_shard(owner, move |s| {
+        let mut runs = s.runs.borrow_mut();
+        let r = runs.entry(id).or_default();
+        f(r);
+        if matches!(r.status.as_str(), "ok" | "error" | "timeout" | "aborted") {
+            for w in r.waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    });
+}
+
+/// The request side of a submission.
+#[derive(Debug)]
+pub struct Submit<'a> {
+    /// Target session.
+    pub key: &'a SessionKey,
+    /// What to do.
+    pub kind: JobKind,
+    /// The message.
+    pub message: String,
+    /// idempotencyKey.
+    pub idem: String,
+    /// Caller's answers.
+    pub reply: ReplyTo,
+    /// When the caller's shard received it, and which shard.
+    pub received: (i64, usize),
+}
+
+fn ack_for(kind: &JobKind, idem: &str, key: &SessionKey, now: i64) -> Value {
+    match kind {
+        JobKind::Agent => {
+            json!({"runId": idem, "agentId": key.agent_id(), "status": "accepted", "acceptedAt": now})
+        }
+        JobKind::Chat => json!({"runId": idem, "status": "started"}),
+        JobKind::Send { channel, .. } => {
+            json!({"runId": idem, "messageId": idem, "channel": channel})
+        }
+    }
+}
+
+/// Admits a message (or answers its duplicate). Answers the caller itself.
+pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
+    let now = now_ms();
+    let cfg = shard.config();
+    let method = s.kind.method();
+    let dedup_key = format!("{method}:{}", s.idem);
+    trace(
+        shard,
+        &s.idem,
+        "received",
+        json!({"method": method, "shard": s.received.1, "at": s.received.0}),
+    );
+    // Duplicate? Join the in-flight call or replay the finished one.
+    let cached = shard.sessions.dedup.borrow().get(&dedup_key, now).cloned();
+    if let Some(c) = cached {
+        bump(&shard.queue.stats.dedup_hits);
+        trace(
+            shard,
+            &s.idem,
+            "deduped",
+            json!({"state": match c { Cached::InFlight { .. } => "in_flight", Cached::Done { .. } => "done" }}),
+        );
+        match (c, &s.kind) {
+            (Cached::InFlight { .. }, JobKind::Agent) => {
+                if let Some(Cached::InFlight { joiners }) =
+                    shard.sessions.dedup.borrow_mut().get_mut(&dedup_key, now)
+                {
+                    joiners.push(s.reply.clone());
+                }
+                let mut ack = ack_for(&s.kind, &s.idem, s.key, now);
+                ack["duplicate"] = json!(true);
+                shard.reply_ok(&s.reply, &ack);
+            }
+            (Cached::InFlight { .. }, JobKind::Chat) => {
+                shard.reply_ok(&s.reply, &json!({"runId": s.idem, "status": "in_flight"}));
+            }
+            (Cached::InFlight { .. }, JobKind::Send { .. }) => {
+                let mut ack = ack_for(&s.kind, &s.idem, s.key, now);
+                ack["duplicate"] = json!(true);
+                shard.reply_ok(&s.reply, &ack);
+            }
+            (Cached::Done { payload, error }, JobKind::Agent) => {
+                let mut ack = ack_for(&s.kind, &s.idem, s.key, now);
+                ack["duplicate"] = json!(true);
+                shard.reply_ok(&s.reply, &ack);
+                reply_final(shard, &s.reply, payload, error);
+            }
+            (Cached::Done { payload, error }, _) => {
+                let mut ack = payload.unwrap_or_else(|| ack_for(&s.kind, &s.idem, s.key, now));
+                if let Value::Object(m) = &mut ack {
+                    if error.is_none() && !matches!(s.kind, JobKind::Send { .. }) {
+                        m.insert("status".into(), json!("ok"));
+                    }
+                    m.insert("duplicate".into(), json!(true));
+                }
+                shard.reply_ok(&s.reply, &ack);
+            }
+        }
+        return;
+    }
+    // Admission: the queue bound, then the session lane bound.
+    let queued = &shard.shared.queued;
+    if cfg.queue.enabled && queued.load(Ordering::Relaxed) >= cfg.queue.max_size {
+        bump(&shard.queue.stats.rejected_full);
+        trace(shard, &s.idem, "rejected", json!({"reason": "QUEUE_FULL"}));
+        shard.reply_err(
+            &s.reply,
+            &GatewayError::QueueFull {
+                retry_after_ms: 1000,
+            },
+        );
+        return;
+    }
+    let (session, created) = shard.sessions.get_or_create(s.key, now);
+    if session.lane.borrow().len() >= cfg.ordering.buffer_size {
+        bump(&shard.queue.stats.rejected_full);
+        trace(shard, &s.idem, "rejected", json!({"reason": "LANE_FULL"}));
+        shard.reply_err(
+            &s.reply,
+            &GatewayError::LaneFull {
+                retry_after_ms: 500,
+            },
+        );
+        return;
+    }
+    let job = Job {
+        run_id: s.idem.clone(),
+        session_key: s.key.as_str().to_string(),
+        message: s.message,
+        kind: s.kind.clone(),
+        reply: matches!(s.kind, JobKind::Agent).then(|| s.reply.clone()),
+        watcher: (!matches!(s.kind, JobKind::Send { .. })).then_some(s.reply.conn),
+        dedup_key: dedup_key.clone(),
+        accepted_at: now,
+        attempts: 0,
+        errors: Vec::new(),
+    };
+    let ack = ack_for(&s.kind, &s.idem, s.key, now);
+    // A `send`'s answer is its acknowledgement: cache it as done at once.
+    let entry = match s.kind {
+        JobKind::Send { .. } => Cached::Done {
+            payload: Some(ack.clone()),
+            error: None,
+        },
+        _ => Cached::InFlight {
+            joiners: Vec::new(),
+        },
+    };
+    shard
+        .sessions
+        .dedup
+        .borrow_mut()
+        .insert(dedup_key, entry, now);
+    queued.fetch_add(1, Ordering::Relaxed);
+    shard.queue.depth.set(shard.queue.depth.get() + 1);
+    bump(&shard.queue.stats.accepted);
+    trace(
+        shard,
+        &s.idem,
+        "queued",
+        json!({"sessionKey": s.key.as_str(), "lane": session.lane.borrow().len()}),
+    );
+    if created {
+        crate::routing::sessions_changed(shard, s.key, "created");
+    }
+    run_directory(shard, &s.idem, |r| r.status = "queued".into());
+    // The acknowledgement goes out before the lane can emit anything for this run.
+    shard.reply_ok(&s.reply, &ack);
+    enqueue(shard, &session, job);
+}
+
+/// Puts a job at the back of its session's lane and makes sure the lane is being driven.
+pub fn enqueue(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job) {
+    shard.inflight.set(shard.inflight.get() + 1);
+    session.lane.borrow_mut().push_back(job);
+    if !session.running.get() {
+        session.running.set(true);
+        let (sh, s) = (shard.clone(), session.clone());
+        glommio::spawn_local(async move { drive_lane(sh, s).await }).detach();
+    }
+}
+
+/// One dispatch attempt.
+async fn dispatch(
+    shard: &Rc<GatewayShard>,
+    session: &Rc<Session>,
+    job: &Job,
+    ctl: &Rc<RunCtl>,
+) -> Result<Outcome, String> {
+    let cfg = shard.config();
+    match &job.kind {
+        JobKind::Send { channel, to } => channel::deliver(shard, session, channel, to, job)
+            .await
+            .map(Outcome::Ok),
+        JobKind::Agent | JobKind::Chat => {
+            let agent = session.key.agent_id().to_string();
+            let binding = cfg.agents.bindings.get(&agent).cloned().unwrap_or_default();
+            if job.attempts <= binding.test_fail_first_attempts {
+                return Err(format!(
+                    "agent {agent} failed (test failure {} of {})",
+                    job.attempts, binding.test_fail_first_attempts
+                ));
+            }
+            let timeout = Duration::from_millis(cfg.agents.run_timeout_ms);
+            match glommio::timer::timeout(timeout, async {
+                Ok(echo::run(shard, session, job, ctl).await)
+            })
+            .await
+            {
+                Ok(o) => Ok(o),
+                Err(_) => Err("agent run timed out".into()),
+            }
+        }
+    }
+}
+
+/// Waits until the agent of `session` has a free run slot on this shard, then takes it.
+async fn acquire_agent_slot(shard: &Rc<GatewayShard>, agent: &str) {
+    let cap = shard
+        .config()
+        .agents
+        .bindings
+        .get(agent)
+        .and_then(|b| b.max_concurrent)
+        .map(|m| m.div_ceil(shard.shards()).max(1));
+    if let Some(cap) = cap {
+        while shard
+            .queue
+            .running_per_agent
+            .borrow()
+            .get(agent)
+            .copied()
+            .unwrap_or(0)
+            >= cap
+        {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    *shard
+        .queue
+        .running_per_agent
+        .borrow_mut()
+        .entry(agent.to_string())
+        .or_insert(0) += 1;
+}
+
+fn release_agent_slot(shard: &GatewayShard, agent: &str) {
+    if let Some(n) = shard.queue.running_per_agent.borrow_mut().get_mut(agent) {
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// Runs a session's jobs one at a time, in arrival order, until its lane is empty.
+async fn drive_lane(shard: Rc<GatewayShard>, session: Rc<Session>) {
+    loop {
+        let job = session.lane.borrow_mut().pop_front();
+        let Some(mut job) = job else { break };
+        run_job(&shard, &session, &mut job).await;
+        shard.inflight.set(shard.inflight.get().saturating_sub(1));
+        glommio::yield_if_needed().await;
+    }
+    session.running.set(false);
+}
+
+async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job) {
+    let cfg = shard.config();
+    let ctl = Rc::new(RunCtl {
+        run_id: job.run_id.clone(),
+        aborted: Cell::new(false),
+    });
+    *session.current.borrow_mut() = Some(ctl.clone());
+    let started = now_ms();
+    run_directory(shard, &job.run_id, move |r| {
+        r.status = "running".into();
+        r.started_at = Some(started);
+    });
+    let limit = cfg.agents.history_limit;
+    if !matches!(job.kind, JobKind::Send { .. }) {
+        session.push_history(
+            json!({"role": "user", "content": [{"type": "text", "text": job.message}], "timestamp": job.accepted_at, "runId": job.run_id}),
+            limit,
+        );
+    }
+    let agent = session.key.agent_id().to_string();
+    let max_attempts = if cfg.queue.enabled {
+        cfg.queue.retry_policy.max_attempts.max(1)
+    } else {
+        1
+    };
+    let outcome = loop {
+        job.attempts += 1;
+        trace(
+            shard,
+            &job.run_id,
+            "dispatched",
+            json!({"attempt": job.attempts}),
+        );
+        acquire_agent_slot(shard, &agent).await;
+        let r = dispatch(shard, session, job, &ctl).await;
+        release_agent_slot(shard, &agent);
+        match r {
+            Ok(o) => break Ok(o),
+            Err(e) => {
+                bump(&shard.queue.stats.failed_attempts);
+                tracing::warn!(shard = %shard.id, run = %job.run_id, attempt = job.attempts, error = %e, "dispatch failed");
+                job.errors
+                    .push(json!({"attempt": job.attempts, "at": now_ms(), "error": e}));
+                trace(
+                    shard,
+                    &job.run_id,
+                    "attempt_failed",
+                    json!({"attempt": job.attempts, "error": e}),
+                );
+                if job.attempts >= max_attempts || ctl.aborted.get() {
+                    break Err(e);
+                }
+                let rp = &cfg.queue.retry_policy;
+                let wait = backoff_ms(
+                    job.attempts,
+                    rp.initial_delay.0,
+                    rp.max_delay.0,
+                    rp.backoff != "fixed",
+                    rand::random::<f64>(),
+                );
+                bump(&shard.queue.stats.retries);
+                trace(
+                    shard,
+                    &job.run_id,
+                    "retry_scheduled",
+                    json!({"attempt": job.attempts + 1, "delayMs": wait}),
+                );
+                glommio::timer::sleep(Duration::from_millis(wait)).await;
+            }
+        }
+    };
+    let ended = now_ms();
+    *session.current.borrow_mut() = None;
+    session.updated_at.set(ended);
+    let (status, payload, error) = match &outcome {
+        Ok(Outcome::Ok(text)) => {
+            if !matches!(job.kind, JobKind::Send { .. }) {
+                session.push_history(
+                    json!({"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": ended, "runId": job.run_id}),
+                    limit,
+                );
+            }
+            bump(&shard.queue.stats.completed);
+            trace(
+                shard,
+                &job.run_id,
+                "completed",
+                json!({"attempts": job.attempts}),
+            );
+            (
+                "ok",
+                json!({"runId": job.run_id, "status": "ok", "summary": "completed", "sessionKey": session.key.as_str(),
+                       "result": {"payloads": [{"text": text}],
+                                  "meta": {"durationMs": ended - started, "attempts": job.attempts,
+                                           "agentMeta": {"agentId": session.key.agent_id(), "provider": "shardgate", "model": "echo"}}}}),
+                None,
+            )
+        }
+        Ok(Outcome::Aborted(_)) => {
+            bump(&shard.queue.stats.completed);
+            trace(shard, &job.run_id, "aborted", json!({}));
+            (
+                "aborted",
+                json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "aborted"}),
+                None,
+            )
+        }
+        Err(_) => {
+            let dl_id = uuid::Uuid::new_v4().to_string();
+            let err = dead_error(job, &dl_id);
+            if cfg.queue.dead_letter.enabled {
+                shard.queue.dead.borrow_mut().push_back(DeadLetter {
+                    id: dl_id.clone(),
+                    job: job.clone(),
+                    at: ended,
+                });
+                bump(&shard.queue.stats.dead_lettered);
+                trace(
+                    shard,
+                    &job.run_id,
+                    "dead_lettered",
+                    json!({"deadLetterId": dl_id, "attempts": job.attempts}),
+                );
+                tracing::warn!(shard = %shard.id, run = %job.run_id, attempts = job.attempts, "dead-lettered");
+            } else {
+                trace(
+                    shard,
+                    &job.run_id,
+                    "failed",
+                    json!({"attempts": job.attempts}),
+                );
+            }
+            if job.kind == JobKind::Chat {
+                if let Some(w) = job.watcher {
+                    let p = json!({"runId": job.run_id, "sessionKey": session.key.as_str(), "state": "error",
+                                   "errorMessage": err["message"]});
+                    shard.event_to(w, "chat", &p, false);
+                }
+            }
+            (
+                "error",
+                json!({"runId": job.run_id, "status": "error", "summary": err["message"]}),
+                Some(err),
+            )
+        }
+    };
+    shard
+        .queue
+        .depth
+        .set(shard.queue.depth.get().saturating_sub(1));
+    shard.shared.queued.fetch_sub(1, Ordering::Relaxed);
+    let joiners = match shard
+        .sessions
+        .dedup
+        .borrow_mut()
+        .get_mut(&job.dedup_key, now_ms())
+    {
+        Some(c @ Cached::InFlight { .. }) => match std::mem::replace(
+            c,
+            Cached::Done {
+                payload: Some(payload.clone()),
+                error: error.clone(),
+            },
+        ) {
+            Cached::InFlight { joiners } => joiners,
+            Cached::Done { .. } => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    if job.kind == JobKind::Agent {
+        if let Some(r) = &job.reply {
+            reply_final(shard, r, Some(payload.clone()), error.clone());
+        }
+        for j in joiners {
+            reply_final(shard, &j, Some(payload.clone()), error.clone());
+        }
+    }
+    let st = status.to_string();
+    let err_text = error
+        .as_ref()
+        .and_then(|e| e["message"].as_str().map(str::to_string));
+    run_directory(shard, &job.run_id, move |r| {
+        r.status = st;
+        r.ended_at = Some(ended);
+        r.error = err_text;
+    });
+}
+
+/// Re-admits dead letters owned by this shard (`id` or all). Returns how many.
+pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
+    let picked: Vec<DeadLetter> = {
+        let mut dead = shard.queue.dead.borrow_mut();
+        let (take, keep): (Vec<_>, Vec<_>) = dead
+            .drain(..)
+            .partition(|d| id.is_none_or(|i| d.id == i || d.job.run_id == i));
+        dead.extend(keep);
+        take
+    };
+    let n = picked.len();
+    for d in picked {
+        let mut job = d.job;
+        job.attempts = 0;
+        job.errors.clear();
+        job.reply = None;
+        job.watcher = None;
+        let key = match SessionKey::parse(&job.session_key, "main") {
+            Ok(k) => k,
+            Err(_) => continue,
+        };
+        let (session, _) = shard.sessions.get_or_create(&key, now_ms());
+        shard.sessions.dedup.borrow_mut().insert(
+            job.dedup_key.clone(),
+            Cached::InFlight {
+                joiners: Vec::new(),
+            },
+            now_ms(),
+        );
+        shard.shared.queued.fetch_add(1, Ordering::Relaxed);
+        shard.queue.depth.set(shard.queue.depth.get() + 1);
+        bump(&shard.queue.stats.redriven);
+        trace(
+            shard,
+            &job.run_id,
+            "redriven",
+            json!({"deadLetterId": d.id}),
+        );
+        enqueue(shard, &session, job);
+    }
+    n
+}
+
+/// Drops dead letters older than `deadLetter.maxAge`.
+pub fn purge_dead(shard: &GatewayShard, now: i64) {
+    let max_age = shard.config().queue.dead_letter.max_age.0 as i64;
+    let mut dead = shard.queue.dead.borrow_mut();
+    let before = dead.len();
+    dead.retain(|d| now - d.at < max_age);
+    let purged = before - dead.len();
+    if purged > 0 {
+        shard
+            .queue
+            .stats
+            .purged
+            .set(shard.queue.stats.purged.get() + purged as u64);
+        tracing::info!(shard = %shard.id, purged, "purged expired dead letters");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let d = |a, r| backoff_ms(a, 1000, 30_000, true, r);
+        assert_eq!(d(1, 1.0), 1000);
+        assert_eq!(d(1, 0.0), 500);
+        assert_eq!(d(2, 1.0), 2000);
+        assert_eq!(d(3, 1.0), 4000);
+        assert_eq!(d(10, 1.0), 30_000);
+        assert_eq!(d(40, 1.0), 30_000);
+        assert_eq!(backoff_ms(5, 1000, 30_000, false, 1.0), 1000);
+    }
+}
