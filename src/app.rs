@@ -243,6 +243,12 @@ async fn shard_main(
         on.on_mesh(from, msg)
     });
     shard.set_mesh(mesh.clone());
+    if shared.config.queue.backend == "journal" {
+        if let Err(e) = crate::queue::open_journal(&shard) {
+            let _ = ready.send(Err(format!("shard {}: journal: {e}", ctx.id)));
+            return;
+        }
+    }
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -298,6 +304,10 @@ async fn drain(shard: &Rc<GatewayShard>) {
     }
     if shard.inflight.get() > 0 {
         tracing::warn!(shard = %shard.id, inflight = shard.inflight.get(), "drain timeout: runs still in flight");
+    }
+    let journal = shard.queue.journal.borrow().clone();
+    if let Some(j) = journal {
+        j.close().await;
     }
     shard.shared.drained.fetch_add(1, Ordering::SeqCst);
     while shard.shared.drained.load(Ordering::SeqCst) < shard.shards() && Instant::now() < deadline

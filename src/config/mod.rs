@@ -36,6 +36,17 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Outbound channels for `send`, by name (`log` is built in).
     pub channels: std::collections::BTreeMap<String, ChannelConfig>,
+    /// Encryption at rest (seed article `storage`).
+    pub storage: StorageConfig,
+}
+
+/// `storage`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StorageConfig {
+    /// `"aes-256-gcm"` seals the queue journal and dead letters with a key kept in
+    /// `<stateDir>/journal.key` (created on first start, mode 0600). Default none.
+    pub encryption: Option<String>,
 }
 
 /// `channels.<name>`
@@ -86,6 +97,7 @@ impl Default for Config {
             ordering: OrderingConfig::default(),
             network: NetworkConfig::default(),
             channels: Default::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -656,14 +668,32 @@ impl Config {
             }
             _ => {}
         }
-        if !matches!(self.queue.backend.as_str(), "memory") {
-            return bad(
-                "queue.backend",
-                format!(
-                    "backend {:?} is not available in this build (available: \"memory\")",
-                    self.queue.backend
-                ),
-            );
+        match self.queue.backend.as_str() {
+            "memory" | "journal" => {}
+            "redis" | "kafka" => {
+                return bad(
+                    "queue.backend",
+                    format!(
+                        "backend {:?} is not available yet (available: \"memory\", \"journal\")",
+                        self.queue.backend
+                    ),
+                )
+            }
+            other => {
+                return bad(
+                    "queue.backend",
+                    format!("unknown backend {other:?} (memory, journal, redis, kafka)"),
+                )
+            }
+        }
+        match self.storage.encryption.as_deref() {
+            None | Some("none") | Some("aes-256-gcm") => {}
+            Some(other) => {
+                return bad(
+                    "storage.encryption",
+                    format!("unknown cipher {other:?} (aes-256-gcm)"),
+                )
+            }
         }
         if self.network.websocket.compression {
             return bad(

@@ -11,6 +11,7 @@
 //!   replays the finished answer, failures included.
 
 pub mod channel;
+pub mod journal;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -139,6 +140,10 @@ pub struct QueueState {
     pub depth: Cell<usize>,
     /// Runs per agent running now on this shard (concurrency cap).
     pub running_per_agent: RefCell<std::collections::HashMap<String, usize>>,
+    /// Jobs admitted here and not finished, by runId (journal snapshots).
+    pub pending: RefCell<std::collections::HashMap<String, Job>>,
+    /// The durable backend, when `queue.backend = "journal"`.
+    pub journal: RefCell<Option<Rc<journal::Journal>>>,
 }
 
 impl QueueState {
@@ -153,6 +158,8 @@ impl QueueState {
             stats: QueueStats::default(),
             depth: Cell::new(0),
             running_per_agent: RefCell::new(Default::default()),
+            pending: RefCell::new(Default::default()),
+            journal: RefCell::new(None),
         }
     }
 
@@ -164,8 +171,205 @@ impl QueueState {
                "deadLettered": s.dead_lettered.get(), "redriven": s.redriven.get(),
                "rejectedFull": s.rejected_full.get(), "dedupHits": s.dedup_hits.get(),
                "purged": s.purged.get(), "depth": self.depth.get(),
-               "deadLetters": self.dead.borrow().len()})
+               "deadLetters": self.dead.borrow().len(),
+               "journal": self.journal.borrow().as_ref().map(|j| j.stats_json())})
     }
+
+    fn journal(&self) -> Option<Rc<journal::Journal>> {
+        self.journal.borrow().clone()
+    }
+}
+
+fn acc_record(job: &Job) -> journal::Record {
+    let (ch, to) = match &job.kind {
+        JobKind::Send { channel, to } => (Some(channel.clone()), Some(to.clone())),
+        _ => (None, None),
+    };
+    journal::Record::Acc {
+        id: job.run_id.clone(),
+        k: job.dedup_key.clone(),
+        s: job.session_key.clone(),
+        m: job.message.clone(),
+        method: job.kind.method().to_string(),
+        ch,
+        to,
+        at: job.accepted_at,
+    }
+}
+
+fn job_from_record(r: &journal::Record) -> Option<Job> {
+    let journal::Record::Acc {
+        id,
+        k,
+        s,
+        m,
+        method,
+        ch,
+        to,
+        at,
+    } = r
+    else {
+        return None;
+    };
+    let kind = match method.as_str() {
+        "agent" => JobKind::Agent,
+        "send" => JobKind::Send {
+            channel: ch.clone().unwrap_or_else(|| "log".into()),
+            to: to.clone().unwrap_or_default(),
+        },
+        _ => JobKind::Chat,
+    };
+    Some(Job {
+        run_id: id.clone(),
+        session_key: s.clone(),
+        message: m.clone(),
+        kind,
+        reply: None,
+        watcher: None,
+        dedup_key: k.clone(),
+        accepted_at: *at,
+        attempts: 0,
+        errors: Vec::new(),
+    })
+}
+
+/// The live state of a shard's queue as journal records (compaction).
+pub fn snapshot(shard: &GatewayShard) -> Vec<journal::Record> {
+    let now = now_ms();
+    let q = &shard.queue;
+    let pending = q.pending.borrow();
+    let mut out: Vec<journal::Record> = pending.values().map(acc_record).collect();
+    for (k, at, v) in shard.sessions.dedup.borrow().iter(now) {
+        let id = k.split_once(':').map(|(_, i)| i).unwrap_or(k);
+        if let Cached::Done { payload, error } = v {
+            if !pending.contains_key(id) {
+                out.push(journal::Record::Done {
+                    id: id.to_string(),
+                    k: k.clone(),
+                    p: payload.clone(),
+                    e: error.clone(),
+                    at,
+                });
+            }
+        }
+    }
+    for d in q.dead.borrow().iter() {
+        out.push(acc_record(&d.job));
+        out.push(journal::Record::Dead {
+            id: d.job.run_id.clone(),
+            dl: d.id.clone(),
+            attempts: d.job.attempts,
+            errors: d.job.errors.clone(),
+            at: d.at,
+        });
+    }
+    out
+}
+
+/// Re-admits a job read back from the journal (or forwarded by another shard).
+pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
+    let now = now_ms();
+    let Ok(key) = SessionKey::parse(&job.session_key, "main") else {
+        return;
+    };
+    let (session, _) = shard.sessions.get_or_create(&key, now);
+    let entry = match job.kind {
+        JobKind::Send { .. } => Cached::Done {
+            payload: Some(ack_for(&job.kind, &job.run_id, &key, job.accepted_at)),
+            error: None,
+        },
+        _ => Cached::InFlight {
+            joiners: Vec::new(),
+        },
+    };
+    shard
+        .sessions
+        .dedup
+        .borrow_mut()
+        .insert(job.dedup_key.clone(), entry, now);
+    shard.shared.queued.fetch_add(1, Ordering::Relaxed);
+    shard.queue.depth.set(shard.queue.depth.get() + 1);
+    if let Some(j) = shard.queue.journal() {
+        j.append_nowait(&acc_record(&job));
+    }
+    shard
+        .queue
+        .pending
+        .borrow_mut()
+        .insert(job.run_id.clone(), job.clone());
+    trace(shard, &job.run_id, "replayed", json!({}));
+    enqueue(shard, &session, job);
+}
+
+/// Opens this shard's journal, restores its state, and starts writing.
+pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
+    let cfg = shard.config();
+    let state_dir = cfg.state_dir();
+    let cipher = match cfg.storage.encryption.as_deref() {
+        Some("aes-256-gcm") => Some(journal::load_key(&state_dir).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+    let dir = state_dir
+        .join("journal")
+        .join(format!("shard-{}", shard.id.0));
+    let (j, fold) = journal::Journal::open(&dir, cipher).map_err(|e| e.to_string())?;
+    *shard.queue.journal.borrow_mut() = Some(j.clone());
+    let now = now_ms();
+    let window = cfg.deduplication.window.0 as i64;
+    let (mut pending, mut done, mut dead) = (0, 0, 0);
+    for id in &fold.order {
+        let Some(e) = fold.entries.get(id) else {
+            continue;
+        };
+        match &e.state {
+            journal::State::Pending => {
+                let Some(job) = e.acc.as_ref().and_then(job_from_record) else {
+                    continue;
+                };
+                pending += 1;
+                let owner = shard.owner(&job.session_key);
+                shard.on_shard(owner, move |s| readmit(s, job));
+            }
+            journal::State::Done { p, e: err, at } => {
+                if now - at < window {
+                    done += 1;
+                    shard.sessions.dedup.borrow_mut().insert(
+                        e.k.clone(),
+                        Cached::Done {
+                            payload: p.clone(),
+                            error: err.clone(),
+                        },
+                        *at,
+                    );
+                }
+            }
+            journal::State::Dead {
+                dl,
+                attempts,
+                errors,
+                at,
+            } => {
+                let Some(mut job) = e.acc.as_ref().and_then(job_from_record) else {
+                    continue;
+                };
+                dead += 1;
+                job.attempts = *attempts;
+                job.errors = errors.clone();
+                shard.queue.dead.borrow_mut().push_back(DeadLetter {
+                    id: dl.clone(),
+                    job,
+                    at: *at,
+                });
+            }
+        }
+    }
+    tracing::info!(shard = %shard.id, records = fold.records, pending, done, dead, dir = %dir.display(), "journal replayed");
+    let weak = Rc::downgrade(shard);
+    j.set_snapshot(Box::new(move || {
+        weak.upgrade().map(|s| snapshot(&s)).unwrap_or_default()
+    }));
+    j.start();
+    Ok(())
 }
 
 /// Appends a pipeline stage to the trace of `run_id` on this shard.
@@ -409,6 +613,41 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
         crate::routing::sessions_changed(shard, s.key, "created");
     }
     run_directory(shard, &s.idem, |r| r.status = "queued".into());
+    shard
+        .queue
+        .pending
+        .borrow_mut()
+        .insert(job.run_id.clone(), job.clone());
+    // Durable backend: acknowledge only once the admission record is on disk.
+    if let Some(j) = shard.queue.journal() {
+        if let Err(e) = j.append(&acc_record(&job)).await {
+            tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {e}");
+            shard.queue.pending.borrow_mut().remove(&job.run_id);
+            shard.sessions.dedup.borrow_mut().insert(
+                job.dedup_key.clone(),
+                Cached::Done {
+                    payload: None,
+                    error: Some(
+                        GatewayError::AgentFailed(format!("journal write failed: {e}"))
+                            .wire()
+                            .to_json(),
+                    ),
+                },
+                now,
+            );
+            queued.fetch_sub(1, Ordering::Relaxed);
+            shard
+                .queue
+                .depth
+                .set(shard.queue.depth.get().saturating_sub(1));
+            shard.reply_err(
+                &s.reply,
+                &GatewayError::AgentFailed(format!("journal write failed: {e}")),
+            );
+            return;
+        }
+        trace(shard, &s.idem, "journaled", json!({}));
+    }
     // The acknowledgement goes out before the lane can emit anything for this run.
     shard.reply_ok(&s.reply, &ack);
     enqueue(shard, &session, job);
@@ -658,6 +897,32 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         .depth
         .set(shard.queue.depth.get().saturating_sub(1));
     shard.shared.queued.fetch_sub(1, Ordering::Relaxed);
+    shard.queue.pending.borrow_mut().remove(&job.run_id);
+    if let Some(j) = shard.queue.journal() {
+        let dl = shard
+            .queue
+            .dead
+            .borrow()
+            .back()
+            .filter(|d| d.job.run_id == job.run_id && status == "error")
+            .map(|d| d.id.clone());
+        match dl {
+            Some(dl) => j.append_nowait(&journal::Record::Dead {
+                id: job.run_id.clone(),
+                dl,
+                attempts: job.attempts,
+                errors: job.errors.clone(),
+                at: ended,
+            }),
+            None => j.append_nowait(&journal::Record::Done {
+                id: job.run_id.clone(),
+                k: job.dedup_key.clone(),
+                p: Some(payload.clone()),
+                e: error.clone(),
+                at: ended,
+            }),
+        }
+    }
     let joiners = match shard
         .sessions
         .dedup
@@ -726,6 +991,17 @@ pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
         );
         shard.shared.queued.fetch_add(1, Ordering::Relaxed);
         shard.queue.depth.set(shard.queue.depth.get() + 1);
+        if let Some(j) = shard.queue.journal() {
+            j.append_nowait(&journal::Record::Redrive {
+                id: job.run_id.clone(),
+                at: now_ms(),
+            });
+        }
+        shard
+            .queue
+            .pending
+            .borrow_mut()
+            .insert(job.run_id.clone(), job.clone());
         bump(&shard.queue.stats.redriven);
         trace(
             shard,
@@ -743,7 +1019,18 @@ pub fn purge_dead(shard: &GatewayShard, now: i64) {
     let max_age = shard.config().queue.dead_letter.max_age.0 as i64;
     let mut dead = shard.queue.dead.borrow_mut();
     let before = dead.len();
-    dead.retain(|d| now - d.at < max_age);
+    let journal = shard.queue.journal();
+    dead.retain(|d| {
+        let keep = now - d.at < max_age;
+        if !keep {
+            if let Some(j) = &journal {
+                j.append_nowait(&journal::Record::Purge {
+                    id: d.job.run_id.clone(),
+                });
+            }
+        }
+        keep
+    });
     let purged = before - dead.len();
     if purged > 0 {
         shard
