@@ -35,6 +35,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod node;
 pub mod protocol;
 pub mod queue;
 pub mod routing;

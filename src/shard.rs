@@ -175,6 +175,8 @@ pub struct GatewayShard {
     pub sessions: SessionTable,
     /// Queue state: dead letters, traces, counters.
     pub queue: crate::queue::QueueState,
+    /// Node registry replica and the invokes pending on this shard's nodes.
+    pub nodes: crate::node::NodeState,
     /// Run directory entries owned here.
     pub runs: RefCell<HashMap<String, RunRecord>>,
     /// Presence, replicated on every shard (keyed by connection).
@@ -210,6 +212,7 @@ impl GatewayShard {
             next_conn: Cell::new(1),
             sessions,
             queue,
+            nodes: Default::default(),
             runs: RefCell::new(HashMap::new()),
             presence: RefCell::new(BTreeMap::new()),
             presence_version: Cell::new(1),
@@ -293,6 +296,9 @@ impl GatewayShard {
         let removed = self.conns.borrow_mut().remove(&id);
         if let Some(c) = removed {
             c.mark_closed();
+            if c.auth.borrow().as_ref().is_some_and(|a| a.role == "node") {
+                crate::node::node_down(self, self.conn_ref(id));
+            }
             if c.auth.borrow().as_ref().is_some_and(presence_visible) {
                 let key = c.conn_uuid.clone();
                 self.broadcast(move |s| s.presence_remove(&key));

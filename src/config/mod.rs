@@ -191,6 +191,19 @@ pub struct GatewayConfig {
     pub drain_timeout_ms: u64,
     /// Serve a plain WebSocket echo at `/echo` (conformance testing only). Default false.
     pub dangerously_enable_ws_echo: bool,
+    /// Node command policy.
+    pub nodes: NodesConfig,
+}
+
+/// `gateway.nodes`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NodesConfig {
+    /// Commands nodes may be invoked with (empty = any declared command). `prefix*` matches
+    /// a prefix.
+    pub allow_commands: Vec<String>,
+    /// Commands never invoked, even when declared and allowed.
+    pub deny_commands: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -208,6 +221,7 @@ impl Default for GatewayConfig {
             auth_failures_per_minute: 10,
             drain_timeout_ms: 10_000,
             dangerously_enable_ws_echo: false,
+            nodes: NodesConfig::default(),
         }
     }
 }

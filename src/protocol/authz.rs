@@ -58,6 +58,11 @@ pub const METHODS: &[(&str, Need)] = &[
     ("sessions.reset", Need::Scope(WRITE)),
     ("sessions.delete", Need::Scope(WRITE)),
     ("send", Need::Scope(WRITE)),
+    ("node.list", Need::Scope(READ)),
+    ("node.describe", Need::Scope(READ)),
+    ("node.invoke", Need::Scope(WRITE)),
+    ("node.invoke.result", Need::Scope(ADMIN)),
+    ("node.event", Need::Scope(ADMIN)),
     ("system-event", Need::Scope(ADMIN)),
     ("queue.status", Need::Scope(ADMIN)),
     ("queue.stats", Need::Scope(ADMIN)),
@@ -76,6 +81,8 @@ pub const EVENTS: &[&str] = &[
     "agent",
     "chat",
     "sessions.changed",
+    "node.invoke.request",
+    "node.event",
 ];
 
 /// Checks that a caller with `role` and `scopes` may call `method`.

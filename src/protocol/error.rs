@@ -117,6 +117,8 @@ pub enum GatewayError {
     ShuttingDown,
     /// A run failed in the agent.
     AgentFailed(String),
+    /// A node is not connected, disconnected, or failed the call.
+    NodeUnavailable(String),
     /// A message after hello larger than the limit.
     FrameTooLarge {
         /// The limit in bytes.
@@ -417,6 +419,14 @@ impl GatewayError {
                 Unavailable,
                 why.clone(),
                 detail("AGENT_FAILED"),
+                true,
+                None,
+                None,
+            ),
+            E::NodeUnavailable(why) => (
+                Unavailable,
+                why.clone(),
+                detail("NODE_UNAVAILABLE"),
                 true,
                 None,
                 None,

@@ -64,6 +64,8 @@ pub(super) async fn local(
                 "gateway": h["gateway"],
             })
         }
+        "node.list" => crate::node::list(shard),
+        "node.describe" => crate::node::describe(shard, p)?,
         "system-presence" => Value::Array(shard.presence_list()),
         "last-heartbeat" => shard.last_heartbeat.borrow().clone().unwrap_or(Value::Null),
         "gateway.identity.get" => json!({

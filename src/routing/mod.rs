@@ -143,6 +143,23 @@ pub async fn dispatch(
             }
         }
         "agent.wait" => agent_wait(&shard, reply, &params),
+        "node.invoke" => crate::node::invoke(&shard, reply, &params),
+        "node.invoke.result" | "node.event" => {
+            let me = caller
+                .auth
+                .device_id
+                .clone()
+                .unwrap_or_else(|| caller.auth.client.id.clone());
+            let r = if method == "node.event" {
+                crate::node::event(&shard, &me, &params)
+            } else {
+                crate::node::result(&shard, &me, &params)
+            };
+            match r {
+                Ok(v) => shard.reply_ok(&reply, &v),
+                Err(e) => shard.reply_err(&reply, &e),
+            }
+        }
         _ => match info::local(&shard, &caller, &method, &params).await {
             Ok(v) => shard.reply_ok(&reply, &v),
             Err(e) => shard.reply_err(&reply, &e),

@@ -414,6 +414,9 @@ async fn handshake_phase(
             let hello = hello_ok(shard, conn, &adm, shared_auth).await;
             *conn.auth.borrow_mut() = Some(auth.clone());
             conn.push_frame(frame::res_ok(&req_id, &hello));
+            if adm.role == "node" {
+                crate::node::node_up(shard, shard.conn_ref(conn.id), &adm, &params);
+            }
             if crate::shard::presence_visible(&auth) {
                 let entry = presence_entry(&adm, peer);
                 let key = conn.conn_uuid.clone();

@@ -1,0 +1,342 @@
+//! Nodes: devices (phones, desktops, headless boxes, canvas/tts/vision services) that connect
+//! with `role: "node"` and are invoked through the gateway (PROTOCOL.md §8).
+//!
+//! The node registry is replicated on every shard (like presence): a node's hello broadcasts
+//! its entry, its disconnect removes it, so `node.list` and the routing of `node.invoke` are
+//! local reads. An invoke is owned by the node's shard: it registers the pending call (with
+//! its timeout), sends `node.invoke.request` to the node, and answers the caller — wherever it
+//! is — when `node.invoke.result` arrives, the timeout fires, or the node disconnects.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::protocol::error::GatewayError;
+use crate::protocol::handshake::Admission;
+use crate::shard::{now_ms, ConnRef, GatewayShard, ReplyTo};
+
+/// Node types of the seed article, by family.
+pub const NODE_TYPES: &[(&str, &[&str])] = &[
+    ("mobile", &["ios", "android"]),
+    ("desktop", &["macos", "windows", "linux"]),
+    ("headless", &["raspberry-pi", "server"]),
+    ("specialized", &["canvas", "tts", "vision"]),
+];
+
+/// The family of a node type, if it is one of the seed's.
+pub fn node_family(node_type: &str) -> Option<&'static str> {
+    NODE_TYPES
+        .iter()
+        .find(|(_, types)| types.contains(&node_type))
+        .map(|(f, _)| *f)
+}
+
+/// A connected node, as every shard sees it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// device id, else client id.
+    pub node_id: String,
+    /// Where its connection lives.
+    pub conn: ConnRef,
+    /// Its `node.list` row.
+    pub row: Value,
+    /// Declared commands.
+    pub commands: Vec<String>,
+}
+
+struct PendingInvoke {
+    caller: ReplyTo,
+    node_id: String,
+    node_conn: ConnRef,
+    command: String,
+}
+
+/// Per-shard node state.
+#[derive(Default)]
+pub struct NodeState {
+    /// Replica of every connected node, by node id.
+    pub registry: RefCell<BTreeMap<String, NodeInfo>>,
+    pending: RefCell<HashMap<String, PendingInvoke>>,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState")
+            .field("nodes", &self.registry.borrow().len())
+            .field("pending", &self.pending.borrow().len())
+            .finish()
+    }
+}
+
+/// The node id of an admitted node connection.
+pub fn node_id(adm: &Admission) -> String {
+    adm.device_id
+        .clone()
+        .unwrap_or_else(|| adm.client.id.clone())
+}
+
+/// Announces a node that just completed its handshake on `conn`.
+pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_params: &Value) {
+    let id = node_id(adm);
+    let node_type = raw_params
+        .get("nodeType")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| {
+            adm.client
+                .device_family
+                .clone()
+                .map(|f| f.to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    let row = json!({
+        "nodeId": id, "displayName": adm.client.display_name, "platform": adm.client.platform,
+        "version": raw_params.get("version").and_then(|v| v.as_str()).unwrap_or(&adm.client.version),
+        "nodeType": node_type, "family": node_family(&node_type),
+        "caps": adm.params.caps, "commands": adm.params.commands, "permissions": adm.params.permissions,
+        "connectedAt": now_ms(), "shard": conn.shard.0, "deviceId": adm.device_id, "clientId": adm.client.id,
+    });
+    let info = NodeInfo {
+        node_id: id.clone(),
+        conn,
+        row,
+        commands: adm.params.commands.clone(),
+    };
+    tracing::info!(shard = %shard.id, node = %id, "node connected");
+    shard.broadcast(move |s| {
+        s.nodes
+            .registry
+            .borrow_mut()
+            .insert(info.node_id.clone(), info.clone());
+    });
+}
+
+/// The node on `conn` went away: forget it everywhere and fail its pending invokes.
+pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
+    let id = shard
+        .nodes
+        .registry
+        .borrow()
+        .values()
+        .find(|n| n.conn == conn)
+        .map(|n| n.node_id.clone());
+    let Some(id) = id else { return };
+    tracing::info!(shard = %shard.id, node = %id, "node disconnected");
+    let failed: Vec<PendingInvoke> = {
+        let mut p = shard.nodes.pending.borrow_mut();
+        let ids: Vec<String> = p
+            .iter()
+            .filter(|(_, v)| v.node_conn == conn)
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.into_iter().filter_map(|k| p.remove(&k)).collect()
+    };
+    for f in failed {
+        shard.reply_err(
+            &f.caller,
+            &GatewayError::NodeUnavailable(format!("node disconnected: {}", f.node_id)),
+        );
+    }
+    shard.broadcast(move |s| {
+        let mut r = s.nodes.registry.borrow_mut();
+        if r.get(&id).is_some_and(|n| n.conn == conn) {
+            r.remove(&id);
+        }
+    });
+}
+
+fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
+    match p.get(k) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        _ => Err(GatewayError::InvalidParams(format!(
+            "invalid params: missing {k}"
+        ))),
+    }
+}
+
+/// `node.list`
+pub fn list(shard: &GatewayShard) -> Value {
+    let nodes: Vec<Value> = shard
+        .nodes
+        .registry
+        .borrow()
+        .values()
+        .map(|n| n.row.clone())
+        .collect();
+    json!({"count": nodes.len(), "nodes": nodes})
+}
+
+/// `node.describe {nodeId}`
+pub fn describe(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
+    let id = str_param(p, "nodeId")?;
+    shard
+        .nodes
+        .registry
+        .borrow()
+        .get(id)
+        .map(|n| json!({"node": n.row}))
+        .ok_or_else(|| GatewayError::NotFound(format!("unknown node: {id}")))
+}
+
+/// Whether the gateway's allow/deny lists let `command` through.
+fn command_allowed(shard: &GatewayShard, command: &str) -> bool {
+    let n = &shard.config().gateway.nodes;
+    let matches = |pat: &String| {
+        pat == command
+            || pat
+                .strip_suffix('*')
+                .is_some_and(|p| command.starts_with(p))
+    };
+    if n.deny_commands.iter().any(matches) {
+        return false;
+    }
+    n.allow_commands.is_empty() || n.allow_commands.iter().any(matches)
+}
+
+/// `node.invoke {nodeId, command, params?, timeoutMs?, idempotencyKey}` from a caller on
+/// `shard`: checks, then hands the call to the node's shard.
+pub fn invoke(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
+    let r = (|| {
+        let node_id = str_param(p, "nodeId")?.to_string();
+        let command = str_param(p, "command")?.to_string();
+        let idem = str_param(p, "idempotencyKey")?.to_string();
+        let node = shard
+            .nodes
+            .registry
+            .borrow()
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| {
+                GatewayError::NodeUnavailable(format!("node not connected: {node_id}"))
+            })?;
+        if !command_allowed(shard, &command) {
+            return Err(GatewayError::InvalidParams(format!(
+                "command not allowed by gateway policy: {command}"
+            )));
+        }
+        if !node.commands.is_empty() && !node.commands.iter().any(|c| c == &command) {
+            return Err(GatewayError::InvalidParams(format!(
+                "node {node_id} does not declare command {command}"
+            )));
+        }
+        let timeout_ms = p
+            .get("timeoutMs")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(30_000)
+            .clamp(1, 600_000);
+        let params_json = match p.get("params") {
+            None | Some(Value::Null) => Value::Null,
+            Some(v) => Value::String(v.to_string()),
+        };
+        Ok((node, command, idem, timeout_ms, params_json))
+    })();
+    let (node, command, idem, timeout_ms, params_json) = match r {
+        Ok(x) => x,
+        Err(e) => return shard.reply_err(&reply, &e),
+    };
+    shard.on_shard(node.conn.shard, move |s| {
+        let invoke_id = uuid::Uuid::new_v4().to_string();
+        s.nodes.pending.borrow_mut().insert(
+            invoke_id.clone(),
+            PendingInvoke {
+                caller: reply,
+                node_id: node.node_id.clone(),
+                node_conn: node.conn,
+                command: command.clone(),
+            },
+        );
+        let ev = json!({"id": invoke_id, "nodeId": node.node_id, "command": command,
+                        "paramsJSON": params_json, "timeoutMs": timeout_ms, "idempotencyKey": idem});
+        s.event_to(node.conn, "node.invoke.request", &ev, false);
+        let s2 = s.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
+            let gone = s2.nodes.pending.borrow_mut().remove(&invoke_id);
+            if let Some(p) = gone {
+                s2.reply_err(
+                    &p.caller,
+                    &GatewayError::AgentTimeout(format!("node {} did not answer {} within {timeout_ms} ms", p.node_id, p.command)),
+                );
+            }
+        })
+        .detach();
+    });
+}
+
+/// `node.invoke.result {id, nodeId, ok, payload?, payloadJSON?, error?}` from a node on
+/// `shard` (the node's own shard, where its pending invokes live).
+pub fn result(shard: &GatewayShard, caller_node: &str, p: &Value) -> Result<Value, GatewayError> {
+    let id = str_param(p, "id")?;
+    let node_id = str_param(p, "nodeId")?;
+    if node_id != caller_node {
+        return Err(GatewayError::InvalidParams(
+            "nodeId does not match the calling node".into(),
+        ));
+    }
+    let pending = {
+        let mut m = shard.nodes.pending.borrow_mut();
+        match m.get(id) {
+            Some(x) if x.node_id == node_id => m.remove(id),
+            _ => None,
+        }
+    };
+    let Some(pi) = pending else {
+        return Ok(json!({"ok": true, "ignored": true}));
+    };
+    let ok = p.get("ok").and_then(|v| v.as_bool()).unwrap_or(true);
+    if ok {
+        let payload_json = p
+            .get("payloadJSON")
+            .cloned()
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| {
+                p.get("payload")
+                    .map(|v| Value::String(v.to_string()))
+                    .unwrap_or(Value::Null)
+            });
+        let payload = p
+            .get("payload")
+            .cloned()
+            .or_else(|| {
+                payload_json
+                    .as_str()
+                    .and_then(|s| serde_json::from_str(s).ok())
+            })
+            .unwrap_or(Value::Null);
+        shard.reply_ok(
+            &pi.caller,
+            &json!({"ok": true, "nodeId": node_id, "command": pi.command, "payload": payload, "payloadJSON": payload_json}),
+        );
+    } else {
+        let msg = p
+            .pointer("/error/message")
+            .and_then(|v| v.as_str())
+            .unwrap_or("node reported an error")
+            .to_string();
+        shard.reply_err(
+            &pi.caller,
+            &GatewayError::NodeUnavailable(format!("node {node_id}: {msg}")),
+        );
+    }
+    Ok(json!({"ok": true}))
+}
+
+/// `node.event {event, payload}` from a node: passed to operators as a droppable event.
+pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
+    let name = str_param(p, "event")?.to_string();
+    let payload =
+        json!({"nodeId": node, "event": name, "payload": p.get("payload"), "ts": now_ms()})
+            .to_string();
+    shard.broadcast(move |s| {
+        s.event_local_all("node.event", &payload, true, false, |c| {
+            c.auth
+                .borrow()
+                .as_ref()
+                .is_some_and(|a| a.role == "operator")
+        });
+    });
+    Ok(json!({"ok": true}))
+}
