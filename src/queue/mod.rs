@@ -138,8 +138,8 @@ pub struct QueueState {
     pub stats: QueueStats,
     /// Jobs admitted here and not finished (lanes + running).
     pub depth: Cell<usize>,
-    /// Runs per agent running now on this shard (concurrency cap).
-    pub running_per_agent: RefCell<std::collections::HashMap<String, usize>>,
+    /// Run slots per capped agent on this shard (`agents.bindings.<id>.maxConcurrent`).
+    pub agent_slots: RefCell<std::collections::HashMap<String, Rc<glommio::sync::Semaphore>>>,
     /// Jobs admitted here and not finished, by runId (journal snapshots).
     pub pending: RefCell<std::collections::HashMap<String, Job>>,
     /// The durable backend, when `queue.backend = "journal"`.
@@ -157,7 +157,7 @@ impl QueueState {
             )),
             stats: QueueStats::default(),
             depth: Cell::new(0),
-            running_per_agent: RefCell::new(Default::default()),
+            agent_slots: RefCell::new(Default::default()),
             pending: RefCell::new(Default::default()),
             journal: RefCell::new(None),
         }
@@ -473,6 +473,8 @@ pub struct Submit<'a> {
     pub reply: ReplyTo,
     /// When the caller's shard received it, and which shard.
     pub received: (i64, usize),
+    /// The client's per-session sequence number (`sessionSeq`), when it orders its messages.
+    pub seq: Option<u64>,
 }
 
 fn ack_for(kind: &JobKind, idem: &str, key: &SessionKey, now: i64) -> Value {
@@ -561,7 +563,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
         return;
     }
     let (session, created) = shard.sessions.get_or_create(s.key, now);
-    if session.lane.borrow().len() >= cfg.ordering.buffer_size {
+    if session.lane.borrow().len() + session.held.borrow().len() >= cfg.ordering.buffer_size {
         bump(&shard.queue.stats.rejected_full);
         trace(shard, &s.idem, "rejected", json!({"reason": "LANE_FULL"}));
         shard.reply_err(
@@ -650,7 +652,56 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
     }
     // The acknowledgement goes out before the lane can emit anything for this run.
     shard.reply_ok(&s.reply, &ack);
-    enqueue(shard, &session, job);
+    admit_ordered(shard, &session, job, s.seq);
+}
+
+/// Enqueues in the client's `sessionSeq` order: a message whose predecessor has not arrived
+/// waits for it at most `ordering.timeout`; then the gap is logged and skipped.
+fn admit_ordered(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job, seq: Option<u64>) {
+    let Some(seq) = seq else {
+        return enqueue(shard, session, job);
+    };
+    let expected = session.next_seq.get().unwrap_or(seq);
+    if seq < expected {
+        // Late (its slot was skipped) or a retry: run it now rather than never.
+        trace(shard, &job.run_id, "late", json!({"sessionSeq": seq, "expected": expected}));
+        return enqueue(shard, session, job);
+    }
+    if seq > expected {
+        trace(shard, &job.run_id, "held", json!({"sessionSeq": seq, "waitingFor": expected}));
+        session.held.borrow_mut().insert(seq, job);
+        let (sh, s) = (shard.clone(), session.clone());
+        let wait = shard.config().ordering.timeout.duration();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(wait).await;
+            let still = s.held.borrow().contains_key(&seq)
+                && s.next_seq.get().is_some_and(|n| n < seq);
+            if still {
+                let first = s.held.borrow().keys().next().copied().unwrap_or(seq);
+                let missing = s.next_seq.get().unwrap_or(first);
+                tracing::warn!(shard = %sh.id, session = %s.key, from = missing, to = first - 1,
+                    "ordering gap: predecessors did not arrive within ordering.timeout; skipping");
+                s.next_seq.set(Some(first));
+                release_held(&sh, &s);
+            }
+        })
+        .detach();
+        return;
+    }
+    session.next_seq.set(Some(seq + 1));
+    enqueue(shard, session, job);
+    release_held(shard, session);
+}
+
+/// Enqueues held jobs that are now next in sequence.
+fn release_held(shard: &Rc<GatewayShard>, session: &Rc<Session>) {
+    loop {
+        let Some(next) = session.next_seq.get() else { return };
+        let job = session.held.borrow_mut().remove(&next);
+        let Some(job) = job else { return };
+        session.next_seq.set(Some(next + 1));
+        enqueue(shard, session, job);
+    }
 }
 
 /// Puts a job at the back of its session's lane and makes sure the lane is being driven.
@@ -698,40 +749,27 @@ async fn dispatch(
     }
 }
 
-/// Waits until the agent of `session` has a free run slot on this shard, then takes it.
-async fn acquire_agent_slot(shard: &Rc<GatewayShard>, agent: &str) {
+/// Takes a run slot of `agent` on this shard, waiting while `maxConcurrent` runs (split
+/// evenly over the shards) are already running. `None` when the agent is uncapped.
+async fn acquire_agent_slot(
+    shard: &Rc<GatewayShard>,
+    agent: &str,
+) -> Option<glommio::sync::StaticPermit> {
     let cap = shard
         .config()
         .agents
         .bindings
         .get(agent)
         .and_then(|b| b.max_concurrent)
-        .map(|m| m.div_ceil(shard.shards()).max(1));
-    if let Some(cap) = cap {
-        while shard
-            .queue
-            .running_per_agent
-            .borrow()
-            .get(agent)
-            .copied()
-            .unwrap_or(0)
-            >= cap
-        {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    *shard
+        .map(|m| m.div_ceil(shard.shards()).max(1))?;
+    let sem = shard
         .queue
-        .running_per_agent
+        .agent_slots
         .borrow_mut()
         .entry(agent.to_string())
-        .or_insert(0) += 1;
-}
-
-fn release_agent_slot(shard: &GatewayShard, agent: &str) {
-    if let Some(n) = shard.queue.running_per_agent.borrow_mut().get_mut(agent) {
-        *n = n.saturating_sub(1);
-    }
+        .or_insert_with(|| Rc::new(glommio::sync::Semaphore::new(cap as u64)))
+        .clone();
+    sem.acquire_static_permit(1).await.ok()
 }
 
 /// Runs a session's jobs one at a time, in arrival order, until its lane is empty.
@@ -779,9 +817,9 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             "dispatched",
             json!({"attempt": job.attempts}),
         );
-        acquire_agent_slot(shard, &agent).await;
+        let slot = acquire_agent_slot(shard, &agent).await;
         let r = dispatch(shard, session, job, &ctl).await;
-        release_agent_slot(shard, &agent);
+        drop(slot);
         match r {
             Ok(o) => break Ok(o),
             Err(e) => {

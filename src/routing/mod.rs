@@ -276,6 +276,7 @@ async fn submit_call(shard: Rc<GatewayShard>, key: SessionKey, call: Call) {
             idem,
             reply: call.reply,
             received,
+            seq: p.get("sessionSeq").and_then(|v| v.as_u64()),
         },
     )
     .await;

@@ -45,6 +45,10 @@ pub struct Session {
     pub running: Cell<bool>,
     /// The job being run.
     pub current: RefCell<Option<Rc<RunCtl>>>,
+    /// Next expected client `sessionSeq` (None until the first sequenced message).
+    pub next_seq: Cell<Option<u64>>,
+    /// Sequenced jobs waiting for a predecessor.
+    pub held: RefCell<std::collections::BTreeMap<u64, Job>>,
 }
 
 impl Session {
@@ -59,6 +63,8 @@ impl Session {
             lane: RefCell::new(VecDeque::new()),
             running: Cell::new(false),
             current: RefCell::new(None),
+            next_seq: Cell::new(None),
+            held: RefCell::new(Default::default()),
         }
     }
 
