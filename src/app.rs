@@ -210,14 +210,26 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         std::process::id()
     );
     let _ = std::io::stdout().flush();
-    match pool.join() {
-        Ok(Ok(_)) => {
-            tracing::info!("gateway stopped");
-            Ok(())
+    // Each shard reports once more when it has drained and closed its connections. The
+    // executors are then left parked and the process exits from here: tearing down io_uring
+    // executors with operations still registered is not safe (glommio), and nothing is left
+    // to flush.
+    let mut stopped = 0;
+    while stopped < shards_n {
+        match ready_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(_) => stopped += 1,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !pool.is_finished() => {}
+            Err(_) => {
+                return match pool.join() {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => bail!("{e}"),
+                    Err(_) => bail!("a shard panicked"),
+                }
+            }
         }
-        Ok(Err(e)) => bail!("{e}"),
-        Err(_) => bail!("a shard panicked"),
     }
+    tracing::info!("gateway stopped");
+    Ok(())
 }
 
 fn set_mode(p: &Path, mode: u32) {
@@ -289,6 +301,9 @@ async fn shard_main(
     drain(&shard).await;
     ticker.cancel();
     purger.cancel();
+    let _ = ready.send(Ok(()));
+    // Stay parked: the process exits from the main thread (see `serve`).
+    futures_lite::future::pending::<()>().await;
     let _ = Rc::strong_count(&mesh);
 }
 

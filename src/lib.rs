@@ -36,6 +36,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod node;
+pub mod ops;
 pub mod protocol;
 pub mod queue;
 pub mod routing;

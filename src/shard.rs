@@ -177,6 +177,8 @@ pub struct GatewayShard {
     pub queue: crate::queue::QueueState,
     /// Node registry replica and the invokes pending on this shard's nodes.
     pub nodes: crate::node::NodeState,
+    /// Counters (merged on read).
+    pub metrics: crate::ops::metrics::ShardMetrics,
     /// Run directory entries owned here.
     pub runs: RefCell<HashMap<String, RunRecord>>,
     /// Presence, replicated on every shard (keyed by connection).
@@ -213,6 +215,7 @@ impl GatewayShard {
             sessions,
             queue,
             nodes: Default::default(),
+            metrics: Default::default(),
             runs: RefCell::new(HashMap::new()),
             presence: RefCell::new(BTreeMap::new()),
             presence_version: Cell::new(1),

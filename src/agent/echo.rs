@@ -18,6 +18,8 @@ pub enum Outcome {
     Ok(String),
     /// Aborted by `chat.abort`; the text so far.
     Aborted(String),
+    /// Stopped by `agents.runTimeoutMs`.
+    TimedOut,
 }
 
 fn chat_message(text: &str, ts: i64) -> Value {

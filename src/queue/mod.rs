@@ -664,18 +664,28 @@ fn admit_ordered(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job, seq:
     let expected = session.next_seq.get().unwrap_or(seq);
     if seq < expected {
         // Late (its slot was skipped) or a retry: run it now rather than never.
-        trace(shard, &job.run_id, "late", json!({"sessionSeq": seq, "expected": expected}));
+        trace(
+            shard,
+            &job.run_id,
+            "late",
+            json!({"sessionSeq": seq, "expected": expected}),
+        );
         return enqueue(shard, session, job);
     }
     if seq > expected {
-        trace(shard, &job.run_id, "held", json!({"sessionSeq": seq, "waitingFor": expected}));
+        trace(
+            shard,
+            &job.run_id,
+            "held",
+            json!({"sessionSeq": seq, "waitingFor": expected}),
+        );
         session.held.borrow_mut().insert(seq, job);
         let (sh, s) = (shard.clone(), session.clone());
         let wait = shard.config().ordering.timeout.duration();
         glommio::spawn_local(async move {
             glommio::timer::sleep(wait).await;
-            let still = s.held.borrow().contains_key(&seq)
-                && s.next_seq.get().is_some_and(|n| n < seq);
+            let still =
+                s.held.borrow().contains_key(&seq) && s.next_seq.get().is_some_and(|n| n < seq);
             if still {
                 let first = s.held.borrow().keys().next().copied().unwrap_or(seq);
                 let missing = s.next_seq.get().unwrap_or(first);
@@ -696,7 +706,9 @@ fn admit_ordered(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job, seq:
 /// Enqueues held jobs that are now next in sequence.
 fn release_held(shard: &Rc<GatewayShard>, session: &Rc<Session>) {
     loop {
-        let Some(next) = session.next_seq.get() else { return };
+        let Some(next) = session.next_seq.get() else {
+            return;
+        };
         let job = session.held.borrow_mut().remove(&next);
         let Some(job) = job else { return };
         session.next_seq.set(Some(next + 1));
@@ -743,7 +755,8 @@ async fn dispatch(
             .await
             {
                 Ok(o) => Ok(o),
-                Err(_) => Err("agent run timed out".into()),
+                // A run that overstays `agents.runTimeoutMs` is stopped, not retried.
+                Err(_) => Ok(Outcome::TimedOut),
             }
         }
     }
@@ -879,6 +892,31 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                        "result": {"payloads": [{"text": text}],
                                   "meta": {"durationMs": ended - started, "attempts": job.attempts,
                                            "agentMeta": {"agentId": session.key.agent_id(), "provider": "shardgate", "model": "echo"}}}}),
+                None,
+            )
+        }
+        Ok(Outcome::TimedOut) => {
+            bump(&shard.queue.stats.completed);
+            trace(
+                shard,
+                &job.run_id,
+                "timed_out",
+                json!({"runTimeoutMs": cfg.agents.run_timeout_ms}),
+            );
+            if let Some(w) = job.watcher {
+                let p = json!({"runId": job.run_id, "seq": 0, "stream": "lifecycle", "ts": ended,
+                               "data": {"phase": "end", "startedAt": started, "endedAt": ended, "stopReason": "timeout"},
+                               "sessionKey": session.key.as_str(), "agentId": session.key.agent_id()});
+                shard.event_to(w, "agent", &p, false);
+                if job.kind == JobKind::Chat {
+                    let p = json!({"runId": job.run_id, "sessionKey": session.key.as_str(), "state": "aborted",
+                                   "stopReason": "timeout"});
+                    shard.event_to(w, "chat", &p, false);
+                }
+            }
+            (
+                "timeout",
+                json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "timeout"}),
                 None,
             )
         }

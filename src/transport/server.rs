@@ -45,6 +45,7 @@ pub async fn accept_loop(
         match accepted {
             None => break,
             Some(Ok(stream)) => {
+                shard.metrics.accepted.set(shard.metrics.accepted.get() + 1);
                 let sh = shard.clone();
                 glommio::spawn_local(async move { handle_tcp(sh, stream).await }).detach();
             }
@@ -167,6 +168,10 @@ async fn handle_tcp(shard: Rc<GatewayShard>, mut stream: TcpStream) {
                 return;
             }
             gateway_ws(&shard, stream, head.rest, peer, deadline, &guard).await;
+        }
+        ("GET", "/metrics", None) => {
+            let text = crate::ops::metrics::render(&shard).await;
+            http::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &text).await;
         }
         ("GET", "/health" | "/healthz", None) => {
             http::respond(
@@ -411,6 +416,7 @@ async fn handshake_phase(
                 device_id: adm.device_id.clone(),
                 seed: false,
             };
+            shard.metrics.hellos.set(shard.metrics.hellos.get() + 1);
             let hello = hello_ok(shard, conn, &adm, shared_auth).await;
             *conn.auth.borrow_mut() = Some(auth.clone());
             conn.push_frame(frame::res_ok(&req_id, &hello));
@@ -435,6 +441,10 @@ async fn handshake_phase(
             ) {
                 shard.shared.limits.record_failure(peer.ip(), now);
             }
+            shard
+                .metrics
+                .handshake_failures
+                .set(shard.metrics.handshake_failures.get() + 1);
             tracing::info!(shard = %shard.id, peer = %peer, error = ?e, "connect refused");
             fail(conn, Some(&req_id), &e);
             false
@@ -575,6 +585,7 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
         return;
     }
     conn.unauthorized_streak.set(0);
+    shard.metrics.request(&req.method);
     let mut req = req;
     if auth.seed && req.method == "agent" && req.params.get("idempotencyKey").is_none() {
         req.params["idempotencyKey"] = Value::String(format!("seed:{}:{}", conn.conn_uuid, req.id));

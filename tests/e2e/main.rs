@@ -1,1 +1,11 @@
+//! End-to-end tests: each test starts its own `shardgate serve` (port 0, temp state dir) and
+//! talks to it over real sockets.
 
+mod support;
+
+mod delivery;
+mod handshake;
+mod lifecycle;
+mod nodes;
+mod routing;
+mod rpc;

@@ -1,0 +1,278 @@
+//! Metrics: per-shard counters, merged on read, rendered as Prometheus text at `GET /metrics`.
+//!
+//! Counting is a `Cell` increment on the owning shard (no atomics, no locks on the data path);
+//! a scrape gathers every shard's snapshot over the mesh and sums them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+use crate::shard::GatewayShard;
+
+/// Per-shard counters.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Requests by method (after authorization), and how many were refused before dispatch.
+    pub requests: RefCell<BTreeMap<&'static str, u64>>,
+    /// Requests refused by authorization or validation before dispatch.
+    pub refused: Cell<u64>,
+    /// Connections accepted (TCP).
+    pub accepted: Cell<u64>,
+    /// Handshakes completed.
+    pub hellos: Cell<u64>,
+    /// Handshakes refused.
+    pub handshake_failures: Cell<u64>,
+    /// Events sent (queued to a connection).
+    pub events: Cell<u64>,
+}
+
+impl ShardMetrics {
+    /// Counts one request for `method` (a name from `authz::METHODS`, so the label set is
+    /// bounded).
+    pub fn request(&self, method: &str) {
+        let name = crate::protocol::authz::METHODS
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(m, _)| *m)
+            .unwrap_or("other");
+        *self.requests.borrow_mut().entry(name).or_insert(0) += 1;
+    }
+}
+
+/// One shard's snapshot, as JSON (sent over the mesh).
+pub fn snapshot(s: &GatewayShard) -> Value {
+    let m = &s.metrics;
+    let (authed, sockets) = s.conn_counts();
+    let mut by_role: BTreeMap<String, u64> = BTreeMap::new();
+    for c in s.all_conns() {
+        if let Some(a) = c.auth.borrow().as_ref() {
+            *by_role.entry(a.role.clone()).or_insert(0) += 1;
+        }
+    }
+    let d = s.sessions.dedup.borrow();
+    json!({
+        "requests": m.requests.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "refused": m.refused.get(), "accepted": m.accepted.get(), "hellos": m.hellos.get(),
+        "handshakeFailures": m.handshake_failures.get(),
+        "connections": authed, "sockets": sockets, "byRole": by_role,
+        "sessions": s.sessions.map.borrow().len(), "inflight": s.inflight.get(),
+        "queue": s.queue.stats_json(),
+        "dedupEntries": d.len(), "dedupEvictedLive": d.evicted_live,
+        "nodes": s.nodes.registry.borrow().len(),
+    })
+}
+
+fn sum(per: &[Value], f: impl Fn(&Value) -> Option<u64>) -> u64 {
+    per.iter().filter_map(f).sum()
+}
+
+/// Renders the Prometheus text exposition of every shard.
+pub async fn render(shard: &Rc<GatewayShard>) -> String {
+    let per = shard.gather(|s| snapshot(s)).await;
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let per_shard = |key: &str| -> Vec<(String, u64)> {
+        per.iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{{shard=\"{i}\"}}"), v[key].as_u64().unwrap_or(0)))
+            .collect()
+    };
+    metric(
+        "shardgate_up",
+        "gauge",
+        "1 while the gateway serves.",
+        vec![(String::new(), 1)],
+    );
+    metric(
+        "shardgate_uptime_seconds",
+        "gauge",
+        "Seconds since the gateway started.",
+        vec![(String::new(), shard.shared.uptime_ms() / 1000)],
+    );
+    metric(
+        "shardgate_shards",
+        "gauge",
+        "Number of shards.",
+        vec![(String::new(), shard.shards() as u64)],
+    );
+    metric(
+        "shardgate_connections",
+        "gauge",
+        "Authenticated connections per shard.",
+        per_shard("connections"),
+    );
+    metric(
+        "shardgate_sockets",
+        "gauge",
+        "Open WebSocket connections per shard (any state).",
+        per_shard("sockets"),
+    );
+    let mut roles: BTreeMap<String, u64> = BTreeMap::new();
+    for v in &per {
+        if let Some(m) = v["byRole"].as_object() {
+            for (k, x) in m {
+                *roles.entry(k.clone()).or_insert(0) += x.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    metric(
+        "shardgate_connections_by_role",
+        "gauge",
+        "Authenticated connections by role.",
+        roles
+            .into_iter()
+            .map(|(r, v)| (format!("{{role=\"{r}\"}}"), v))
+            .collect(),
+    );
+    metric(
+        "shardgate_connections_accepted_total",
+        "counter",
+        "TCP connections accepted.",
+        vec![(String::new(), sum(&per, |v| v["accepted"].as_u64()))],
+    );
+    metric(
+        "shardgate_handshakes_total",
+        "counter",
+        "Completed handshakes (hello-ok).",
+        vec![(String::new(), sum(&per, |v| v["hellos"].as_u64()))],
+    );
+    metric(
+        "shardgate_handshake_failures_total",
+        "counter",
+        "Refused handshakes.",
+        vec![(
+            String::new(),
+            sum(&per, |v| v["handshakeFailures"].as_u64()),
+        )],
+    );
+    let mut methods: BTreeMap<String, u64> = BTreeMap::new();
+    for v in &per {
+        if let Some(m) = v["requests"].as_object() {
+            for (k, x) in m {
+                *methods.entry(k.clone()).or_insert(0) += x.as_u64().unwrap_or(0);
+            }
+        }
+    }
+    metric(
+        "shardgate_requests_total",
+        "counter",
+        "Requests dispatched, by method.",
+        methods
+            .into_iter()
+            .map(|(m, v)| (format!("{{method=\"{m}\"}}"), v))
+            .collect(),
+    );
+    metric(
+        "shardgate_requests_refused_total",
+        "counter",
+        "Requests refused before dispatch.",
+        vec![(String::new(), sum(&per, |v| v["refused"].as_u64()))],
+    );
+    metric(
+        "shardgate_sessions",
+        "gauge",
+        "Sessions per owner shard.",
+        per_shard("sessions"),
+    );
+    metric(
+        "shardgate_runs_inflight",
+        "gauge",
+        "Runs queued or running per shard.",
+        per_shard("inflight"),
+    );
+    metric(
+        "shardgate_nodes",
+        "gauge",
+        "Connected nodes.",
+        vec![(
+            String::new(),
+            per.first().and_then(|v| v["nodes"].as_u64()).unwrap_or(0),
+        )],
+    );
+    for (key, name, help) in [
+        (
+            "accepted",
+            "shardgate_queue_accepted_total",
+            "Messages admitted to the queue.",
+        ),
+        (
+            "completed",
+            "shardgate_queue_completed_total",
+            "Messages completed.",
+        ),
+        (
+            "failedAttempts",
+            "shardgate_queue_failed_attempts_total",
+            "Failed dispatch attempts.",
+        ),
+        (
+            "retries",
+            "shardgate_queue_retries_total",
+            "Retries scheduled.",
+        ),
+        (
+            "deadLettered",
+            "shardgate_queue_dead_lettered_total",
+            "Messages moved to the dead letter store.",
+        ),
+        (
+            "redriven",
+            "shardgate_queue_redriven_total",
+            "Dead letters re-queued.",
+        ),
+        (
+            "rejectedFull",
+            "shardgate_queue_rejected_full_total",
+            "Messages refused with QUEUE_FULL.",
+        ),
+        (
+            "dedupHits",
+            "shardgate_dedup_hits_total",
+            "Duplicates answered from the dedup ring.",
+        ),
+    ] {
+        metric(
+            name,
+            "counter",
+            help,
+            vec![(String::new(), sum(&per, |v| v["queue"][key].as_u64()))],
+        );
+    }
+    metric(
+        "shardgate_queue_depth",
+        "gauge",
+        "Messages admitted and not finished.",
+        vec![(String::new(), sum(&per, |v| v["queue"]["depth"].as_u64()))],
+    );
+    metric(
+        "shardgate_dead_letters",
+        "gauge",
+        "Dead letters held.",
+        vec![(
+            String::new(),
+            sum(&per, |v| v["queue"]["deadLetters"].as_u64()),
+        )],
+    );
+    metric(
+        "shardgate_dedup_entries",
+        "gauge",
+        "Entries in the dedup rings.",
+        vec![(String::new(), sum(&per, |v| v["dedupEntries"].as_u64()))],
+    );
+    metric(
+        "shardgate_dedup_evicted_total",
+        "counter",
+        "Dedup entries evicted by capacity inside their window.",
+        vec![(String::new(), sum(&per, |v| v["dedupEvictedLive"].as_u64()))],
+    );
+    out
+}
