@@ -151,3 +151,64 @@ fn unknown_config_key_warns() {
     let mut c = gw.operator(&[READ]);
     c.request_ok("health", json!({}));
 }
+
+/// glommio's floor is 512 KiB of locked memory; at that limit registered buffers cannot fit
+/// and the gateway must still start, serve, and say so in its log.
+#[test]
+fn starts_with_unregistered_buffers_under_ulimit_l_512() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -l 512 && exec {} serve --port 0 --shards 2 --token T --state-dir {}",
+            env!("CARGO_BIN_EXE_shardgate"),
+            dir.path().join("state").display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _guard = scopeguard(child.id());
+    assert!(line.starts_with("shardgate ready"), "not ready: {line:?}");
+    let port: u16 = line
+        .split("listen=127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = crate::support::Client::connect_operator(port, Some("T"), &[crate::support::READ]);
+    assert_eq!(c.request_ok("health", serde_json::json!({}))["ok"], true);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unregistered buffers"),
+        "no fallback log line:\n{stderr}"
+    );
+}
+
+/// Kills the process on drop (a failed assertion must not leak a gateway).
+fn scopeguard(pid: u32) -> impl Drop {
+    struct G(u32);
+    impl Drop for G {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+    G(pid)
+}
