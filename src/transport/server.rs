@@ -420,6 +420,12 @@ async fn handshake_phase(
             let hello = hello_ok(shard, conn, &adm, shared_auth).await;
             *conn.auth.borrow_mut() = Some(auth.clone());
             conn.push_frame(frame::res_ok(&req_id, &hello));
+            // Like OpenClaw: a fresh health snapshot right after hello (seq 1).
+            let sv = (
+                hello["snapshot"]["stateVersion"]["presence"].as_u64().unwrap_or(1),
+                hello["snapshot"]["stateVersion"]["health"].as_u64().unwrap_or(1),
+            );
+            conn.push_event("health", &hello["snapshot"]["health"].to_string(), false, Some(sv));
             if adm.role == "node" {
                 crate::node::node_up(shard, shard.conn_ref(conn.id), &adm, &params);
             }
