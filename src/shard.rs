@@ -179,6 +179,8 @@ pub struct GatewayShard {
     pub nodes: crate::node::NodeState,
     /// Counters (merged on read).
     pub metrics: crate::ops::metrics::ShardMetrics,
+    /// Agent worker runs (by session shard) and assignments (by worker shard).
+    pub workers: crate::node::worker::WorkerState,
     /// Run directory entries owned here.
     pub runs: RefCell<HashMap<String, RunRecord>>,
     /// Presence, replicated on every shard (keyed by connection).
@@ -216,6 +218,7 @@ impl GatewayShard {
             queue,
             nodes: Default::default(),
             metrics: Default::default(),
+            workers: Default::default(),
             runs: RefCell::new(HashMap::new()),
             presence: RefCell::new(BTreeMap::new()),
             presence_version: Cell::new(1),

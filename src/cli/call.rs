@@ -114,7 +114,13 @@ fn call(a: &CallArgs) -> Result<Value, String> {
 pub(super) fn run(a: CallArgs) -> i32 {
     match call(&a) {
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            use std::io::Write;
+            // A closed stdout (`| head`) is not an error worth a panic.
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            );
             0
         }
         Err(e) => {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{AuthMode, Config, Overrides};
 
 mod call;
+mod worker;
 
 /// shardgate: a thread-per-core, io_uring gateway for OpenClaw clients.
 #[derive(Debug, Parser)]
@@ -24,6 +25,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Call one method on a running gateway and print the answer as JSON.
     Call(call::CallArgs),
+    /// Run an agent worker (echo behaviour) that serves runs of a gateway's agents.
+    Worker(worker::WorkerArgs),
 }
 
 /// `--auth` values.
@@ -139,5 +142,6 @@ pub fn run() -> i32 {
             }
         }
         Command::Call(a) => call::run(a),
+        Command::Worker(a) => worker::main(a),
     }
 }

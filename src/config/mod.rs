@@ -6,12 +6,14 @@
 //! refuses the start with the key path and the reason ([`ConfigError`]).
 
 mod duration;
+mod security;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use duration::Millis;
+pub use security::*;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,49 @@ pub struct Config {
     pub channels: std::collections::BTreeMap<String, ChannelConfig>,
     /// Encryption at rest (seed article `storage`).
     pub storage: StorageConfig,
+    /// Who may connect and how much they may ask (seed article `access`).
+    pub access: AccessConfig,
+    /// Transport security (seed article `security`).
+    pub security: SecurityConfig,
+    /// Connection pools (seed article `connections`).
+    pub connections: ConnectionsConfig,
+}
+
+/// `connections`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ConnectionsConfig {
+    /// The agent worker pool.
+    pub pool: PoolConfig,
+}
+
+/// `connections.pool`: how runs are spread over agent workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PoolConfig {
+    /// Most workers used per agent (the first by id). Default 100.
+    pub max_size: usize,
+    /// Workers per agent below which `workers.status` reports the pool degraded. Default 0.
+    pub min_size: usize,
+    /// Reserved: idle workers are kept connected (they hold no gateway resources but a
+    /// socket). Default "5m".
+    pub idle_timeout: Millis,
+    /// Longest wait for a live worker, and for its `worker.pong`. Default "5s".
+    pub connection_timeout: Millis,
+    /// Ping a worker (`worker.ping` → `worker.pong`) before handing it a run. Default true.
+    pub test_on_borrow: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_size: 100,
+            min_size: 0,
+            idle_timeout: Millis(300_000),
+            connection_timeout: Millis(5_000),
+            test_on_borrow: true,
+        }
+    }
 }
 
 /// `storage`
@@ -75,7 +120,7 @@ impl Default for ChannelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AgentBinding {
-    /// `echo` (built in).
+    /// `echo` (built in, the default) or `worker` (runs go to connected agent workers).
     pub kind: Option<String>,
     /// Runs of this agent at once across the gateway (split evenly over shards). Default
     /// unlimited.
@@ -98,6 +143,9 @@ impl Default for Config {
             network: NetworkConfig::default(),
             channels: Default::default(),
             storage: StorageConfig::default(),
+            access: AccessConfig::default(),
+            security: SecurityConfig::default(),
+            connections: ConnectionsConfig::default(),
         }
     }
 }
@@ -193,6 +241,12 @@ pub struct GatewayConfig {
     pub dangerously_enable_ws_echo: bool,
     /// Node command policy.
     pub nodes: NodesConfig,
+    /// Device pairing policies (seed article `gateway.pairing`).
+    pub pairing: PairingConfig,
+    /// TLS on the gateway port.
+    pub tls: TlsConfig,
+    /// Browser (Control UI) settings.
+    pub control_ui: ControlUiConfig,
 }
 
 /// `gateway.nodes`
@@ -222,6 +276,9 @@ impl Default for GatewayConfig {
             drain_timeout_ms: 10_000,
             dangerously_enable_ws_echo: false,
             nodes: NodesConfig::default(),
+            pairing: PairingConfig::default(),
+            tls: TlsConfig::default(),
+            control_ui: ControlUiConfig::default(),
         }
     }
 }
@@ -742,6 +799,7 @@ impl Config {
         if self.agents.default_agent.is_empty() {
             return bad("agents.defaultAgent", "must not be empty".into());
         }
+        self.validate_security()?;
         Ok(())
     }
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub mod worker;
+
 use crate::protocol::error::GatewayError;
 use crate::protocol::handshake::Admission;
 use crate::shard::{now_ms, ConnRef, GatewayShard, ReplyTo};
@@ -45,6 +47,8 @@ pub struct NodeInfo {
     pub row: Value,
     /// Declared commands.
     pub commands: Vec<String>,
+    /// For agent workers (`client.mode: "worker"`): the agents it serves.
+    pub agents: Vec<String>,
 }
 
 struct PendingInvoke {
@@ -99,11 +103,28 @@ pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_par
         "caps": adm.params.caps, "commands": adm.params.commands, "permissions": adm.params.permissions,
         "connectedAt": now_ms(), "shard": conn.shard.0, "deviceId": adm.device_id, "clientId": adm.client.id,
     });
+    let agents: Vec<String> = if adm.client.mode == "worker" {
+        raw_params
+            .get("agents")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_else(|| vec!["*".to_string()])
+    } else {
+        Vec::new()
+    };
+    let mut row = row;
+    row["worker"] = json!(!agents.is_empty());
+    row["agents"] = json!(agents);
     let info = NodeInfo {
         node_id: id.clone(),
         conn,
         row,
         commands: adm.params.commands.clone(),
+        agents,
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
     shard.broadcast(move |s| {
@@ -125,6 +146,7 @@ pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
         .map(|n| n.node_id.clone());
     let Some(id) = id else { return };
     tracing::info!(shard = %shard.id, node = %id, "node disconnected");
+    worker::worker_down(shard, conn);
     let failed: Vec<PendingInvoke> = {
         let mut p = shard.nodes.pending.borrow_mut();
         let ids: Vec<String> = p

@@ -29,6 +29,9 @@ const NODE_METHODS: &[&str] = &[
     "node.pending.drain",
     "node.pending.pull",
     "node.pending.ack",
+    "worker.run.event",
+    "worker.run.result",
+    "worker.pong",
     "health",
 ];
 
@@ -63,6 +66,10 @@ pub const METHODS: &[(&str, Need)] = &[
     ("node.invoke", Need::Scope(WRITE)),
     ("node.invoke.result", Need::Scope(ADMIN)),
     ("node.event", Need::Scope(ADMIN)),
+    ("worker.run.event", Need::Scope(ADMIN)),
+    ("worker.run.result", Need::Scope(ADMIN)),
+    ("worker.pong", Need::Scope(ADMIN)),
+    ("workers.status", Need::Scope(READ)),
     ("system-event", Need::Scope(ADMIN)),
     ("queue.status", Need::Scope(ADMIN)),
     ("queue.stats", Need::Scope(ADMIN)),
@@ -83,6 +90,8 @@ pub const EVENTS: &[&str] = &[
     "sessions.changed",
     "node.invoke.request",
     "node.event",
+    "worker.run.request",
+    "worker.ping",
 ];
 
 /// Checks that a caller with `role` and `scopes` may call `method`.

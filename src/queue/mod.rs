@@ -749,12 +749,18 @@ async fn dispatch(
                 ));
             }
             let timeout = Duration::from_millis(cfg.agents.run_timeout_ms);
+            let on_worker = binding.kind.as_deref() == Some("worker");
             match glommio::timer::timeout(timeout, async {
-                Ok(echo::run(shard, session, job, ctl).await)
+                if on_worker {
+                    Ok(crate::node::worker::dispatch(shard, session, job).await)
+                } else {
+                    Ok(Ok(echo::run(shard, session, job, ctl).await))
+                }
             })
             .await
             {
-                Ok(o) => Ok(o),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(o)) => Ok(o),
                 // A run that overstays `agents.runTimeoutMs` is stopped, not retried.
                 Err(_) => Ok(Outcome::TimedOut),
             }

@@ -65,6 +65,7 @@ pub(super) async fn local(
             })
         }
         "node.list" => crate::node::list(shard),
+        "workers.status" => crate::node::worker::status(shard),
         "node.describe" => crate::node::describe(shard, p)?,
         "system-presence" => Value::Array(shard.presence_list()),
         "last-heartbeat" => shard.last_heartbeat.borrow().clone().unwrap_or(Value::Null),

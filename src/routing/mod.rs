@@ -144,6 +144,19 @@ pub async fn dispatch(
         }
         "agent.wait" => agent_wait(&shard, reply, &params),
         "node.invoke" => crate::node::invoke(&shard, reply, &params),
+        "worker.run.event" | "worker.run.result" | "worker.pong" => {
+            let r = match method.as_str() {
+                "worker.run.event" => crate::node::worker::run_event(&shard, caller.conn, &params),
+                "worker.run.result" => {
+                    crate::node::worker::run_result(&shard, caller.conn, &params)
+                }
+                _ => crate::node::worker::pong(&shard, &params),
+            };
+            match r {
+                Ok(v) => shard.reply_ok(&reply, &v),
+                Err(e) => shard.reply_err(&reply, &e),
+            }
+        }
         "node.invoke.result" | "node.event" => {
             let me = caller
                 .auth

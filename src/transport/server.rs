@@ -422,10 +422,19 @@ async fn handshake_phase(
             conn.push_frame(frame::res_ok(&req_id, &hello));
             // Like OpenClaw: a fresh health snapshot right after hello (seq 1).
             let sv = (
-                hello["snapshot"]["stateVersion"]["presence"].as_u64().unwrap_or(1),
-                hello["snapshot"]["stateVersion"]["health"].as_u64().unwrap_or(1),
+                hello["snapshot"]["stateVersion"]["presence"]
+                    .as_u64()
+                    .unwrap_or(1),
+                hello["snapshot"]["stateVersion"]["health"]
+                    .as_u64()
+                    .unwrap_or(1),
             );
-            conn.push_event("health", &hello["snapshot"]["health"].to_string(), false, Some(sv));
+            conn.push_event(
+                "health",
+                &hello["snapshot"]["health"].to_string(),
+                false,
+                Some(sv),
+            );
             if adm.role == "node" {
                 crate::node::node_up(shard, shard.conn_ref(conn.id), &adm, &params);
             }

@@ -185,7 +185,7 @@ fn starts_with_unregistered_buffers_under_ulimit_l_512() {
         .unwrap()
         .parse()
         .unwrap();
-    let mut c = crate::support::Client::connect_operator(port, Some("T"), &[crate::support::READ]);
+    let mut c = crate::support::Client::connect_operator(port, Some("T"), &[READ]);
     assert_eq!(c.request_ok("health", serde_json::json!({}))["ok"], true);
     let _ = Command::new("kill")
         .arg("-TERM")

@@ -9,3 +9,4 @@ mod lifecycle;
 mod nodes;
 mod routing;
 mod rpc;
+mod workers;

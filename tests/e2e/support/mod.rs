@@ -829,6 +829,15 @@ impl Client {
         }
     }
 
+    /// Every event named `name` received so far.
+    pub(crate) fn events_named(&self, name: &str) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|e| e["event"] == name)
+            .cloned()
+            .collect()
+    }
+
     /// Outer `seq` of every event received after the challenge, in order.
     pub(crate) fn event_seqs(&self) -> Vec<u64> {
         self.events
