@@ -142,6 +142,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         write_owner(f, addr.port());
     }
     let store = PairingStore::open(&state_dir).context("paired device store")?;
+    let tls =
+        crate::transport::tls::TlsState::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(t) = &tls {
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, t.hup.clone())?;
+    }
+    let access = crate::auth::access::Access::new(&config);
+    let pairing = crate::auth::pairing::Pairing::new(&config);
     let plan = shards::pool::io_memory_plan(shards_n).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
         memlock_kib = plan.memlock_limit / 1024,
@@ -166,6 +173,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         config: Arc::new(config),
         store,
         limits: PeerLimits::default(),
+        pairing,
+        access,
+        tls,
         started: Instant::now(),
         started_ms: now_ms(),
         shards: shards_n,
@@ -271,6 +281,9 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
     tracing::debug!(shard = %ctx.id, "accepting");
 
+    if ctx.id.0 == 0 {
+        glommio::spawn_local(crate::transport::tls::watch(shared.clone())).detach();
+    }
     let tick_ms = shared.config.gateway.tick_interval_ms;
     let ticker = {
         let shard = shard.clone();

@@ -34,6 +34,7 @@ pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod node;
 pub mod ops;

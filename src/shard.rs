@@ -40,6 +40,8 @@ pub struct Caller {
     pub conn: ConnRef,
     /// Its authorization.
     pub auth: ConnAuth,
+    /// When the request arrived ([`Shared::mono_us`]), for latency.
+    pub received_us: u64,
 }
 
 /// Where the answers of one request go.
@@ -112,6 +114,12 @@ pub struct Shared {
     pub store: PairingStore,
     /// Pre-auth limits per IP.
     pub limits: PeerLimits,
+    /// Pending pairing requests and the TOTP replay guard.
+    pub pairing: crate::auth::pairing::Pairing,
+    /// IP allowlist, connections per IP, origins, network classes.
+    pub access: crate::auth::access::Access,
+    /// TLS acceptor state (when `gateway.tls.enabled`), reloaded on rotation.
+    pub tls: Option<crate::transport::tls::TlsState>,
     /// Process start.
     pub started: Instant,
     /// Process start, ms since epoch.
@@ -136,6 +144,11 @@ impl Shared {
     /// Milliseconds since the process started.
     pub fn uptime_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// A monotonic clock shared by every shard, microseconds since start.
+    pub fn mono_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
     }
 }
 
@@ -179,6 +192,8 @@ pub struct GatewayShard {
     pub nodes: crate::node::NodeState,
     /// Counters (merged on read).
     pub metrics: crate::ops::metrics::ShardMetrics,
+    /// Request rate limiters (this shard's share of `access.rateLimiting`).
+    pub limiter: crate::auth::access::ShardLimiter,
     /// Agent worker runs (by session shard) and assignments (by worker shard).
     pub workers: crate::node::worker::WorkerState,
     /// Run directory entries owned here.
@@ -208,6 +223,7 @@ impl GatewayShard {
     pub fn new(id: ShardId, shared: Arc<Shared>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new(&shared.config);
         let queue = crate::queue::QueueState::new(&shared.config);
+        let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         Rc::new(GatewayShard {
             id,
             shared,
@@ -218,6 +234,7 @@ impl GatewayShard {
             queue,
             nodes: Default::default(),
             metrics: Default::default(),
+            limiter,
             workers: Default::default(),
             runs: RefCell::new(HashMap::new()),
             presence: RefCell::new(BTreeMap::new()),
@@ -339,7 +356,10 @@ impl GatewayShard {
                 name,
                 payload,
                 droppable,
-            } => c.push_event(name, &payload, droppable, None),
+            } => {
+                self.metrics.events_sent(1);
+                c.push_event(name, &payload, droppable, None)
+            }
         }
     }
 
@@ -362,6 +382,7 @@ impl GatewayShard {
 
     /// Sends a `res` error to `reply`.
     pub fn reply_err(&self, reply: &ReplyTo, err: &GatewayError) {
+        self.metrics.minutes.borrow_mut().at(now_ms()).errors += 1;
         self.deliver(
             reply.conn,
             Out::Frame(frame::res_err(&reply.req_id, &err.wire())),
@@ -393,6 +414,7 @@ impl GatewayShard {
         for c in self.conns.borrow().values() {
             let ok = c.auth.borrow().as_ref().is_some_and(|a| !a.seed);
             if ok && filter(c) {
+                self.metrics.events_sent(1);
                 c.push_event(name, payload, droppable, sv);
             }
         }

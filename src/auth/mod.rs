@@ -1,6 +1,9 @@
 //! Authentication and pairing: device identities (Ed25519), the paired-device store, and the
 //! per-IP limits that apply before a connection is authenticated.
 
+pub mod access;
 pub mod device;
 pub mod limits;
+pub mod pairing;
 pub mod store;
+pub mod totp;

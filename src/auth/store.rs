@@ -44,8 +44,8 @@ const DEVICES_DIR: &str = "devices";
 /// File name of the paired-device table.
 const PAIRED_FILE: &str = "paired.json";
 
-/// A device approved for one or more roles.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A device approved for one or more roles. `Debug` redacts the TOTP secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PairedDevice {
     /// Lowercase hex SHA-256 of the raw public key.
@@ -77,6 +77,14 @@ pub struct PairedDevice {
     pub created_at_ms: i64,
     /// When the device was last approved or widened, ms since the epoch.
     pub approved_at_ms: i64,
+    /// Hex SHA-256 of the client certificate (DER) this device is bound to (mTLS
+    /// `certificate` auth): set at its first approval over mTLS; a connect of this device
+    /// with another certificate, or none, is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// Base32 TOTP secret (`device.mfa.enroll`). Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_secret: Option<String>,
 }
 
 /// The device token of one (device, role): what the client presents as
@@ -102,6 +110,33 @@ pub struct DeviceToken {
     /// When the token stops verifying (exclusive), if it expires at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<i64>,
+    /// The lifetime this token was issued with (its pairing policy's `tokenLifetime`);
+    /// a rotation issues the new value with the same lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_ms: Option<i64>,
+}
+
+impl fmt::Debug for PairedDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairedDevice")
+            .field("device_id", &self.device_id)
+            .field("public_key", &self.public_key)
+            .field("display_name", &self.display_name)
+            .field("platform", &self.platform)
+            .field("client_id", &self.client_id)
+            .field("client_mode", &self.client_mode)
+            .field("roles", &self.roles)
+            .field("scopes", &self.scopes)
+            .field("tokens", &self.tokens)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("approved_at_ms", &self.approved_at_ms)
+            .field("cert_sha256", &self.cert_sha256)
+            .field(
+                "totp_secret",
+                &self.totp_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl fmt::Debug for DeviceToken {
@@ -114,6 +149,7 @@ impl fmt::Debug for DeviceToken {
             .field("rotated_at_ms", &self.rotated_at_ms)
             .field("revoked_at_ms", &self.revoked_at_ms)
             .field("expires_at_ms", &self.expires_at_ms)
+            .field("lifetime_ms", &self.lifetime_ms)
             .finish()
     }
 }
@@ -145,6 +181,16 @@ pub struct ApproveRequest {
     pub role: String,
     /// The scopes to approve for that role (added to any already approved).
     pub scopes: Vec<String>,
+}
+
+/// Terms of an approval beyond role and scopes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApproveTerms {
+    /// Lifetime of a newly issued token, ms (`None`: no expiry).
+    pub token_lifetime_ms: Option<i64>,
+    /// Bind the device to this client certificate (hex SHA-256 of its DER) if it is not
+    /// bound yet.
+    pub cert_sha256: Option<String>,
 }
 
 /// Errors of the pairing store.
@@ -309,6 +355,19 @@ impl PairingStore {
     /// [`StoreError::Io`] / [`StoreError::Encode`] if persisting fails (the
     /// store is then unchanged).
     pub fn approve(&self, req: ApproveRequest, now_ms: i64) -> Result<DeviceToken, StoreError> {
+        self.approve_with(req, &ApproveTerms::default(), now_ms)
+    }
+
+    /// [`PairingStore::approve`] with a token lifetime and a certificate binding.
+    ///
+    /// # Errors
+    /// As [`PairingStore::approve`].
+    pub fn approve_with(
+        &self,
+        req: ApproveRequest,
+        terms: &ApproveTerms,
+        now_ms: i64,
+    ) -> Result<DeviceToken, StoreError> {
         let raw =
             device::parse_public_key(&req.public_key).map_err(|_| StoreError::InvalidDevice {
                 device_id: req.device_id.clone(),
@@ -337,8 +396,13 @@ impl PairingStore {
                     tokens: BTreeMap::new(),
                     created_at_ms: now_ms,
                     approved_at_ms: now_ms,
+                    cert_sha256: None,
+                    totp_secret: None,
                 });
             dev.public_key = public_key;
+            if dev.cert_sha256.is_none() {
+                dev.cert_sha256.clone_from(&terms.cert_sha256);
+            }
             for (field, value) in [
                 (&mut dev.display_name, req.display_name),
                 (&mut dev.platform, req.platform),
@@ -367,7 +431,8 @@ impl PairingStore {
                         created_at_ms: now_ms,
                         rotated_at_ms: None,
                         revoked_at_ms: None,
-                        expires_at_ms: None,
+                        expires_at_ms: terms.token_lifetime_ms.map(|l| now_ms.saturating_add(l)),
+                        lifetime_ms: terms.token_lifetime_ms,
                     };
                     dev.tokens.insert(req.role.clone(), t.clone());
                     t
@@ -436,9 +501,9 @@ impl PairingStore {
             if !dev.roles.iter().any(|r| r == role) {
                 return Err(not_paired(device_id, role));
             }
-            let (scopes, created_at_ms) = match dev.tokens.get(role) {
-                Some(t) => (t.scopes.clone(), t.created_at_ms),
-                None => (dev.scopes.clone(), now_ms),
+            let (scopes, created_at_ms, lifetime_ms) = match dev.tokens.get(role) {
+                Some(t) => (t.scopes.clone(), t.created_at_ms, t.lifetime_ms),
+                None => (dev.scopes.clone(), now_ms, None),
             };
             let t = DeviceToken {
                 token: new_token(),
@@ -447,7 +512,8 @@ impl PairingStore {
                 created_at_ms,
                 rotated_at_ms: Some(now_ms),
                 revoked_at_ms: None,
-                expires_at_ms: None,
+                expires_at_ms: lifetime_ms.map(|l| now_ms.saturating_add(l)),
+                lifetime_ms,
             };
             dev.tokens.insert(role.to_owned(), t.clone());
             Ok(t)
@@ -471,6 +537,20 @@ impl PairingStore {
                 .get_mut(role)
                 .ok_or_else(|| not_paired(device_id, role))?;
             t.revoked_at_ms.get_or_insert(now_ms);
+            Ok(())
+        })
+    }
+
+    /// Sets (or clears) the device's TOTP secret. Persists.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownDevice`] or a persistence error.
+    pub fn set_totp(&self, device_id: &str, secret: Option<String>) -> Result<(), StoreError> {
+        self.mutate(|devices| {
+            let dev = devices
+                .get_mut(device_id)
+                .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
+            dev.totp_secret = secret;
             Ok(())
         })
     }

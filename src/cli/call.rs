@@ -1,12 +1,12 @@
 //! `shardgate call METHOD`: connect, call one method, print the answer (the final one with
 //! `--expect-final`), exit non-zero on an error answer.
 
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
+use serde_json::Value;
+
+use crate::client::{CallError, Client};
 
 /// `shardgate call`
 #[derive(Debug, Parser)]
@@ -36,78 +36,30 @@ pub struct CallArgs {
     pub timeout: u64,
 }
 
-fn recv_json(ws: &mut WebSocket<TcpStream>) -> Result<Value, String> {
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                return serde_json::from_str(t.as_str()).map_err(|e| e.to_string())
-            }
-            Ok(Message::Close(f)) => return Err(format!("gateway closed the connection: {f:?}")),
-            Ok(_) => continue,
-            Err(e) => return Err(format!("connection error: {e}")),
-        }
-    }
-}
-
 fn call(a: &CallArgs) -> Result<Value, String> {
     let params: Value =
         serde_json::from_str(&a.params).map_err(|e| format!("--params is not JSON: {e}"))?;
-    let rest = a
-        .url
-        .strip_prefix("ws://")
-        .ok_or("only ws:// URLs are supported")?;
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    let stream = TcpStream::connect(hostport)
-        .map_err(|e| format!("cannot reach {}: {e} (is the gateway running?)", a.url))?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(a.timeout)))
-        .ok();
-    let (mut ws, _) = tungstenite::client(a.url.as_str(), stream)
-        .map_err(|e| format!("websocket upgrade failed: {e}"))?;
-    let deadline = Instant::now() + Duration::from_millis(a.timeout);
-    let challenge = recv_json(&mut ws)?;
-    if challenge["event"] != "connect.challenge" {
-        return Err(format!("expected connect.challenge, got {challenge}"));
-    }
     let scopes: Vec<&str> = a.scopes.split(',').filter(|s| !s.is_empty()).collect();
-    let mut connect = json!({"type": "req", "id": "c1", "method": "connect", "params": {
-        "minProtocol": 4, "maxProtocol": 4,
-        "client": {"id": "cli", "version": env!("CARGO_PKG_VERSION"), "platform": std::env::consts::OS, "mode": "cli"},
-        "role": "operator", "scopes": scopes, "caps": []}});
-    if let Some(t) = &a.token {
-        connect["params"]["auth"] = json!({"token": t});
-    }
-    ws.send(Message::text(connect.to_string()))
-        .map_err(|e| e.to_string())?;
-    let hello = recv_json(&mut ws)?;
-    if hello["ok"] != true {
-        return Err(format!("connect refused: {}", hello["error"]));
-    }
-    let req = json!({"type": "req", "id": "r1", "method": a.method, "params": params});
-    ws.send(Message::text(req.to_string()))
-        .map_err(|e| e.to_string())?;
-    while Instant::now() < deadline {
-        let f = recv_json(&mut ws)?;
-        if f["type"] == "event" {
-            if a.events {
+    let mut c = Client::connect(
+        &a.url,
+        a.token.as_deref(),
+        &scopes,
+        Duration::from_millis(a.timeout),
+    )
+    .map_err(|e| e.to_string())?;
+    let events = a.events;
+    let r = c
+        .request(&a.method, params, a.expect_final, |f| {
+            if events {
                 eprintln!("{f}");
             }
-            continue;
-        }
-        if f["id"] != "r1" {
-            continue;
-        }
-        if a.expect_final && f["ok"] == true && f["payload"]["status"] == "accepted" {
-            continue;
-        }
-        let _ = ws.close(None);
-        return if f["ok"] == true {
-            Ok(f["payload"].clone())
-        } else {
-            Err(f["error"].to_string())
-        };
-    }
-    Err("timed out".into())
+        })
+        .map_err(|e| match e {
+            CallError::Answer(v) => v.to_string(),
+            CallError::Transport(s) => s,
+        });
+    c.close();
+    r
 }
 
 /// Runs the command; the exit code.

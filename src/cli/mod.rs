@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{AuthMode, Config, Overrides};
 
 mod call;
+mod doctor;
+mod ops;
 mod worker;
 
 /// shardgate: a thread-per-core, io_uring gateway for OpenClaw clients.
@@ -27,6 +29,51 @@ pub enum Command {
     Call(call::CallArgs),
     /// Run an agent worker (echo behaviour) that serves runs of a gateway's agents.
     Worker(worker::WorkerArgs),
+    /// Operator commands against a running gateway (status, health, stats, trace, stress…).
+    Gateway {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ops::GatewayCmd,
+        /// Where the gateway is.
+        #[command(flatten)]
+        target: ops::Target,
+    },
+    /// The delivery queue of a running gateway (status, stats, inspect, redrive).
+    Queue {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ops::QueueCmd,
+        /// Where the gateway is.
+        #[command(flatten)]
+        target: ops::Target,
+    },
+    /// Lines of the gateway's log files (in the state dir) that contain PATTERN.
+    Logs {
+        /// Substring to look for.
+        #[arg(long)]
+        grep: Option<String>,
+        /// Show at most the last N matching lines.
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+        /// State directory of the gateway.
+        #[arg(long, env = "SHARDGATE_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Check this host and configuration (works without a running gateway).
+    Doctor {
+        /// JSON5 config file to check.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// State directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Port to check.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--auth` values.
@@ -88,15 +135,71 @@ pub struct ServeArgs {
     pub dangerously_enable_ws_echo: bool,
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => b.init(),
-        LogFormat::Json => b.json().init(),
+/// Logs go to stderr and, when a state dir is known, to `<stateDir>/logs/shardgate.log.<date>`
+/// (rotated daily, 7 files kept) for `shardgate logs --grep`. The returned guard flushes the
+/// file writer when dropped.
+fn init_logs(
+    format: LogFormat,
+    state_dir: Option<&std::path::Path>,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let stderr = match format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed(),
+    };
+    let (file, guard) = match state_dir.map(|d| d.join("logs")) {
+        Some(dir) if std::fs::create_dir_all(&dir).is_ok() => {
+            match tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix("shardgate.log")
+                .max_log_files(7)
+                .build(&dir)
+            {
+                Ok(appender) => {
+                    let (w, g) = tracing_appender::non_blocking(appender);
+                    (
+                        Some(
+                            tracing_subscriber::fmt::layer()
+                                .with_ansi(false)
+                                .with_writer(w)
+                                .with_filter(filter())
+                                .boxed(),
+                        ),
+                        Some(g),
+                    )
+                }
+                Err(_) => (None, None),
+            }
+        }
+        _ => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .init();
+    guard
+}
+
+fn report(r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shardgate: {e}");
+            1
+        }
     }
 }
 
@@ -105,7 +208,6 @@ pub fn run() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(a) => {
-            init_logs(a.log_format);
             let ov = Overrides {
                 port: a.port,
                 bind: a.bind.clone(),
@@ -126,6 +228,7 @@ pub fn run() -> i32 {
                     return 2;
                 }
             };
+            let _log_guard = init_logs(a.log_format, Some(&loaded.config.state_dir()));
             for w in &loaded.warnings {
                 tracing::warn!("{w}");
             }
@@ -143,5 +246,42 @@ pub fn run() -> i32 {
         }
         Command::Call(a) => call::run(a),
         Command::Worker(a) => worker::main(a),
+        Command::Gateway { cmd, target } => report(ops::gateway(cmd, &target)),
+        Command::Queue { cmd, target } => report(ops::queue(cmd, &target)),
+        Command::Logs {
+            grep,
+            tail,
+            state_dir,
+        } => report(ops::logs(state_dir, grep, tail)),
+        Command::Doctor {
+            config,
+            state_dir,
+            port,
+            json,
+        } => {
+            let ov = Overrides {
+                state_dir,
+                port,
+                ..Default::default()
+            };
+            let (ok, v) = doctor::check(config.as_deref(), &ov);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for c in v["checks"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<5} {:<22} {}",
+                        c["status"].as_str().unwrap_or(""),
+                        c["check"].as_str().unwrap_or(""),
+                        c["detail"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            if ok {
+                0
+            } else {
+                1
+            }
+        }
     }
 }

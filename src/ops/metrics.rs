@@ -25,8 +25,75 @@ pub struct ShardMetrics {
     pub hellos: Cell<u64>,
     /// Handshakes refused.
     pub handshake_failures: Cell<u64>,
+    /// Security refusals by reason (`ip_not_allowed`, `origin`, `conn_per_ip`,
+    /// `tls_required`, `tls_handshake`, `rate_limited`, `mfa`, `pairing_required`): a bounded
+    /// label set.
+    pub refusals: RefCell<BTreeMap<&'static str, u64>>,
     /// Events sent (queued to a connection).
     pub events: Cell<u64>,
+    /// Request latency (receipt to first answer) by method, microseconds.
+    pub latency: RefCell<BTreeMap<&'static str, hdrhistogram::Histogram<u64>>>,
+    /// Per-minute counters for the last 24 hours.
+    pub minutes: RefCell<MinuteRing>,
+}
+
+/// Counters kept per minute.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MinuteCounts {
+    /// Requests received.
+    pub requests: u64,
+    /// Events queued to connections.
+    pub events: u64,
+    /// Runs completed (agent, chat, send).
+    pub runs: u64,
+    /// Error answers.
+    pub errors: u64,
+}
+
+/// A ring of per-minute counters (1440 minutes).
+#[derive(Debug)]
+pub struct MinuteRing {
+    slots: Vec<(i64, MinuteCounts)>,
+}
+
+impl Default for MinuteRing {
+    fn default() -> Self {
+        MinuteRing {
+            slots: vec![(-1, MinuteCounts::default()); 1440],
+        }
+    }
+}
+
+impl MinuteRing {
+    /// The counters of the minute containing `now_ms`.
+    pub fn at(&mut self, now_ms: i64) -> &mut MinuteCounts {
+        let minute = now_ms.div_euclid(60_000);
+        let slot = &mut self.slots[minute.rem_euclid(1440) as usize];
+        if slot.0 != minute {
+            *slot = (minute, MinuteCounts::default());
+        }
+        &mut slot.1
+    }
+
+    /// `(minute start ms, counts)` of the last `n` minutes up to `now_ms`, oldest first.
+    pub fn last(&self, now_ms: i64, n: usize) -> Vec<(i64, MinuteCounts)> {
+        let cur = now_ms.div_euclid(60_000);
+        (0..n.min(1440) as i64)
+            .rev()
+            .map(|back| {
+                let m = cur - back;
+                let s = &self.slots[m.rem_euclid(1440) as usize];
+                (
+                    m * 60_000,
+                    if s.0 == m {
+                        s.1
+                    } else {
+                        MinuteCounts::default()
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 impl ShardMetrics {
@@ -39,7 +106,82 @@ impl ShardMetrics {
             .map(|(m, _)| *m)
             .unwrap_or("other");
         *self.requests.borrow_mut().entry(name).or_insert(0) += 1;
+        self.minutes
+            .borrow_mut()
+            .at(crate::shard::now_ms())
+            .requests += 1;
     }
+
+    /// Records the latency of one request of `method`.
+    pub fn latency(&self, method: &str, micros: u64) {
+        let name = crate::protocol::authz::METHODS
+            .iter()
+            .find(|(m, _)| *m == method)
+            .map(|(m, _)| *m)
+            .unwrap_or("other");
+        let mut l = self.latency.borrow_mut();
+        let h = l.entry(name).or_insert_with(|| {
+            hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
+                .expect("valid histogram bounds")
+        });
+        let _ = h.record(micros.clamp(1, 600_000_000));
+    }
+
+    /// Counts events queued to a connection.
+    pub fn events_sent(&self, n: u64) {
+        self.events.set(self.events.get() + n);
+        self.minutes.borrow_mut().at(crate::shard::now_ms()).events += n;
+    }
+
+    /// Counts a security refusal (see [`ShardMetrics::refusals`]).
+    pub fn refusal(&self, reason: &'static str) {
+        *self.refusals.borrow_mut().entry(reason).or_insert(0) += 1;
+    }
+
+    /// Counts a finished run.
+    pub fn run_done(&self, failed: bool) {
+        let mut m = self.minutes.borrow_mut();
+        let c = m.at(crate::shard::now_ms());
+        c.runs += 1;
+        if failed {
+            c.errors += 1;
+        }
+    }
+}
+
+/// Latency histograms of one shard as `{method: [[value, count], …]}` (merged on read).
+pub fn latency_snapshot(s: &GatewayShard) -> Value {
+    let l = s.metrics.latency.borrow();
+    let m: serde_json::Map<String, Value> = l
+        .iter()
+        .map(|(k, h)| {
+            let pts: Vec<Value> = h
+                .iter_recorded()
+                .map(|v| json!([v.value_iterated_to(), v.count_at_value()]))
+                .collect();
+            (k.to_string(), Value::Array(pts))
+        })
+        .collect();
+    Value::Object(m)
+}
+
+/// Merges shards' latency snapshots into one histogram per method.
+pub fn merge_latency(per: &[Value]) -> BTreeMap<String, hdrhistogram::Histogram<u64>> {
+    let mut out: BTreeMap<String, hdrhistogram::Histogram<u64>> = BTreeMap::new();
+    for v in per {
+        let Some(m) = v.as_object() else { continue };
+        for (method, pts) in m {
+            let h = out.entry(method.clone()).or_insert_with(|| {
+                hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
+                    .expect("valid histogram bounds")
+            });
+            for p in pts.as_array().into_iter().flatten() {
+                let (val, n) = (p[0].as_u64().unwrap_or(1), p[1].as_u64().unwrap_or(0));
+                let _ = h.record_n(val.clamp(1, 600_000_000), n);
+            }
+        }
+    }
+    out
 }
 
 /// One shard's snapshot, as JSON (sent over the mesh).
@@ -57,6 +199,7 @@ pub fn snapshot(s: &GatewayShard) -> Value {
         "requests": m.requests.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "refused": m.refused.get(), "accepted": m.accepted.get(), "hellos": m.hellos.get(),
         "handshakeFailures": m.handshake_failures.get(),
+        "refusals": m.refusals.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "connections": authed, "sockets": sockets, "byRole": by_role,
         "sessions": s.sessions.map.borrow().len(), "inflight": s.inflight.get(),
         "queue": s.queue.stats_json(),
@@ -153,6 +296,21 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
             String::new(),
             sum(&per, |v| v["handshakeFailures"].as_u64()),
         )],
+    );
+    let mut refusals: BTreeMap<String, u64> = BTreeMap::new();
+    for v in &per {
+        for (k, x) in v["refusals"].as_object().into_iter().flatten() {
+            *refusals.entry(k.clone()).or_insert(0) += x.as_u64().unwrap_or(0);
+        }
+    }
+    metric(
+        "shardgate_refusals_total",
+        "counter",
+        "Connections and requests refused by access limits, TLS, MFA and pairing, by reason.",
+        refusals
+            .into_iter()
+            .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), v))
+            .collect(),
     );
     let mut methods: BTreeMap<String, u64> = BTreeMap::new();
     for v in &per {

@@ -1,3 +1,5 @@
 //! Operations: metrics (per shard, merged on read) and their Prometheus rendering.
 
+pub mod admin;
+pub mod audit;
 pub mod metrics;

@@ -76,6 +76,19 @@ pub const METHODS: &[(&str, Need)] = &[
     ("queue.inspect", Need::Scope(ADMIN)),
     ("queue.redrive", Need::Scope(ADMIN)),
     ("gateway.trace", Need::Scope(ADMIN)),
+    ("gateway.audit", Need::Scope(ADMIN)),
+    ("device.pair.list", Need::Scope(PAIRING)),
+    ("device.pair.approve", Need::Scope(PAIRING)),
+    ("device.pair.reject", Need::Scope(PAIRING)),
+    ("device.pair.remove", Need::Scope(PAIRING)),
+    ("device.token.rotate", Need::Scope(PAIRING)),
+    ("device.token.revoke", Need::Scope(PAIRING)),
+    ("device.mfa.enroll", Need::Scope(PAIRING)),
+    ("gateway.stats", Need::Scope(ADMIN)),
+    ("gateway.connections", Need::Scope(ADMIN)),
+    ("gateway.latency", Need::Scope(ADMIN)),
+    ("gateway.diagnose", Need::Scope(ADMIN)),
+    ("gateway.profile", Need::Scope(ADMIN)),
 ];
 
 /// Events this gateway emits. Listed in `hello-ok.features.events`.
@@ -90,6 +103,8 @@ pub const EVENTS: &[&str] = &[
     "sessions.changed",
     "node.invoke.request",
     "node.event",
+    "device.pair.requested",
+    "device.pair.resolved",
     "worker.run.request",
     "worker.ping",
 ];

@@ -130,6 +130,25 @@ pub enum GatewayError {
     HandshakeTimeout,
     /// The client cannot keep up with its events.
     SlowConsumer,
+    /// A request rate limit (`access.rateLimiting`) refused the request.
+    RateLimited {
+        /// Which limit: `global`, `perIp`, `perConnection`.
+        limit: &'static str,
+        /// When a token will be there.
+        retry_after_ms: u64,
+    },
+    /// The grant needs a TOTP code (`connect.params.auth.totp`) and none was given.
+    MfaRequired,
+    /// The TOTP code is wrong (or outside the ±30 s window).
+    MfaInvalid,
+    /// The TOTP code was already used.
+    MfaReplayed,
+    /// The grant needs TOTP but the device (or operator) has no TOTP secret enrolled.
+    MfaNotEnrolled,
+    /// The client certificate is not the one bound to this device.
+    DeviceCertMismatch,
+    /// No pending pairing request has this id (unknown, resolved or expired).
+    ApprovalNotFound(String),
 }
 
 /// How an error appears on the wire.
@@ -462,6 +481,65 @@ impl GatewayError {
                 false,
                 None,
                 Some((1008, "slow consumer")),
+            ),
+            E::RateLimited {
+                limit,
+                retry_after_ms,
+            } => (
+                Unavailable,
+                format!("rate limited ({limit})"),
+                Some(json!({"code": "RATE_LIMITED", "limit": limit})),
+                true,
+                Some(*retry_after_ms),
+                None,
+            ),
+            E::MfaRequired => (
+                InvalidRequest,
+                "unauthorized: TOTP code required (connect.params.auth.totp)".into(),
+                detail("MFA_REQUIRED"),
+                false,
+                None,
+                Some((1008, "mfa required")),
+            ),
+            E::MfaInvalid => (
+                InvalidRequest,
+                "unauthorized: TOTP code invalid".into(),
+                detail("MFA_INVALID"),
+                false,
+                None,
+                Some((1008, "mfa invalid")),
+            ),
+            E::MfaReplayed => (
+                InvalidRequest,
+                "unauthorized: TOTP code already used".into(),
+                detail("MFA_REPLAYED"),
+                false,
+                None,
+                Some((1008, "mfa replayed")),
+            ),
+            E::MfaNotEnrolled => (
+                InvalidRequest,
+                "unauthorized: TOTP required but not enrolled (device.mfa.enroll)".into(),
+                detail("MFA_NOT_ENROLLED"),
+                false,
+                None,
+                Some((1008, "mfa not enrolled")),
+            ),
+            E::DeviceCertMismatch => (
+                InvalidRequest,
+                "unauthorized: client certificate is not the one bound to this device".into(),
+                detail("DEVICE_CERT_MISMATCH"),
+                false,
+                None,
+                Some((1008, "unauthorized")),
+            ),
+            E::ApprovalNotFound(id) => (
+                ApprovalNotFound,
+                format!("unknown pairing request: {id}"),
+                detail("APPROVAL_NOT_FOUND"),
+                false,
+                None,
+                None,
             ),
         };
         WireError {

@@ -9,6 +9,7 @@ use subtle::ConstantTimeEq;
 use super::error::GatewayError;
 use super::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
 use crate::auth::device::{self, DeviceAuthError, DeviceProof};
+use crate::auth::pairing::{self, PeerTerms};
 use crate::auth::store::{ApproveRequest, PairingStore, TokenCheckError};
 use crate::config::{AuthConfig, AuthMode};
 
@@ -46,6 +47,9 @@ pub struct ConnectAuth {
     pub device_token: Option<String>,
     /// Bootstrap token.
     pub bootstrap_token: Option<String>,
+    /// TOTP code (RFC 6238, 6 digits), required for admin/write grants when MFA applies
+    /// (`access.authentication.mfa`, `gateway.pairing.policies.*.mfa`). Ours.
+    pub totp: Option<String>,
 }
 
 /// `connect.params.device`
@@ -120,6 +124,8 @@ pub struct Admission {
     pub client: ClientInfo,
     /// The full params (node caps, commands…).
     pub params: ConnectParams,
+    /// `lenient` pairing: admitted with no scopes while this pairing request is pending.
+    pub pairing_pending: Option<String>,
 }
 
 /// What the handshake needs to know about the world.
@@ -135,6 +141,8 @@ pub struct HandshakeEnv<'a> {
     pub direct_loopback: bool,
     /// The paired-device store.
     pub store: &'a PairingStore,
+    /// The pairing policy of the peer's network, MFA, mTLS (see `auth::pairing`).
+    pub terms: PeerTerms<'a>,
 }
 
 /// Outcome of the shared-secret check, so the caller can count failures per IP.
@@ -146,6 +154,8 @@ pub enum SharedAuth {
     DeviceToken,
     /// Auth mode none.
     Open,
+    /// A client certificate verified by the gateway's client CA (`certificate` method).
+    Certificate,
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {
@@ -240,6 +250,18 @@ pub fn admit(
     // Shared secret, or a device token standing in for it.
     let mode = env.auth.effective_mode();
     let shared = match mode {
+        AuthMode::None if env.terms.policy.require_token => {
+            // `requireToken`: auth mode none does not apply to peers from this network.
+            match (&auth.device_token, &verified) {
+                (Some(dt), Some(v)) => {
+                    check_device_token(env.store, &v.device_id, &role, dt, env.now_ms)?;
+                    SharedAuth::DeviceToken
+                }
+                _ if env.terms.cert_authenticated() => SharedAuth::Certificate,
+                (Some(_), None) => return Err(GatewayError::DeviceIdentityRequired),
+                (None, _) => return Err(GatewayError::AuthTokenMissing),
+            }
+        }
         AuthMode::None => SharedAuth::Open,
         AuthMode::Token | AuthMode::Password => {
             let (given, expected, missing, mismatch) = if mode == AuthMode::Token {
@@ -265,6 +287,7 @@ pub fn admit(
                     SharedAuth::DeviceToken
                 }
                 (None, Some(_), None) => return Err(GatewayError::DeviceIdentityRequired),
+                (None, None, _) if env.terms.cert_authenticated() => SharedAuth::Certificate,
                 (None, None, _) => return Err(missing),
             }
         }
@@ -282,6 +305,7 @@ pub fn admit(
                     device_token: None,
                     client: p.client.clone(),
                     params: p,
+                    pairing_pending: None,
                 },
                 shared,
             ));
@@ -289,19 +313,70 @@ pub fn admit(
         return Err(GatewayError::DeviceIdentityRequired);
     };
 
+    // A device bound to a client certificate must present that certificate.
+    let stored = env.store.get(&v.device_id);
+    if let Some(bound) = stored.as_ref().and_then(|d| d.cert_sha256.as_deref()) {
+        if env.terms.client_cert != Some(bound) {
+            return Err(GatewayError::DeviceCertMismatch);
+        }
+    }
+
     // Pairing: a known device within its approved role and scopes passes; a new one (or one
-    // asking for more) from a direct loopback peer is approved silently; others must wait.
+    // asking for more) is approved silently when its network's policy says so (loopback by
+    // default); others wait for an operator (a pending request, see `auth::pairing`).
     let covered = env.store.covers(&v.device_id, &role, &p.scopes);
-    if !covered && !env.direct_loopback {
+    if !covered && !env.terms.auto_approve() {
+        let d = p.device.as_ref().expect("verified implies device");
+        let is_repair = stored.is_some();
+        let request_id = env.terms.pairing.file(
+            ApproveRequest {
+                device_id: v.device_id.clone(),
+                public_key: d.public_key.clone(),
+                display_name: p.client.display_name.clone(),
+                platform: Some(p.client.platform.clone()),
+                client_id: Some(p.client.id.clone()),
+                client_mode: Some(p.client.mode.clone()),
+                role: role.clone(),
+                scopes: p.scopes.clone(),
+            },
+            env.terms.peer_ip,
+            env.terms.net,
+            is_repair,
+            env.terms.bound_cert(),
+            env.now_ms,
+        );
+        if env.terms.mode == crate::config::PairingMode::Lenient {
+            return Ok((
+                Admission {
+                    protocol,
+                    role,
+                    scopes: Vec::new(),
+                    device_id: Some(v.device_id),
+                    device_token: None,
+                    client: p.client.clone(),
+                    params: p,
+                    pairing_pending: Some(request_id),
+                },
+                shared,
+            ));
+        }
         return Err(GatewayError::PairingRequired {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            reason: if env.store.get(&v.device_id).is_some() {
+            request_id,
+            reason: if is_repair {
                 "scope-upgrade".into()
             } else {
                 "not-paired".into()
             },
         });
     }
+    // MFA before anything is granted or issued.
+    env.terms.check_mfa(
+        &pairing::device_subject(&v.device_id),
+        stored.as_ref().and_then(|d| d.totp_secret.as_deref()),
+        auth.totp.as_deref(),
+        &p.scopes,
+        env.now_ms,
+    )?;
     // A paired device within its scopes keeps its live token (no store write per connect).
     let existing = covered
         .then(|| env.store.get(&v.device_id))
@@ -320,6 +395,7 @@ pub fn admit(
                 device_token: Some((t.token.clone(), t.created_at_ms)),
                 client: p.client.clone(),
                 params: p,
+                pairing_pending: None,
             },
             shared,
         ));
@@ -327,7 +403,7 @@ pub fn admit(
     let d = p.device.as_ref().expect("verified implies device");
     let token = env
         .store
-        .approve(
+        .approve_with(
             ApproveRequest {
                 device_id: v.device_id.clone(),
                 public_key: d.public_key.clone(),
@@ -338,6 +414,7 @@ pub fn admit(
                 role: role.clone(),
                 scopes: p.scopes.clone(),
             },
+            &env.terms.approve_terms(),
             env.now_ms,
         )
         .map_err(|e| GatewayError::InvalidConnect(format!("pairing store: {e}")))?;
@@ -350,6 +427,7 @@ pub fn admit(
             device_token: Some((token.token.clone(), token.created_at_ms)),
             client: p.client.clone(),
             params: p,
+            pairing_pending: None,
         },
         shared,
     ))

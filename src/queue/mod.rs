@@ -475,6 +475,8 @@ pub struct Submit<'a> {
     pub received: (i64, usize),
     /// The client's per-session sequence number (`sessionSeq`), when it orders its messages.
     pub seq: Option<u64>,
+    /// When the caller's shard received it ([`crate::shard::Shared::mono_us`]).
+    pub received_us: u64,
 }
 
 fn ack_for(kind: &JobKind, idem: &str, key: &SessionKey, now: i64) -> Value {
@@ -652,6 +654,9 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
     }
     // The acknowledgement goes out before the lane can emit anything for this run.
     shard.reply_ok(&s.reply, &ack);
+    shard
+        .metrics
+        .latency(method, shard.shared.mono_us().saturating_sub(s.received_us));
     admit_ordered(shard, &session, job, s.seq);
 }
 
@@ -980,6 +985,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         .set(shard.queue.depth.get().saturating_sub(1));
     shard.shared.queued.fetch_sub(1, Ordering::Relaxed);
     shard.queue.pending.borrow_mut().remove(&job.run_id);
+    shard.metrics.run_done(status == "error");
     if let Some(j) = shard.queue.journal() {
         let dl = shard
             .queue

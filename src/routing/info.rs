@@ -48,6 +48,9 @@ pub(super) async fn local(
     method: &str,
     p: &Value,
 ) -> Result<Value, GatewayError> {
+    if let Some(r) = crate::ops::admin::call(shard, method, p).await {
+        return r;
+    }
     let cfg = shard.config();
     Ok(match method {
         "health" => health(shard).await,

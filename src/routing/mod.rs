@@ -130,6 +130,7 @@ pub async fn dispatch(
             params["__key"] = Value::String(key.as_str().to_string());
             params["__receivedAt"] = Value::from(now_ms());
             params["__receivedShard"] = Value::from(shard.id.0);
+            params["__receivedUs"] = Value::from(caller.received_us);
             let call = Call {
                 reply,
                 caller,
@@ -143,6 +144,13 @@ pub async fn dispatch(
             }
         }
         "agent.wait" => agent_wait(&shard, reply, &params),
+        "gateway.audit" => shard.reply_ok(&reply, &crate::ops::audit::report(shard.config())),
+        m if crate::auth::pairing::handles(m) => {
+            match crate::auth::pairing::call(&shard, &caller, m, &params) {
+                Ok(v) => shard.reply_ok(&reply, &v),
+                Err(e) => shard.reply_err(&reply, &e),
+            }
+        }
         "node.invoke" => crate::node::invoke(&shard, reply, &params),
         "worker.run.event" | "worker.run.result" | "worker.pong" => {
             let r = match method.as_str() {
@@ -173,10 +181,17 @@ pub async fn dispatch(
                 Err(e) => shard.reply_err(&reply, &e),
             }
         }
-        _ => match info::local(&shard, &caller, &method, &params).await {
-            Ok(v) => shard.reply_ok(&reply, &v),
-            Err(e) => shard.reply_err(&reply, &e),
-        },
+        _ => {
+            let r = info::local(&shard, &caller, &method, &params).await;
+            shard.metrics.latency(
+                &method,
+                shard.shared.mono_us().saturating_sub(caller.received_us),
+            );
+            match r {
+                Ok(v) => shard.reply_ok(&reply, &v),
+                Err(e) => shard.reply_err(&reply, &e),
+            }
+        }
     }
 }
 
@@ -290,6 +305,7 @@ async fn submit_call(shard: Rc<GatewayShard>, key: SessionKey, call: Call) {
             reply: call.reply,
             received,
             seq: p.get("sessionSeq").and_then(|v| v.as_u64()),
+            received_us: p.get("__receivedUs").and_then(|v| v.as_u64()).unwrap_or(0),
         },
     )
     .await;

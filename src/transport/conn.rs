@@ -63,6 +63,8 @@ pub struct Conn {
     pub unauthorized_streak: Cell<u32>,
     /// Events dropped under backpressure (droppable only).
     pub dropped: Cell<u64>,
+    /// When the connection was accepted, ms since the epoch.
+    pub opened_at: i64,
 }
 
 impl std::fmt::Debug for Conn {
@@ -95,6 +97,7 @@ impl Conn {
             sessions_subscribed: Cell::new(false),
             unauthorized_streak: Cell::new(0),
             dropped: Cell::new(0),
+            opened_at: crate::shard::now_ms(),
         }
     }
 

@@ -14,6 +14,10 @@ pub struct Head {
     pub path: String,
     /// `Sec-WebSocket-Key` when this is a WebSocket upgrade.
     pub ws_key: Option<String>,
+    /// `Origin` (browsers send it; checked against `access.allowedOrigins`).
+    pub origin: Option<String>,
+    /// `Host`.
+    pub host: Option<String>,
     /// Bytes read past the head.
     pub rest: Vec<u8>,
 }
@@ -36,6 +40,7 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
             Ok(httparse::Status::Complete(len)) => {
                 let mut upgrade = false;
                 let mut key = None;
+                let (mut origin, mut host) = (None, None);
                 for h in req.headers.iter() {
                     let v = String::from_utf8_lossy(h.value);
                     if h.name.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket")
@@ -43,6 +48,10 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
                         upgrade = true;
                     } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
                         key = Some(v.trim().to_string());
+                    } else if h.name.eq_ignore_ascii_case("origin") {
+                        origin = Some(v.trim().to_string());
+                    } else if h.name.eq_ignore_ascii_case("host") {
+                        host = Some(v.trim().to_string());
                     }
                 }
                 let path = req.path.unwrap_or("/");
@@ -51,6 +60,8 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
                     method: req.method.unwrap_or("").to_string(),
                     path,
                     ws_key: if upgrade { key } else { None },
+                    origin,
+                    host,
                     rest: buf[len..].to_vec(),
                 }));
             }

@@ -6,3 +6,4 @@ pub mod http;
 pub mod limited;
 pub mod seed;
 pub mod server;
+pub mod tls;

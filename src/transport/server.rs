@@ -18,15 +18,17 @@ use serde_json::{json, Value};
 use super::conn::{Conn, ConnAuth};
 use super::http;
 use super::limited::{Budget, Limited};
+use super::tls::{Accepted, Transport};
+use crate::auth::pairing::PeerTerms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
 use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::protocol::{authz, PROTOCOL_VERSION};
 use crate::shard::{now_ms, Caller, GatewayShard, ReplyTo};
 
-type Ws = WebSocketStream<Limited<TcpStream>>;
-type WsRx = async_tungstenite::WebSocketReceiver<Limited<TcpStream>>;
-type WsTx = async_tungstenite::WebSocketSender<Limited<TcpStream>>;
+type Ws = WebSocketStream<Limited<Transport>>;
+type WsRx = async_tungstenite::WebSocketReceiver<Limited<Transport>>;
+type WsTx = async_tungstenite::WebSocketSender<Limited<Transport>>;
 
 /// Accepts until `stop` resolves.
 pub async fn accept_loop(
@@ -79,11 +81,44 @@ impl Drop for UnauthGuard<'_> {
     }
 }
 
-async fn handle_tcp(shard: Rc<GatewayShard>, mut stream: TcpStream) {
+/// Counts a WebSocket connection against `access.maxConnectionsPerIp` until dropped.
+struct ConnSlot<'a> {
+    shard: &'a GatewayShard,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for ConnSlot<'_> {
+    fn drop(&mut self) {
+        self.shard.shared.access.leave_conn(self.ip);
+    }
+}
+
+async fn handle_tcp(shard: Rc<GatewayShard>, stream: TcpStream) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
     let deadline =
         Instant::now() + Duration::from_millis(shard.config().gateway.handshake_timeout_ms);
+    let mut stream = match super::tls::accept(shard.shared.tls.as_ref(), stream, deadline).await {
+        Accepted::Ready(t) => t,
+        Accepted::PlainRefused(mut s) => {
+            shard.metrics.refusal("tls_required");
+            http::respond(
+                &mut s,
+                400,
+                "Bad Request",
+                "text/plain",
+                "TLS required: use wss:// or https://\n",
+            )
+            .await;
+            return;
+        }
+        Accepted::Failed(why) => {
+            shard.metrics.refusal("tls_handshake");
+            tracing::info!(shard = %shard.id, peer = %peer, error = %why, "TLS handshake failed");
+            return;
+        }
+        Accepted::Gone => return,
+    };
     let head = glommio::timer::timeout(
         Duration::from_millis(shard.config().gateway.handshake_timeout_ms),
         async { Ok(http::read_head(&mut stream).await) },
@@ -116,6 +151,29 @@ async fn handle_tcp(shard: Rc<GatewayShard>, mut stream: TcpStream) {
         }
     };
     let cfg = shard.config();
+    let (allowed, refresh) = shard.shared.access.allowed(peer.ip());
+    if refresh {
+        let shared = shard.shared.clone();
+        glommio::spawn_local(async move {
+            glommio::executor()
+                .spawn_blocking(move || shared.access.refresh_hosts())
+                .await
+        })
+        .detach();
+    }
+    if !allowed {
+        shard.metrics.refusal("ip_not_allowed");
+        tracing::info!(shard = %shard.id, peer = %peer, "refused: address not in access.ipWhitelist");
+        http::respond(
+            &mut stream,
+            403,
+            "Forbidden",
+            "text/plain",
+            "forbidden: address not allowed\n",
+        )
+        .await;
+        return;
+    }
     match (
         head.method.as_str(),
         head.path.as_str(),
@@ -127,6 +185,39 @@ async fn handle_tcp(shard: Rc<GatewayShard>, mut stream: TcpStream) {
             }
         }
         (_, "/", Some(key)) => {
+            if !shard
+                .shared
+                .access
+                .origin_allowed(head.origin.as_deref(), head.host.as_deref())
+            {
+                shard.metrics.refusal("origin");
+                tracing::info!(shard = %shard.id, peer = %peer, origin = ?head.origin, "refused: origin not allowed");
+                http::respond(
+                    &mut stream,
+                    403,
+                    "Forbidden",
+                    "text/plain",
+                    "forbidden: origin not allowed\n",
+                )
+                .await;
+                return;
+            }
+            if !shard.shared.access.enter_conn(peer.ip()) {
+                shard.metrics.refusal("conn_per_ip");
+                http::respond(
+                    &mut stream,
+                    429,
+                    "Too Many Requests",
+                    "text/plain",
+                    "Too many connections from this address\n",
+                )
+                .await;
+                return;
+            }
+            let _slot = ConnSlot {
+                shard: &shard,
+                ip: peer.ip(),
+            };
             let guard = UnauthGuard {
                 shard: &shard,
                 ip: peer.ip(),
@@ -215,7 +306,7 @@ async fn handle_tcp(shard: Rc<GatewayShard>, mut stream: TcpStream) {
 }
 
 /// A plain WebSocket echo (Autobahn conformance only).
-async fn echo_ws(stream: TcpStream, rest: Vec<u8>, max_frame: usize) {
+async fn echo_ws(stream: Transport, rest: Vec<u8>, max_frame: usize) {
     let cfg = WebSocketConfig::default()
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(max_frame.max(16 << 20)));
@@ -256,7 +347,7 @@ fn ws_config(shard: &GatewayShard) -> WebSocketConfig {
 
 async fn gateway_ws(
     shard: &Rc<GatewayShard>,
-    stream: TcpStream,
+    stream: Transport,
     rest: Vec<u8>,
     peer: SocketAddr,
     deadline: Instant,
@@ -268,6 +359,7 @@ async fn gateway_ws(
         return;
     }
     budget.set(budget.get() - rest.len());
+    let client_cert = stream.client_cert_sha256();
     let ws: Ws = WebSocketStream::from_partially_read(
         Limited::new(stream, budget.clone()),
         rest,
@@ -288,7 +380,16 @@ async fn gateway_ws(
         None,
     ));
 
-    let admitted = handshake_phase(shard, &conn, &mut rx, &nonce, peer, deadline).await;
+    let admitted = handshake_phase(
+        shard,
+        &conn,
+        &mut rx,
+        &nonce,
+        peer,
+        deadline,
+        client_cert.as_deref(),
+    )
+    .await;
     if admitted {
         guard.release();
         budget.set(usize::MAX);
@@ -304,6 +405,7 @@ async fn gateway_ws(
         Ok(())
     })
     .await;
+    shard.limiter.forget_conn(conn.id);
     shard.remove_conn(conn.id);
 }
 
@@ -323,6 +425,7 @@ async fn handshake_phase(
     nonce: &str,
     peer: SocketAddr,
     deadline: Instant,
+    client_cert: Option<&str>,
 ) -> bool {
     let cfg = shard.config();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -341,7 +444,16 @@ async fn handshake_phase(
         Ok(Some(Ok(Message::Close(_)))) => return false,
         Ok(Some(Ok(_))) => {
             // ping/pong before connect: tolerated, but the handshake still needs a connect
-            return Box::pin(handshake_phase(shard, conn, rx, nonce, peer, deadline)).await;
+            return Box::pin(handshake_phase(
+                shard,
+                conn,
+                rx,
+                nonce,
+                peer,
+                deadline,
+                client_cert,
+            ))
+            .await;
         }
         Ok(Some(Err(WsError::Capacity(_)))) | Ok(Some(Err(WsError::Io(_)))) => {
             fail(conn, None, &GatewayError::PreauthTooLarge);
@@ -389,26 +501,54 @@ async fn handshake_phase(
     if seed {
         return super::seed::admit(shard, conn, req_id.as_deref(), &params, peer);
     }
+    let net = shard.shared.access.classify(peer.ip());
     let env = HandshakeEnv {
         auth: &cfg.gateway.auth,
         nonce,
         now_ms: now,
         direct_loopback: peer.ip().is_loopback(),
         store: &shard.shared.store,
+        terms: PeerTerms {
+            mode: cfg.gateway.pairing.mode,
+            net,
+            policy: crate::auth::pairing::policy_for(cfg, net),
+            mfa: &cfg.access.authentication.mfa,
+            pairing: &shard.shared.pairing,
+            peer_ip: peer.ip(),
+            client_cert,
+            cert_auth: cfg
+                .access
+                .authentication
+                .methods
+                .iter()
+                .any(|m| m == "certificate"),
+        },
     };
     let req_id = req_id.unwrap_or_default();
-    match handshake::admit(&params, &env) {
-        Ok((mut adm, shared_auth)) => {
-            // OpenClaw keeps a device-less operator's requested scopes when it authenticated
-            // with the shared secret from a direct loopback peer (the CLI's `gateway call`);
-            // anywhere else a device-less operator gets no scopes.
-            if adm.device_id.is_none()
-                && shared_auth == SharedAuth::Secret
-                && peer.ip().is_loopback()
-                && cfg.gateway.auth.loopback_shared_secret_keeps_scopes
-            {
-                adm.scopes = adm.params.scopes.clone();
-            }
+    let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth)| {
+        // OpenClaw keeps a device-less operator's requested scopes when it authenticated
+        // with the shared secret from a direct loopback peer (the CLI's `gateway call`);
+        // anywhere else a device-less operator gets no scopes.
+        if adm.device_id.is_none()
+            && shared_auth == SharedAuth::Secret
+            && peer.ip().is_loopback()
+            && cfg.gateway.auth.loopback_shared_secret_keeps_scopes
+        {
+            adm.scopes = adm.params.scopes.clone();
+            // The device-less operator's second factor.
+            env.terms.check_mfa(
+                "operator",
+                cfg.access.authentication.mfa.operator_secret.as_deref(),
+                adm.params.auth.as_ref().and_then(|a| a.totp.as_deref()),
+                &adm.scopes,
+                now,
+            )?;
+        }
+        Ok((adm, shared_auth))
+    });
+    crate::auth::pairing::announce(shard);
+    match admitted {
+        Ok((adm, shared_auth)) => {
             let auth = ConnAuth {
                 role: adm.role.clone(),
                 scopes: adm.scopes.clone(),
@@ -453,8 +593,19 @@ async fn handshake_phase(
                 GatewayError::AuthTokenMismatch
                     | GatewayError::AuthPasswordMismatch
                     | GatewayError::DeviceTokenMismatch
+                    | GatewayError::MfaInvalid
+                    | GatewayError::MfaReplayed
             ) {
                 shard.shared.limits.record_failure(peer.ip(), now);
+            }
+            match &e {
+                GatewayError::MfaInvalid
+                | GatewayError::MfaReplayed
+                | GatewayError::MfaRequired
+                | GatewayError::MfaNotEnrolled => shard.metrics.refusal("mfa"),
+                GatewayError::PairingRequired { .. } => shard.metrics.refusal("pairing_required"),
+                GatewayError::DeviceCertMismatch => shard.metrics.refusal("cert_mismatch"),
+                _ => {}
             }
             shard
                 .metrics
@@ -488,12 +639,15 @@ async fn hello_ok(
     let cfg = shard.config();
     let health = crate::routing::health_snapshot(shard).await;
     let mut auth = json!({
-        "method": match shared_auth { SharedAuth::DeviceToken => "device-token", SharedAuth::Open => "none", SharedAuth::Secret => cfg.gateway.auth.effective_mode().as_str() },
+        "method": match shared_auth { SharedAuth::DeviceToken => "device-token", SharedAuth::Certificate => "certificate", SharedAuth::Open => "none", SharedAuth::Secret => cfg.gateway.auth.effective_mode().as_str() },
         "role": adm.role, "scopes": adm.scopes,
     });
     if let Some((tok, issued)) = &adm.device_token {
         auth["deviceToken"] = json!(tok);
         auth["issuedAtMs"] = json!(issued);
+    }
+    if let Some(id) = &adm.pairing_pending {
+        auth["pairing"] = json!({"status": "pending", "requestId": id});
     }
     json!({
         "type": "hello-ok",
@@ -577,6 +731,14 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
             return;
         }
     };
+    if shard.limiter.enabled() {
+        if let Err((limit, wait)) = shard.limiter.check(conn.id, conn.peer.ip(), Instant::now()) {
+            shard.metrics.refusal("rate_limited");
+            let e = crate::auth::access::rate_limited(limit, wait);
+            conn.push_frame(frame::res_err(&req.id, &e.wire()));
+            return;
+        }
+    }
     if req.method == "connect" {
         let e = GatewayError::InvalidFrame("already connected".into());
         conn.push_frame(frame::res_err(&req.id, &e.wire()));
@@ -608,6 +770,7 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
     let caller = Caller {
         conn: shard.conn_ref(conn.id),
         auth,
+        received_us: shard.shared.mono_us(),
     };
     let reply = ReplyTo {
         conn: caller.conn,
