@@ -615,7 +615,17 @@ fn stress(t: &Target, messages: u64, concurrency: u64) -> Result<(), String> {
 pub(super) fn queue(cmd: QueueCmd, t: &Target) -> Result<(), String> {
     match cmd {
         QueueCmd::Status { dead_letter } => {
-            let v = call(t, "queue.status", json!({}))?;
+            let mut v = call(t, "queue.status", json!({}))?;
+            if dead_letter && t.json {
+                v["deadLetterItems"] = call(
+                    t,
+                    "queue.inspect",
+                    json!({"limit": 100, "deadLetter": true}),
+                )?["items"]
+                    .take();
+                out(t, &v, |_| {});
+                return Ok(());
+            }
             out(t, &v, |v| {
                 print_kv(&[
                     ("backend", s(&v["backend"])),

@@ -284,7 +284,11 @@ fn shard_cpu_ticks() -> Vec<(String, u64)> {
             .unwrap_or_default()
             .trim()
             .to_string();
-        if !comm.starts_with("shard") {
+        // Executor threads are `shard-<n>` (glommio's helper threads share the name).
+        let is_shard = comm
+            .strip_prefix("shard-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_shard {
             continue;
         }
         let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
@@ -293,7 +297,10 @@ fn shard_cpu_ticks() -> Vec<(String, u64)> {
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ticks = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
             + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        out.push((comm, ticks));
+        match out.iter_mut().find(|(n, _)| *n == comm) {
+            Some((_, t)) => *t += ticks,
+            None => out.push((comm, ticks)),
+        }
     }
     out.sort();
     out

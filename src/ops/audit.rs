@@ -127,20 +127,25 @@ pub fn audit(cfg: &Config, state_dir: &Path) -> Vec<Finding> {
             .ok()
             .map(|m| m.permissions().mode() & 0o777)
     };
-    for (p, what) in [
-        (state_dir.to_path_buf(), "state directory"),
-        (state_dir.join("devices"), "devices directory"),
+    for (p, what, sev) in [
+        (state_dir.to_path_buf(), "state directory", Severity::Medium),
+        (
+            state_dir.join("devices"),
+            "devices directory",
+            Severity::Medium,
+        ),
         (
             state_dir.join("devices").join("paired.json"),
             "paired-device store (device tokens, TOTP secrets)",
+            Severity::High,
         ),
-        (state_dir.join("journal.key"), "journal key"),
+        (state_dir.join("journal.key"), "journal key", Severity::High),
     ] {
         if let Some(m) = mode_of(&p) {
             if m & 0o077 != 0 {
                 add(
                     "state-file-readable",
-                    Severity::High,
+                    sev,
                     &p.display().to_string(),
                     format!("{what} has mode {m:o}: readable by other users; chmod go-rwx"),
                 );
@@ -323,6 +328,7 @@ mod tests {
     #[test]
     fn loopback_defaults_have_no_high_findings() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let f = audit(&Config::default(), dir.path());
         assert!(f.iter().all(|f| f.severity < Severity::High), "{f:?}");
         assert!(ids(&f).contains(&"rate-limits-off"));
@@ -331,7 +337,10 @@ mod tests {
     #[test]
     fn exposed_without_auth_or_tls_is_high() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.path().join("devices")).unwrap();
+        let paired = dir.path().join("devices").join("paired.json");
+        std::fs::write(&paired, "{}").unwrap();
+        std::fs::set_permissions(&paired, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut c = Config::default();
         c.gateway.host = "0.0.0.0".into();
         c.gateway.pairing.mode = PairingMode::Disabled;

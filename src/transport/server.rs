@@ -498,9 +498,6 @@ async fn handshake_phase(
         );
         return false;
     }
-    if seed {
-        return super::seed::admit(shard, conn, req_id.as_deref(), &params, peer);
-    }
     let net = shard.shared.access.classify(peer.ip());
     let env = HandshakeEnv {
         auth: &cfg.gateway.auth,
@@ -524,6 +521,29 @@ async fn handshake_phase(
                 .any(|m| m == "certificate"),
         },
     };
+    if seed {
+        // The seed dialect has no device identity and gets read+write with the shared
+        // secret, so its network's `requireToken` and MFA terms apply as to a device-less
+        // operator.
+        let mfa = env.terms.check_mfa(
+            "operator",
+            cfg.access.authentication.mfa.operator_secret.as_deref(),
+            params.pointer("/auth/totp").and_then(|v| v.as_str()),
+            &[authz::WRITE.to_string()],
+            now,
+        );
+        let no_token = cfg.gateway.auth.effective_mode() == crate::config::AuthMode::None
+            && env.terms.policy.require_token;
+        if let Err(e) = mfa.and(if no_token {
+            Err(GatewayError::AuthTokenMissing)
+        } else {
+            Ok(())
+        }) {
+            fail(conn, req_id.as_deref(), &e);
+            return false;
+        }
+        return super::seed::admit(shard, conn, req_id.as_deref(), &params, peer);
+    }
     let req_id = req_id.unwrap_or_default();
     let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth)| {
         // OpenClaw keeps a device-less operator's requested scopes when it authenticated

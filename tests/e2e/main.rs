@@ -7,6 +7,7 @@ mod delivery;
 mod handshake;
 mod lifecycle;
 mod nodes;
+mod ops;
 mod routing;
 mod rpc;
 mod workers;
