@@ -141,7 +141,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(f) = singleton._port.as_mut() {
         write_owner(f, addr.port());
     }
-    let store = PairingStore::open(&state_dir).context("paired device store")?;
+    // With `storage.encryption`, device tokens and TOTP secrets are sealed in the store file
+    // with the same at-rest key as the journal.
+    let store_key = match config.storage.encryption.as_deref() {
+        Some("aes-256-gcm") => Some(
+            crate::queue::journal::load_key(&state_dir)
+                .context("at-rest key for the device store")?,
+        ),
+        _ => None,
+    };
+    let store = PairingStore::open_sealed(&state_dir, store_key).context("paired device store")?;
     let tls =
         crate::transport::tls::TlsState::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(t) = &tls {

@@ -266,12 +266,12 @@ impl Access {
 
     /// Counts a new connection from `ip`; false (nothing counted) when it has the maximum.
     pub fn enter_conn(&self, ip: IpAddr) -> bool {
+        if self.max_per_ip == 0 {
+            return true;
+        }
         let mut g = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         let n = g.entry(ip).or_insert(0);
-        if self.max_per_ip > 0 && *n >= self.max_per_ip {
-            if *n == 0 {
-                g.remove(&ip);
-            }
+        if *n >= self.max_per_ip {
             return false;
         }
         *n += 1;
@@ -280,6 +280,9 @@ impl Access {
 
     /// A connection from `ip` ended.
     pub fn leave_conn(&self, ip: IpAddr) {
+        if self.max_per_ip == 0 {
+            return;
+        }
         let mut g = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = g.get_mut(&ip) {
             *n = n.saturating_sub(1);

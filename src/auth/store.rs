@@ -295,6 +295,81 @@ pub struct PairingStore {
     path: PathBuf,
     /// The table; always equal to the last successful write (or the load).
     devices: Mutex<Devices>,
+    /// Seals secrets (device tokens, TOTP secrets) in the file when set
+    /// (`storage.encryption: "aes-256-gcm"`); in memory they are plain.
+    cipher: Option<Sealer>,
+}
+
+/// AES-256-GCM for the secret fields of the store file: each becomes
+/// `"sealed:" + base64url(nonce ‖ ciphertext)`, bound to its device id by the AAD.
+#[derive(Clone)]
+struct Sealer(aes_gcm::Aes256Gcm);
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sealer(<key>)")
+    }
+}
+
+const SEALED: &str = "sealed:";
+
+impl Sealer {
+    fn seal(&self, aad: &str, plain: &str) -> String {
+        use aes_gcm::aead::{Aead, Payload};
+        let nonce: [u8; 12] = rand::random();
+        let ct = self
+            .0
+            .encrypt(
+                aes_gcm::Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        format!("{SEALED}{}", device::b64url(&out))
+    }
+
+    fn open(&self, aad: &str, sealed: &str) -> Option<String> {
+        use aes_gcm::aead::{Aead, Payload};
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed.strip_prefix(SEALED)?)
+            .ok()?;
+        if raw.len() < 12 + 16 {
+            return None;
+        }
+        let (nonce, ct) = raw.split_at(12);
+        let plain = self
+            .0
+            .decrypt(
+                aes_gcm::Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .ok()?;
+        String::from_utf8(plain).ok()
+    }
+
+    /// Applies `f` to every secret field of the table.
+    fn map_secrets(
+        devices: &mut Devices,
+        mut f: impl FnMut(&str, &str) -> Result<String, String>,
+    ) -> Result<(), String> {
+        for (id, d) in devices.iter_mut() {
+            for t in d.tokens.values_mut() {
+                t.token = f(&format!("{id}/token/{}", t.role), &t.token)?;
+            }
+            if let Some(s) = d.totp_secret.as_mut() {
+                *s = f(&format!("{id}/totp"), s)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl PairingStore {
@@ -305,6 +380,20 @@ impl PairingStore {
     /// [`StoreError::Io`] if the directory cannot be created or the file read,
     /// [`StoreError::Corrupt`] / [`StoreError::Inconsistent`] if the file is bad.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_sealed(state_dir, None)
+    }
+
+    /// [`PairingStore::open`] with secrets sealed at rest by `key` (AES-256-GCM).
+    /// Plain secrets of an older file are read and sealed on the next write; sealed
+    /// ones without the key (or with another key) are an error naming the file.
+    ///
+    /// # Errors
+    /// As [`PairingStore::open`].
+    pub fn open_sealed(
+        state_dir: &Path,
+        key: Option<aes_gcm::Aes256Gcm>,
+    ) -> Result<Self, StoreError> {
+        let cipher = key.map(Sealer);
         let dir = state_dir.join(DEVICES_DIR);
         let io_err = |source| StoreError::Io {
             path: dir.clone(),
@@ -318,15 +407,31 @@ impl PairingStore {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
 
         let path = dir.join(PAIRED_FILE);
-        let devices = match fs::read(&path) {
+        let mut devices = match fs::read(&path) {
             Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Devices::new(),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
+        Sealer::map_secrets(&mut devices, |aad, v| {
+            if !v.starts_with(SEALED) {
+                return Ok(v.to_owned());
+            }
+            match &cipher {
+                Some(c) => c
+                    .open(aad, v)
+                    .ok_or_else(|| format!("{aad}: cannot unseal (another key?)")),
+                None => Err(format!("{aad} is sealed but storage.encryption is not set")),
+            }
+        })
+        .map_err(|reason| StoreError::Inconsistent {
+            path: path.clone(),
+            reason,
+        })?;
         Ok(Self {
             dir,
             path,
             devices: Mutex::new(devices),
+            cipher,
         })
     }
 
@@ -594,6 +699,16 @@ impl PairingStore {
     /// Writes the table atomically: a new `0600` temp file in the same
     /// directory, fsync, rename over the store file, fsync of the directory.
     fn persist(&self, devices: &Devices) -> Result<(), StoreError> {
+        let sealed;
+        let devices = match &self.cipher {
+            Some(c) => {
+                let mut d = devices.clone();
+                let _ = Sealer::map_secrets(&mut d, |aad, v| Ok(c.seal(aad, v)));
+                sealed = d;
+                &sealed
+            }
+            None => devices,
+        };
         let mut bytes = serde_json::to_vec_pretty(devices).map_err(StoreError::Encode)?;
         bytes.push(b'\n');
         let tmp = self
@@ -1124,5 +1239,39 @@ mod tests {
         let reopened = PairingStore::open(dir.path()).unwrap();
         assert_eq!(reopened.list().len(), 41);
         assert_eq!(reopened.list(), store.list());
+    }
+
+    #[test]
+    fn secrets_sealed_at_rest_with_a_key() {
+        use aes_gcm::KeyInit as _;
+        let key = || aes_gcm::Aes256Gcm::new_from_slice(&[9u8; 32]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let id = ident(1);
+        let dev = id.device_id();
+        // An older plain file is read, then sealed on the next write.
+        let plain = PairingStore::open(dir.path()).unwrap();
+        let t = plain.approve(req(&id, "operator", &[]), T0).unwrap();
+        let store = PairingStore::open_sealed(dir.path(), Some(key())).unwrap();
+        assert_eq!(store.get(&dev).unwrap().tokens["operator"].token, t.token);
+        store
+            .set_totp(&dev, Some("JBSWY3DPEHPK3PXP".into()))
+            .unwrap();
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert!(!text.contains(&t.token), "{text}");
+        assert!(!text.contains("JBSWY3DPEHPK3PXP"), "{text}");
+        assert!(text.contains(SEALED));
+        let again = PairingStore::open_sealed(dir.path(), Some(key())).unwrap();
+        assert!(again.verify_token(&dev, "operator", &t.token, T0).is_ok());
+        assert_eq!(
+            again.get(&dev).unwrap().totp_secret.as_deref(),
+            Some("JBSWY3DPEHPK3PXP")
+        );
+        // Without the key, or with another, the file is refused, never read as empty.
+        assert!(matches!(
+            PairingStore::open(dir.path()),
+            Err(StoreError::Inconsistent { .. })
+        ));
+        let other = aes_gcm::Aes256Gcm::new_from_slice(&[8u8; 32]).unwrap();
+        assert!(PairingStore::open_sealed(dir.path(), Some(other)).is_err());
     }
 }

@@ -241,12 +241,28 @@ pub struct GatewayConfig {
     pub dangerously_enable_ws_echo: bool,
     /// Node command policy.
     pub nodes: NodesConfig,
+    /// Capability negotiation: providers per capability (seed `gateway.nodeCapabilities`).
+    pub node_capabilities: std::collections::BTreeMap<String, CapabilityConfig>,
     /// Device pairing policies (seed article `gateway.pairing`).
     pub pairing: PairingConfig,
     /// TLS on the gateway port.
     pub tls: TlsConfig,
     /// Browser (Control UI) settings.
     pub control_ui: ControlUiConfig,
+}
+
+/// `gateway.nodeCapabilities.<capability>`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CapabilityConfig {
+    /// Providers in order: `node:<nodeType|family|platform|name>`, `host`, `cloud`.
+    pub providers: Vec<String>,
+    /// Provider tried after all others.
+    pub fallback: Option<String>,
+    /// `local_first` (default: nodes and host before cloud) or `cloud_first`.
+    pub preference: Option<String>,
+    /// A required capability with no live provider is reported as such.
+    pub required: bool,
 }
 
 /// `gateway.nodes`
@@ -276,6 +292,7 @@ impl Default for GatewayConfig {
             drain_timeout_ms: 10_000,
             dangerously_enable_ws_echo: false,
             nodes: NodesConfig::default(),
+            node_capabilities: Default::default(),
             pairing: PairingConfig::default(),
             tls: TlsConfig::default(),
             control_ui: ControlUiConfig::default(),
@@ -831,6 +848,9 @@ fn redact(v: &mut serde_json::Value) {
                     || lk.contains("password")
                     || lk.contains("secret")
                     || lk == "key";
+                // Flags and lifetimes named after tokens (`requireToken`, `tokenLifetime`)
+                // are not secrets.
+                let secret = secret && !val.is_boolean() && !lk.ends_with("lifetime");
                 if secret && !val.is_null() && !val.is_object() {
                     *val = serde_json::Value::String("__REDACTED__".into());
                 } else {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub mod caps;
 pub mod worker;
 
 use crate::protocol::error::GatewayError;
@@ -51,8 +52,34 @@ pub struct NodeInfo {
     pub agents: Vec<String>,
 }
 
+/// Where the answer of an invoke goes.
+enum Answer {
+    /// A `res` to a caller's request.
+    Res(ReplyTo),
+    /// A waiting task on shard `origin` (capability failover).
+    Internal { origin: shards::ShardId, id: u64 },
+}
+
+impl Answer {
+    /// Delivers `r` (from the node's shard `shard`).
+    fn send(self, shard: &Rc<GatewayShard>, r: Result<Value, GatewayError>) {
+        match self {
+            Answer::Res(reply) => match r {
+                Ok(v) => shard.reply_ok(&reply, &v),
+                Err(e) => shard.reply_err(&reply, &e),
+            },
+            Answer::Internal { origin, id } => shard.on_shard(origin, move |o| {
+                let tx = o.nodes.internal.borrow_mut().remove(&id);
+                if let Some(tx) = tx {
+                    let _ = tx.send(r);
+                }
+            }),
+        }
+    }
+}
+
 struct PendingInvoke {
-    caller: ReplyTo,
+    caller: Answer,
     node_id: String,
     node_conn: ConnRef,
     command: String,
@@ -64,6 +91,8 @@ pub struct NodeState {
     /// Replica of every connected node, by node id.
     pub registry: RefCell<BTreeMap<String, NodeInfo>>,
     pending: RefCell<HashMap<String, PendingInvoke>>,
+    internal: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Result<Value, GatewayError>>>>,
+    next_internal: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -157,10 +186,8 @@ pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
         ids.into_iter().filter_map(|k| p.remove(&k)).collect()
     };
     for f in failed {
-        shard.reply_err(
-            &f.caller,
-            &GatewayError::NodeUnavailable(format!("node disconnected: {}", f.node_id)),
-        );
+        let e = GatewayError::NodeUnavailable(format!("node disconnected: {}", f.node_id));
+        f.caller.send(shard, Err(e));
     }
     shard.broadcast(move |s| {
         let mut r = s.nodes.registry.borrow_mut();
@@ -218,53 +245,69 @@ fn command_allowed(shard: &GatewayShard, command: &str) -> bool {
     n.allow_commands.is_empty() || n.allow_commands.iter().any(matches)
 }
 
-/// `node.invoke {nodeId, command, params?, timeoutMs?, idempotencyKey}` from a caller on
-/// `shard`: checks, then hands the call to the node's shard.
-pub fn invoke(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
-    let r = (|| {
-        let node_id = str_param(p, "nodeId")?.to_string();
-        let command = str_param(p, "command")?.to_string();
-        let idem = str_param(p, "idempotencyKey")?.to_string();
-        let node = shard
-            .nodes
-            .registry
-            .borrow()
-            .get(&node_id)
-            .cloned()
-            .ok_or_else(|| {
-                GatewayError::NodeUnavailable(format!("node not connected: {node_id}"))
-            })?;
-        if !command_allowed(shard, &command) {
-            return Err(GatewayError::InvalidParams(format!(
-                "command not allowed by gateway policy: {command}"
-            )));
-        }
-        if !node.commands.is_empty() && !node.commands.iter().any(|c| c == &command) {
-            return Err(GatewayError::InvalidParams(format!(
-                "node {node_id} does not declare command {command}"
-            )));
-        }
-        let timeout_ms = p
-            .get("timeoutMs")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(30_000)
-            .clamp(1, 600_000);
-        let params_json = match p.get("params") {
-            None | Some(Value::Null) => Value::Null,
-            Some(v) => Value::String(v.to_string()),
-        };
-        Ok((node, command, idem, timeout_ms, params_json))
-    })();
-    let (node, command, idem, timeout_ms, params_json) = match r {
-        Ok(x) => x,
-        Err(e) => return shard.reply_err(&reply, &e),
+/// A checked invoke, ready to hand to the node's shard.
+struct Prepared {
+    node: NodeInfo,
+    command: String,
+    idem: String,
+    timeout_ms: u64,
+    params_json: Value,
+}
+
+fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
+    let node_id = str_param(p, "nodeId")?.to_string();
+    let command = str_param(p, "command")?.to_string();
+    let idem = str_param(p, "idempotencyKey")?.to_string();
+    let node = shard
+        .nodes
+        .registry
+        .borrow()
+        .get(&node_id)
+        .cloned()
+        .ok_or_else(|| GatewayError::NodeUnavailable(format!("node not connected: {node_id}")))?;
+    if !command_allowed(shard, &command) {
+        return Err(GatewayError::InvalidParams(format!(
+            "command not allowed by gateway policy: {command}"
+        )));
+    }
+    if !node.commands.is_empty() && !node.commands.iter().any(|c| c == &command) {
+        return Err(GatewayError::InvalidParams(format!(
+            "node {node_id} does not declare command {command}"
+        )));
+    }
+    let timeout_ms = p
+        .get("timeoutMs")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(30_000)
+        .clamp(1, 600_000);
+    let params_json = match p.get("params") {
+        None | Some(Value::Null) => Value::Null,
+        Some(v) => Value::String(v.to_string()),
     };
-    shard.on_shard(node.conn.shard, move |s| {
+    Ok(Prepared {
+        node,
+        command,
+        idem,
+        timeout_ms,
+        params_json,
+    })
+}
+
+/// Hands a prepared invoke to the node's shard; `answer` gets the outcome.
+fn start(shard: &Rc<GatewayShard>, x: Prepared, answer: Answer) {
+    shard.on_shard(x.node.conn.shard, move |s| {
+        let Prepared {
+            node,
+            command,
+            idem,
+            timeout_ms,
+            params_json,
+        } = x;
         let invoke_id = uuid::Uuid::new_v4().to_string();
         s.nodes.pending.borrow_mut().insert(
             invoke_id.clone(),
             PendingInvoke {
-                caller: reply,
+                caller: answer,
                 node_id: node.node_id.clone(),
                 node_conn: node.conn,
                 command: command.clone(),
@@ -278,19 +321,52 @@ pub fn invoke(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
             glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
             let gone = s2.nodes.pending.borrow_mut().remove(&invoke_id);
             if let Some(p) = gone {
-                s2.reply_err(
-                    &p.caller,
-                    &GatewayError::AgentTimeout(format!("node {} did not answer {} within {timeout_ms} ms", p.node_id, p.command)),
-                );
+                let e = GatewayError::AgentTimeout(format!(
+                    "node {} did not answer {} within {timeout_ms} ms",
+                    p.node_id, p.command
+                ));
+                p.caller.send(&s2, Err(e));
             }
         })
         .detach();
     });
 }
 
+/// `node.invoke {nodeId, command, params?, timeoutMs?, idempotencyKey}` from a caller on
+/// `shard`: checks, then hands the call to the node's shard.
+pub fn invoke(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
+    match prepare(shard, p) {
+        Ok(x) => start(shard, x, Answer::Res(reply)),
+        Err(e) => shard.reply_err(&reply, &e),
+    }
+}
+
+/// Invokes a node and waits for its answer (used by capability failover).
+pub async fn invoke_await(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
+    let x = prepare(shard, p)?;
+    let id = shard.nodes.next_internal.get();
+    shard.nodes.next_internal.set(id + 1);
+    let (tx, rx) = futures_channel::oneshot::channel();
+    shard.nodes.internal.borrow_mut().insert(id, tx);
+    start(
+        shard,
+        x,
+        Answer::Internal {
+            origin: shard.id,
+            id,
+        },
+    );
+    rx.await
+        .unwrap_or_else(|_| Err(GatewayError::NodeUnavailable("invoke abandoned".into())))
+}
+
 /// `node.invoke.result {id, nodeId, ok, payload?, payloadJSON?, error?}` from a node on
 /// `shard` (the node's own shard, where its pending invokes live).
-pub fn result(shard: &GatewayShard, caller_node: &str, p: &Value) -> Result<Value, GatewayError> {
+pub fn result(
+    shard: &Rc<GatewayShard>,
+    caller_node: &str,
+    p: &Value,
+) -> Result<Value, GatewayError> {
     let id = str_param(p, "id")?;
     let node_id = str_param(p, "nodeId")?;
     if node_id != caller_node {
@@ -328,20 +404,16 @@ pub fn result(shard: &GatewayShard, caller_node: &str, p: &Value) -> Result<Valu
                     .and_then(|s| serde_json::from_str(s).ok())
             })
             .unwrap_or(Value::Null);
-        shard.reply_ok(
-            &pi.caller,
-            &json!({"ok": true, "nodeId": node_id, "command": pi.command, "payload": payload, "payloadJSON": payload_json}),
-        );
+        let v = json!({"ok": true, "nodeId": node_id, "command": pi.command, "payload": payload, "payloadJSON": payload_json});
+        pi.caller.send(shard, Ok(v));
     } else {
         let msg = p
             .pointer("/error/message")
             .and_then(|v| v.as_str())
             .unwrap_or("node reported an error")
             .to_string();
-        shard.reply_err(
-            &pi.caller,
-            &GatewayError::NodeUnavailable(format!("node {node_id}: {msg}")),
-        );
+        let e = GatewayError::NodeUnavailable(format!("node {node_id}: {msg}"));
+        pi.caller.send(shard, Err(e));
     }
     Ok(json!({"ok": true}))
 }

@@ -318,7 +318,7 @@ fn rss_kib() -> u64 {
 
 async fn profile(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
     let dur = match p.get("duration") {
-        None => Millis(5_000),
+        None => Millis(1_000),
         Some(Value::String(s)) => Millis::parse(s)
             .map_err(|e| GatewayError::InvalidParams(format!("invalid params: duration: {e}")))?,
         Some(v) => Millis(v.as_u64().unwrap_or(5_000)),

@@ -70,6 +70,8 @@ pub const METHODS: &[(&str, Need)] = &[
     ("worker.run.result", Need::Scope(ADMIN)),
     ("worker.pong", Need::Scope(ADMIN)),
     ("workers.status", Need::Scope(READ)),
+    ("capabilities.status", Need::Scope(READ)),
+    ("capability.invoke", Need::Scope(WRITE)),
     ("system-event", Need::Scope(ADMIN)),
     ("queue.status", Need::Scope(ADMIN)),
     ("queue.stats", Need::Scope(ADMIN)),

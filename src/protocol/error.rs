@@ -119,6 +119,15 @@ pub enum GatewayError {
     AgentFailed(String),
     /// A node is not connected, disconnected, or failed the call.
     NodeUnavailable(String),
+    /// No provider of a capability answered.
+    CapabilityUnavailable {
+        /// The capability.
+        capability: String,
+        /// Whether it is marked required.
+        required: bool,
+        /// What was tried, in order.
+        tried: Value,
+    },
     /// A message after hello larger than the limit.
     FrameTooLarge {
         /// The limit in bytes.
@@ -440,6 +449,23 @@ impl GatewayError {
                 detail("AGENT_FAILED"),
                 true,
                 None,
+                None,
+            ),
+            E::CapabilityUnavailable {
+                capability,
+                required,
+                tried,
+            } => (
+                Unavailable,
+                format!(
+                    "{} capability {capability} has no live provider",
+                    if *required { "required" } else { "optional" }
+                ),
+                Some(
+                    json!({"code": "CAPABILITY_UNAVAILABLE", "capability": capability, "required": required, "tried": tried}),
+                ),
+                true,
+                Some(1000),
                 None,
             ),
             E::NodeUnavailable(why) => (

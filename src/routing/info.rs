@@ -69,6 +69,8 @@ pub(super) async fn local(
         }
         "node.list" => crate::node::list(shard),
         "workers.status" => crate::node::worker::status(shard),
+        "capabilities.status" => crate::node::caps::status(shard),
+        "capability.invoke" => crate::node::caps::invoke(shard, p).await?,
         "node.describe" => crate::node::describe(shard, p)?,
         "system-presence" => Value::Array(shard.presence_list()),
         "last-heartbeat" => shard.last_heartbeat.borrow().clone().unwrap_or(Value::Null),

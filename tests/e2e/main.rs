@@ -10,4 +10,5 @@ mod nodes;
 mod ops;
 mod routing;
 mod rpc;
+mod security;
 mod workers;

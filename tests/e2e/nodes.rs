@@ -149,3 +149,101 @@ fn node_role_may_not_call_operator_methods() {
     assert_eq!(e["message"], "unauthorized role: node");
     assert_eq!(node.request_ok("health", json!({}))["ok"], true);
 }
+
+fn connect_capable_node(gw: &Gateway, node_type: &str, caps: &[&str]) -> (Client, String) {
+    let id = DeviceIdentity::generate();
+    let o = ConnectOpts {
+        role: "node",
+        client_id: "node-host",
+        client_mode: "node",
+        ..Default::default()
+    };
+    let mut c = Client::connect_raw(gw.port);
+    let mut p = o.params();
+    p["caps"] = json!(caps);
+    p["commands"] = json!(["camera.snap"]);
+    p["nodeType"] = json!(node_type);
+    p["device"] = o.device_v3(&id, &c.nonce.clone(), c.challenge_ts);
+    let res = c.handshake(p);
+    assert_eq!(res["ok"], true, "node connect refused: {res}");
+    (c, id.device_id())
+}
+
+const CAPS: &str = "{gateway: {nodeCapabilities: {
+    camera: {providers: ['node:ios', 'node:macos'], fallback: 'host', preference: 'local_first'},
+    vision: {providers: ['node:vision'], required: true}}}}";
+
+#[test]
+fn capability_prefers_first_provider_then_falls_back_when_it_drops() {
+    let gw = Gateway::standard(Some(CAPS));
+    let (mut phone, phone_id) = connect_capable_node(&gw, "ios", &["camera"]);
+    let (mut mac, mac_id) = connect_capable_node(&gw, "macos", &["camera"]);
+    let mut op = gw.operator(&[READ, WRITE]);
+    wait_listed(&mut op, &phone_id, true);
+    wait_listed(&mut op, &mac_id, true);
+    let st = op.request_ok("capabilities.status", json!({}));
+    let cam = st["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["capability"] == "camera")
+        .unwrap()
+        .clone();
+    assert_eq!(cam["servedBy"], "node:ios", "{st}");
+    // The phone serves it.
+    let id = op.call(
+        "capability.invoke",
+        json!({"capability": "camera", "command": "camera.snap", "idempotencyKey": "cap-1"}),
+    );
+    let req = phone.wait_event_named("node.invoke.request");
+    phone.request_ok("node.invoke.result", json!({"id": req["payload"]["id"], "nodeId": phone_id, "ok": true, "payload": {"from": "phone"}}));
+    let r = op.wait_res(&id);
+    assert_eq!(r["payload"]["provider"], "node:ios", "{r}");
+    assert_eq!(r["payload"]["payload"]["from"], "phone");
+    // The phone takes the request and then drops: the mac serves it.
+    let id = op.call(
+        "capability.invoke",
+        json!({"capability": "camera", "command": "camera.snap", "idempotencyKey": "cap-2"}),
+    );
+    phone.wait_event_named("node.invoke.request");
+    drop(phone);
+    let req = mac.wait_event_named("node.invoke.request");
+    mac.request_ok("node.invoke.result", json!({"id": req["payload"]["id"], "nodeId": mac_id, "ok": true, "payload": {"from": "mac"}}));
+    let r = op.wait_res(&id);
+    assert_eq!(r["payload"]["provider"], "node:macos", "{r}");
+    assert_eq!(r["payload"]["tried"][0]["provider"], "node:ios");
+    // Both gone: the host fallback answers (its echo command).
+    drop(mac);
+    wait_listed(&mut op, &mac_id, false);
+    let r = op.request_ok("capability.invoke", json!({"capability": "camera", "command": "echo", "params": {"x": 1}, "idempotencyKey": "cap-3"}));
+    assert_eq!(r["provider"], "host");
+    assert_eq!(r["payload"]["echo"]["x"], 1);
+}
+
+#[test]
+fn required_capability_without_provider_is_a_clear_error() {
+    let gw = Gateway::standard(Some(CAPS));
+    let mut op = gw.operator(&[READ, WRITE]);
+    let e = op.request_err(
+        "capability.invoke",
+        json!({"capability": "vision", "command": "detect", "idempotencyKey": "v-1"}),
+    );
+    assert_eq!(e["code"], "UNAVAILABLE");
+    assert_eq!(e["details"]["code"], "CAPABILITY_UNAVAILABLE");
+    assert_eq!(e["details"]["required"], true);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("required capability vision"),
+        "{e}"
+    );
+    let e = op.request_err(
+        "capability.invoke",
+        json!({"capability": "nope", "command": "x", "idempotencyKey": "v-2"}),
+    );
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown capability"));
+}

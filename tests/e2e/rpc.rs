@@ -912,8 +912,11 @@ fn client_disconnect_mid_run_does_not_break_gateway() {
 fn slow_consumer_closes_1008_without_seq_gaps() {
     let gw = Gateway::standard(Some("{gateway:{maxBufferedBytes:1048576}}"));
     let mut slow = gw.operator(&[WRITE]);
-    // ~3000 agent events with cumulative text: tens of MB, far above buffer + socket buffers.
-    let words: Vec<String> = (0..3000).map(|i| format!("w{i:04}")).collect();
+    // 200 words of 1000 bytes, each event repeating the text so far: ~40 MB of events in
+    // ~400 frames, far above buffer + socket buffers, yet cheap to produce.
+    let words: Vec<String> = (0..200)
+        .map(|i| format!("{i:04}{}", "w".repeat(996)))
+        .collect();
     let r = slow.request_ok(
         "chat.send",
         json!({"sessionKey": "flood", "message": words.join(" "), "idempotencyKey": "flood-1"}),

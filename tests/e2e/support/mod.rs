@@ -28,7 +28,7 @@ pub(crate) const ADMIN: &str = "operator.admin";
 /// How long a gateway may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default wait for one frame.
-pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Wall clock, ms since the epoch.
 pub(crate) fn now_ms() -> i64 {
