@@ -194,6 +194,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         port: AtomicU16::new(addr.port()),
         queued: AtomicUsize::new(0),
         host: host_name(),
+        shedding: AtomicBool::new(false),
     });
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let pool_cfg = PoolConfig {
@@ -318,6 +319,10 @@ async fn shard_main(
         })
         .detach()
     };
+    if ctx.id.0 == 0 {
+        glommio::spawn_local(crate::ops::monitor::shed_loop(shard.clone())).detach();
+        glommio::spawn_local(crate::ops::monitor::alert_loop(shard.clone())).detach();
+    }
     crate::transport::server::accept_loop(shard.clone(), listener, wait_flag(&shared.shutdown))
         .await;
     drain(&shard).await;

@@ -138,6 +138,8 @@ pub struct Shared {
     pub queued: AtomicUsize,
     /// Host name for presence.
     pub host: String,
+    /// Set while over the memory cap: new connections and runs are refused.
+    pub shedding: AtomicBool,
 }
 
 impl Shared {
@@ -206,6 +208,8 @@ pub struct GatewayShard {
     pub inflight: Cell<usize>,
     pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
     next_pending: Cell<u64>,
+    /// Alert states (shard 0 evaluates them).
+    pub alert_state: RefCell<Vec<(String, bool)>>,
     /// Last `system-event` heartbeat text seen here.
     pub last_heartbeat: RefCell<Option<Value>>,
 }
@@ -244,6 +248,7 @@ impl GatewayShard {
             pending: RefCell::new(HashMap::new()),
             next_pending: Cell::new(1),
             last_heartbeat: RefCell::new(None),
+            alert_state: RefCell::new(Vec::new()),
         })
     }
 

@@ -10,6 +10,10 @@
 //! - One pending request per (device, role, scopes): asking again returns the same id.
 //! - An approval applies the terms of the network the request came from (token lifetime),
 //!   not those of the approving operator.
+//! - A device token is a credential, not the pairing: revoking or expiring it stops that
+//!   token, and a paired device that proves its key *and* the shared secret gets a fresh one
+//!   (as in OpenClaw). To shut a device out, `device.pair.remove` it (its live connections
+//!   are closed).
 #![allow(
     clippy::disallowed_types,
     reason = "pending requests are shared by all shards and touched at connect/pairing only"

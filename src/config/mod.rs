@@ -46,6 +46,10 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Connection pools (seed article `connections`).
     pub connections: ConnectionsConfig,
+    /// Alerts and sinks (seed article `monitoring`).
+    pub monitoring: MonitoringConfig,
+    /// Memory caps (seed article `memory`).
+    pub memory: MemoryConfig,
 }
 
 /// `connections`
@@ -82,6 +86,113 @@ impl Default for PoolConfig {
             connection_timeout: Millis(5_000),
             test_on_borrow: true,
         }
+    }
+}
+
+/// `monitoring`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MonitoringConfig {
+    /// How often alert rules are evaluated. Default "30s".
+    pub evaluation_interval: Millis,
+    /// Alert rules: `high_latency` (p95 ms > threshold, default 1000), `connection_loss`
+    /// (connections < threshold × 0.5), `queue_backlog`, `memory_pressure`. `gateway_down` is
+    /// raised from outside by `shardgate gateway watch`.
+    pub alerts: Vec<AlertRule>,
+    /// Notification sinks by name.
+    pub sinks: std::collections::BTreeMap<String, SinkConfig>,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            evaluation_interval: Millis(30_000),
+            alerts: Vec::new(),
+            sinks: Default::default(),
+        }
+    }
+}
+
+/// `monitoring.alerts[]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AlertRule {
+    /// `high_latency` | `connection_loss` | `queue_backlog` | `memory_pressure`.
+    pub name: String,
+    /// Rule threshold (ms for latency, connections for connection_loss, messages for backlog).
+    pub threshold: Option<f64>,
+    /// `critical` | `error` | `warning` | `info`.
+    pub severity: String,
+    /// Sink names to notify.
+    pub channels: Vec<String>,
+}
+
+/// `monitoring.sinks.<name>`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SinkConfig {
+    /// `webhook` (generic JSON), `slack` (incoming-webhook payload), `pagerduty` (Events v2).
+    pub kind: String,
+    /// `http://…` endpoint.
+    pub url: String,
+    /// PagerDuty routing key. Secret: redacted.
+    pub routing_key: Option<String>,
+}
+
+/// `memory`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MemoryConfig {
+    /// Caps.
+    pub limits: MemoryLimits,
+}
+
+/// `memory.limits`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MemoryLimits {
+    /// Resident set size cap, bytes (`"512mb"` accepted). Above 90% the gateway sheds load
+    /// (new connections 503, new runs OVERLOADED) until below 80%. Default none.
+    #[serde(deserialize_with = "de_bytes", serialize_with = "ser_bytes")]
+    pub max_rss: Option<u64>,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("expected a size like \"512mb\", got {s:?}"))?;
+    let m = match unit.trim() {
+        "" | "b" => 1,
+        "kb" | "k" | "kib" => 1 << 10,
+        "mb" | "m" | "mib" => 1 << 20,
+        "gb" | "g" | "gib" => 1 << 30,
+        u => return Err(format!("unknown size unit {u:?} (b, kb, mb, gb)")),
+    };
+    n.checked_mul(m)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::N(n)) => Ok(Some(n)),
+        Some(Raw::S(s)) => parse_bytes(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn ser_bytes<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        None => s.serialize_none(),
+        Some(n) => s.serialize_u64(*n),
     }
 }
 
@@ -146,6 +257,8 @@ impl Default for Config {
             access: AccessConfig::default(),
             security: SecurityConfig::default(),
             connections: ConnectionsConfig::default(),
+            monitoring: MonitoringConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -811,6 +924,39 @@ impl Config {
                         format!("unknown channel kind {k:?} (log, webhook)"),
                     )
                 }
+            }
+        }
+        for (i, a) in self.monitoring.alerts.iter().enumerate() {
+            if !matches!(
+                a.name.as_str(),
+                "high_latency" | "connection_loss" | "queue_backlog" | "memory_pressure"
+            ) {
+                return bad(
+                    &format!("monitoring.alerts[{i}].name"),
+                    format!("unknown alert {:?} (high_latency, connection_loss, queue_backlog, memory_pressure; gateway_down is raised by `shardgate gateway watch`)", a.name),
+                );
+            }
+            for ch in &a.channels {
+                if !self.monitoring.sinks.contains_key(ch) {
+                    return bad(
+                        &format!("monitoring.alerts[{i}].channels"),
+                        format!("no sink named {ch:?} in monitoring.sinks"),
+                    );
+                }
+            }
+        }
+        for (name, s) in &self.monitoring.sinks {
+            if !matches!(s.kind.as_str(), "webhook" | "slack" | "pagerduty") {
+                return bad(
+                    &format!("monitoring.sinks.{name}.kind"),
+                    format!("unknown sink kind {:?} (webhook, slack, pagerduty)", s.kind),
+                );
+            }
+            if !s.url.starts_with("http://") {
+                return bad(
+                    &format!("monitoring.sinks.{name}.url"),
+                    "an http:// url is required".into(),
+                );
             }
         }
         if self.agents.default_agent.is_empty() {

@@ -248,6 +248,26 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
         vec![(String::new(), shard.shards() as u64)],
     );
     metric(
+        "shardgate_shedding",
+        "gauge",
+        "1 while over the memory cap (new connections and runs refused).",
+        vec![(
+            String::new(),
+            u64::from(
+                shard
+                    .shared
+                    .shedding
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        )],
+    );
+    metric(
+        "shardgate_resident_memory_bytes",
+        "gauge",
+        "Resident set size of the process.",
+        vec![(String::new(), crate::ops::monitor::rss_bytes())],
+    );
+    metric(
         "shardgate_connections",
         "gauge",
         "Authenticated connections per shard.",

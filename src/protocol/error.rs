@@ -119,6 +119,8 @@ pub enum GatewayError {
     AgentFailed(String),
     /// A node is not connected, disconnected, or failed the call.
     NodeUnavailable(String),
+    /// Over the memory cap: new work is refused until it recovers.
+    Overloaded,
     /// No provider of a capability answered.
     CapabilityUnavailable {
         /// The capability.
@@ -464,6 +466,14 @@ impl GatewayError {
                 Some(
                     json!({"code": "CAPABILITY_UNAVAILABLE", "capability": capability, "required": required, "tried": tried}),
                 ),
+                true,
+                Some(1000),
+                None,
+            ),
+            E::Overloaded => (
+                Unavailable,
+                "gateway overloaded (memory cap): try again shortly".into(),
+                detail("OVERLOADED"),
                 true,
                 Some(1000),
                 None,

@@ -1,6 +1,7 @@
 //! The `connect` handshake (PROTOCOL.md §3), sans-IO: params, the challenge nonce, `now` and the
 //! peer's address class in; an [`Admission`] or a [`GatewayError`] out. Side effects are limited
-//! to the pairing store (silent loopback approval) passed in by the caller.
+//! to the pairing store (silent approval), the pending pairing requests and the TOTP replay
+//! guard, all passed in by the caller (see `crate::auth::pairing` for the policy terms).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -137,7 +138,8 @@ pub struct HandshakeEnv<'a> {
     pub nonce: &'a str,
     /// Wall clock, ms since epoch.
     pub now_ms: i64,
-    /// The TCP peer is a loopback address and no proxy header claims otherwise.
+    /// The TCP peer is a loopback address and no proxy header claims otherwise
+    /// (informational: the pairing decision follows `terms.net` and its policy).
     pub direct_loopback: bool,
     /// The paired-device store.
     pub store: &'a PairingStore,

@@ -66,7 +66,7 @@ pub async fn deliver(
 }
 
 /// POSTs `body` to an `http://host:port/path` URL; returns the status code.
-async fn post_json(url: &str, body: &str) -> Result<u16, String> {
+pub(crate) async fn post_json(url: &str, body: &str) -> Result<u16, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or("only http:// webhook URLs are supported")?;

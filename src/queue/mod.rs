@@ -551,7 +551,13 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
         }
         return;
     }
-    // Admission: the queue bound, then the session lane bound.
+    // Admission: memory cap, the queue bound, then the session lane bound.
+    if shard.shared.shedding.load(Ordering::Relaxed) {
+        bump(&shard.queue.stats.rejected_full);
+        trace(shard, &s.idem, "rejected", json!({"reason": "OVERLOADED"}));
+        shard.reply_err(&s.reply, &GatewayError::Overloaded);
+        return;
+    }
     let queued = &shard.shared.queued;
     if cfg.queue.enabled && queued.load(Ordering::Relaxed) >= cfg.queue.max_size {
         bump(&shard.queue.stats.rejected_full);

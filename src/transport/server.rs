@@ -255,6 +255,22 @@ async fn handle_tcp(shard: Rc<GatewayShard>, stream: TcpStream) {
                 .await;
                 return;
             }
+            if shard
+                .shared
+                .shedding
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(shard = %shard.id, peer = %peer, "memory cap: connection refused");
+                http::respond(
+                    &mut stream,
+                    503,
+                    "Service Unavailable",
+                    "text/plain",
+                    "overloaded (memory cap)\n",
+                )
+                .await;
+                return;
+            }
             if http::switch(&mut stream, key).await.is_err() {
                 return;
             }
@@ -489,6 +505,7 @@ async fn handshake_phase(
             .limits
             .auth_blocked(peer.ip(), cfg.gateway.auth_failures_per_minute, now)
     {
+        shard.metrics.refusal("auth_locked_out");
         fail(
             conn,
             req_id.as_deref(),

@@ -388,3 +388,60 @@ pub async fn watch(shared: Arc<crate::shard::Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names() {
+        assert_eq!(check_policy("TLSv1.3", &[]), Ok(true));
+        assert_eq!(check_policy("1.2", &[]), Ok(false));
+        assert!(check_policy("TLSv1.1", &[]).is_err());
+        let ok = [
+            "TLS_AES_256_GCM_SHA384".to_string(),
+            "TLS13_CHACHA20_POLY1305_SHA256".into(),
+        ];
+        assert!(check_policy("TLSv1.3", &ok).is_ok());
+        let bad = ["TLS_RSA_WITH_RC4_128_MD5".to_string()];
+        assert!(check_policy("TLSv1.3", &bad)
+            .unwrap_err()
+            .contains("unknown cipher"));
+    }
+
+    #[test]
+    fn builds_with_configured_suites_and_rejects_a_bad_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("c.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("k.pem"), key.serialize_pem()).unwrap();
+        let mut cfg = Config::default();
+        cfg.gateway.tls.enabled = true;
+        cfg.gateway.tls.cert = Some(dir.path().join("c.pem"));
+        cfg.gateway.tls.key = Some(dir.path().join("k.pem"));
+        cfg.security.transport.tls.ciphers = vec!["TLS_AES_256_GCM_SHA384".into()];
+        let st = TlsState::from_config(&cfg).unwrap().unwrap();
+        let sc = st.current.lock().unwrap().clone();
+        let names: Vec<_> = sc
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .filter_map(|s| s.suite().as_str())
+            .collect();
+        assert_eq!(names, vec!["TLS13_AES_256_GCM_SHA384"]);
+        // A key that does not match the certificate: the reload keeps the old config.
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("k.pem"), other.serialize_pem()).unwrap();
+        assert!(!st.maybe_reload(true));
+        assert_eq!(st.generation.load(Ordering::Relaxed), 1);
+        std::fs::write(dir.path().join("k.pem"), key.serialize_pem()).unwrap();
+        assert!(st.maybe_reload(true));
+        assert_eq!(st.generation.load(Ordering::Relaxed), 2);
+        // Without TLS: nothing.
+        assert!(TlsState::from_config(&Config::default()).unwrap().is_none());
+    }
+}

@@ -6,6 +6,7 @@ mod support;
 mod delivery;
 mod handshake;
 mod lifecycle;
+mod monitor;
 mod nodes;
 mod ops;
 mod routing;

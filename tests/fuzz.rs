@@ -1,0 +1,231 @@
+//! Bounded, seeded fuzzing of the two parsers an attacker feeds first: `connect.params` (through
+//! the whole sans-IO admission, with pairing terms from every network class) and the pairing
+//! store loader. Deterministic (fixed seeds), so a failure replays; each run prints its
+//! execution counts (`cargo test --test fuzz -- --nocapture`). `FUZZ_ITERS=N` sets the rounds
+//! (default 2000: a debug admission with a device costs an Ed25519 verify and a store fsync).
+//!
+//! Properties: never a panic; an admission only for a verified device or a device-less
+//! operator; a store that loads keeps its invariant (every id is the hash of its key).
+
+use std::net::IpAddr;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use shardgate::auth::access::NetClass;
+use shardgate::auth::device::{self, DeviceIdentity};
+use shardgate::auth::pairing::{Pairing, PeerTerms};
+use shardgate::auth::store::{ApproveRequest, PairingStore};
+use shardgate::config::{Config, PairingMode};
+use shardgate::protocol::handshake::{self, HandshakeEnv};
+
+const NONCE: &str = "9c1e3c9e-2b39-4a7e-9f0c-2f7c7c0a1b11";
+const NOW: i64 = 1_700_000_000_000;
+
+fn iters() -> u32 {
+    std::env::var("FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+fn valid_params(id: &DeviceIdentity, scopes: &[&str]) -> Value {
+    let s: Vec<String> = scopes.iter().map(|x| x.to_string()).collect();
+    json!({
+        "minProtocol": 4, "maxProtocol": 4,
+        "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli", "deviceFamily": "Linux"},
+        "role": "operator", "scopes": s, "auth": {"token": "T", "totp": "123456"},
+        "device": id.sign_connect(NONCE, NOW, "cli", "cli", "operator", &s, "T", Some("linux"), Some("Linux")),
+    })
+}
+
+/// A random JSON value, small.
+fn random_value(r: &mut StdRng, depth: u32) -> Value {
+    match r.gen_range(0..if depth > 2 { 6 } else { 8 }) {
+        0 => Value::Null,
+        1 => json!(r.gen::<bool>()),
+        2 => json!(r.gen::<i64>()),
+        3 => json!(r.gen::<f64>()),
+        4 => json!(""),
+        5 => {
+            let n = r.gen_range(0..40);
+            json!((0..n)
+                .map(|_| r.gen_range(1u8..=127) as char)
+                .collect::<String>())
+        }
+        6 => Value::Array(
+            (0..r.gen_range(0..4))
+                .map(|_| random_value(r, depth + 1))
+                .collect(),
+        ),
+        _ => {
+            let mut m = serde_json::Map::new();
+            for _ in 0..r.gen_range(0..4) {
+                m.insert(
+                    format!("k{}", r.gen_range(0..5)),
+                    random_value(r, depth + 1),
+                );
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+/// Replaces, removes or retypes one field somewhere in `v`.
+fn mutate(r: &mut StdRng, v: &mut Value) {
+    match v {
+        Value::Object(m) if !m.is_empty() && r.gen_bool(0.7) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            let k = &keys[r.gen_range(0..keys.len())];
+            match r.gen_range(0..4) {
+                0 => {
+                    m.remove(k);
+                }
+                1 => {
+                    m.insert(k.clone(), random_value(r, 0));
+                }
+                _ => mutate(r, m.get_mut(k).unwrap()),
+            }
+        }
+        Value::Array(a) if !a.is_empty() && r.gen_bool(0.7) => {
+            let i = r.gen_range(0..a.len());
+            mutate(r, &mut a[i]);
+        }
+        Value::String(s) if r.gen_bool(0.5) => {
+            // Flip, cut or extend the string (signatures, keys, ids).
+            let mut b = s.clone().into_bytes();
+            match r.gen_range(0..3) {
+                0 if !b.is_empty() => {
+                    let i = r.gen_range(0..b.len());
+                    b[i] = r.gen_range(b'0'..=b'z');
+                }
+                1 => b.truncate(r.gen_range(0..=b.len())),
+                _ => b.extend((0..r.gen_range(1..8)).map(|_| r.gen_range(b'a'..=b'z'))),
+            }
+            *s = String::from_utf8_lossy(&b).into_owned();
+        }
+        other => *other = random_value(r, 0),
+    }
+}
+
+#[test]
+fn connect_params_never_panic_and_admit_only_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PairingStore::open(dir.path()).unwrap();
+    let mut cfg = Config::default();
+    cfg.gateway.auth.token = Some("T".into());
+    cfg.access.authentication.mfa.enabled = true;
+    let pairing = Pairing::new(&cfg);
+    let mut r = StdRng::seed_from_u64(0x5eed_c0de);
+    let ids: Vec<DeviceIdentity> = (0..4).map(|_| DeviceIdentity::generate()).collect();
+    let (mut execs, mut admitted, mut with_device) = (0u64, 0u64, 0u64);
+    for i in 0..iters() {
+        let id = &ids[i as usize % ids.len()];
+        let mut p = valid_params(id, &["operator.read"]);
+        for _ in 0..r.gen_range(0..4) {
+            mutate(&mut r, &mut p);
+        }
+        // Byte-level damage to the serialized form, half of the time.
+        if r.gen_bool(0.5) {
+            let mut text = p.to_string().into_bytes();
+            for _ in 0..r.gen_range(1..4) {
+                let i = r.gen_range(0..text.len());
+                text[i] = r.gen();
+            }
+            match serde_json::from_slice::<Value>(&text) {
+                Ok(v) => p = v,
+                Err(_) => continue,
+            }
+        }
+        let (net, policy) = match i % 3 {
+            0 => (NetClass::Localhost, &cfg.gateway.pairing.policies.localhost),
+            1 => (NetClass::Lan, &cfg.gateway.pairing.policies.lan),
+            _ => (NetClass::Wan, &cfg.gateway.pairing.policies.wan),
+        };
+        let env = HandshakeEnv {
+            auth: &cfg.gateway.auth,
+            nonce: NONCE,
+            now_ms: NOW,
+            direct_loopback: net == NetClass::Localhost,
+            store: &store,
+            terms: PeerTerms {
+                mode: [
+                    PairingMode::Strict,
+                    PairingMode::Lenient,
+                    PairingMode::Disabled,
+                ][(i / 3 % 3) as usize],
+                net,
+                policy,
+                mfa: &cfg.access.authentication.mfa,
+                pairing: &pairing,
+                peer_ip: IpAddr::from([10, 0, 0, 1]),
+                client_cert: None,
+                cert_auth: false,
+            },
+        };
+        execs += 1;
+        if let Ok((adm, _)) = handshake::admit(&p, &env) {
+            admitted += 1;
+            match &adm.device_id {
+                Some(d) => {
+                    with_device += 1;
+                    let key = device::parse_public_key(p["device"]["publicKey"].as_str().unwrap())
+                        .expect("admitted device has a valid key");
+                    assert_eq!(&device::device_id_for(&key), d);
+                }
+                None => assert!(adm.scopes.is_empty(), "device-less operator gets no scopes"),
+            }
+        }
+    }
+    eprintln!(
+        "fuzz connect: {execs} executions, {admitted} admitted ({with_device} with a device)"
+    );
+    assert!(execs > u64::from(iters()) / 3 && with_device > 0);
+}
+
+#[test]
+fn store_loader_never_panics_and_keeps_its_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed_store = PairingStore::open(dir.path()).unwrap();
+    for _ in 0..3 {
+        let id = DeviceIdentity::generate();
+        seed_store
+            .approve(
+                ApproveRequest {
+                    device_id: id.device_id(),
+                    public_key: id.public_key_b64url(),
+                    role: "operator".into(),
+                    scopes: vec!["operator.read".into()],
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap();
+    }
+    let good: Value = serde_json::from_slice(&std::fs::read(seed_store.path()).unwrap()).unwrap();
+    let file = seed_store.path().to_owned();
+    let mut r = StdRng::seed_from_u64(0x57_0e);
+    let (mut execs, mut loaded) = (0u64, 0u64);
+    for _ in 0..iters() {
+        let mut v = good.clone();
+        for _ in 0..r.gen_range(0..3) {
+            mutate(&mut r, &mut v);
+        }
+        let mut bytes = serde_json::to_vec(&v).unwrap();
+        if r.gen_bool(0.3) {
+            let i = r.gen_range(0..bytes.len());
+            bytes[i] = r.gen();
+        }
+        std::fs::write(&file, &bytes).unwrap();
+        execs += 1;
+        if let Ok(s) = PairingStore::open(dir.path()) {
+            loaded += 1;
+            for d in s.list() {
+                let key = device::parse_public_key(&d.public_key).expect("stored key parses");
+                assert_eq!(device::device_id_for(&key), d.device_id);
+            }
+        }
+    }
+    eprintln!("fuzz store loader: {execs} executions, {loaded} loaded");
+    assert!(loaded > 0 && loaded < execs);
+}
