@@ -9,6 +9,7 @@ use crate::config::{AuthMode, Config, Overrides};
 mod call;
 mod doctor;
 mod ops;
+mod watch;
 mod worker;
 
 /// shardgate: a thread-per-core, io_uring gateway for OpenClaw clients.
@@ -47,6 +48,8 @@ pub enum Command {
         #[command(flatten)]
         target: ops::Target,
     },
+    /// Watch a gateway from outside and raise `gateway_down` to a sink when it stops answering.
+    Watch(watch::WatchArgs),
     /// Lines of the gateway's log files (in the state dir) that contain PATTERN.
     Logs {
         /// Substring to look for.
@@ -247,6 +250,7 @@ pub fn run() -> i32 {
         Command::Call(a) => call::run(a),
         Command::Worker(a) => worker::main(a),
         Command::Gateway { cmd, target } => report(ops::gateway(cmd, &target)),
+        Command::Watch(a) => watch::main(a),
         Command::Queue { cmd, target } => report(ops::queue(cmd, &target)),
         Command::Logs {
             grep,

@@ -97,7 +97,7 @@ pub struct MonitoringConfig {
     pub evaluation_interval: Millis,
     /// Alert rules: `high_latency` (p95 ms > threshold, default 1000), `connection_loss`
     /// (connections < threshold × 0.5), `queue_backlog`, `memory_pressure`. `gateway_down` is
-    /// raised from outside by `shardgate gateway watch`.
+    /// raised from outside by `shardgate watch`.
     pub alerts: Vec<AlertRule>,
     /// Notification sinks by name.
     pub sinks: std::collections::BTreeMap<String, SinkConfig>,
@@ -933,7 +933,7 @@ impl Config {
             ) {
                 return bad(
                     &format!("monitoring.alerts[{i}].name"),
-                    format!("unknown alert {:?} (high_latency, connection_loss, queue_backlog, memory_pressure; gateway_down is raised by `shardgate gateway watch`)", a.name),
+                    format!("unknown alert {:?} (high_latency, connection_loss, queue_backlog, memory_pressure; gateway_down is raised by `shardgate watch`)", a.name),
                 );
             }
             for ch in &a.channels {

@@ -4,7 +4,7 @@
 //!
 //! Alerts: each rule has a state (ok/firing); only transitions are sent (de-duplicated), each
 //! delivery retried with exponential backoff. `gateway_down` cannot be raised by a dead
-//! gateway about itself: `shardgate gateway watch` (or a peer gateway) raises it by polling
+//! gateway about itself: `shardgate watch` (or a peer gateway) raises it by polling
 //! `/health` from outside, using the same sink payloads.
 //!
 //! Shedding: the process RSS is sampled every second; above 90% of `maxRss` the gateway stops

@@ -167,3 +167,32 @@ fn small_max_rss_sheds_new_connections_and_says_so() {
     // Health stays reachable for the operator's probes.
     assert_eq!(http_get(gw.port, "/healthz").0, 200);
 }
+
+#[test]
+fn watch_raises_gateway_down_from_outside() {
+    let rx = Receiver::start(0);
+    let gw = Gateway::standard(None);
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_shardgate"))
+        .args(["watch", "--addr", &format!("127.0.0.1:{}", gw.port)])
+        .args(["--sink", &format!("http://127.0.0.1:{}/down", rx.port)])
+        .args([
+            "--interval",
+            "100ms",
+            "--failure-threshold",
+            "2",
+            "--success-threshold",
+            "1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // While the gateway answers, nothing is sent; once it is gone, gateway_down fires.
+    drop(gw);
+    let got = rx.wait("gateway_down", |g| !g.is_empty());
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(got[0].0, "/down");
+    assert_eq!(got[0].1["alert"], "gateway_down");
+    assert_eq!(got[0].1["status"], "firing");
+    assert_eq!(got[0].1["severity"], "critical");
+}
