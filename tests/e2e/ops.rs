@@ -358,3 +358,15 @@ fn doctor_passes_then_finds_a_planted_problem() {
         .clone();
     assert_eq!(c["status"], "warn", "{c}");
 }
+
+#[test]
+fn gateway_audit_security_lists_findings() {
+    let gw = Gateway::standard(None);
+    let v = cli_json(&gw, &["gateway", "audit", "--security"]);
+    let findings = v["findings"].as_array().expect("findings");
+    for f in findings {
+        assert!(f["severity"].is_string() && f["id"].is_string(), "{f}");
+    }
+    let t = cli_text(&gw, &["gateway", "audit", "--security"]);
+    assert!(t.contains("severity") || t.contains("no findings"), "{t}");
+}
