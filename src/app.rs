@@ -309,9 +309,18 @@ async fn shard_main(
 
     let purger = {
         let shard = shard.clone();
+        // Housekeeping once a minute, or at half the shortest cache ttl (at least 100 ms).
+        let caching = &shard.config().memory.caching;
+        let period = [caching.session.ttl, caching.message.ttl]
+            .iter()
+            .flatten()
+            .map(|t| t.0 / 2)
+            .fold(60_000, u64::min)
+            .max(100);
         glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(Duration::from_secs(60)).await;
+                glommio::timer::sleep(Duration::from_millis(period)).await;
+                crate::ops::deps::trim_caches(&shard, now_ms());
                 crate::queue::purge_dead(&shard, now_ms());
                 shard.sessions.dedup.borrow_mut().expire(now_ms());
                 shard.queue.traces.borrow_mut().expire(now_ms());
@@ -322,6 +331,7 @@ async fn shard_main(
     if ctx.id.0 == 0 {
         glommio::spawn_local(crate::ops::monitor::shed_loop(shard.clone())).detach();
         glommio::spawn_local(crate::ops::monitor::alert_loop(shard.clone())).detach();
+        glommio::spawn_local(crate::ops::deps::check_loop(shard.clone())).detach();
     }
     crate::transport::server::accept_loop(shard.clone(), listener, wait_flag(&shared.shutdown))
         .await;

@@ -208,6 +208,8 @@ pub struct GatewayShard {
     pub inflight: Cell<usize>,
     pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
     next_pending: Cell<u64>,
+    /// Dependency health states (shard 0 checks them).
+    pub deps: crate::ops::deps::Deps,
     /// Alert states (shard 0 evaluates them).
     pub alert_state: RefCell<Vec<(String, bool)>>,
     /// Last `system-event` heartbeat text seen here.
@@ -249,6 +251,7 @@ impl GatewayShard {
             next_pending: Cell::new(1),
             last_heartbeat: RefCell::new(None),
             alert_state: RefCell::new(Vec::new()),
+            deps: Default::default(),
         })
     }
 

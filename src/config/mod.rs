@@ -89,6 +89,28 @@ impl Default for PoolConfig {
     }
 }
 
+/// `gateway.health`: dependency checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HealthConfig {
+    /// Period of the checks. Default "30s".
+    pub check_interval: Millis,
+    /// Consecutive failures before a dependency is unhealthy. Default 3.
+    pub failure_threshold: u32,
+    /// Consecutive successes before it is healthy again. Default 2.
+    pub success_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check_interval: Millis(30_000),
+            failure_threshold: 3,
+            success_threshold: 2,
+        }
+    }
+}
+
 /// `monitoring`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -145,6 +167,31 @@ pub struct SinkConfig {
 pub struct MemoryConfig {
     /// Caps.
     pub limits: MemoryLimits,
+    /// Cache bounds.
+    pub caching: CachingConfig,
+}
+
+/// `memory.caching`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CachingConfig {
+    /// Sessions: idle ones expire after `ttl`; past `maxSize` (all shards) the oldest idle go.
+    pub session: CacheLimit,
+    /// Routing: accepted for the seed's shape; routing is a fixed hash, there is nothing to
+    /// cache (no effect).
+    pub routing: CacheLimit,
+    /// Messages: per-session history bound (`maxSize` overrides `agents.historyLimit`) and age.
+    pub message: CacheLimit,
+}
+
+/// One cache's bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct CacheLimit {
+    /// Most entries. Default unlimited.
+    pub max_size: Option<usize>,
+    /// Longest idle life. Default forever.
+    pub ttl: Option<Millis>,
 }
 
 /// `memory.limits`
@@ -354,6 +401,8 @@ pub struct GatewayConfig {
     pub dangerously_enable_ws_echo: bool,
     /// Node command policy.
     pub nodes: NodesConfig,
+    /// Dependency health checks.
+    pub health: HealthConfig,
     /// Capability negotiation: providers per capability (seed `gateway.nodeCapabilities`).
     pub node_capabilities: std::collections::BTreeMap<String, CapabilityConfig>,
     /// Device pairing policies (seed article `gateway.pairing`).
@@ -387,6 +436,10 @@ pub struct NodesConfig {
     pub allow_commands: Vec<String>,
     /// Commands never invoked, even when declared and allowed.
     pub deny_commands: Vec<String>,
+    /// Nodes need an operator's approval (`node.pair.*`) of their command set; a node
+    /// declaring commands outside its approved set files a request at connect and keeps only
+    /// the approved set meanwhile.
+    pub require_pairing: bool,
 }
 
 impl Default for GatewayConfig {
@@ -405,6 +458,7 @@ impl Default for GatewayConfig {
             drain_timeout_ms: 10_000,
             dangerously_enable_ws_echo: false,
             nodes: NodesConfig::default(),
+            health: HealthConfig::default(),
             node_capabilities: Default::default(),
             pairing: PairingConfig::default(),
             tls: TlsConfig::default(),
@@ -964,6 +1018,16 @@ impl Config {
         }
         self.validate_security()?;
         Ok(())
+    }
+
+    /// Messages kept per session: `memory.caching.message.maxSize` when set, else
+    /// `agents.historyLimit`.
+    pub fn history_limit(&self) -> usize {
+        self.memory
+            .caching
+            .message
+            .max_size
+            .unwrap_or(self.agents.history_limit)
     }
 
     /// The state directory: config, else `~/.shardgate`.

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod audit;
+pub mod deps;
 pub mod metrics;
 pub mod monitor;

@@ -160,6 +160,16 @@ pub enum GatewayError {
     DeviceCertMismatch,
     /// No pending pairing request has this id (unknown, resolved or expired).
     ApprovalNotFound(String),
+    /// `node.invoke` of a command outside the node's approved set
+    /// (`gateway.nodes.requirePairing`).
+    NodeCommandNotApproved {
+        /// The node.
+        node_id: String,
+        /// The refused command.
+        command: String,
+        /// The pending `node.pair.request` that would approve it, if any.
+        request_id: Option<String>,
+    },
 }
 
 /// How an error appears on the wire.
@@ -573,6 +583,26 @@ impl GatewayError {
                 ApprovalNotFound,
                 format!("unknown pairing request: {id}"),
                 detail("APPROVAL_NOT_FOUND"),
+                false,
+                None,
+                None,
+            ),
+            E::NodeCommandNotApproved {
+                node_id,
+                command,
+                request_id,
+            } => (
+                NotPaired,
+                match request_id {
+                    Some(r) => format!(
+                        "command {command} is not approved for node {node_id}: pairing request {r} awaits an operator"
+                    ),
+                    None => format!(
+                        "command {command} is not approved for node {node_id}: node not paired for it"
+                    ),
+                },
+                Some(json!({"code": "NODE_COMMAND_NOT_APPROVED", "nodeId": node_id,
+                            "command": command, "requestId": request_id})),
                 false,
                 None,
                 None,

@@ -40,7 +40,7 @@ pub async fn deliver(
             session.push_history(
                 json!({"role": "outbound", "channel": channel, "to": to,
                        "content": [{"type": "text", "text": job.message}], "timestamp": now_ms(), "runId": job.run_id}),
-                shard.config().agents.history_limit,
+                shard.config().history_limit(),
             );
             Ok(job.message.clone())
         }

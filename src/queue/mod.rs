@@ -826,7 +826,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         r.status = "running".into();
         r.started_at = Some(started);
     });
-    let limit = cfg.agents.history_limit;
+    let limit = cfg.history_limit();
     if !matches!(job.kind, JobKind::Send { .. }) {
         session.push_history(
             json!({"role": "user", "content": [{"type": "text", "text": job.message}], "timestamp": job.accepted_at, "runId": job.run_id}),

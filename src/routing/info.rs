@@ -27,8 +27,16 @@ pub async fn health(shard: &Rc<GatewayShard>) -> Value {
         .filter_map(|v| v["connections"].as_u64())
         .sum();
     let agent = shard.config().agents.default_agent.clone();
+    let deps = shard.gather(|s| crate::ops::deps::rows(s)).await;
+    let deps: Vec<Value> = deps
+        .into_iter()
+        .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+        .collect();
+    let all_healthy = deps.iter().all(|d| d["healthy"] == true);
     json!({
         "ok": true,
+        "dependencies": deps,
+        "dependenciesHealthy": all_healthy,
         "ts": now_ms(),
         "durationMs": t0.elapsed().as_millis() as u64,
         "channels": {}, "channelOrder": [], "channelLabels": {},

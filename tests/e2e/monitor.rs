@@ -31,7 +31,10 @@ impl Receiver {
             for s in l.incoming().flatten() {
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let mut line = String::new();
-                r.read_line(&mut line).unwrap();
+                // The gateway's dependency checks connect without sending a request.
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let mut len = 0;
                 loop {
@@ -195,4 +198,68 @@ fn watch_raises_gateway_down_from_outside() {
     assert_eq!(got[0].1["alert"], "gateway_down");
     assert_eq!(got[0].1["status"], "firing");
     assert_eq!(got[0].1["severity"], "critical");
+}
+
+#[test]
+fn dependency_checks_use_the_thresholds() {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = format!(
+        "{{gateway: {{health: {{checkInterval: '100ms', failureThreshold: 2, successThreshold: 1}}}},
+          channels: {{down: {{kind: 'webhook', url: 'http://127.0.0.1:1/x'}},
+                      up: {{kind: 'webhook', url: 'http://127.0.0.1:{}/x'}}}}}}",
+        up.local_addr().unwrap().port()
+    );
+    let gw = Gateway::standard(Some(&cfg));
+    let mut c = gw.operator(&[READ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = c.request_ok("health", serde_json::json!({}));
+        let deps = h["dependencies"].as_array().unwrap().clone();
+        let get = |n: &str| deps.iter().find(|d| d["name"] == n).cloned();
+        if let (Some(down), Some(upd)) = (get("channel:down"), get("channel:up")) {
+            if down["healthy"] == false {
+                assert!(down["consecutiveFailures"].as_u64().unwrap() >= 2, "{down}");
+                assert_eq!(upd["healthy"], true, "{upd}");
+                assert_eq!(h["dependenciesHealthy"], false);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no unhealthy dependency: {h}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn session_and_message_caches_are_bounded() {
+    let gw = Gateway::standard(Some(
+        "{memory: {caching: {session: {ttl: '300ms'}, message: {maxSize: 2}}}}",
+    ));
+    let mut c = gw.operator(&[READ, WRITE]);
+    for i in 0..3 {
+        c.run_agent("agent:main:cached", &format!("m{i}"), &format!("cache-{i}"));
+    }
+    let h = c.request_ok(
+        "chat.history",
+        serde_json::json!({"sessionKey": "agent:main:cached"}),
+    );
+    assert_eq!(
+        h["messages"].as_array().unwrap().len(),
+        2,
+        "message.maxSize: {h}"
+    );
+    // Idle past session.ttl: the session goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = c.request_ok("sessions.list", serde_json::json!({}));
+        if !l["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["key"] == "agent:main:cached")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "idle session never expired: {l}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,0 +1,634 @@
+//! Node pairing (issue 5, PROTOCOL.md §5): an operator approves the command set of a node.
+//!
+//! With `gateway.nodes.requirePairing`, a node is invoked only with commands of its approved
+//! set. A node that declares commands outside that set (at connect, or with
+//! `node.pair.request`) files a pending request, announced to operators as
+//! `node.pair.requested`; meanwhile it keeps its approved set and `node.invoke` of a new
+//! command is refused with `NOT_PAIRED` / `details.code: "NODE_COMMAND_NOT_APPROVED"`.
+//! `node.pair.approve` replaces the approved set with the requested one, `node.pair.reject`
+//! drops the request; both announce `node.pair.resolved` (to operators and to the node).
+//!
+//! Invariants a reader must keep:
+//! - Pending requests and approved sets are process-wide ([`NodePairing`] in
+//!   [`crate::shard::Shared`]) behind a mutex touched at node connect and by the pairing
+//!   methods only. The invoke path reads the replica in each shard's node registry
+//!   ([`super::NodeInfo::approved`]), refreshed by [`sync`] after every change; [`sync`] reads
+//!   the shared state when it runs, so replicas converge whatever order broadcasts arrive in.
+//! - One pending request per node: asking again with the same commands and caps returns the
+//!   same id; asking with a different set supersedes the old request.
+//! - Approved sets persist in `<state_dir>/nodes/paired.json` (written atomically, `0600`).
+#![allow(
+    clippy::disallowed_types,
+    reason = "node pairing state is shared by all shards and touched at connect/pairing only"
+)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::protocol::error::GatewayError;
+use crate::shard::{now_ms, Caller, GatewayShard};
+use crate::transport::conn::Conn;
+
+/// The approved command set of a node, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovedNode {
+    /// The node.
+    pub node_id: String,
+    /// Commands it may be invoked with.
+    pub commands: Vec<String>,
+    /// Capabilities it declared when approved.
+    #[serde(default)]
+    pub caps: Vec<String>,
+    /// Its display name when approved.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// When approved, ms since the epoch.
+    pub approved_at_ms: i64,
+    /// The approving operator (device id or client id).
+    #[serde(default)]
+    pub approved_by: Option<String>,
+}
+
+impl ApprovedNode {
+    fn to_json(&self) -> Value {
+        json!({"nodeId": self.node_id, "commands": self.commands, "caps": self.caps,
+               "displayName": self.display_name, "approvedAtMs": self.approved_at_ms,
+               "approvedBy": self.approved_by})
+    }
+}
+
+/// A node waiting for an operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePairRequest {
+    /// The id an operator approves.
+    pub request_id: String,
+    /// The node.
+    pub node_id: String,
+    /// The command set asked for.
+    pub commands: Vec<String>,
+    /// Declared capabilities.
+    pub caps: Vec<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// The approved set when it asked (empty if never paired).
+    pub approved: Option<Vec<String>>,
+    /// When it asked, ms since the epoch.
+    pub created_at_ms: i64,
+}
+
+impl NodePairRequest {
+    /// The wire shape (`node.pair.list`, `node.pair.requested`).
+    pub fn to_json(&self) -> Value {
+        let new: Vec<&String> = self
+            .commands
+            .iter()
+            .filter(|c| !self.approved.as_ref().is_some_and(|a| a.contains(c)))
+            .collect();
+        json!({"requestId": self.request_id, "nodeId": self.node_id, "commands": self.commands,
+               "caps": self.caps, "displayName": self.display_name,
+               "approvedCommands": self.approved, "newCommands": new,
+               "isRepair": self.approved.is_some(), "ts": self.created_at_ms})
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    approved: BTreeMap<String, ApprovedNode>,
+    pending: BTreeMap<String, NodePairRequest>,
+}
+
+/// Outcome of [`NodePairing::file`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filed {
+    /// The approved set covers what was asked: nothing to approve.
+    Covered,
+    /// A request is pending; `new` when it was just filed, `superseded` the request it replaced.
+    Pending {
+        /// The pending request.
+        request: NodePairRequest,
+        /// Just filed (announce it).
+        new: bool,
+        /// An older request of the same node it replaced.
+        superseded: Option<String>,
+    },
+}
+
+/// Process-wide node pairing state.
+#[derive(Debug)]
+pub struct NodePairing {
+    inner: Mutex<Inner>,
+    /// `<state_dir>/nodes`; `None` keeps approvals in memory only.
+    dir: Option<PathBuf>,
+    ttl_ms: i64,
+}
+
+const FILE: &str = "paired.json";
+
+impl NodePairing {
+    /// Loads the approved sets from `<state_dir>/nodes/paired.json` (creating the directory).
+    pub fn open(state_dir: &Path, cfg: &Config) -> io::Result<NodePairing> {
+        let dir = state_dir.join("nodes");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let approved = match fs::read(dir.join(FILE)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", dir.join(FILE).display()),
+                )
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(NodePairing {
+            inner: Mutex::new(Inner {
+                approved,
+                pending: BTreeMap::new(),
+            }),
+            dir: Some(dir),
+            ttl_ms: cfg.gateway.pairing.pending_ttl.0 as i64,
+        })
+    }
+
+    /// In memory only (tests).
+    pub fn in_memory(cfg: &Config) -> NodePairing {
+        NodePairing {
+            inner: Mutex::new(Inner::default()),
+            dir: None,
+            ttl_ms: cfg.gateway.pairing.pending_ttl.0 as i64,
+        }
+    }
+
+    fn lock(&self, now_ms: i64) -> std::sync::MutexGuard<'_, Inner> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl_ms;
+        g.pending.retain(|_, r| now_ms - r.created_at_ms < ttl);
+        g
+    }
+
+    /// The approved set of a node.
+    pub fn approved(&self, node_id: &str) -> Option<ApprovedNode> {
+        self.lock(now_ms()).approved.get(node_id).cloned()
+    }
+
+    /// The pending request of a node.
+    pub fn pending_for(&self, node_id: &str, now_ms: i64) -> Option<NodePairRequest> {
+        self.lock(now_ms)
+            .pending
+            .values()
+            .find(|r| r.node_id == node_id)
+            .cloned()
+    }
+
+    /// Files a request for `commands` (or finds the approved set covers them).
+    pub fn file(
+        &self,
+        node_id: &str,
+        commands: &[String],
+        caps: &[String],
+        display_name: Option<String>,
+        now_ms: i64,
+    ) -> Filed {
+        let mut g = self.lock(now_ms);
+        let approved = g.approved.get(node_id).map(|a| a.commands.clone());
+        if approved
+            .as_ref()
+            .is_some_and(|a| commands.iter().all(|c| a.contains(c)))
+        {
+            return Filed::Covered;
+        }
+        let mut commands = commands.to_vec();
+        commands.sort();
+        commands.dedup();
+        let old = g
+            .pending
+            .values()
+            .find(|r| r.node_id == node_id)
+            .cloned();
+        if let Some(r) = &old {
+            if r.commands == commands && r.caps == caps {
+                return Filed::Pending {
+                    request: r.clone(),
+                    new: false,
+                    superseded: None,
+                };
+            }
+            g.pending.remove(&r.request_id);
+        }
+        let request = NodePairRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            node_id: node_id.to_owned(),
+            commands,
+            caps: caps.to_vec(),
+            display_name,
+            approved,
+            created_at_ms: now_ms,
+        };
+        g.pending
+            .insert(request.request_id.clone(), request.clone());
+        Filed::Pending {
+            request,
+            new: true,
+            superseded: old.map(|r| r.request_id),
+        }
+    }
+
+    /// Pending requests (oldest first) and approved nodes.
+    pub fn list(&self, now_ms: i64) -> (Vec<NodePairRequest>, Vec<ApprovedNode>) {
+        let g = self.lock(now_ms);
+        let mut p: Vec<_> = g.pending.values().cloned().collect();
+        p.sort_by_key(|r| r.created_at_ms);
+        (p, g.approved.values().cloned().collect())
+    }
+
+    /// Removes a pending request.
+    pub fn reject(&self, request_id: &str, now_ms: i64) -> Option<NodePairRequest> {
+        self.lock(now_ms).pending.remove(request_id)
+    }
+
+    /// Approves a pending request: its command set becomes the node's approved set (persisted
+    /// before it takes effect; on a write failure nothing changes).
+    pub fn approve(
+        &self,
+        request_id: &str,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<Option<(NodePairRequest, ApprovedNode)>, io::Error> {
+        let mut g = self.lock(now_ms);
+        let Some(r) = g.pending.get(request_id).cloned() else {
+            return Ok(None);
+        };
+        let a = ApprovedNode {
+            node_id: r.node_id.clone(),
+            commands: r.commands.clone(),
+            caps: r.caps.clone(),
+            display_name: r.display_name.clone(),
+            approved_at_ms: now_ms,
+            approved_by: Some(by.to_owned()),
+        };
+        let mut next = g.approved.clone();
+        next.insert(r.node_id.clone(), a.clone());
+        self.persist(&next)?;
+        g.approved = next;
+        g.pending.remove(request_id);
+        Ok(Some((r, a)))
+    }
+
+    /// Writes the approved sets atomically: a new `0600` temp file in the same directory,
+    /// fsync, rename, fsync of the directory.
+    fn persist(&self, approved: &BTreeMap<String, ApprovedNode>) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut bytes = serde_json::to_vec_pretty(approved)?;
+        bytes.push(b'\n');
+        let tmp = dir.join(format!(".{FILE}.{}.tmp", uuid::Uuid::new_v4()));
+        let write_tmp = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        };
+        if let Err(e) = write_tmp().and_then(|()| fs::rename(&tmp, dir.join(FILE))) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        File::open(dir).and_then(|d| d.sync_all())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry replicas and events
+// ---------------------------------------------------------------------------------------------
+
+/// Refreshes the pairing view of `node_id` in this shard's registry replica from the shared
+/// state (and, with `declared`, replaces its declared commands).
+fn apply(s: &GatewayShard, node_id: &str, declared: Option<&[String]>) {
+    let approved = s.shared.node_pairing.approved(node_id);
+    let pending = s.shared.node_pairing.pending_for(node_id, now_ms());
+    let mut reg = s.nodes.registry.borrow_mut();
+    let Some(n) = reg.get_mut(node_id) else {
+        return;
+    };
+    if let Some(d) = declared {
+        n.commands = d.to_vec();
+        n.row["commands"] = json!(d);
+    }
+    n.approved = approved.map(|a| a.commands);
+    n.pending_request = pending.map(|r| r.request_id);
+    n.row["approvedCommands"] = json!(n.approved);
+    n.row["pairing"] = json!(match (&n.approved, &n.pending_request) {
+        (_, Some(_)) => "pending",
+        (Some(_), None) => "paired",
+        (None, None) => "unpaired",
+    });
+    n.row["pendingRequestId"] = json!(n.pending_request);
+}
+
+/// Refreshes the pairing view of a node in every shard's registry.
+pub fn sync(shard: &Rc<GatewayShard>, node_id: &str) {
+    let id = node_id.to_owned();
+    shard.broadcast(move |s| apply(s, &id, None));
+}
+
+/// Called on the node's shard when its registry entry is inserted.
+pub(crate) fn apply_local(s: &GatewayShard, node_id: &str) {
+    apply(s, node_id, None);
+}
+
+fn can_pair(c: &Conn) -> bool {
+    c.auth.borrow().as_ref().is_some_and(|a| {
+        a.role == "operator"
+            && a.scopes
+                .iter()
+                .any(|s| s == crate::protocol::authz::PAIRING || s == crate::protocol::authz::ADMIN)
+    })
+}
+
+/// Sends a pairing event to every operator allowed to act on it, and to the node itself.
+fn emit(shard: &Rc<GatewayShard>, name: &'static str, node_id: &str, payload: Value) {
+    if let Some(conn) = shard
+        .nodes
+        .registry
+        .borrow()
+        .get(node_id)
+        .map(|n| n.conn)
+    {
+        shard.event_to(conn, name, &payload, true);
+    }
+    let text = payload.to_string();
+    shard.broadcast(move |s| s.event_local_all(name, &text, true, false, can_pair));
+}
+
+fn announce(shard: &Rc<GatewayShard>, filed: &Filed) {
+    let Filed::Pending {
+        request,
+        new: true,
+        superseded,
+    } = filed
+    else {
+        return;
+    };
+    if let Some(old) = superseded {
+        emit(
+            shard,
+            "node.pair.resolved",
+            &request.node_id,
+            json!({"requestId": old, "nodeId": request.node_id, "decision": "superseded",
+                   "supersededBy": request.request_id, "ts": now_ms()}),
+        );
+    }
+    tracing::info!(shard = %shard.id, request = %request.request_id, node = %request.node_id,
+        commands = ?request.commands, "node pairing requested");
+    emit(
+        shard,
+        "node.pair.requested",
+        &request.node_id,
+        request.to_json(),
+    );
+}
+
+/// At node connect (on the node's shard, before its registry entry is broadcast): with
+/// `requirePairing`, files a request when the declared commands exceed the approved set.
+pub fn on_connect(
+    shard: &Rc<GatewayShard>,
+    node_id: &str,
+    commands: &[String],
+    caps: &[String],
+    display_name: Option<String>,
+) {
+    if !shard.config().gateway.nodes.require_pairing {
+        return;
+    }
+    let filed = shard
+        .shared
+        .node_pairing
+        .file(node_id, commands, caps, display_name, now_ms());
+    announce(shard, &filed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Methods
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `method` is answered here.
+pub fn handles(method: &str) -> bool {
+    matches!(
+        method,
+        "node.pair.request"
+            | "node.pair.list"
+            | "node.pair.approve"
+            | "node.pair.reject"
+            | "node.pair.verify"
+    )
+}
+
+fn param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
+    match p.get(k) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        _ => Err(GatewayError::InvalidParams(format!(
+            "invalid params: missing {k}"
+        ))),
+    }
+}
+
+fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
+    match p.get(k) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_owned).ok_or_else(|| {
+                    GatewayError::InvalidParams(format!("invalid params: {k} must be strings"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(GatewayError::InvalidParams(format!(
+            "invalid params: {k} must be an array"
+        ))),
+    }
+}
+
+/// Runs a `node.pair.*` method (`node.pair.request` from a node or a pairing operator; the
+/// others need `operator.pairing`, checked by authz).
+pub fn call(
+    shard: &Rc<GatewayShard>,
+    caller: &Caller,
+    method: &str,
+    p: &Value,
+) -> Result<Value, GatewayError> {
+    let np = &shard.shared.node_pairing;
+    let now = now_ms();
+    let me = caller
+        .auth
+        .device_id
+        .clone()
+        .unwrap_or_else(|| caller.auth.client.id.clone());
+    match method {
+        "node.pair.request" => {
+            let is_node = caller.auth.role == "node";
+            let node_id = match p.get("nodeId").and_then(|v| v.as_str()) {
+                Some(id) if is_node && id != me => {
+                    return Err(GatewayError::InvalidParams(
+                        "nodeId does not match the calling node".into(),
+                    ))
+                }
+                Some(id) if !id.is_empty() => id.to_owned(),
+                _ if is_node => me.clone(),
+                _ => return Err(GatewayError::InvalidParams("invalid params: missing nodeId".into())),
+            };
+            let commands = strings(p, "commands")?;
+            let caps = strings(p, "caps")?;
+            let display_name = p
+                .get("displayName")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            let filed = np.file(&node_id, &commands, &caps, display_name, now);
+            announce(shard, &filed);
+            if is_node {
+                // The request re-declares the node's commands.
+                let id = node_id.clone();
+                shard.broadcast(move |s| apply(s, &id, Some(&commands)));
+            } else {
+                sync(shard, &node_id);
+            }
+            Ok(match filed {
+                Filed::Covered => json!({"status": "paired", "nodeId": node_id,
+                    "commands": np.approved(&node_id).map(|a| a.commands)}),
+                Filed::Pending { request, new, .. } => json!({"status": "pending",
+                    "nodeId": node_id, "requestId": request.request_id, "created": new,
+                    "request": request.to_json()}),
+            })
+        }
+        "node.pair.list" => {
+            let (pending, paired) = np.list(now);
+            Ok(json!({
+                "pending": pending.iter().map(NodePairRequest::to_json).collect::<Vec<_>>(),
+                "paired": paired.iter().map(ApprovedNode::to_json).collect::<Vec<_>>(),
+            }))
+        }
+        "node.pair.approve" => {
+            let id = param(p, "requestId")?;
+            let (r, a) = np
+                .approve(id, &me, now)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "node pairing store");
+                    GatewayError::AgentFailed(format!("node pairing store: {e}"))
+                })?
+                .ok_or_else(|| GatewayError::ApprovalNotFound(id.to_owned()))?;
+            tracing::info!(request = %id, node = %r.node_id, by = %me, commands = ?a.commands, "node pairing approved");
+            sync(shard, &r.node_id);
+            emit(
+                shard,
+                "node.pair.resolved",
+                &r.node_id,
+                json!({"requestId": id, "nodeId": r.node_id, "decision": "approved",
+                       "commands": a.commands, "ts": now}),
+            );
+            Ok(json!({"requestId": id, "node": a.to_json()}))
+        }
+        "node.pair.reject" => {
+            let id = param(p, "requestId")?;
+            let r = np
+                .reject(id, now)
+                .ok_or_else(|| GatewayError::ApprovalNotFound(id.to_owned()))?;
+            tracing::info!(request = %id, node = %r.node_id, by = %me, "node pairing rejected");
+            sync(shard, &r.node_id);
+            emit(
+                shard,
+                "node.pair.resolved",
+                &r.node_id,
+                json!({"requestId": id, "nodeId": r.node_id, "decision": "rejected",
+                       "approvedCommands": r.approved, "ts": now}),
+            );
+            Ok(json!({"requestId": id, "nodeId": r.node_id, "approvedCommands": r.approved}))
+        }
+        "node.pair.verify" => {
+            let node_id = param(p, "nodeId")?;
+            let approved = np.approved(node_id);
+            let pending = np.pending_for(node_id, now);
+            let live = shard.nodes.registry.borrow().get(node_id).cloned();
+            let declared = live.as_ref().map(|n| n.commands.clone());
+            let unapproved: Vec<String> = declared
+                .iter()
+                .flatten()
+                .filter(|c| !approved.as_ref().is_some_and(|a| a.commands.contains(c)))
+                .cloned()
+                .collect();
+            Ok(json!({
+                "nodeId": node_id,
+                "paired": approved.is_some(),
+                "verified": approved.is_some() && unapproved.is_empty() && pending.is_none(),
+                "approvedCommands": approved.as_ref().map(|a| &a.commands),
+                "approvedAtMs": approved.as_ref().map(|a| a.approved_at_ms),
+                "caps": approved.as_ref().map(|a| &a.caps),
+                "connected": live.is_some(),
+                "declaredCommands": declared,
+                "unapprovedCommands": unapproved,
+                "pendingRequestId": pending.map(|r| r.request_id),
+                "requirePairing": shard.config().gateway.nodes.require_pairing,
+            }))
+        }
+        other => Err(GatewayError::UnknownMethod(other.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn request_approve_persist_and_reapproval() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::default();
+        let np = NodePairing::open(dir.path(), &cfg).unwrap();
+        let Filed::Pending { request, new, .. } = np.file("n1", &s(&["a"]), &[], None, 0) else {
+            panic!("expected pending")
+        };
+        assert!(new);
+        assert!(matches!(
+            np.file("n1", &s(&["a"]), &[], None, 1),
+            Filed::Pending { new: false, .. }
+        ));
+        np.approve(&request.request_id, "op", 2).unwrap().unwrap();
+        assert_eq!(np.file("n1", &s(&["a"]), &[], None, 3), Filed::Covered);
+        let path = dir.path().join("nodes").join(FILE);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = NodePairing::open(dir.path(), &cfg).unwrap();
+        assert_eq!(again.approved("n1").unwrap().commands, s(&["a"]));
+        let Filed::Pending { request, .. } = again.file("n1", &s(&["a", "b"]), &[], None, 4)
+        else {
+            panic!("new command needs re-approval")
+        };
+        assert_eq!(request.approved, Some(s(&["a"])));
+        assert_eq!(request.to_json()["newCommands"], json!(["b"]));
+        let Filed::Pending { superseded, .. } = again.file("n1", &s(&["a", "c"]), &[], None, 5)
+        else {
+            panic!()
+        };
+        assert_eq!(superseded, Some(request.request_id.clone()));
+        assert!(again.reject(&request.request_id, 6).is_none());
+        assert_eq!(again.approved("n1").unwrap().commands, s(&["a"]));
+    }
+}
