@@ -158,6 +158,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     }
     let access = crate::auth::access::Access::new(&config);
     let pairing = crate::auth::pairing::Pairing::new(&config);
+    let node_pairing = crate::node::pairing::NodePairing::open(&state_dir, &config)
+        .context("paired node store")?;
     let plan = shards::pool::io_memory_plan(shards_n).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
         memlock_kib = plan.memlock_limit / 1024,
@@ -183,6 +185,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         store,
         limits: PeerLimits::default(),
         pairing,
+        node_pairing,
         access,
         tls,
         started: Instant::now(),

@@ -116,6 +116,8 @@ pub struct Shared {
     pub limits: PeerLimits,
     /// Pending pairing requests and the TOTP replay guard.
     pub pairing: crate::auth::pairing::Pairing,
+    /// Node pairing: pending `node.pair.request`s and approved command sets.
+    pub node_pairing: crate::node::pairing::NodePairing,
     /// IP allowlist, connections per IP, origins, network classes.
     pub access: crate::auth::access::Access,
     /// TLS acceptor state (when `gateway.tls.enabled`), reloaded on rotation.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub mod caps;
+pub mod pairing;
 pub mod worker;
 
 use crate::protocol::error::GatewayError;
@@ -50,6 +51,11 @@ pub struct NodeInfo {
     pub commands: Vec<String>,
     /// For agent workers (`client.mode: "worker"`): the agents it serves.
     pub agents: Vec<String>,
+    /// Its operator-approved command set (`node.pair.*`), `None` if never paired. With
+    /// `gateway.nodes.requirePairing`, only these commands are invoked.
+    pub approved: Option<Vec<String>>,
+    /// Its pending `node.pair.request`, if any.
+    pub pending_request: Option<String>,
 }
 
 /// Where the answer of an invoke goes.
@@ -154,13 +160,25 @@ pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_par
         row,
         commands: adm.params.commands.clone(),
         agents,
+        approved: None,
+        pending_request: None,
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
+    if adm.client.mode != "worker" {
+        pairing::on_connect(
+            shard,
+            &id,
+            &adm.params.commands,
+            &adm.params.caps,
+            adm.client.display_name.clone(),
+        );
+    }
     shard.broadcast(move |s| {
         s.nodes
             .registry
             .borrow_mut()
             .insert(info.node_id.clone(), info.clone());
+        pairing::apply_local(s, &info.node_id);
     });
 }
 
@@ -274,6 +292,15 @@ fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
         return Err(GatewayError::InvalidParams(format!(
             "node {node_id} does not declare command {command}"
         )));
+    }
+    if shard.config().gateway.nodes.require_pairing
+        && !node.approved.as_ref().is_some_and(|a| a.contains(&command))
+    {
+        return Err(GatewayError::NodeCommandNotApproved {
+            node_id,
+            command,
+            request_id: node.pending_request.clone(),
+        });
     }
     let timeout_ms = p
         .get("timeoutMs")

@@ -212,11 +212,7 @@ impl NodePairing {
         let mut commands = commands.to_vec();
         commands.sort();
         commands.dedup();
-        let old = g
-            .pending
-            .values()
-            .find(|r| r.node_id == node_id)
-            .cloned();
+        let old = g.pending.values().find(|r| r.node_id == node_id).cloned();
         if let Some(r) = &old {
             if r.commands == commands && r.caps == caps {
                 return Filed::Pending {
@@ -360,13 +356,7 @@ fn can_pair(c: &Conn) -> bool {
 
 /// Sends a pairing event to every operator allowed to act on it, and to the node itself.
 fn emit(shard: &Rc<GatewayShard>, name: &'static str, node_id: &str, payload: Value) {
-    if let Some(conn) = shard
-        .nodes
-        .registry
-        .borrow()
-        .get(node_id)
-        .map(|n| n.conn)
-    {
+    if let Some(conn) = shard.nodes.registry.borrow().get(node_id).map(|n| n.conn) {
         shard.event_to(conn, name, &payload, true);
     }
     let text = payload.to_string();
@@ -488,7 +478,11 @@ pub fn call(
                 }
                 Some(id) if !id.is_empty() => id.to_owned(),
                 _ if is_node => me.clone(),
-                _ => return Err(GatewayError::InvalidParams("invalid params: missing nodeId".into())),
+                _ => {
+                    return Err(GatewayError::InvalidParams(
+                        "invalid params: missing nodeId".into(),
+                    ))
+                }
             };
             let commands = strings(p, "commands")?;
             let caps = strings(p, "caps")?;
@@ -617,8 +611,7 @@ mod tests {
         );
         let again = NodePairing::open(dir.path(), &cfg).unwrap();
         assert_eq!(again.approved("n1").unwrap().commands, s(&["a"]));
-        let Filed::Pending { request, .. } = again.file("n1", &s(&["a", "b"]), &[], None, 4)
-        else {
+        let Filed::Pending { request, .. } = again.file("n1", &s(&["a", "b"]), &[], None, 4) else {
             panic!("new command needs re-approval")
         };
         assert_eq!(request.approved, Some(s(&["a"])));

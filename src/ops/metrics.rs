@@ -12,6 +12,11 @@ use serde_json::{json, Value};
 
 use crate::shard::GatewayShard;
 
+/// Pipeline stages with their own latency histogram (`stage:` prefix in `gateway.latency`):
+/// time a message waited in its lane before dispatch, one dispatch attempt, and admission to
+/// completion.
+pub const STAGES: &[&str] = &["stage:queue_wait", "stage:dispatch", "stage:end_to_end"];
+
 /// Per-shard counters.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -118,6 +123,7 @@ impl ShardMetrics {
             .iter()
             .find(|(m, _)| *m == method)
             .map(|(m, _)| *m)
+            .or_else(|| STAGES.iter().find(|s| **s == method).copied())
             .unwrap_or("other");
         let mut l = self.latency.borrow_mut();
         let h = l.entry(name).or_insert_with(|| {

@@ -26,6 +26,7 @@ pub enum Need {
 const NODE_METHODS: &[&str] = &[
     "node.invoke.result",
     "node.event",
+    "node.pair.request",
     "node.pending.drain",
     "node.pending.pull",
     "node.pending.ack",
@@ -86,6 +87,11 @@ pub const METHODS: &[(&str, Need)] = &[
     ("device.token.rotate", Need::Scope(PAIRING)),
     ("device.token.revoke", Need::Scope(PAIRING)),
     ("device.mfa.enroll", Need::Scope(PAIRING)),
+    ("node.pair.request", Need::Scope(PAIRING)),
+    ("node.pair.list", Need::Scope(PAIRING)),
+    ("node.pair.approve", Need::Scope(PAIRING)),
+    ("node.pair.reject", Need::Scope(PAIRING)),
+    ("node.pair.verify", Need::Scope(PAIRING)),
     ("gateway.stats", Need::Scope(ADMIN)),
     ("gateway.connections", Need::Scope(ADMIN)),
     ("gateway.latency", Need::Scope(ADMIN)),
@@ -107,6 +113,8 @@ pub const EVENTS: &[&str] = &[
     "node.event",
     "device.pair.requested",
     "device.pair.resolved",
+    "node.pair.requested",
+    "node.pair.resolved",
     "worker.run.request",
     "worker.ping",
 ];

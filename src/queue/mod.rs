@@ -822,6 +822,10 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     });
     *session.current.borrow_mut() = Some(ctl.clone());
     let started = now_ms();
+    shard.metrics.latency(
+        "stage:queue_wait",
+        ((started - job.accepted_at).max(0) as u64) * 1000,
+    );
     run_directory(shard, &job.run_id, move |r| {
         r.status = "running".into();
         r.started_at = Some(started);
@@ -848,7 +852,11 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             json!({"attempt": job.attempts}),
         );
         let slot = acquire_agent_slot(shard, &agent).await;
+        let t0 = shard.shared.mono_us();
         let r = dispatch(shard, session, job, &ctl).await;
+        shard
+            .metrics
+            .latency("stage:dispatch", shard.shared.mono_us().saturating_sub(t0));
         drop(slot);
         match r {
             Ok(o) => break Ok(o),
@@ -992,6 +1000,10 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     shard.shared.queued.fetch_sub(1, Ordering::Relaxed);
     shard.queue.pending.borrow_mut().remove(&job.run_id);
     shard.metrics.run_done(status == "error");
+    shard.metrics.latency(
+        "stage:end_to_end",
+        ((ended - job.accepted_at).max(0) as u64) * 1000,
+    );
     if let Some(j) = shard.queue.journal() {
         let dl = shard
             .queue

@@ -151,6 +151,12 @@ pub async fn dispatch(
                 Err(e) => shard.reply_err(&reply, &e),
             }
         }
+        m if crate::node::pairing::handles(m) => {
+            match crate::node::pairing::call(&shard, &caller, m, &params) {
+                Ok(v) => shard.reply_ok(&reply, &v),
+                Err(e) => shard.reply_err(&reply, &e),
+            }
+        }
         "node.invoke" => crate::node::invoke(&shard, reply, &params),
         "worker.run.event" | "worker.run.result" | "worker.pong" => {
             let r = match method.as_str() {

@@ -116,6 +116,12 @@ fn gateway_stats_latency_trace_ping_diagnose_profile() {
     let p = &lat["methods"]["agent"]["percentiles"];
     assert!(p["p50"].as_f64().unwrap() <= p["p99"].as_f64().unwrap());
     assert!(cli_text(&gw, &["gateway", "latency"]).contains("p95 ms"));
+    for stage in ["stage:queue_wait", "stage:dispatch", "stage:end_to_end"] {
+        assert!(
+            lat["methods"][stage]["count"].as_u64().unwrap() >= 3,
+            "{stage}: {lat}"
+        );
+    }
     let tr = cli_json(&gw, &["gateway", "trace", "--message-id", "ops-1"]);
     let stages: Vec<&str> = tr["stages"]
         .as_array()
