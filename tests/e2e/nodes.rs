@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use shardgate::auth::device::DeviceIdentity;
 
-use crate::support::{operators_on_each_shard, Client, ConnectOpts, Gateway, READ, WRITE};
+use crate::support::{operators_on_each_shard, Client, ConnectOpts, Gateway, ADMIN, READ, WRITE};
 
 fn connect_node(gw: &Gateway, commands: &[&str]) -> (Client, String) {
     let id = DeviceIdentity::generate();
@@ -246,4 +246,344 @@ fn required_capability_without_provider_is_a_clear_error() {
         .as_str()
         .unwrap()
         .contains("unknown capability"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node pairing (`gateway.nodes.requirePairing`, `node.pair.*`)
+// ---------------------------------------------------------------------------------------------
+
+const PAIRING: &str = "operator.pairing";
+const REQUIRE_PAIRING: &str = "{gateway: {nodes: {requirePairing: true}}}";
+
+/// Connects a node with a given device identity (so it can reconnect as the same node).
+fn connect_node_as(gw_port: u16, id: &DeviceIdentity, commands: &[&str]) -> Client {
+    let o = ConnectOpts {
+        role: "node",
+        client_id: "node-host",
+        client_mode: "node",
+        ..Default::default()
+    };
+    let mut c = Client::connect_raw(gw_port);
+    let mut p = o.params();
+    p["commands"] = json!(commands);
+    p["caps"] = json!(["camera"]);
+    p["nodeType"] = json!("linux");
+    p["device"] = o.device_v3(id, &c.nonce.clone(), c.challenge_ts);
+    let res = c.handshake(p);
+    assert_eq!(res["ok"], true, "node connect refused: {res}");
+    c
+}
+
+/// Waits until `op`'s shard sees the node's pairing state as `state`.
+fn wait_pairing(op: &mut Client, node: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = op.request("node.describe", json!({"nodeId": node}));
+        if r["ok"] == true && r["payload"]["node"]["pairing"] == state {
+            return r["payload"]["node"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {node} never reached pairing={state}: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The next `event` about `node`.
+fn wait_node_event(op: &mut Client, event: &str, node: &str) -> Value {
+    let (e, n) = (event.to_string(), node.to_string());
+    op.wait_event(&format!("{event} for {node}"), move |v| {
+        v["event"] == e.as_str() && v["payload"]["nodeId"] == n.as_str()
+    })["payload"]
+        .clone()
+}
+
+/// Has `op` invoke `command` on the node and the node answer it; returns the caller's res.
+fn invoke_answered(op: &mut Client, node: &mut Client, node_id: &str, command: &str) -> Value {
+    let id = op.call(
+        "node.invoke",
+        json!({"nodeId": node_id, "command": command, "params": {"c": command},
+               "idempotencyKey": uuid::Uuid::new_v4().to_string()}),
+    );
+    let req = node.wait_event_named("node.invoke.request");
+    assert_eq!(req["payload"]["command"], command);
+    node.request_ok(
+        "node.invoke.result",
+        json!({"id": req["payload"]["id"], "nodeId": node_id, "ok": true, "payload": {"did": command}}),
+    );
+    let res = op.wait_res(&id);
+    assert_eq!(res["ok"], true, "{res}");
+    assert_eq!(res["payload"]["payload"]["did"], command);
+    res
+}
+
+fn assert_not_approved(op: &mut Client, node_id: &str, command: &str, request: Option<&str>) {
+    let e = op.request_err(
+        "node.invoke",
+        json!({"nodeId": node_id, "command": command, "idempotencyKey": uuid::Uuid::new_v4().to_string()}),
+    );
+    assert_eq!(e["code"], "NOT_PAIRED", "{e}");
+    assert_eq!(e["details"]["code"], "NODE_COMMAND_NOT_APPROVED", "{e}");
+    assert_eq!(e["details"]["command"], command);
+    assert_eq!(e["details"]["requestId"], json!(request), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("is not approved"),
+        "{e}"
+    );
+}
+
+#[test]
+fn node_pairing_approve_makes_commands_usable_across_shards() {
+    let gw = Gateway::standard(Some(REQUIRE_PAIRING));
+    let mut ops = operators_on_each_shard(&gw, &[READ, WRITE, PAIRING], 2);
+    let id = DeviceIdentity::generate();
+    let node_id = id.device_id();
+    let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
+    let other = 1 - node.shard();
+    let op = &mut ops[other][0];
+    // Operators hear about the request filed at connect.
+    let ev = wait_node_event(op, "node.pair.requested", &node_id);
+    let rid = ev["requestId"].as_str().unwrap().to_string();
+    assert_eq!(ev["commands"], json!(["camera.snap"]), "{ev}");
+    assert_eq!(ev["isRepair"], false);
+    wait_listed(op, &node_id, true);
+    let row = wait_pairing(op, &node_id, "pending");
+    assert_eq!(row["pendingRequestId"], rid.as_str());
+    // Pending: the node has no approved command.
+    assert_not_approved(op, &node_id, "camera.snap", Some(&rid));
+    let l = op.request_ok("node.pair.list", json!({}));
+    let pending = l["pending"].as_array().unwrap();
+    assert_eq!(pending.len(), 1, "{l}");
+    assert_eq!(pending[0]["requestId"], rid.as_str());
+    assert_eq!(pending[0]["nodeId"], node_id.as_str());
+    // Only pairing operators (or admins) act on it.
+    let mut reader = gw.operator(&[READ, WRITE]);
+    let e = reader.request_err("node.pair.approve", json!({"requestId": rid}));
+    assert_eq!(e["message"], "missing scope: operator.pairing", "{e}");
+    let r = op.request_ok("node.pair.approve", json!({"requestId": rid}));
+    assert_eq!(r["node"]["commands"], json!(["camera.snap"]), "{r}");
+    let ev = wait_node_event(op, "node.pair.resolved", &node_id);
+    assert_eq!(ev["decision"], "approved");
+    assert_eq!(ev["requestId"], rid.as_str());
+    let ev = wait_node_event(&mut node, "node.pair.resolved", &node_id);
+    assert_eq!(ev["decision"], "approved", "the node hears it too");
+    // Approved: usable from the other shard.
+    wait_pairing(op, &node_id, "paired");
+    invoke_answered(op, &mut node, &node_id, "camera.snap");
+    let l = op.request_ok("node.pair.list", json!({}));
+    assert!(l["pending"].as_array().unwrap().is_empty(), "{l}");
+    assert_eq!(l["paired"][0]["nodeId"], node_id.as_str(), "{l}");
+    assert_eq!(
+        op.request_err("node.pair.approve", json!({"requestId": rid}))["code"],
+        "APPROVAL_NOT_FOUND"
+    );
+}
+
+#[test]
+fn node_pairing_reject_keeps_commands_refused() {
+    let gw = Gateway::standard(Some(REQUIRE_PAIRING));
+    let mut op = gw.operator(&[READ, WRITE, PAIRING]);
+    let id = DeviceIdentity::generate();
+    let node_id = id.device_id();
+    let mut node = connect_node_as(gw.port, &id, &["system.run"]);
+    let rid = wait_node_event(&mut op, "node.pair.requested", &node_id)["requestId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = op.request_ok("node.pair.reject", json!({"requestId": rid}));
+    assert_eq!(r["nodeId"], node_id.as_str());
+    let ev = wait_node_event(&mut op, "node.pair.resolved", &node_id);
+    assert_eq!(ev["decision"], "rejected", "{ev}");
+    assert_eq!(
+        wait_node_event(&mut node, "node.pair.resolved", &node_id)["decision"],
+        "rejected"
+    );
+    wait_pairing(&mut op, &node_id, "unpaired");
+    assert_not_approved(&mut op, &node_id, "system.run", None);
+    let l = op.request_ok("node.pair.list", json!({}));
+    assert!(l["pending"].as_array().unwrap().is_empty(), "{l}");
+    assert!(l["paired"].as_array().unwrap().is_empty(), "{l}");
+    let v = op.request_ok("node.pair.verify", json!({"nodeId": node_id}));
+    assert_eq!(v["paired"], false, "{v}");
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["unapprovedCommands"], json!(["system.run"]));
+    assert_eq!(
+        op.request_err("node.pair.reject", json!({"requestId": rid}))["code"],
+        "APPROVAL_NOT_FOUND"
+    );
+}
+
+#[test]
+fn node_declaring_new_commands_keeps_approved_set_until_reapproved() {
+    let gw = Gateway::standard(Some(REQUIRE_PAIRING));
+    let mut op = gw.operator(&[READ, WRITE, PAIRING]);
+    let id = DeviceIdentity::generate();
+    let node_id = id.device_id();
+    let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
+    let rid = wait_node_event(&mut op, "node.pair.requested", &node_id)["requestId"].clone();
+    op.request_ok("node.pair.approve", json!({"requestId": rid}));
+    wait_pairing(&mut op, &node_id, "paired");
+    invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
+
+    // The live node asks for one more command.
+    let r = node.request_ok(
+        "node.pair.request",
+        json!({"commands": ["camera.snap", "screen.record"], "caps": ["camera", "screen"]}),
+    );
+    assert_eq!(r["status"], "pending", "{r}");
+    let rid2 = r["requestId"].as_str().unwrap().to_string();
+    let ev = wait_node_event(&mut op, "node.pair.requested", &node_id);
+    assert_eq!(ev["requestId"], rid2.as_str());
+    assert_eq!(ev["isRepair"], true);
+    assert_eq!(ev["newCommands"], json!(["screen.record"]), "{ev}");
+    assert_eq!(ev["approvedCommands"], json!(["camera.snap"]));
+    wait_pairing(&mut op, &node_id, "pending");
+    // Meanwhile: the approved command works, the new one is refused.
+    invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
+    assert_not_approved(&mut op, &node_id, "screen.record", Some(&rid2));
+    // A node may not ask for another node.
+    let e = node.request_err(
+        "node.pair.request",
+        json!({"nodeId": "someone-else", "commands": ["x"]}),
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("does not match"),
+        "{e}"
+    );
+
+    op.request_ok("node.pair.approve", json!({"requestId": rid2}));
+    wait_pairing(&mut op, &node_id, "paired");
+    invoke_answered(&mut op, &mut node, &node_id, "screen.record");
+    invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
+
+    // Reconnecting with yet another command: a new request at connect, approved set kept.
+    drop(node);
+    wait_listed(&mut op, &node_id, false);
+    let mut node = connect_node_as(
+        gw.port,
+        &id,
+        &["camera.snap", "screen.record", "location.get"],
+    );
+    let ev = wait_node_event(&mut op, "node.pair.requested", &node_id);
+    assert_eq!(ev["newCommands"], json!(["location.get"]), "{ev}");
+    let rid3 = ev["requestId"].as_str().unwrap().to_string();
+    wait_listed(&mut op, &node_id, true);
+    wait_pairing(&mut op, &node_id, "pending");
+    invoke_answered(&mut op, &mut node, &node_id, "screen.record");
+    assert_not_approved(&mut op, &node_id, "location.get", Some(&rid3));
+}
+
+#[test]
+fn node_pair_verify_and_approvals_survive_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let launch = || match Gateway::launch(crate::support::Launch {
+        args: &["--token", crate::support::TOKEN, "--shards", "2"],
+        config: Some(REQUIRE_PAIRING),
+        state_dir: Some(state.path()),
+        ..Default::default()
+    }) {
+        crate::support::Started::Ready(g) => g,
+        crate::support::Started::Exited { status, stderr } => panic!("{status}: {stderr}"),
+    };
+    let id = DeviceIdentity::generate();
+    let node_id = id.device_id();
+    {
+        let gw = launch();
+        let mut op = gw.operator(&[READ, PAIRING]);
+        let _node = connect_node_as(gw.port, &id, &["camera.snap"]);
+        let rid = wait_node_event(&mut op, "node.pair.requested", &node_id)["requestId"].clone();
+        let v = op.request_ok("node.pair.verify", json!({"nodeId": node_id}));
+        assert_eq!(v["paired"], false, "{v}");
+        assert_eq!(v["pendingRequestId"], rid);
+        op.request_ok("node.pair.approve", json!({"requestId": rid}));
+        let v = op.request_ok("node.pair.verify", json!({"nodeId": node_id}));
+        assert_eq!(v["paired"], true, "{v}");
+        assert_eq!(v["verified"], true, "{v}");
+        assert_eq!(v["approvedCommands"], json!(["camera.snap"]));
+        // Reading needs the pairing scope.
+        let mut reader = gw.operator(&[READ]);
+        let e = reader.request_err("node.pair.verify", json!({"nodeId": node_id}));
+        assert_eq!(e["message"], "missing scope: operator.pairing");
+        let file = state.path().join("nodes").join("paired.json");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+    // After a restart the node is still paired: no new request, its command works.
+    let gw = launch();
+    let mut op = gw.operator(&[READ, WRITE, ADMIN]);
+    let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
+    wait_listed(&mut op, &node_id, true);
+    wait_pairing(&mut op, &node_id, "paired");
+    invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
+    let v = op.request_ok("node.pair.verify", json!({"nodeId": node_id}));
+    assert_eq!(v["verified"], true, "{v}");
+    assert!(op.events_named("node.pair.requested").is_empty());
+    let e = op.request_err("node.pair.verify", json!({}));
+    assert!(
+        e["message"].as_str().unwrap().contains("missing nodeId"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency figure
+// ---------------------------------------------------------------------------------------------
+
+/// `node.invoke` round trip across shards (operator on one shard, node on the other, a node
+/// client answering in its own thread): prints p50/p99; asserts only that every invoke is
+/// answered with its own payload. Figures: `cargo test --release --test e2e
+/// node_invoke_round_trip -- --nocapture`.
+#[test]
+fn node_invoke_round_trip_latency_is_reported() {
+    const N: usize = 500;
+    const WARMUP: usize = 50;
+    let gw = Gateway::standard(None);
+    let (mut node, node_id) = connect_node(&gw, &["echo"]);
+    let other = 1 - node.shard();
+    let mut ops = operators_on_each_shard(&gw, &[READ, WRITE], 2);
+    let mut op = ops[other].remove(0);
+    assert_ne!(op.shard(), node.shard());
+    wait_listed(&mut op, &node_id, true);
+    let nid = node_id.clone();
+    let answerer = std::thread::spawn(move || {
+        for _ in 0..N + WARMUP {
+            let req = node.wait_event_named("node.invoke.request");
+            let p = &req["payload"];
+            let params: Value = serde_json::from_str(p["paramsJSON"].as_str().unwrap()).unwrap();
+            node.call(
+                "node.invoke.result",
+                json!({"id": p["id"], "nodeId": nid, "ok": true, "payload": params}),
+            );
+        }
+        node
+    });
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for i in 0..N + WARMUP {
+        let t = std::time::Instant::now();
+        let r = op.request_ok(
+            "node.invoke",
+            json!({"nodeId": node_id, "command": "echo", "params": {"i": i},
+                   "idempotencyKey": format!("lat-{i}")}),
+        );
+        let us = t.elapsed().as_micros() as u64;
+        assert_eq!(
+            r["payload"]["i"], i,
+            "invoke {i} answered with another payload: {r}"
+        );
+        if i >= WARMUP {
+            h.record(us.max(1)).unwrap();
+        }
+    }
+    let _node = answerer.join().expect("node thread");
+    println!(
+        "node.invoke round trip across shards (n={N}): p50={}us p90={}us p99={}us max={}us mean={:.0}us",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.max(),
+        h.mean()
+    );
+    assert_eq!(h.len(), N as u64);
 }
