@@ -1,1 +1,381 @@
-fn main() {}
+//! `shardgate-load`: the load generator for shardgate and for the baseline server in
+//! `perf/baselines/echo`, which speaks just enough of the same protocol to be driven by it.
+//!
+//! It speaks the real OpenClaw protocol (challenge, `connect` with the shared token and a
+//! signed device proof), then runs one workload over N connections on a tokio current-thread
+//! runtime (one core: pin it with `taskset`), and prints a table or one JSON line:
+//! requests/s, events/s, frames/s, latency percentiles (hdrhistogram), and the server's CPU
+//! seconds and RSS read from `/proc/<pid>` before and after the window (`--server-pid`).
+//!
+//! `--idle N` opens N connections that only complete the handshake and reports the server's
+//! RSS growth per connection. One process may hold at most 20 000 fds here, so a single
+//! `shardgate-load` caps connections at 19 000; bigger tests need several processes.
+//!
+//! `--compare SUBJECT.jsonl BASELINE.jsonl` turns JSON lines of repeated runs into the
+//! markdown table of `perf/reports/` (median, min–max, ratio of medians).
+
+mod client;
+mod compare;
+mod idle;
+mod load;
+mod procstat;
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures_util::StreamExt as _;
+use serde_json::json;
+use shardgate::auth::device::DeviceIdentity;
+
+use crate::client::{Target, Ws};
+use crate::load::{Mode, Plan, Stats, Workload};
+
+/// Most connections one process opens (the fd limit here is 20 000 and not raisable).
+pub(crate) const MAX_CONNS_PER_PROCESS: usize = 19_000;
+
+/// Load generator for shardgate (and the tokio-tungstenite baseline).
+#[derive(Debug, Parser)]
+#[command(name = "shardgate-load", version)]
+pub(crate) struct Args {
+    /// Gateway WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:18789/")]
+    url: String,
+    /// Shared token (`connect.params.auth.token`).
+    #[arg(long, env = "SHARDGATE_TOKEN", default_value = "")]
+    token: String,
+    /// Connections (at most 19 000 per process).
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Measurement window, e.g. `10s`, `500ms`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time between the last connection being ready and the window.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// How long after the window outstanding requests may still finish.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Request type.
+    #[arg(long, value_enum, default_value_t = Workload::Health)]
+    workload: Workload,
+    /// Closed loop (`--inflight` per connection) or open loop (`--rate`).
+    #[arg(long, value_enum, default_value_t = Mode::Closed)]
+    mode: Mode,
+    /// Open loop: total requests per second over all connections.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Closed loop: requests outstanding per connection (pipelining).
+    #[arg(long, default_value_t = 1)]
+    inflight: usize,
+    /// Words in the message (one `agent`/`chat` delta per word). Default: agent 1, chat 20.
+    #[arg(long)]
+    words: Option<usize>,
+    /// Server process to read CPU time and RSS from (/proc/PID).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Name of the target in the output (e.g. `shardgate`, `baseline`).
+    #[arg(long, default_value = "target")]
+    label: String,
+    /// Idle mode: open N connections that only handshake, report server RSS per connection.
+    #[arg(long, value_name = "N")]
+    idle: Option<usize>,
+    /// Idle mode: wait this long after the last handshake before sampling RSS.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    settle: Duration,
+    /// Idle mode: keep the connections open this long after sampling.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    hold: Duration,
+    /// Spread connections over source addresses 127.0.0.1..=127.0.0.N (loopback targets).
+    #[arg(long, default_value_t = 1)]
+    source_ips: u8,
+    /// Handshakes in flight at once (shardgate allows 32 unauthenticated sockets per IP).
+    #[arg(long, default_value_t = 16)]
+    connect_concurrency: usize,
+    /// Connect with the token only (no device proof: shardgate then grants no scopes, so
+    /// only `health` works).
+    #[arg(long)]
+    no_device: bool,
+    /// Client read buffer per connection, bytes (tungstenite allocates it eagerly).
+    /// Default 64 KiB under load, 4 KiB in idle mode.
+    #[arg(long)]
+    read_buffer: Option<usize>,
+    /// Print the markdown comparison of two JSON-lines files (repeated runs) and exit.
+    #[arg(long, num_args = 2, value_names = ["SUBJECT", "BASELINE"])]
+    compare: Option<Vec<PathBuf>>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" | "" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(files) = &args.compare {
+        match compare::markdown(&files[0], &files[1]) {
+            Ok(md) => print!("{md}"),
+            Err(e) => {
+                eprintln!("shardgate-load: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let out = local.block_on(&rt, async {
+        if let Some(n) = args.idle {
+            idle::run(&args, n).await
+        } else {
+            run_load(&args).await
+        }
+    });
+    match out {
+        Ok(v) => {
+            if args.json {
+                println!("{v}");
+            } else {
+                print_table(&v);
+            }
+        }
+        Err(e) => {
+            eprintln!("shardgate-load: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Opens `n` connections, `concurrency` handshakes at a time. The first one is opened alone
+/// so that its device gets paired before the others present it.
+pub(crate) async fn open_many(
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    device: Option<&DeviceIdentity>,
+) -> Result<(Vec<Ws>, u64, Option<String>), String> {
+    let mut conns = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok((conns, 0, None));
+    }
+    conns.push(client::connect(target, 0, device).await?);
+    let mut failed = 0u64;
+    let mut first_err = None;
+    let mut rest = futures_util::stream::iter(1..n)
+        .map(|i| client::connect(target, i, device))
+        .buffer_unordered(concurrency.max(1));
+    while let Some(r) = rest.next().await {
+        match r {
+            Ok(ws) => conns.push(ws),
+            Err(e) => {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Ok((conns, failed, first_err))
+}
+
+fn run_tag() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("p{}x{:x}", std::process::id(), t)
+}
+
+fn pid_str(p: Option<u32>) -> Option<String> {
+    p.map(|p| p.to_string())
+}
+
+async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
+    let n = args.connections;
+    if n == 0 || n > MAX_CONNS_PER_PROCESS {
+        return Err(format!(
+            "--connections must be 1..={MAX_CONNS_PER_PROCESS} (fd limit 20 000 per process; run several processes for more)"
+        ));
+    }
+    if args.mode == Mode::Open && args.rate.is_none_or(|r| r <= 0.0) {
+        return Err("--mode open needs --rate R (requests/s over all connections)".into());
+    }
+    let target = Target::new(
+        &args.url,
+        &args.token,
+        args.source_ips,
+        args.read_buffer.unwrap_or(64 * 1024),
+    )?;
+    let device = (!args.no_device).then(DeviceIdentity::generate);
+    let server = pid_str(args.server_pid);
+    let before = server.as_deref().and_then(procstat::sample);
+
+    let (conns, failed, first_err) =
+        open_many(&target, n, args.connect_concurrency, device.as_ref()).await?;
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {n} connections failed: {}",
+            first_err.unwrap_or_default()
+        ));
+    }
+    let words = args.words.unwrap_or(match args.workload {
+        Workload::Chat => 20,
+        _ => 1,
+    });
+    let message = (1..=words.max(1))
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ready = Instant::now();
+    let start = ready + args.warmup;
+    let end = start + args.duration;
+    let rate = args.rate.unwrap_or(0.0);
+    let plan = Rc::new(Plan {
+        workload: args.workload,
+        mode: args.mode,
+        inflight: args.inflight.max(1),
+        interval: if rate > 0.0 {
+            Duration::from_secs_f64(n as f64 / rate)
+        } else {
+            Duration::from_secs(1)
+        },
+        connections: n,
+        open_from: start
+            .checked_sub(args.warmup.min(Duration::from_secs(1)))
+            .unwrap_or(start),
+        start,
+        end,
+        drain_until: end + args.drain,
+        message,
+        tag: run_tag(),
+    });
+    let stats = Rc::new(RefCell::new(Stats::new()));
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| tokio::task::spawn_local(load::drive(ws, i, plan.clone(), stats.clone())))
+        .collect();
+
+    tokio::time::sleep_until(start.into()).await;
+    let s0 = server.as_deref().and_then(procstat::sample);
+    let me0 = procstat::cpu_seconds("self");
+    let m0 = procstat::machine_busy_seconds();
+    tokio::time::sleep_until(end.into()).await;
+    let s1 = server.as_deref().and_then(procstat::sample);
+    let me1 = procstat::cpu_seconds("self");
+    let m1 = procstat::machine_busy_seconds();
+    let t1 = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let window = (t1 - start).as_secs_f64().max(1e-9);
+    let st = stats.borrow();
+    let h = &st.hist;
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let req_s = st.completed as f64 / window;
+    let mut v = json!({
+        "label": args.label,
+        "kind": "load",
+        "workload": args.workload,
+        "mode": args.mode,
+        "connections": n,
+        "inflight": if args.mode == Mode::Closed { json!(plan.inflight) } else { json!(null) },
+        "rate": args.rate,
+        "words": words,
+        "duration_s": window,
+        "requests": st.completed,
+        "requests_per_s": req_s,
+        "offered_per_s": st.sent as f64 / window,
+        "events_per_s": st.events as f64 / window,
+        "frames_per_s": st.frames as f64 / window,
+        "p50_us": us(0.50),
+        "p90_us": us(0.90),
+        "p99_us": us(0.99),
+        "p99_9_us": us(0.999),
+        "max_us": h.max() as f64 / 1000.0,
+        "mean_us": h.mean() / 1000.0,
+        "latency_samples": h.len(),
+        "send_lag_p99_us": if args.mode == Mode::Open { json!(st.send_lag.value_at_quantile(0.99) as f64 / 1000.0) } else { json!(null) },
+        "send_lag_max_us": if args.mode == Mode::Open { json!(st.send_lag.max() as f64 / 1000.0) } else { json!(null) },
+        "errors": st.errors,
+        "first_error": st.first_error,
+        "incomplete": st.incomplete,
+        "seq_gaps": st.seq_gaps,
+        "bad_frames": st.bad_frames,
+        "closed_early": st.closed_early,
+        "first_close": st.first_close,
+        "load_cpu_util": match (me0, me1) { (Some(a), Some(b)) => json!((b - a) / window), _ => json!(null) },
+    });
+    if let (Some(m0), Some(m1)) = (m0, m1) {
+        v["machine_busy_cores"] = json!((m1.0 - m0.0) / window);
+        v["steal_cores"] = json!((m1.1 - m0.1) / window);
+        // Whatever ran besides the server and us (other builds on a shared machine) skews a run.
+        let ours = match (s0, s1, me0, me1) {
+            (Some(a), Some(b), Some(c), Some(d)) => Some((b.cpu_s - a.cpu_s) + (d - c)),
+            _ => None,
+        };
+        if let Some(ours) = ours {
+            v["other_busy_cores"] = json!(((m1.0 - m0.0) - ours).max(0.0) / window);
+        }
+    }
+    if let (Some(b), Some(s0), Some(s1)) = (before, s0, s1) {
+        let cpu = s1.cpu_s - s0.cpu_s;
+        v["server_cpu_s"] = json!(cpu);
+        v["server_cpu_util"] = json!(cpu / window);
+        v["requests_per_server_cpu_s"] = if cpu > 0.0 {
+            json!(st.completed as f64 / cpu)
+        } else {
+            json!(null)
+        };
+        v["server_rss_before_kib"] = json!(b.rss_kib);
+        v["server_rss_after_kib"] = json!(s1.rss_kib);
+    }
+    Ok(v)
+}
+
+fn print_table(v: &serde_json::Value) {
+    let obj = v.as_object().expect("report object");
+    println!("{:<28} value", "metric");
+    for (k, val) in obj {
+        let shown = match val {
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{f:.3}"),
+                _ => n.to_string(),
+            },
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            other => other.to_string(),
+        };
+        println!("{k:<28} {shown}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("3h").is_err());
+    }
+}

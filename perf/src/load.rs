@@ -1,0 +1,442 @@
+//! The load itself: one task per connection on a current-thread runtime, closed loop (keep
+//! `inflight` requests outstanding per connection) or open loop (a fixed schedule of intended
+//! send times; latency is measured from the intended time, so a stalled server is charged for
+//! every request it delayed — the coordinated-omission correction).
+//!
+//! Measurement window: connections are opened first, then `warmup` passes, then the window
+//! `[start, end)` is measured. Throughput counts completions inside the window; latency counts
+//! every request *sent* (or intended) inside the window, including the ones that finish during
+//! the drain after `end`. Requests still unanswered when the drain ends are recorded at the
+//! drain deadline (a lower bound) and reported as `incomplete`.
+//!
+//! Cost on the client side is kept low so the client is not what is measured: frames are built
+//! with `write!` into a reused buffer, inbound frames are parsed into a borrowed struct that
+//! skips payloads, requests queued in one turn leave in one flush, and every frame already
+//! buffered is handled before the next send.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::client::Ws;
+
+/// What each request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Workload {
+    /// `health {}`: one `res`.
+    Health,
+    /// `agent {message, idempotencyKey, sessionKey}`: `res accepted`, `agent` events, final `res`.
+    Agent,
+    /// `chat.send {sessionKey, message, idempotencyKey}`: `res started`, `chat` deltas, `final`.
+    Chat,
+}
+
+/// How requests are paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// Keep `inflight` requests outstanding per connection.
+    Closed,
+    /// Send at a fixed total rate whatever the answers do.
+    Open,
+}
+
+/// Everything a connection task needs to know; shared read-only.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) workload: Workload,
+    pub(crate) mode: Mode,
+    pub(crate) inflight: usize,
+    /// Open loop: time between two sends on one connection.
+    pub(crate) interval: Duration,
+    pub(crate) connections: usize,
+    /// Open loop: the schedule starts here (before `start`, so the window sees a steady state).
+    pub(crate) open_from: Instant,
+    /// Measurement window.
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+    /// Give up on outstanding requests at this instant.
+    pub(crate) drain_until: Instant,
+    /// The `message` text (words separated by spaces).
+    pub(crate) message: String,
+    /// Unique per process run, so idempotency keys never repeat across runs.
+    pub(crate) tag: String,
+}
+
+/// Counters of the whole run (all connections), only touched between awaits.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    /// Latency of requests sent in the window, nanoseconds.
+    pub(crate) hist: Histogram<u64>,
+    /// Open loop: how late requests left compared with their intended time, nanoseconds
+    /// (client-side lag; it is included in `hist`, this separates it out).
+    pub(crate) send_lag: Histogram<u64>,
+    /// Successful completions inside the window.
+    pub(crate) completed: u64,
+    /// Requests sent (open loop: intended) inside the window.
+    pub(crate) sent: u64,
+    /// Events received inside the window (all names, `connect.challenge` excluded).
+    pub(crate) events: u64,
+    /// Frames received inside the window (res + events).
+    pub(crate) frames: u64,
+    /// `res ok:false` (or a chat `error`/`aborted`) for our requests, whole run.
+    pub(crate) errors: u64,
+    /// The first error frame seen, verbatim (truncated).
+    pub(crate) first_error: Option<String>,
+    /// Requests unanswered at the drain deadline.
+    pub(crate) incomplete: u64,
+    /// Outer `seq` not contiguous on a connection.
+    pub(crate) seq_gaps: u64,
+    /// Frames we could not parse.
+    pub(crate) bad_frames: u64,
+    /// Connections the server closed (or that failed) before the end.
+    pub(crate) closed_early: u64,
+    /// First such close reason.
+    pub(crate) first_close: Option<String>,
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Stats {
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+            send_lag: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+            completed: 0,
+            sent: 0,
+            events: 0,
+            frames: 0,
+            errors: 0,
+            first_error: None,
+            incomplete: 0,
+            seq_gaps: 0,
+            bad_frames: 0,
+            closed_early: 0,
+            first_close: None,
+        }
+    }
+
+    fn record(&mut self, d: Duration) {
+        let ns = (d.as_nanos() as u64).clamp(1, self.hist.high());
+        // Cannot fail: the value is clamped into the histogram's range.
+        let _ = self.hist.record(ns);
+    }
+}
+
+#[derive(Deserialize)]
+struct In<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ok: Option<bool>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(borrow, default)]
+    payload: Option<Payload<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Payload<'a> {
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    state: Option<Cow<'a, str>>,
+    #[serde(rename = "runId", borrow, default)]
+    run_id: Option<Cow<'a, str>>,
+}
+
+/// One connection's state.
+struct Conn {
+    idx: usize,
+    plan: Rc<Plan>,
+    stats: Rc<RefCell<Stats>>,
+    /// Request id → (intended or actual) send time.
+    pending: HashMap<u64, Instant>,
+    next_id: u64,
+    last_seq: Option<u64>,
+    buf: String,
+}
+
+impl Conn {
+    fn in_window(&self, t: Instant) -> bool {
+        t >= self.plan.start && t < self.plan.end
+    }
+
+    /// Writes request `id` into `self.buf`.
+    fn build(&mut self, id: u64) {
+        let p = &self.plan;
+        self.buf.clear();
+        // Ids, tags and the message are plain ASCII without quotes: no escaping needed.
+        let _ = match p.workload {
+            Workload::Health => write!(
+                self.buf,
+                r#"{{"type":"req","id":"{id}","method":"health","params":{{}}}}"#
+            ),
+            Workload::Agent => write!(
+                self.buf,
+                r#"{{"type":"req","id":"{id}","method":"agent","params":{{"message":"{}","idempotencyKey":"{}-{}-{id}","sessionKey":"perf-{}"}}}}"#,
+                p.message, p.tag, self.idx, self.idx
+            ),
+            Workload::Chat => write!(
+                self.buf,
+                r#"{{"type":"req","id":"{id}","method":"chat.send","params":{{"sessionKey":"perf-{}","message":"{}","idempotencyKey":"{}-{}-{id}"}}}}"#,
+                self.idx, p.message, p.tag, self.idx
+            ),
+        };
+    }
+
+    async fn send(&mut self, ws: &mut Ws, at: Instant) -> Result<(), WsError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.build(id);
+        ws.feed(Message::text(self.buf.as_str())).await?;
+        self.pending.insert(id, at);
+        if self.in_window(at) {
+            let mut s = self.stats.borrow_mut();
+            s.sent += 1;
+            if self.plan.mode == Mode::Open {
+                let lag = (Instant::now().saturating_duration_since(at).as_nanos() as u64)
+                    .clamp(1, s.send_lag.high());
+                let _ = s.send_lag.record(lag);
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, id: u64, now: Instant, ok: bool, frame: &str) {
+        let Some(t0) = self.pending.remove(&id) else {
+            return;
+        };
+        let mut s = self.stats.borrow_mut();
+        if !ok {
+            s.errors += 1;
+            if s.first_error.is_none() {
+                s.first_error = Some(frame.chars().take(300).collect());
+            }
+            return;
+        }
+        if self.in_window(t0) {
+            s.record(now - t0);
+        }
+        if self.in_window(now) {
+            s.completed += 1;
+        }
+    }
+
+    fn on_text(&mut self, text: &str, now: Instant) {
+        let f: In<'_> = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(_) => {
+                self.stats.borrow_mut().bad_frames += 1;
+                return;
+            }
+        };
+        let in_window = self.in_window(now);
+        match &*f.kind {
+            "res" => {
+                if in_window {
+                    self.stats.borrow_mut().frames += 1;
+                }
+                let Some(id) = f.id.as_deref().and_then(|i| i.parse::<u64>().ok()) else {
+                    return;
+                };
+                if f.ok != Some(true) {
+                    self.complete(id, now, false, text);
+                    return;
+                }
+                let status = f.payload.as_ref().and_then(|p| p.status.as_deref());
+                // The first answer of a two-step call; the run finishes later.
+                if matches!(status, Some("accepted" | "started" | "in_flight")) {
+                    return;
+                }
+                self.complete(id, now, true, text);
+            }
+            "event" => {
+                if f.event.as_deref() == Some("connect.challenge") {
+                    return;
+                }
+                {
+                    let mut s = self.stats.borrow_mut();
+                    if in_window {
+                        s.frames += 1;
+                        s.events += 1;
+                    }
+                    if let Some(seq) = f.seq {
+                        if self.last_seq.is_some_and(|l| seq != l + 1) {
+                            s.seq_gaps += 1;
+                        }
+                        self.last_seq = Some(seq);
+                    }
+                }
+                if f.event.as_deref() == Some("chat") {
+                    let Some(p) = f.payload.as_ref() else { return };
+                    let ok = match p.state.as_deref() {
+                        Some("final") => true,
+                        Some("error" | "aborted") => false,
+                        _ => return,
+                    };
+                    // runId = idempotencyKey = "<tag>-<conn>-<id>".
+                    if let Some(id) = p
+                        .run_id
+                        .as_deref()
+                        .and_then(|r| r.rsplit('-').next())
+                        .and_then(|n| n.parse::<u64>().ok())
+                    {
+                        self.complete(id, now, ok, text);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one item of the stream; `false` when the connection is gone.
+    fn on_item(&mut self, item: Option<Result<Message, WsError>>) -> bool {
+        let why = match item {
+            Some(Ok(Message::Text(t))) => {
+                self.on_text(t.as_str(), Instant::now());
+                return true;
+            }
+            Some(Ok(Message::Close(c))) => format!("close {c:?}"),
+            Some(Ok(_)) => return true,
+            Some(Err(e)) => format!("error {e}"),
+            None => "eof".to_string(),
+        };
+        let mut s = self.stats.borrow_mut();
+        s.closed_early += 1;
+        if s.first_close.is_none() {
+            s.first_close = Some(why);
+        }
+        false
+    }
+}
+
+/// How early an open-loop connection wakes before its next intended send.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// Drives connection `idx` until the window and the drain are over.
+pub(crate) async fn drive(mut ws: Ws, idx: usize, plan: Rc<Plan>, stats: Rc<RefCell<Stats>>) {
+    let mut c = Conn {
+        idx,
+        plan: plan.clone(),
+        stats,
+        pending: HashMap::with_capacity(plan.inflight.max(16)),
+        next_id: 1,
+        last_seq: None,
+        buf: String::with_capacity(256),
+    };
+    let open = plan.mode == Mode::Open;
+    // Spread the connections' schedules evenly over one interval.
+    let mut next_intended = if open {
+        plan.open_from
+            + plan
+                .interval
+                .mul_f64(idx as f64 / plan.connections.max(1) as f64)
+    } else {
+        plan.end
+    };
+    let end_sleep = tokio::time::sleep_until(plan.end.into());
+    tokio::pin!(end_sleep);
+    let tick = tokio::time::sleep_until(
+        next_intended
+            .checked_sub(TIMER_SLACK)
+            .unwrap_or(next_intended)
+            .into(),
+    );
+    tokio::pin!(tick);
+    let mut stopped = false;
+    'outer: loop {
+        if !stopped {
+            let mut fed = false;
+            let res: Result<(), WsError> = async {
+                match plan.mode {
+                    Mode::Closed => {
+                        while c.pending.len() < plan.inflight {
+                            c.send(&mut ws, Instant::now()).await?;
+                            fed = true;
+                        }
+                    }
+                    Mode::Open => {
+                        let now = Instant::now();
+                        while next_intended <= now && next_intended < plan.end {
+                            c.send(&mut ws, next_intended).await?;
+                            next_intended += plan.interval;
+                            fed = true;
+                        }
+                        if fed {
+                            tick.as_mut().reset(
+                                next_intended
+                                    .checked_sub(TIMER_SLACK)
+                                    .unwrap_or(next_intended)
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+                if fed {
+                    ws.flush().await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = res {
+                c.on_item(Some(Err(e)));
+                break 'outer;
+            }
+        } else if c.pending.is_empty() {
+            break;
+        }
+        // tokio timers fire on a 1 ms wheel, late by up to 1 ms: wake `TIMER_SLACK` early and
+        // spin (yielding, so every connection keeps reading) until the intended instant.
+        let spin = open
+            && !stopped
+            && next_intended < plan.end
+            && next_intended.saturating_duration_since(Instant::now()) <= TIMER_SLACK;
+        let item = tokio::select! {
+            biased;
+            m = ws.next() => m,
+            _ = tokio::task::yield_now(), if spin => continue,
+            _ = &mut end_sleep => {
+                if stopped {
+                    break 'outer;
+                }
+                stopped = true;
+                end_sleep.as_mut().reset(plan.drain_until.into());
+                continue;
+            }
+            _ = &mut tick, if open && !stopped && !spin && next_intended < plan.end => continue,
+        };
+        if !c.on_item(item) {
+            break;
+        }
+        // Everything already buffered is handled before the next send (one flush per batch).
+        while let Some(item) = ws.next().now_or_never() {
+            if !c.on_item(item) {
+                break 'outer;
+            }
+        }
+    }
+    // Unanswered requests: charge them up to the drain deadline, count them.
+    {
+        let mut s = c.stats.borrow_mut();
+        let until = plan.drain_until.min(Instant::now().max(plan.end));
+        for t0 in c.pending.values() {
+            if *t0 >= plan.start && *t0 < plan.end {
+                s.incomplete += 1;
+                s.record(until.saturating_duration_since(*t0));
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+}
