@@ -358,7 +358,8 @@ fn ws_config(shard: &GatewayShard) -> WebSocketConfig {
                 .min(c.gateway.max_payload),
         ))
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        // Frames accumulate until the writer's flush (one write per batch), or 16 KiB.
+        .write_buffer_size(16 * 1024)
 }
 
 async fn gateway_ws(
