@@ -160,7 +160,8 @@ pub enum SharedAuth {
     Certificate,
 }
 
-fn ct_eq(a: &str, b: &str) -> bool {
+/// Compares two secrets in constant time (length leaks, content does not).
+pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 

@@ -10,19 +10,14 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
 use super::conn::{Conn, ConnAuth};
 use super::server::fail;
 use crate::config::AuthMode;
 use crate::protocol::authz::{READ, WRITE};
 use crate::protocol::error::GatewayError;
-use crate::protocol::handshake::ClientInfo;
+use crate::protocol::handshake::{ct_eq, ClientInfo};
 use crate::shard::GatewayShard;
-
-fn ct_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
 
 /// Admits a seed-dialect client: shared secret as configured; operators get read+write.
 pub fn admit(
