@@ -105,10 +105,8 @@ impl ShardMetrics {
     /// Counts one request for `method` (a name from `authz::METHODS`, so the label set is
     /// bounded).
     pub fn request(&self, method: &str) {
-        let name = crate::protocol::authz::METHODS
-            .iter()
-            .find(|(m, _)| *m == method)
-            .map(|(m, _)| *m)
+        let name = crate::protocol::authz::lookup(method)
+            .map(|(m, _)| m)
             .unwrap_or("other");
         *self.requests.borrow_mut().entry(name).or_insert(0) += 1;
         self.minutes
@@ -119,10 +117,8 @@ impl ShardMetrics {
 
     /// Records the latency of one request of `method`.
     pub fn latency(&self, method: &str, micros: u64) {
-        let name = crate::protocol::authz::METHODS
-            .iter()
-            .find(|(m, _)| *m == method)
-            .map(|(m, _)| *m)
+        let name = crate::protocol::authz::lookup(method)
+            .map(|(m, _)| m)
             .or_else(|| STAGES.iter().find(|s| **s == method).copied())
             .unwrap_or("other");
         let mut l = self.latency.borrow_mut();

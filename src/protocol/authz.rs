@@ -119,12 +119,21 @@ pub const EVENTS: &[&str] = &[
     "worker.ping",
 ];
 
+/// The table entry of `method`: its interned name and requirement. One hash lookup (the
+/// request path does this for authorization and for every metric it records).
+pub fn lookup(method: &str) -> Option<(&'static str, Need)> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, Need>> =
+        std::sync::OnceLock::new();
+    INDEX
+        .get_or_init(|| METHODS.iter().copied().collect())
+        .get_key_value(method)
+        .map(|(m, n)| (*m, *n))
+}
+
 /// Checks that a caller with `role` and `scopes` may call `method`.
 pub fn authorize(method: &str, role: &str, scopes: &[String]) -> Result<(), GatewayError> {
-    let need = METHODS
-        .iter()
-        .find(|(m, _)| *m == method)
-        .map(|(_, n)| *n)
+    let need = lookup(method)
+        .map(|(_, n)| n)
         .ok_or_else(|| GatewayError::UnknownMethod(method.to_string()))?;
     if role == "node" {
         return if NODE_METHODS.contains(&method) {

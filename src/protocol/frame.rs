@@ -2,6 +2,8 @@
 //! Frames of PROTOCOL.md §2: parsing inbound text into a request, and writing outbound
 //! `res`/`event` frames as text without building intermediate trees where it can be avoided.
 
+use std::fmt::Write;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -114,7 +116,7 @@ pub fn parse(text: &str) -> Inbound {
 pub fn res_ok(id: &str, payload: &Value) -> String {
     let mut s = String::with_capacity(64);
     s.push_str(r#"{"type":"res","id":"#);
-    s.push_str(&Value::String(id.to_owned()).to_string());
+    push_json_str(&mut s, id);
     s.push_str(r#","ok":true,"payload":"#);
     s.push_str(&payload.to_string());
     s.push('}');
@@ -136,26 +138,36 @@ pub fn event(
 ) -> String {
     let mut s = String::with_capacity(payload.len() + 64);
     s.push_str(r#"{"type":"event","event":"#);
-    s.push_str(&Value::String(name.to_owned()).to_string());
+    push_json_str(&mut s, name);
     s.push_str(r#","payload":"#);
     s.push_str(payload);
     if let Some(seq) = seq {
         s.push_str(r#","seq":"#);
-        s.push_str(itoa(seq).as_str());
+        let _ = write!(s, "{}", seq);
     }
     if let Some((p, h)) = state_version {
         s.push_str(r#","stateVersion":{"presence":"#);
-        s.push_str(itoa(p).as_str());
+        let _ = write!(s, "{}", p);
         s.push_str(r#","health":"#);
-        s.push_str(itoa(h).as_str());
+        let _ = write!(s, "{}", h);
         s.push('}');
     }
     s.push('}');
     s
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
+/// Appends `v` as a JSON string literal, escaping only when it has to (ids and event names
+/// are almost always plain ASCII, so this is one copy and no allocation).
+fn push_json_str(s: &mut String, v: &str) {
+    if v.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        s.push('"');
+        s.push_str(v);
+        s.push('"');
+    } else {
+        s.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into()));
+    }
 }
 
 #[cfg(test)]
