@@ -39,7 +39,7 @@ pub struct Caller {
     /// The calling connection.
     pub conn: ConnRef,
     /// Its authorization.
-    pub auth: ConnAuth,
+    pub auth: Arc<ConnAuth>,
     /// When the request arrived ([`Shared::mono_us`]), for latency.
     pub received_us: u64,
 }
@@ -332,7 +332,11 @@ impl GatewayShard {
             if c.auth.borrow().as_ref().is_some_and(|a| a.role == "node") {
                 crate::node::node_down(self, self.conn_ref(id));
             }
-            if c.auth.borrow().as_ref().is_some_and(presence_visible) {
+            if c.auth
+                .borrow()
+                .as_ref()
+                .is_some_and(|a| presence_visible(a))
+            {
                 let key = c.conn_uuid.clone();
                 self.broadcast(move |s| s.presence_remove(&key));
             }

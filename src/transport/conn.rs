@@ -56,7 +56,7 @@ pub struct Conn {
     closing: RefCell<Option<(u16, String)>>,
     closed: Cell<bool>,
     /// Set after `hello-ok`.
-    pub auth: RefCell<Option<ConnAuth>>,
+    pub auth: RefCell<Option<std::sync::Arc<ConnAuth>>>,
     /// Receives `sessions.changed`.
     pub sessions_subscribed: Cell<bool>,
     /// Consecutive authorization failures.

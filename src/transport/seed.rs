@@ -75,7 +75,7 @@ pub fn admit(
         .unwrap_or("seed-client")
         .to_string();
     conn.set_seed();
-    *conn.auth.borrow_mut() = Some(ConnAuth {
+    *conn.auth.borrow_mut() = Some(std::sync::Arc::new(ConnAuth {
         scopes: if role == "operator" {
             vec![READ.into(), WRITE.into()]
         } else {
@@ -99,7 +99,7 @@ pub fn admit(
         },
         device_id: None,
         seed: true,
-    });
+    }));
     let mut res = json!({"type": "res", "ok": true, "payload": {
         "status": "hello-ok",
         "health": {"gateway": "running", "channels": {}},

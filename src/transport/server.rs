@@ -596,7 +596,7 @@ async fn handshake_phase(
             };
             shard.metrics.hellos.set(shard.metrics.hellos.get() + 1);
             let hello = hello_ok(shard, conn, &adm, shared_auth).await;
-            *conn.auth.borrow_mut() = Some(auth.clone());
+            *conn.auth.borrow_mut() = Some(std::sync::Arc::new(auth.clone()));
             conn.push_frame(frame::res_ok(&req_id, &hello));
             // Like OpenClaw: a fresh health snapshot right after hello (seq 1).
             let sv = (
