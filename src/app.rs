@@ -327,14 +327,8 @@ async fn shard_main(
                 crate::queue::purge_dead(&shard, now_ms());
                 shard.sessions.dedup.borrow_mut().expire(now_ms());
                 shard.queue.traces.borrow_mut().expire(now_ms());
-                // The run directory keeps finished runs for `agent.wait` within the dedup window.
-                let window = shard.config().deduplication.window.0 as i64;
-                let now = now_ms();
-                shard.runs.borrow_mut().retain(|_, r| match r.ended_at {
-                    Some(e) => now - e < window,
-                    // Unfinished runs stay; entries only an expired `agent.wait` made go.
-                    None => !r.status.is_empty() || r.waiters.iter().any(|w| !w.is_canceled()),
-                });
+                // The run directory keeps runs for `agent.wait` within the dedup window.
+                shard.runs.borrow_mut().expire(now_ms());
             }
         })
         .detach()

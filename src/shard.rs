@@ -21,6 +21,7 @@ use crate::auth::store::PairingStore;
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame;
+use crate::protocol::SessionKey;
 use crate::session::SessionTable;
 use crate::transport::conn::{Conn, ConnAuth};
 
@@ -64,6 +65,12 @@ pub struct Call {
     pub method: String,
     /// Parameters.
     pub params: Value,
+    /// The session it acts on (normalised).
+    pub key: SessionKey,
+    /// When the caller's shard received it, ms since the epoch.
+    pub received_at: i64,
+    /// The caller's shard.
+    pub received_shard: usize,
 }
 
 /// Something to put on a connection's wire.
@@ -167,8 +174,8 @@ pub fn now_ms() -> i64 {
 /// A record of a run in the run directory (on `owner(runId)`), for `agent.wait`.
 #[derive(Debug, Default)]
 pub struct RunRecord {
-    /// `running`, `ok`, `error`, `timeout`.
-    pub status: String,
+    /// `queued`, `running`, `ok`, `error`, `timeout`, `aborted` (empty: only waited for).
+    pub status: &'static str,
     /// When it started.
     pub started_at: Option<i64>,
     /// When it ended.
@@ -201,7 +208,9 @@ pub struct GatewayShard {
     /// Agent worker runs (by session shard) and assignments (by worker shard).
     pub workers: crate::node::worker::WorkerState,
     /// Run directory entries owned here.
-    pub runs: RefCell<HashMap<String, RunRecord>>,
+    /// Bounded like the dedup ring (capacity and window): a client cannot grow it without
+    /// limit by submitting runs faster than the window expires them.
+    pub runs: RefCell<shards::dedup::DedupRing<String, RunRecord>>,
     /// Presence, replicated on every shard (keyed by connection).
     presence: RefCell<BTreeMap<String, Value>>,
     presence_version: Cell<u64>,
@@ -232,6 +241,10 @@ impl GatewayShard {
         let sessions = SessionTable::new(&shared.config);
         let queue = crate::queue::QueueState::new(&shared.config);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
+        let runs = shards::dedup::DedupRing::new(
+            shared.config.deduplication.capacity,
+            shared.config.deduplication.window.0 as i64,
+        );
         Rc::new(GatewayShard {
             id,
             shared,
@@ -244,7 +257,7 @@ impl GatewayShard {
             metrics: Default::default(),
             limiter,
             workers: Default::default(),
-            runs: RefCell::new(HashMap::new()),
+            runs: RefCell::new(runs),
             presence: RefCell::new(BTreeMap::new()),
             presence_version: Cell::new(1),
             health_version: Cell::new(1),
@@ -387,7 +400,7 @@ impl GatewayShard {
     }
 
     /// Sends a `res ok` to `reply`.
-    pub fn reply_ok(&self, reply: &ReplyTo, payload: &Value) {
+    pub fn reply_ok<T: serde::Serialize + ?Sized>(&self, reply: &ReplyTo, payload: &T) {
         self.deliver(
             reply.conn,
             Out::Frame(frame::res_ok(&reply.req_id, payload)),
@@ -404,12 +417,20 @@ impl GatewayShard {
     }
 
     /// Sends an event to one connection.
-    pub fn event_to(&self, to: ConnRef, name: &'static str, payload: &Value, droppable: bool) {
+    pub fn event_to<T: serde::Serialize + ?Sized>(
+        &self,
+        to: ConnRef,
+        name: &'static str,
+        payload: &T,
+        droppable: bool,
+    ) {
+        let mut text = String::with_capacity(256);
+        frame::push_json(&mut text, payload);
         self.deliver(
             to,
             Out::Event {
                 name,
-                payload: payload.to_string(),
+                payload: text,
                 droppable,
             },
         );

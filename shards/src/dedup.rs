@@ -6,6 +6,7 @@
 //! older than the window as absent; they are reclaimed when their slot comes round again or by
 //! [`DedupRing::expire`].
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -54,17 +55,52 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
     }
 
     /// The value of `key` if seen within the window.
-    pub fn get(&self, key: &K, now_ms: i64) -> Option<&V> {
+    pub fn get<Q>(&self, key: &Q, now_ms: i64) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slot = self.slots[*self.index.get(key)?].as_ref()?;
         (now_ms - slot.at_ms < self.window_ms).then_some(&slot.value)
     }
 
     /// Mutable access to the value of `key` if seen within the window.
-    pub fn get_mut(&mut self, key: &K, now_ms: i64) -> Option<&mut V> {
+    pub fn get_mut<Q>(&mut self, key: &Q, now_ms: i64) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let i = *self.index.get(key)?;
         let window = self.window_ms;
         let slot = self.slots[i].as_mut()?;
         (now_ms - slot.at_ms < window).then_some(&mut slot.value)
+    }
+
+    /// The live value of `key`, inserted from `make()` (at `now_ms`) when absent or expired.
+    pub fn get_or_insert_with<Q>(
+        &mut self,
+        key: &Q,
+        now_ms: i64,
+        make: impl FnOnce() -> V,
+    ) -> &mut V
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let live = match self.index.get(key) {
+            Some(&i) => self.slots[i]
+                .as_ref()
+                .is_some_and(|s| now_ms - s.at_ms < self.window_ms),
+            None => false,
+        };
+        if !live {
+            self.insert(key.to_owned(), make(), now_ms);
+        }
+        let i = self.index[key];
+        &mut self.slots[i]
+            .as_mut()
+            .expect("an indexed slot is occupied")
+            .value
     }
 
     /// Remembers `key` → `value` from `now_ms`, replacing an older entry of the same key.
@@ -173,6 +209,24 @@ mod tests {
         r.insert("c", 4, 3);
         r.insert("d", 5, 4); // overwrites the freed slot chain without losing "a"'s newest
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn get_or_insert_with_keeps_live_and_replaces_expired() {
+        let mut r: DedupRing<String, u32> = DedupRing::new(4, 100);
+        *r.get_or_insert_with("run-1", 0, || 1) += 10;
+        assert_eq!(
+            *r.get_or_insert_with("run-1", 50, || 99),
+            11,
+            "live entry kept"
+        );
+        assert_eq!(r.get("run-1", 50), Some(&11), "borrowed-key lookup");
+        assert_eq!(
+            *r.get_or_insert_with("run-1", 150, || 7),
+            7,
+            "expired entry replaced"
+        );
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

@@ -212,7 +212,7 @@ pub fn trim_caches(shard: &GatewayShard, now: i64) {
         for s in map.values() {
             s.history
                 .borrow_mut()
-                .retain(|m| now - m["timestamp"].as_i64().unwrap_or(now) < ttl.0 as i64);
+                .retain(|m| now - m.timestamp < ttl.0 as i64);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -113,14 +113,23 @@ pub fn parse(text: &str) -> Inbound {
 }
 
 /// `{"type":"res","id":…,"ok":true,"payload":…}`
-pub fn res_ok(id: &str, payload: &Value) -> String {
-    let mut s = String::with_capacity(64);
+pub fn res_ok<T: Serialize + ?Sized>(id: &str, payload: &T) -> String {
+    let mut s = String::with_capacity(128);
     s.push_str(r#"{"type":"res","id":"#);
     push_json_str(&mut s, id);
     s.push_str(r#","ok":true,"payload":"#);
-    s.push_str(&payload.to_string());
+    push_json(&mut s, payload);
     s.push('}');
     s
+}
+
+/// Serializes `v` onto the end of `s` (no intermediate String).
+pub fn push_json<T: Serialize + ?Sized>(s: &mut String, v: &T) {
+    let mut buf = std::mem::take(s).into_bytes();
+    // Serializing our own payload types and `Value`s cannot fail (no non-string map keys).
+    let _ = serde_json::to_writer(&mut buf, v);
+    // serde_json writes UTF-8 only, and `s` was UTF-8 before.
+    *s = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into());
 }
 
 /// `{"type":"res","id":…,"ok":false,"error":…}`

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::Job;
 use crate::config::ChannelConfig;
-use crate::session::Session;
+use crate::session::{HistoryEntry, Session};
 use crate::shard::{now_ms, GatewayShard};
 
 /// The configuration of channel `name`, with the built-in `log` channel.
@@ -37,11 +37,10 @@ pub async fn deliver(
     let cfg = lookup(shard, channel).ok_or_else(|| format!("unknown channel {channel}"))?;
     match cfg.kind.as_str() {
         "log" => {
-            session.push_history(
-                json!({"role": "outbound", "channel": channel, "to": to,
-                       "content": [{"type": "text", "text": job.message}], "timestamp": now_ms(), "runId": job.run_id}),
-                shard.config().history_limit(),
-            );
+            let mut entry = HistoryEntry::new("outbound", &job.message, now_ms(), &job.run_id);
+            entry.channel = Some(channel.to_string());
+            entry.to = Some(to.to_string());
+            session.push_history(entry, shard.config().history_limit());
             Ok(job.message.clone())
         }
         "webhook" => {

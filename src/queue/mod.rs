@@ -19,12 +19,14 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::agent::echo::{self, Outcome};
 use crate::protocol::error::GatewayError;
 use crate::protocol::SessionKey;
-use crate::session::{Cached, RunCtl, Session};
+use crate::session::{Cached, HistoryEntry, RunCtl, Session};
 use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunRecord};
 
 /// What a job does when dispatched.
@@ -133,7 +135,7 @@ pub struct QueueState {
     /// Dead letters owned here, oldest first.
     pub dead: RefCell<VecDeque<DeadLetter>>,
     /// Pipeline traces by message id.
-    pub traces: RefCell<shards::dedup::DedupRing<String, Vec<Value>>>,
+    pub traces: RefCell<shards::dedup::DedupRing<String, Vec<Stage>>>,
     /// Counters.
     pub stats: QueueStats,
     /// Jobs admitted here and not finished (lanes + running).
@@ -246,7 +248,7 @@ pub fn snapshot(shard: &GatewayShard) -> Vec<journal::Record> {
                 out.push(journal::Record::Done {
                     id: id.to_string(),
                     k: k.clone(),
-                    p: payload.clone(),
+                    p: payload.as_deref().map(raw_to_value),
                     e: error.clone(),
                     at,
                 });
@@ -266,6 +268,18 @@ pub fn snapshot(shard: &GatewayShard) -> Vec<journal::Record> {
     out
 }
 
+/// Keeps an admitted job for the journal's compaction snapshots (only a durable backend needs
+/// them; the in-memory queue skips the copy).
+fn remember_pending(shard: &GatewayShard, job: &Job) {
+    if shard.queue.journal.borrow().is_some() {
+        shard
+            .queue
+            .pending
+            .borrow_mut()
+            .insert(job.run_id.clone(), job.clone());
+    }
+}
+
 /// Re-admits a job read back from the journal (or forwarded by another shard).
 pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
     let now = now_ms();
@@ -275,7 +289,12 @@ pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
     let (session, _) = shard.sessions.get_or_create(&key, now);
     let entry = match job.kind {
         JobKind::Send { .. } => Cached::Done {
-            payload: Some(ack_for(&job.kind, &job.run_id, &key, job.accepted_at)),
+            payload: Some(to_raw(&ack_for(
+                &job.kind,
+                &job.run_id,
+                &key,
+                job.accepted_at,
+            ))),
             error: None,
         },
         _ => Cached::InFlight {
@@ -292,12 +311,8 @@ pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
     if let Some(j) = shard.queue.journal() {
         j.append_nowait(&acc_record(&job));
     }
-    shard
-        .queue
-        .pending
-        .borrow_mut()
-        .insert(job.run_id.clone(), job.clone());
-    trace(shard, &job.run_id, "replayed", json!({}));
+    remember_pending(shard, &job);
+    trace(shard, &job.run_id, "replayed", Detail::Empty);
     enqueue(shard, &session, job);
 }
 
@@ -336,7 +351,7 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
                     shard.sessions.dedup.borrow_mut().insert(
                         e.k.clone(),
                         Cached::Done {
-                            payload: p.clone(),
+                            payload: p.as_ref().map(to_raw),
                             error: err.clone(),
                         },
                         *at,
@@ -372,19 +387,84 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
     Ok(())
 }
 
-/// Appends a pipeline stage to the trace of `run_id` on this shard.
-pub fn trace(shard: &GatewayShard, run_id: &str, stage: &str, detail: Value) {
+/// One pipeline stage of a message, kept compact (rendered as JSON only by `gateway.trace`).
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Stage name (`received`, `queued`, `dispatched`, `completed`, …).
+    pub stage: &'static str,
+    /// When, ms.
+    pub ts: i64,
+    /// The shard that recorded it.
+    pub shard: usize,
+    /// Stage-specific detail.
+    pub detail: Detail,
+}
+
+/// The detail of a [`Stage`]: typed for the stages every message passes, JSON for the rare ones.
+#[derive(Debug, Clone)]
+pub enum Detail {
+    /// Nothing more to say.
+    Empty,
+    /// `received`: the method, and where and when the caller's shard took the request.
+    Received {
+        /// Method name.
+        method: &'static str,
+        /// The caller's shard.
+        shard: usize,
+        /// When it was received, ms.
+        at: i64,
+    },
+    /// `queued`: the session and how many jobs were ahead in its lane.
+    Queued {
+        /// Session key.
+        session: Box<str>,
+        /// Jobs ahead.
+        lane: usize,
+    },
+    /// `dispatched`: the attempt number.
+    Attempt(u32),
+    /// `completed`: attempts made.
+    Attempts(u32),
+    /// Anything else.
+    Json(Value),
+}
+
+impl Stage {
+    /// The `gateway.trace` row.
+    pub fn to_json(&self) -> Value {
+        let detail = match &self.detail {
+            Detail::Empty => json!({}),
+            Detail::Received { method, shard, at } => {
+                json!({"method": method, "shard": shard, "at": at})
+            }
+            Detail::Queued { session, lane } => json!({"sessionKey": session, "lane": lane}),
+            Detail::Attempt(a) => json!({"attempt": a}),
+            Detail::Attempts(a) => json!({"attempts": a}),
+            Detail::Json(v) => v.clone(),
+        };
+        json!({"stage": self.stage, "ts": self.ts, "shard": self.shard, "detail": detail})
+    }
+}
+
+/// Appends a pipeline stage to the trace of `run_id` on this shard (at most 64 per message).
+pub fn trace(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: Detail) {
     let now = now_ms();
-    let entry = json!({"stage": stage, "ts": now, "shard": shard.id.0, "detail": detail});
+    let entry = Stage {
+        stage,
+        ts: now,
+        shard: shard.id.0,
+        detail,
+    };
     let mut t = shard.queue.traces.borrow_mut();
-    let key = run_id.to_string();
-    if let Some(v) = t.get_mut(&key, now) {
+    if let Some(v) = t.get_mut(run_id, now) {
         if v.len() < 64 {
             v.push(entry);
         }
         return;
     }
-    t.insert(key, vec![entry], now);
+    let mut v = Vec::with_capacity(6);
+    v.push(entry);
+    t.insert(run_id.to_string(), v, now);
 }
 
 /// Exponential backoff with jitter for `attempt` (1-based): `initial × 2^(attempt−1)`, capped
@@ -422,15 +502,15 @@ fn dead_error(job: &Job, dl_id: &str) -> Value {
 pub fn reply_final(
     shard: &GatewayShard,
     reply: &ReplyTo,
-    payload: Option<Value>,
-    error: Option<Value>,
+    payload: Option<&RawValue>,
+    error: Option<&Value>,
 ) {
     match (payload, error) {
-        (Some(p), None) => shard.reply_ok(reply, &p),
+        (Some(p), None) => shard.reply_ok(reply, p),
         (p, Some(e)) => {
             let mut f = json!({"type": "res", "id": reply.req_id, "ok": false, "error": e});
             if let Some(p) = p {
-                f["payload"] = p;
+                f["payload"] = raw_to_value(p);
             }
             shard.deliver(reply.conn, Out::Frame(f.to_string()));
         }
@@ -444,18 +524,23 @@ pub fn run_directory(
     run_id: &str,
     f: impl FnOnce(&mut RunRecord) + Send + 'static,
 ) {
-    let id = run_id.to_string();
     let owner = shard.owner(run_id);
-    shard.on_shard(owner, move |s| {
-        let mut runs = s.runs.borrow_mut();
-        let r = runs.entry(id).or_default();
-        f(r);
-        if matches!(r.status.as_str(), "ok" | "error" | "timeout" | "aborted") {
-            for w in r.waiters.drain(..) {
-                let _ = w.send(());
-            }
+    if owner == shard.id {
+        return update_run(shard, run_id, f);
+    }
+    let id = run_id.to_string();
+    shard.on_shard(owner, move |s| update_run(s, &id, f));
+}
+
+fn update_run(shard: &GatewayShard, run_id: &str, f: impl FnOnce(&mut RunRecord)) {
+    let mut runs = shard.runs.borrow_mut();
+    let r = runs.get_or_insert_with(run_id, now_ms(), RunRecord::default);
+    f(r);
+    if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
+        for w in r.waiters.drain(..) {
+            let _ = w.send(());
         }
-    });
+    }
 }
 
 /// The request side of a submission.
@@ -479,15 +564,100 @@ pub struct Submit<'a> {
     pub received_us: u64,
 }
 
-fn ack_for(kind: &JobKind, idem: &str, key: &SessionKey, now: i64) -> Value {
+/// Serializes one of our payloads once, for the reply and the dedup ring alike.
+pub fn to_raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// A serialized payload as a tree again (rare paths: replays that amend it, the journal).
+pub fn raw_to_value(r: &RawValue) -> Value {
+    serde_json::from_str(r.get()).unwrap_or(Value::Null)
+}
+
+/// The final answer of a completed run.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FinalOk<'a> {
+    run_id: &'a str,
+    status: &'static str,
+    summary: &'static str,
+    session_key: &'a str,
+    result: RunResult<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunResult<'a> {
+    payloads: [TextPart<'a>; 1],
+    meta: RunMeta<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct TextPart<'a> {
+    text: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunMeta<'a> {
+    duration_ms: i64,
+    attempts: u32,
+    agent_meta: AgentMeta<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentMeta<'a> {
+    agent_id: &'a str,
+    provider: &'static str,
+    model: &'static str,
+}
+
+/// The acknowledgement of an admitted message: `accepted` (agent), `started` (chat), or a
+/// `send`'s answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ack<'a> {
+    run_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepted_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+fn ack_for<'a>(kind: &'a JobKind, idem: &'a str, key: &'a SessionKey, now: i64) -> Ack<'a> {
+    let ack = Ack {
+        run_id: idem,
+        agent_id: None,
+        status: None,
+        accepted_at: None,
+        message_id: None,
+        channel: None,
+        duplicate: false,
+    };
     match kind {
-        JobKind::Agent => {
-            json!({"runId": idem, "agentId": key.agent_id(), "status": "accepted", "acceptedAt": now})
-        }
-        JobKind::Chat => json!({"runId": idem, "status": "started"}),
-        JobKind::Send { channel, .. } => {
-            json!({"runId": idem, "messageId": idem, "channel": channel})
-        }
+        JobKind::Agent => Ack {
+            agent_id: Some(key.agent_id()),
+            status: Some("accepted"),
+            accepted_at: Some(now),
+            ..ack
+        },
+        JobKind::Chat => Ack {
+            status: Some("started"),
+            ..ack
+        },
+        JobKind::Send { channel, .. } => Ack {
+            message_id: Some(idem),
+            channel: Some(channel),
+            ..ack
+        },
     }
 }
 
@@ -501,7 +671,11 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
         shard,
         &s.idem,
         "received",
-        json!({"method": method, "shard": s.received.1, "at": s.received.0}),
+        Detail::Received {
+            method,
+            shard: s.received.1,
+            at: s.received.0,
+        },
     );
     // Duplicate? Join the in-flight call or replay the finished one.
     let cached = shard.sessions.dedup.borrow().get(&dedup_key, now).cloned();
@@ -511,7 +685,9 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
             shard,
             &s.idem,
             "deduped",
-            json!({"state": match c { Cached::InFlight { .. } => "in_flight", Cached::Done { .. } => "done" }}),
+            Detail::Json(
+                json!({"state": match c { Cached::InFlight { .. } => "in_flight", Cached::Done { .. } => "done" }}),
+            ),
         );
         match (c, &s.kind) {
             (Cached::InFlight { .. }, JobKind::Agent) => {
@@ -521,7 +697,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
                     joiners.push(s.reply.clone());
                 }
                 let mut ack = ack_for(&s.kind, &s.idem, s.key, now);
-                ack["duplicate"] = json!(true);
+                ack.duplicate = true;
                 shard.reply_ok(&s.reply, &ack);
             }
             (Cached::InFlight { .. }, JobKind::Chat) => {
@@ -529,17 +705,20 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
             }
             (Cached::InFlight { .. }, JobKind::Send { .. }) => {
                 let mut ack = ack_for(&s.kind, &s.idem, s.key, now);
-                ack["duplicate"] = json!(true);
+                ack.duplicate = true;
                 shard.reply_ok(&s.reply, &ack);
             }
             (Cached::Done { payload, error }, JobKind::Agent) => {
                 let mut ack = ack_for(&s.kind, &s.idem, s.key, now);
-                ack["duplicate"] = json!(true);
+                ack.duplicate = true;
                 shard.reply_ok(&s.reply, &ack);
-                reply_final(shard, &s.reply, payload, error);
+                reply_final(shard, &s.reply, payload.as_deref(), error.as_ref());
             }
             (Cached::Done { payload, error }, _) => {
-                let mut ack = payload.unwrap_or_else(|| ack_for(&s.kind, &s.idem, s.key, now));
+                let mut ack = match payload {
+                    Some(p) => raw_to_value(&p),
+                    None => json!(ack_for(&s.kind, &s.idem, s.key, now)),
+                };
                 if let Value::Object(m) = &mut ack {
                     if error.is_none() && !matches!(s.kind, JobKind::Send { .. }) {
                         m.insert("status".into(), json!("ok"));
@@ -554,14 +733,24 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
     // Admission: memory cap, the queue bound, then the session lane bound.
     if shard.shared.shedding.load(Ordering::Relaxed) {
         bump(&shard.queue.stats.rejected_full);
-        trace(shard, &s.idem, "rejected", json!({"reason": "OVERLOADED"}));
+        trace(
+            shard,
+            &s.idem,
+            "rejected",
+            Detail::Json(json!({"reason": "OVERLOADED"})),
+        );
         shard.reply_err(&s.reply, &GatewayError::Overloaded);
         return;
     }
     let queued = &shard.shared.queued;
     if cfg.queue.enabled && queued.load(Ordering::Relaxed) >= cfg.queue.max_size {
         bump(&shard.queue.stats.rejected_full);
-        trace(shard, &s.idem, "rejected", json!({"reason": "QUEUE_FULL"}));
+        trace(
+            shard,
+            &s.idem,
+            "rejected",
+            Detail::Json(json!({"reason": "QUEUE_FULL"})),
+        );
         shard.reply_err(
             &s.reply,
             &GatewayError::QueueFull {
@@ -573,7 +762,12 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
     let (session, created) = shard.sessions.get_or_create(s.key, now);
     if session.lane.borrow().len() + session.held.borrow().len() >= cfg.ordering.buffer_size {
         bump(&shard.queue.stats.rejected_full);
-        trace(shard, &s.idem, "rejected", json!({"reason": "LANE_FULL"}));
+        trace(
+            shard,
+            &s.idem,
+            "rejected",
+            Detail::Json(json!({"reason": "LANE_FULL"})),
+        );
         shard.reply_err(
             &s.reply,
             &GatewayError::LaneFull {
@@ -594,7 +788,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
         attempts: 0,
         errors: Vec::new(),
     };
-    let ack = ack_for(&s.kind, &s.idem, s.key, now);
+    let ack = to_raw(&ack_for(&s.kind, &s.idem, s.key, now));
     // A `send`'s answer is its acknowledgement: cache it as done at once.
     let entry = match s.kind {
         JobKind::Send { .. } => Cached::Done {
@@ -617,17 +811,16 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
         shard,
         &s.idem,
         "queued",
-        json!({"sessionKey": s.key.as_str(), "lane": session.lane.borrow().len()}),
+        Detail::Queued {
+            session: s.key.as_str().into(),
+            lane: session.lane.borrow().len(),
+        },
     );
     if created {
         crate::routing::sessions_changed(shard, s.key, "created");
     }
-    run_directory(shard, &s.idem, |r| r.status = "queued".into());
-    shard
-        .queue
-        .pending
-        .borrow_mut()
-        .insert(job.run_id.clone(), job.clone());
+    run_directory(shard, &s.idem, |r| r.status = "queued");
+    remember_pending(shard, &job);
     // Durable backend: acknowledge only once the admission record is on disk.
     if let Some(j) = shard.queue.journal() {
         if let Err(e) = j.append(&acc_record(&job)).await {
@@ -656,7 +849,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
             );
             return;
         }
-        trace(shard, &s.idem, "journaled", json!({}));
+        trace(shard, &s.idem, "journaled", Detail::Empty);
     }
     // The acknowledgement goes out before the lane can emit anything for this run.
     shard.reply_ok(&s.reply, &ack);
@@ -679,7 +872,7 @@ fn admit_ordered(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job, seq:
             shard,
             &job.run_id,
             "late",
-            json!({"sessionSeq": seq, "expected": expected}),
+            Detail::Json(json!({"sessionSeq": seq, "expected": expected})),
         );
         return enqueue(shard, session, job);
     }
@@ -688,7 +881,7 @@ fn admit_ordered(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job, seq:
             shard,
             &job.run_id,
             "held",
-            json!({"sessionSeq": seq, "waitingFor": expected}),
+            Detail::Json(json!({"sessionSeq": seq, "waitingFor": expected})),
         );
         session.held.borrow_mut().insert(seq, job);
         let (sh, s) = (shard.clone(), session.clone());
@@ -827,13 +1020,13 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         ((started - job.accepted_at).max(0) as u64) * 1000,
     );
     run_directory(shard, &job.run_id, move |r| {
-        r.status = "running".into();
+        r.status = "running";
         r.started_at = Some(started);
     });
     let limit = cfg.history_limit();
     if !matches!(job.kind, JobKind::Send { .. }) {
         session.push_history(
-            json!({"role": "user", "content": [{"type": "text", "text": job.message}], "timestamp": job.accepted_at, "runId": job.run_id}),
+            HistoryEntry::new("user", &job.message, job.accepted_at, &job.run_id),
             limit,
         );
     }
@@ -849,7 +1042,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             shard,
             &job.run_id,
             "dispatched",
-            json!({"attempt": job.attempts}),
+            Detail::Attempt(job.attempts),
         );
         let slot = acquire_agent_slot(shard, &agent).await;
         let t0 = shard.shared.mono_us();
@@ -869,7 +1062,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                     shard,
                     &job.run_id,
                     "attempt_failed",
-                    json!({"attempt": job.attempts, "error": e}),
+                    Detail::Json(json!({"attempt": job.attempts, "error": e})),
                 );
                 if job.attempts >= max_attempts || ctl.aborted.get() {
                     break Err(e);
@@ -887,7 +1080,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                     shard,
                     &job.run_id,
                     "retry_scheduled",
-                    json!({"attempt": job.attempts + 1, "delayMs": wait}),
+                    Detail::Json(json!({"attempt": job.attempts + 1, "delayMs": wait})),
                 );
                 glommio::timer::sleep(Duration::from_millis(wait)).await;
             }
@@ -900,7 +1093,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         Ok(Outcome::Ok(text)) => {
             if !matches!(job.kind, JobKind::Send { .. }) {
                 session.push_history(
-                    json!({"role": "assistant", "content": [{"type": "text", "text": text}], "timestamp": ended, "runId": job.run_id}),
+                    HistoryEntry::new("assistant", text, ended, &job.run_id),
                     limit,
                 );
             }
@@ -909,16 +1102,27 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 shard,
                 &job.run_id,
                 "completed",
-                json!({"attempts": job.attempts}),
+                Detail::Attempts(job.attempts),
             );
-            (
-                "ok",
-                json!({"runId": job.run_id, "status": "ok", "summary": "completed", "sessionKey": session.key.as_str(),
-                       "result": {"payloads": [{"text": text}],
-                                  "meta": {"durationMs": ended - started, "attempts": job.attempts,
-                                           "agentMeta": {"agentId": session.key.agent_id(), "provider": "shardgate", "model": "echo"}}}}),
-                None,
-            )
+            let done = FinalOk {
+                run_id: &job.run_id,
+                status: "ok",
+                summary: "completed",
+                session_key: session.key.as_str(),
+                result: RunResult {
+                    payloads: [TextPart { text }],
+                    meta: RunMeta {
+                        duration_ms: ended - started,
+                        attempts: job.attempts,
+                        agent_meta: AgentMeta {
+                            agent_id: session.key.agent_id(),
+                            provider: "shardgate",
+                            model: "echo",
+                        },
+                    },
+                },
+            };
+            ("ok", to_raw(&done), None)
         }
         Ok(Outcome::TimedOut) => {
             bump(&shard.queue.stats.completed);
@@ -926,7 +1130,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 shard,
                 &job.run_id,
                 "timed_out",
-                json!({"runTimeoutMs": cfg.agents.run_timeout_ms}),
+                Detail::Json(json!({"runTimeoutMs": cfg.agents.run_timeout_ms})),
             );
             if let Some(w) = job.watcher {
                 let p = json!({"runId": job.run_id, "seq": 0, "stream": "lifecycle", "ts": ended,
@@ -941,16 +1145,20 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             }
             (
                 "timeout",
-                json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "timeout"}),
+                to_raw(
+                    &json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "timeout"}),
+                ),
                 None,
             )
         }
         Ok(Outcome::Aborted(_)) => {
             bump(&shard.queue.stats.completed);
-            trace(shard, &job.run_id, "aborted", json!({}));
+            trace(shard, &job.run_id, "aborted", Detail::Empty);
             (
                 "aborted",
-                json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "aborted"}),
+                to_raw(
+                    &json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "aborted"}),
+                ),
                 None,
             )
         }
@@ -968,7 +1176,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                     shard,
                     &job.run_id,
                     "dead_lettered",
-                    json!({"deadLetterId": dl_id, "attempts": job.attempts}),
+                    Detail::Json(json!({"deadLetterId": dl_id, "attempts": job.attempts})),
                 );
                 tracing::warn!(shard = %shard.id, run = %job.run_id, attempts = job.attempts, "dead-lettered");
             } else {
@@ -976,7 +1184,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                     shard,
                     &job.run_id,
                     "failed",
-                    json!({"attempts": job.attempts}),
+                    Detail::Json(json!({"attempts": job.attempts})),
                 );
             }
             if job.kind == JobKind::Chat {
@@ -988,7 +1196,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             }
             (
                 "error",
-                json!({"runId": job.run_id, "status": "error", "summary": err["message"]}),
+                to_raw(&json!({"runId": job.run_id, "status": "error", "summary": err["message"]})),
                 Some(err),
             )
         }
@@ -1023,7 +1231,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             None => j.append_nowait(&journal::Record::Done {
                 id: job.run_id.clone(),
                 k: job.dedup_key.clone(),
-                p: Some(payload.clone()),
+                p: Some(raw_to_value(&payload)),
                 e: error.clone(),
                 at: ended,
             }),
@@ -1049,18 +1257,17 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     };
     if job.kind == JobKind::Agent {
         if let Some(r) = &job.reply {
-            reply_final(shard, r, Some(payload.clone()), error.clone());
+            reply_final(shard, r, Some(&payload), error.as_ref());
         }
         for j in joiners {
-            reply_final(shard, &j, Some(payload.clone()), error.clone());
+            reply_final(shard, &j, Some(&payload), error.as_ref());
         }
     }
-    let st = status.to_string();
     let err_text = error
         .as_ref()
         .and_then(|e| e["message"].as_str().map(str::to_string));
     run_directory(shard, &job.run_id, move |r| {
-        r.status = st;
+        r.status = status;
         r.ended_at = Some(ended);
         r.error = err_text;
     });
@@ -1103,17 +1310,13 @@ pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
                 at: now_ms(),
             });
         }
-        shard
-            .queue
-            .pending
-            .borrow_mut()
-            .insert(job.run_id.clone(), job.clone());
+        remember_pending(shard, &job);
         bump(&shard.queue.stats.redriven);
         trace(
             shard,
             &job.run_id,
             "redriven",
-            json!({"deadLetterId": d.id}),
+            Detail::Json(json!({"deadLetterId": d.id})),
         );
         enqueue(shard, &session, job);
     }

@@ -126,16 +126,14 @@ pub async fn dispatch(
                     );
                 }
             }
-            let mut params = params;
-            params["__key"] = Value::String(key.as_str().to_string());
-            params["__receivedAt"] = Value::from(now_ms());
-            params["__receivedShard"] = Value::from(shard.id.0);
-            params["__receivedUs"] = Value::from(caller.received_us);
             let call = Call {
                 reply,
                 caller,
                 method,
                 params,
+                key,
+                received_at: now_ms(),
+                received_shard: shard.id.0,
             };
             if owner == shard.id {
                 run_owned(shard, call);
@@ -203,8 +201,7 @@ pub async fn dispatch(
 
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
-    let key = SessionKey::parse(call.params["__key"].as_str().unwrap_or("main"), "main")
-        .unwrap_or_else(|_| SessionKey::main("main"));
+    let key = call.key.clone();
     match call.method.as_str() {
         "agent" | "chat.send" | "sessions.send" | "send" => {
             glommio::spawn_local(async move { submit_call(shard, key, call).await }).detach();
@@ -293,14 +290,7 @@ async fn submit_call(shard: Rc<GatewayShard>, key: SessionKey, call: Call) {
         },
         _ => JobKind::Chat,
     };
-    let received = (
-        p.get("__receivedAt")
-            .and_then(|v| v.as_i64())
-            .unwrap_or_else(now_ms),
-        p.get("__receivedShard")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0) as usize,
-    );
+    let received = (call.received_at, call.received_shard);
     queue::submit(
         &shard,
         Submit {
@@ -311,7 +301,7 @@ async fn submit_call(shard: Rc<GatewayShard>, key: SessionKey, call: Call) {
             reply: call.reply,
             received,
             seq: p.get("sessionSeq").and_then(|v| v.as_u64()),
-            received_us: p.get("__receivedUs").and_then(|v| v.as_u64()).unwrap_or(0),
+            received_us: call.caller.received_us,
         },
     )
     .await;
@@ -375,8 +365,8 @@ fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
         glommio::spawn_local(async move {
             let rx = {
                 let mut runs = s.runs.borrow_mut();
-                let r = runs.entry(run_id.clone()).or_default();
-                if matches!(r.status.as_str(), "ok" | "error" | "timeout" | "aborted") {
+                let r = runs.get_or_insert_with(run_id.as_str(), now_ms(), Default::default);
+                if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
                     None
                 } else {
                     let (tx, rx) = futures_channel::oneshot::channel();
@@ -395,8 +385,8 @@ fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
             }
             let v = {
                 let runs = s.runs.borrow();
-                let r = runs.get(&run_id);
-                let status = match r.map(|r| r.status.as_str()) {
+                let r = runs.get(run_id.as_str(), now_ms());
+                let status = match r.map(|r| r.status) {
                     _ if timed_out => "timeout",
                     Some("ok") => "ok",
                     Some("aborted") | Some("timeout") => "timeout",

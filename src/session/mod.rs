@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -24,6 +25,53 @@ pub struct RunCtl {
     pub aborted: Cell<bool>,
 }
 
+/// One message of a session's history, as `chat.history` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// `user`, `assistant` or `outbound` (a `send` through a channel).
+    pub role: &'static str,
+    /// For `outbound`: the channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// For `outbound`: the recipient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The text, as one content part.
+    pub content: [TextPart; 1],
+    /// When, ms.
+    pub timestamp: i64,
+    /// The run (message id) it belongs to.
+    pub run_id: String,
+}
+
+/// A `{"type":"text","text":…}` content part.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextPart {
+    /// Always `text`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The text.
+    pub text: String,
+}
+
+impl HistoryEntry {
+    /// A plain `role` message of `text`.
+    pub fn new(role: &'static str, text: &str, timestamp: i64, run_id: &str) -> HistoryEntry {
+        HistoryEntry {
+            role,
+            channel: None,
+            to: None,
+            content: [TextPart {
+                kind: "text",
+                text: text.to_string(),
+            }],
+            timestamp,
+            run_id: run_id.to_string(),
+        }
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -38,7 +86,7 @@ pub struct Session {
     /// Optional label.
     pub label: RefCell<Option<String>>,
     /// Messages, oldest first, bounded by `agents.historyLimit`.
-    pub history: RefCell<VecDeque<Value>>,
+    pub history: RefCell<VecDeque<HistoryEntry>>,
     /// Jobs waiting, FIFO.
     pub lane: RefCell<VecDeque<Job>>,
     /// A lane task is running.
@@ -85,7 +133,7 @@ impl Session {
     }
 
     /// Appends to history, keeping at most `limit` messages.
-    pub fn push_history(&self, msg: Value, limit: usize) {
+    pub fn push_history(&self, msg: HistoryEntry, limit: usize) {
         let mut h = self.history.borrow_mut();
         h.push_back(msg);
         while h.len() > limit {
@@ -104,8 +152,8 @@ pub enum Cached {
     },
     /// Done: duplicates get this final payload (or error) again.
     Done {
-        /// `res` ok payload of the final answer.
-        payload: Option<Value>,
+        /// `res` ok payload of the final answer, serialized once.
+        payload: Option<Box<serde_json::value::RawValue>>,
         /// `error` object of a failed final answer.
         error: Option<Value>,
     },
