@@ -22,7 +22,8 @@ pub struct DedupRing<K, V> {
     slots: Vec<Option<Slot<K, V>>>,
     /// Next slot to write (the oldest entry when full).
     head: usize,
-    index: HashMap<K, usize>,
+    /// aHash: fast, and keyed per process so clients cannot aim keys at one bucket.
+    index: HashMap<K, usize, ahash::RandomState>,
     /// Entries evicted by capacity while still inside the window.
     pub evicted_live: u64,
     /// Entries that expired by the window.
@@ -48,7 +49,7 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
             window_ms,
             slots,
             head: 0,
-            index: HashMap::with_capacity(capacity),
+            index: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new()),
             evicted_live: 0,
             expired: 0,
         }

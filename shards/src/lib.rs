@@ -21,6 +21,7 @@
 //! 2. A local owner is a plain call; only a remote owner costs a mesh hop.
 //! 3. Messages between shards are owned values (`Send`); nothing is shared by reference.
 
+pub mod clock;
 pub mod dedup;
 pub mod id;
 pub mod memlock;

@@ -111,7 +111,7 @@ impl ShardMetrics {
         *self.requests.borrow_mut().entry(name).or_insert(0) += 1;
         self.minutes
             .borrow_mut()
-            .at(crate::shard::now_ms())
+            .at(crate::shard::now_ms_coarse())
             .requests += 1;
     }
 
@@ -132,7 +132,10 @@ impl ShardMetrics {
     /// Counts events queued to a connection.
     pub fn events_sent(&self, n: u64) {
         self.events.set(self.events.get() + n);
-        self.minutes.borrow_mut().at(crate::shard::now_ms()).events += n;
+        self.minutes
+            .borrow_mut()
+            .at(crate::shard::now_ms_coarse())
+            .events += n;
     }
 
     /// Counts a security refusal (see [`ShardMetrics::refusals`]).
@@ -143,7 +146,7 @@ impl ShardMetrics {
     /// Counts a finished run.
     pub fn run_done(&self, failed: bool) {
         let mut m = self.minutes.borrow_mut();
-        let c = m.at(crate::shard::now_ms());
+        let c = m.at(crate::shard::now_ms_coarse());
         c.runs += 1;
         if failed {
             c.errors += 1;

@@ -150,6 +150,23 @@ pub fn event(
     push_json_str(&mut s, name);
     s.push_str(r#","payload":"#);
     s.push_str(payload);
+    close_event(&mut s, seq, state_version);
+    s
+}
+
+/// The start of an event frame, `payload` serialized straight into it: everything but `seq`
+/// (given when a connection queues it, see [`close_event`]) and the closing brace.
+pub fn open_event<T: Serialize + ?Sized>(name: &str, payload: &T) -> String {
+    let mut s = String::with_capacity(256);
+    s.push_str(r#"{"type":"event","event":"#);
+    push_json_str(&mut s, name);
+    s.push_str(r#","payload":"#);
+    push_json(&mut s, payload);
+    s
+}
+
+/// Completes an event frame begun by [`open_event`].
+pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64, u64)>) {
     if let Some(seq) = seq {
         s.push_str(r#","seq":"#);
         let _ = write!(s, "{}", seq);
@@ -162,7 +179,6 @@ pub fn event(
         s.push('}');
     }
     s.push('}');
-    s
 }
 
 /// Appends `v` as a JSON string literal, escaping only when it has to (ids and event names

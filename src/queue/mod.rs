@@ -954,6 +954,11 @@ async fn dispatch(
             }
             let timeout = Duration::from_millis(cfg.agents.run_timeout_ms);
             let on_worker = binding.kind.as_deref() == Some("worker");
+            if !on_worker && cfg.agents.echo.delta_delay_ms == 0 {
+                // Without a per-word delay the echo agent never yields: it cannot overstay
+                // the timeout, so it runs without arming a timer.
+                return Ok(echo::run(shard, session, job, ctl).await);
+            }
             match glommio::timer::timeout(timeout, async {
                 if on_worker {
                     Ok(crate::node::worker::dispatch(shard, session, job).await)

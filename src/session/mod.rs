@@ -163,7 +163,7 @@ pub enum Cached {
 #[derive(Debug)]
 pub struct SessionTable {
     /// Sessions by normalised key.
-    pub map: RefCell<HashMap<String, Rc<Session>>>,
+    pub map: RefCell<HashMap<String, Rc<Session>, ahash::RandomState>>,
     /// Idempotency cache (`method:idempotencyKey`), a fixed-capacity ring.
     pub dedup: RefCell<shards::dedup::DedupRing<String, Cached>>,
 }
@@ -172,7 +172,7 @@ impl SessionTable {
     /// An empty table.
     pub fn new(cfg: &Config) -> SessionTable {
         SessionTable {
-            map: RefCell::new(HashMap::new()),
+            map: RefCell::new(HashMap::default()),
             dedup: RefCell::new(shards::dedup::DedupRing::new(
                 cfg.deduplication.capacity,
                 cfg.deduplication.window.0 as i64,

@@ -136,22 +136,47 @@ impl Conn {
         droppable: bool,
         state_version: Option<(u64, u64)>,
     ) {
-        if self.is_closing() {
+        if self.is_closing() || !self.admit_event(payload.len() + name.len() + 96, droppable) {
             return;
         }
-        // seq, stateVersion and framing add < 96 bytes
-        let estimate = payload.len() + name.len() + 96;
-        if self.buffered.get() + estimate > self.max_buffered {
-            if droppable {
-                self.dropped.set(self.dropped.get() + 1);
-            } else {
-                self.close(1008, "slow consumer");
-            }
+        let seq = self.next_seq();
+        let text = frame::event(name, payload, Some(seq), state_version);
+        self.queue_frame(text);
+    }
+
+    /// Queues an event begun with [`frame::open_event`]: gives it the next `seq` and closes
+    /// it, under the same bound as [`Conn::push_event`].
+    pub fn push_open_event(&self, mut open: String, droppable: bool) {
+        // seq and the closing brace add < 32 bytes
+        if self.is_closing() || !self.admit_event(open.len() + 32, droppable) {
             return;
         }
+        let seq = self.next_seq();
+        frame::close_event(&mut open, Some(seq), None);
+        self.queue_frame(open);
+    }
+
+    /// True when an event of about `estimate` bytes fits the bound; otherwise a droppable one
+    /// is counted as dropped and anything else closes the connection.
+    fn admit_event(&self, estimate: usize, droppable: bool) -> bool {
+        if self.buffered.get() + estimate <= self.max_buffered {
+            return true;
+        }
+        if droppable {
+            self.dropped.set(self.dropped.get() + 1);
+        } else {
+            self.close(1008, "slow consumer");
+        }
+        false
+    }
+
+    fn next_seq(&self) -> u64 {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
-        let text = frame::event(name, payload, Some(seq), state_version);
+        seq
+    }
+
+    fn queue_frame(&self, text: String) {
         self.buffered.set(self.buffered.get() + text.len());
         self.queue.borrow_mut().push_back(text);
         self.wake();
