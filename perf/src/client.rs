@@ -79,7 +79,12 @@ struct HelloRes {
     kind: String,
     ok: Option<bool>,
     error: Option<serde_json::Value>,
+    payload: Option<serde_json::Value>,
 }
+
+/// A handshaken connection and the gateway shard that holds it (`hello-ok.server.shard`;
+/// `None` from servers that do not say, like the baseline).
+pub(crate) type Connected = (Ws, Option<usize>);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -105,7 +110,7 @@ pub(crate) async fn connect(
     t: &Target,
     idx: usize,
     device: Option<&DeviceIdentity>,
-) -> Result<Ws, String> {
+) -> Result<Connected, String> {
     tokio::time::timeout(t.timeout, connect_inner(t, idx, device))
         .await
         .map_err(|_| "handshake timed out".to_string())?
@@ -115,7 +120,7 @@ async fn connect_inner(
     t: &Target,
     idx: usize,
     device: Option<&DeviceIdentity>,
-) -> Result<Ws, String> {
+) -> Result<Connected, String> {
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     if t.source_ips > 1 && t.addr.ip().is_loopback() {
         let last = 1 + (idx % usize::from(t.source_ips)) as u8;
@@ -187,5 +192,10 @@ async fn connect_inner(
             res.error.map(|e| e.to_string()).unwrap_or(text)
         ));
     }
-    Ok(ws)
+    let shard = res
+        .payload
+        .as_ref()
+        .and_then(|p| p["server"]["shard"].as_u64())
+        .map(|s| s as usize);
+    Ok((ws, shard))
 }

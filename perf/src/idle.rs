@@ -46,7 +46,7 @@ pub(crate) async fn run(args: &Args, n: usize) -> Result<serde_json::Value, Stri
     }
     let pushed = Rc::new(Cell::new(0u64));
     let dropped = Rc::new(Cell::new(0u64));
-    for mut ws in conns {
+    for (mut ws, _) in conns {
         let pushed = pushed.clone();
         let dropped = dropped.clone();
         tokio::task::spawn_local(async move {

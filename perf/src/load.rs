@@ -40,6 +40,36 @@ pub(crate) enum Workload {
     Chat,
 }
 
+/// Where a connection's session lives relative to the connection (see `--placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Placement {
+    /// `perf-<n>`: wherever it hashes.
+    Any,
+    /// Owned by the shard that holds the connection: no mesh hop.
+    Same,
+    /// Owned by another shard: every request and event crosses the mesh.
+    Cross,
+}
+
+/// The session key connection `idx` uses. `same`/`cross` search `agent:main:perf-<idx>-<j>`
+/// for the first key whose owner (`shards::route::owner`, as the gateway computes it) is, or
+/// is not, the connection's shard; they fall back to `any` when the server did not say.
+pub(crate) fn session_key(
+    idx: usize,
+    shard: Option<usize>,
+    placement: Placement,
+    shards: usize,
+) -> String {
+    let (Some(mine), true) = (shard, placement != Placement::Any && shards > 1) else {
+        return format!("perf-{idx}");
+    };
+    (0..)
+        .map(|j| format!("agent:main:perf-{idx}-{j}"))
+        .find(|k| (shards::route::owner(k, shards).0 == mine) == (placement == Placement::Same))
+        .expect("an unbounded search over keys finds one")
+}
+
 /// How requests are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +189,8 @@ struct Payload<'a> {
 /// One connection's state.
 struct Conn {
     idx: usize,
+    /// This connection's session key.
+    key: String,
     plan: Rc<Plan>,
     stats: Rc<RefCell<Stats>>,
     /// Request id → (intended or actual) send time.
@@ -185,13 +217,13 @@ impl Conn {
             ),
             Workload::Agent => write!(
                 self.buf,
-                r#"{{"type":"req","id":"{id}","method":"agent","params":{{"message":"{}","idempotencyKey":"{}-{}-{id}","sessionKey":"perf-{}"}}}}"#,
-                p.message, p.tag, self.idx, self.idx
+                r#"{{"type":"req","id":"{id}","method":"agent","params":{{"message":"{}","idempotencyKey":"{}-{}-{id}","sessionKey":"{}"}}}}"#,
+                p.message, p.tag, self.idx, self.key
             ),
             Workload::Chat => write!(
                 self.buf,
-                r#"{{"type":"req","id":"{id}","method":"chat.send","params":{{"sessionKey":"perf-{}","message":"{}","idempotencyKey":"{}-{}-{id}"}}}}"#,
-                self.idx, p.message, p.tag, self.idx
+                r#"{{"type":"req","id":"{id}","method":"chat.send","params":{{"sessionKey":"{}","message":"{}","idempotencyKey":"{}-{}-{id}"}}}}"#,
+                self.key, p.message, p.tag, self.idx
             ),
         };
     }
@@ -326,9 +358,16 @@ impl Conn {
 const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// Drives connection `idx` until the window and the drain are over.
-pub(crate) async fn drive(mut ws: Ws, idx: usize, plan: Rc<Plan>, stats: Rc<RefCell<Stats>>) {
+pub(crate) async fn drive(
+    mut ws: Ws,
+    idx: usize,
+    key: String,
+    plan: Rc<Plan>,
+    stats: Rc<RefCell<Stats>>,
+) {
     let mut c = Conn {
         idx,
+        key,
         plan: plan.clone(),
         stats,
         pending: HashMap::with_capacity(plan.inflight.max(16)),

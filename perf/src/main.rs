@@ -30,7 +30,7 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 use shardgate::auth::device::DeviceIdentity;
 
-use crate::client::{Target, Ws};
+use crate::client::Target;
 use crate::load::{Mode, Plan, Stats, Workload};
 
 /// Most connections one process opens (the fd limit here is 20 000 and not raisable).
@@ -73,6 +73,13 @@ pub(crate) struct Args {
     /// Words in the message (one `agent`/`chat` delta per word). Default: agent 1, chat 20.
     #[arg(long)]
     words: Option<usize>,
+    /// Where each connection's session lives: `any` (`perf-<n>`, wherever it hashes), `same`
+    /// (a key owned by the connection's own shard) or `cross` (owned by another shard).
+    #[arg(long, value_enum, default_value_t = load::Placement::Any)]
+    placement: load::Placement,
+    /// The gateway's shard count (for `--placement same|cross`).
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// Server process to read CPU time and RSS from (/proc/PID).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -171,7 +178,7 @@ pub(crate) async fn open_many(
     n: usize,
     concurrency: usize,
     device: Option<&DeviceIdentity>,
-) -> Result<(Vec<Ws>, u64, Option<String>), String> {
+) -> Result<(Vec<client::Connected>, u64, Option<String>), String> {
     let mut conns = Vec::with_capacity(n);
     if n == 0 {
         return Ok((conns, 0, None));
@@ -269,7 +276,10 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
-        .map(|(i, ws)| tokio::task::spawn_local(load::drive(ws, i, plan.clone(), stats.clone())))
+        .map(|(i, (ws, shard))| {
+            let key = load::session_key(i, shard, args.placement, args.shards);
+            tokio::task::spawn_local(load::drive(ws, i, key, plan.clone(), stats.clone()))
+        })
         .collect();
 
     tokio::time::sleep_until(start.into()).await;
@@ -298,6 +308,8 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         "inflight": if args.mode == Mode::Closed { json!(plan.inflight) } else { json!(null) },
         "rate": args.rate,
         "words": words,
+        "placement": args.placement,
+        "shards": args.shards,
         "duration_s": window,
         "requests": st.completed,
         "requests_per_s": req_s,
