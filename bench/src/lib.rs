@@ -131,6 +131,107 @@ impl Default for SignedConnect {
     }
 }
 
+/// The shared token of the in-process gateway that `e2e_request` and `alloc_per_request` start.
+pub const BENCH_TOKEN: &str = "bench-token";
+
+/// A real gateway (`shardgate::app::serve`) running in this process on a background thread:
+/// one shard, token auth ([`BENCH_TOKEN`]), loopback, a fresh state dir, in-memory queue.
+///
+/// `serve` blocks until SIGTERM and reports its port only on stdout, so the port is chosen
+/// here first (bind `127.0.0.1:0`, read it, drop it) and passed in the config. Readiness is a
+/// completed handshake: until the shard listens, connects reach `serve`'s probe socket, which
+/// never answers, and are retried. The gateway is never stopped; it ends with the process.
+#[derive(Debug)]
+pub struct InProcessGateway {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    state_dir: std::path::PathBuf,
+}
+
+impl InProcessGateway {
+    /// Starts the gateway and waits (at most 30 s) until a client completes the handshake.
+    pub fn start() -> InProcessGateway {
+        use shardgate::config::{Config, Shards};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let state_dir =
+            std::env::temp_dir().join(format!("shardgate-bench-{}-{port}", std::process::id()));
+        let mut config = Config {
+            shards: Shards::Count(1),
+            state_dir: Some(state_dir.clone()),
+            ..Config::default()
+        };
+        config.gateway.host = "127.0.0.1".into();
+        config.gateway.port = port;
+        config.gateway.auth.token = Some(BENCH_TOKEN.into());
+        config.validate().expect("bench gateway config is valid");
+        std::thread::Builder::new()
+            .name("gateway-main".into())
+            .spawn(move || {
+                if let Err(e) = shardgate::app::serve(config) {
+                    eprintln!("in-process gateway failed: {e:#}");
+                    std::process::exit(1);
+                }
+            })
+            .expect("spawn the gateway thread");
+        let g = InProcessGateway { port, state_dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match g.try_client(std::time::Duration::from_millis(500)) {
+                Ok(c) => {
+                    c.close();
+                    return g;
+                }
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("in-process gateway not ready within 30 s: {e}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// `ws://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    fn try_client(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<shardgate::client::Client, shardgate::client::CallError> {
+        shardgate::client::Client::connect(
+            &self.url(),
+            Some(BENCH_TOKEN),
+            &["operator.admin"],
+            timeout,
+        )
+    }
+
+    /// A connected operator client (`shardgate::client::Client`: real WebSocket handshake,
+    /// `connect.challenge`, `connect` with `auth.token`, protocol 4, an operator `client`
+    /// block), with a 10 s answer timeout.
+    pub fn client(&self) -> shardgate::client::Client {
+        self.try_client(std::time::Duration::from_secs(10))
+            .expect("bench client connects")
+    }
+}
+
+impl Drop for InProcessGateway {
+    fn drop(&mut self) {
+        // The gateway keeps running (it ends with the process); its files are no longer needed.
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// `agent` params as the end-to-end benches send them: a one-word message, a unique
+/// idempotency key per request, one session.
+pub fn agent_params(n: u64) -> serde_json::Value {
+    serde_json::json!({"message": "hi", "idempotencyKey": format!("bench-{n}"),
+                       "sessionKey": "bench-1"})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
