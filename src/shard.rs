@@ -428,6 +428,11 @@ impl GatewayShard {
         self.deliver(to, Out::Event { open, droppable });
     }
 
+    /// Sends an event already begun with [`frame::open_event_with`] to one connection.
+    pub fn event_open_to(&self, to: ConnRef, open: String, droppable: bool) {
+        self.deliver(to, Out::Event { open, droppable });
+    }
+
     /// Sends an event to every authenticated connection on this shard that `filter` accepts.
     pub fn event_local_all(
         &self,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::protocol::frame;
 use crate::queue::{Job, JobKind};
 use crate::session::{RunCtl, Session};
 use crate::shard::{now_ms, GatewayShard};
@@ -22,7 +23,54 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// An `agent` event payload; `data` depends on the stream.
+/// `{"runId","seq","stream":"assistant","ts","data":{"text","delta"},"sessionKey","agentId"}`:
+/// the `assistant` stream written by hand (literal keys, no per-key escaping pass).
+#[allow(clippy::too_many_arguments)]
+fn assistant_event(
+    s: &mut String,
+    run_id: &str,
+    seq: u64,
+    ts: i64,
+    text: &str,
+    delta: &str,
+    key: &str,
+    agent_id: &str,
+) {
+    s.push_str(r#"{"runId":"#);
+    frame::push_json_str(s, run_id);
+    s.push_str(r#","seq":"#);
+    frame::push_int(s, seq);
+    s.push_str(r#","stream":"assistant","ts":"#);
+    frame::push_int(s, ts);
+    s.push_str(r#","data":{"text":"#);
+    frame::push_json_str(s, text);
+    s.push_str(r#","delta":"#);
+    frame::push_json_str(s, delta);
+    s.push_str(r#"},"sessionKey":"#);
+    frame::push_json_str(s, key);
+    s.push_str(r#","agentId":"#);
+    frame::push_json_str(s, agent_id);
+    s.push('}');
+}
+
+/// A `chat` delta, written by hand: the object [`ChatEvent`] serializes with `state: "delta"`.
+fn chat_delta(s: &mut String, run_id: &str, key: &str, seq: u64, text: &str, ts: i64) {
+    s.push_str(r#"{"runId":"#);
+    frame::push_json_str(s, run_id);
+    s.push_str(r#","sessionKey":"#);
+    frame::push_json_str(s, key);
+    s.push_str(r#","seq":"#);
+    frame::push_int(s, seq);
+    s.push_str(
+        r#","state":"delta","message":{"role":"assistant","content":[{"type":"text","text":"#,
+    );
+    frame::push_json_str(s, text);
+    s.push_str(r#"}],"timestamp":"#);
+    frame::push_int(s, ts);
+    s.push_str("}}");
+}
+
+/// An `agent` event payload of the `lifecycle` stream (`assistant` ones: [`assistant_event`]).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AgentEvent<'a> {
@@ -30,17 +78,9 @@ struct AgentEvent<'a> {
     seq: u64,
     stream: &'static str,
     ts: i64,
-    data: Data<'a>,
+    data: Lifecycle,
     session_key: &'a str,
     agent_id: &'a str,
-}
-
-/// `data` of an `agent` event.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Data<'a> {
-    Lifecycle(Lifecycle),
-    Assistant(Assistant<'a>),
 }
 
 /// `data` of the `lifecycle` stream.
@@ -51,13 +91,6 @@ struct Lifecycle {
     started_at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     ended_at: Option<i64>,
-}
-
-/// `data` of the `assistant` stream: the text so far and this delta.
-#[derive(Serialize)]
-struct Assistant<'a> {
-    text: &'a str,
-    delta: &'a str,
 }
 
 /// A `chat` event payload.
@@ -101,33 +134,34 @@ pub async fn run(
     ctl: &Rc<RunCtl>,
 ) -> Outcome {
     let key = session.key.as_str();
+    let agent_id = session.key.agent_id();
     let delay = shard.config().agents.echo.delta_delay_ms;
+    // The run's `agent` events carry their own `seq` (per run, from 1); `chat` events too.
     let mut seq = 0u64;
     let mut chat_seq = 0u64;
-    // The run's `agent` events carry their own `seq` (per run, from 1).
-    let mut agent_event = |stream: &'static str, data: Data<'_>| {
-        seq += 1;
+    let lifecycle = |seq: u64, data: Lifecycle| {
         if let Some(w) = job.watcher {
             let p = AgentEvent {
                 run_id: &job.run_id,
                 seq,
-                stream,
+                stream: "lifecycle",
                 ts: now_ms(),
                 data,
                 session_key: key,
-                agent_id: session.key.agent_id(),
+                agent_id,
             };
             shard.event_to(w, "agent", &p, false);
         }
     };
     let started = now_ms();
-    agent_event(
-        "lifecycle",
-        Data::Lifecycle(Lifecycle {
+    seq += 1;
+    lifecycle(
+        seq,
+        Lifecycle {
             phase: "start",
             started_at: started,
             ended_at: None,
-        }),
+        },
     );
     let mut text = String::new();
     let mut aborted = false;
@@ -143,35 +177,33 @@ pub async fn run(
             text.push(' ');
         }
         text.push_str(word);
-        agent_event(
-            "assistant",
-            Data::Assistant(Assistant {
-                text: &text,
-                delta: word,
-            }),
-        );
-        if job.kind == JobKind::Chat {
-            chat_seq += 1;
-            if let Some(w) = job.watcher {
-                let p = ChatEvent {
-                    run_id: &job.run_id,
-                    session_key: key,
-                    seq: chat_seq,
-                    state: "delta",
-                    message: chat_message(&text, now_ms()),
-                };
-                shard.event_to(w, "chat", &p, true);
+        // The two frames per word are most of what a streaming run sends: written by hand.
+        seq += 1;
+        let chat = job.kind == JobKind::Chat;
+        chat_seq += u64::from(chat);
+        if let Some(w) = job.watcher {
+            let ts = now_ms();
+            let ev = frame::open_event_with("agent", |s| {
+                assistant_event(s, &job.run_id, seq, ts, &text, word, key, agent_id)
+            });
+            shard.event_open_to(w, ev, false);
+            if chat {
+                let ev = frame::open_event_with("chat", |s| {
+                    chat_delta(s, &job.run_id, key, chat_seq, &text, ts)
+                });
+                shard.event_open_to(w, ev, true);
             }
         }
     }
     let ended = now_ms();
-    agent_event(
-        "lifecycle",
-        Data::Lifecycle(Lifecycle {
+    seq += 1;
+    lifecycle(
+        seq,
+        Lifecycle {
             phase: if aborted { "aborted" } else { "end" },
             started_at: started,
             ended_at: Some(ended),
-        }),
+        },
     );
     if job.kind == JobKind::Chat {
         chat_seq += 1;
@@ -190,5 +222,39 @@ pub async fn run(
         Outcome::Aborted(text)
     } else {
         Outcome::Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parsed(write: impl FnOnce(&mut String)) -> Value {
+        let mut s = String::new();
+        write(&mut s);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("invalid JSON {s}: {e}"))
+    }
+
+    #[test]
+    fn hand_written_events_match_their_serde_shape() {
+        // Text a model could stream: quotes, backslashes, control characters, non-ASCII.
+        let text = "say \"hi\"\\ \u{1}\ttab — naïve 🎉";
+        let a = parsed(|s| assistant_event(s, "r-1", 3, 1700, text, "🎉", "agent:main:k", "main"));
+        assert_eq!(
+            a,
+            json!({"runId": "r-1", "seq": 3, "stream": "assistant", "ts": 1700,
+                   "data": {"text": text, "delta": "🎉"}, "sessionKey": "agent:main:k", "agentId": "main"})
+        );
+        let c = parsed(|s| chat_delta(s, "r-1", "agent:main:k", 2, text, 1700));
+        let via_serde = serde_json::to_value(ChatEvent {
+            run_id: "r-1",
+            session_key: "agent:main:k",
+            seq: 2,
+            state: "delta",
+            message: chat_message(text, 1700),
+        })
+        .unwrap();
+        assert_eq!(c, via_serde);
     }
 }

@@ -165,6 +165,22 @@ pub fn open_event<T: Serialize + ?Sized>(name: &str, payload: &T) -> String {
     s
 }
 
+/// An event frame begun like [`open_event`], its payload written by `write` (hand-rolled JSON
+/// for the hottest payloads, see `agent::echo`).
+pub fn open_event_with(name: &str, write: impl FnOnce(&mut String)) -> String {
+    let mut s = String::with_capacity(256);
+    s.push_str(r#"{"type":"event","event":"#);
+    push_json_str(&mut s, name);
+    s.push_str(r#","payload":"#);
+    write(&mut s);
+    s
+}
+
+/// Appends an integer (no allocation).
+pub fn push_int(s: &mut String, v: impl itoa::Integer) {
+    s.push_str(itoa::Buffer::new().format(v));
+}
+
 /// Completes an event frame begun by [`open_event`].
 pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64, u64)>) {
     if let Some(seq) = seq {
@@ -183,7 +199,7 @@ pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64,
 
 /// Appends `v` as a JSON string literal, escaping only when it has to (ids and event names
 /// are almost always plain ASCII, so this is one copy and no allocation).
-fn push_json_str(s: &mut String, v: &str) {
+pub fn push_json_str(s: &mut String, v: &str) {
     if v.bytes()
         .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
     {
