@@ -135,7 +135,11 @@ pub async fn dispatch(
                 received_at: now_ms(),
                 received_shard: shard.id.0,
             };
-            if owner == shard.id {
+            if owner == shard.id && is_submission(&call.method) {
+                // Already in this request's task: admit it here rather than spawn another.
+                let key = call.key.clone();
+                submit_call(shard, key, call).await;
+            } else if owner == shard.id {
                 run_owned(shard, call);
             } else {
                 shard.send_mesh(owner, MeshMsg::Call(Box::new(call)));
@@ -199,15 +203,17 @@ pub async fn dispatch(
     }
 }
 
+/// Methods that admit a message into a session's lane ([`queue::submit`]).
+fn is_submission(method: &str) -> bool {
+    matches!(method, "agent" | "chat.send" | "sessions.send" | "send")
+}
+
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     let key = call.key.clone();
-    match call.method.as_str() {
-        "agent" | "chat.send" | "sessions.send" | "send" => {
-            glommio::spawn_local(async move { submit_call(shard, key, call).await }).detach();
-            return;
-        }
-        _ => {}
+    if is_submission(&call.method) {
+        glommio::spawn_local(async move { submit_call(shard, key, call).await }).detach();
+        return;
     }
     let r = match call.method.as_str() {
         "chat.history" => history(&shard, &key, &call.params),
