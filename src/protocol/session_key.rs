@@ -36,7 +36,12 @@ impl SessionKey {
         } else {
             format!("agent:{default_agent}:{k}")
         };
-        let full = full.replace(":dm:", ":direct:");
+        // Only legacy keys pay for the rewrite.
+        let full = if full.contains(":dm:") {
+            full.replace(":dm:", ":direct:")
+        } else {
+            full
+        };
         if full.len() > MAX_KEY_LEN {
             return Err(format!("sessionKey longer than {MAX_KEY_LEN} bytes"));
         }

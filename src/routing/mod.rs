@@ -137,8 +137,7 @@ pub async fn dispatch(
             };
             if owner == shard.id && is_submission(&call.method) {
                 // Already in this request's task: admit it here rather than spawn another.
-                let key = call.key.clone();
-                submit_call(shard, key, call).await;
+                submit_call(shard, call).await;
             } else if owner == shard.id {
                 run_owned(shard, call);
             } else {
@@ -210,26 +209,26 @@ fn is_submission(method: &str) -> bool {
 
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
-    let key = call.key.clone();
     if is_submission(&call.method) {
-        glommio::spawn_local(async move { submit_call(shard, key, call).await }).detach();
+        glommio::spawn_local(async move { submit_call(shard, call).await }).detach();
         return;
     }
+    let key = &call.key;
     let r = match call.method.as_str() {
-        "chat.history" => history(&shard, &key, &call.params),
-        "chat.abort" | "sessions.abort" => abort(&shard, &key, &call.params),
+        "chat.history" => history(&shard, key, &call.params),
+        "chat.abort" | "sessions.abort" => abort(&shard, key, &call.params),
         "sessions.get" => shard
             .sessions
             .get(key.as_str())
             .map(|s| json!({"session": s.row()}))
             .ok_or_else(|| GatewayError::NotFound(format!("session not found: {key}"))),
         "sessions.create" => {
-            let (s, created) = shard.sessions.get_or_create(&key, now_ms());
+            let (s, created) = shard.sessions.get_or_create(key, now_ms());
             if let Some(l) = str_param(&call.params, "label") {
                 *s.label.borrow_mut() = Some(l.to_string());
             }
             if created {
-                sessions_changed(&shard, &key, "created");
+                sessions_changed(&shard, key, "created");
             }
             Ok(
                 json!({"ok": true, "key": key.as_str(), "sessionId": *s.session_id.borrow(), "created": created}),
@@ -240,7 +239,7 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
                 s.history.borrow_mut().clear();
                 *s.session_id.borrow_mut() = uuid::Uuid::new_v4().to_string();
                 s.updated_at.set(now_ms());
-                sessions_changed(&shard, &key, "reset");
+                sessions_changed(&shard, key, "reset");
                 Ok(json!({"ok": true, "key": key.as_str(), "sessionId": *s.session_id.borrow()}))
             }
             None => Err(GatewayError::NotFound(format!("session not found: {key}"))),
@@ -252,7 +251,7 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
                     if let Some(c) = s.current.borrow().as_ref() {
                         c.aborted.set(true);
                     }
-                    sessions_changed(&shard, &key, "deleted");
+                    sessions_changed(&shard, key, "deleted");
                     Ok(json!({"ok": true, "key": key.as_str(), "deleted": true}))
                 }
                 None => Ok(json!({"ok": true, "key": key.as_str(), "deleted": false})),
@@ -267,7 +266,7 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     }
 }
 
-async fn submit_call(shard: Rc<GatewayShard>, key: SessionKey, call: Call) {
+async fn submit_call(shard: Rc<GatewayShard>, call: Call) {
     let p = &call.params;
     let message = match p.get("message") {
         Some(Value::String(s)) => s.clone(),
@@ -300,7 +299,7 @@ async fn submit_call(shard: Rc<GatewayShard>, key: SessionKey, call: Call) {
     queue::submit(
         &shard,
         Submit {
-            key: &key,
+            key: &call.key,
             kind,
             message,
             idem,
