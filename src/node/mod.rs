@@ -330,6 +330,14 @@ fn start(shard: &Rc<GatewayShard>, x: Prepared, answer: Answer) {
             timeout_ms,
             params_json,
         } = x;
+        // The caller's shard may not have heard yet that the node left (the registry is
+        // updated by broadcast): a node whose connection is gone here fails the call now
+        // instead of at its timeout.
+        if s.conn(node.conn.id).is_none_or(|c| c.is_closing()) {
+            let e = GatewayError::NodeUnavailable(format!("node disconnected: {}", node.node_id));
+            answer.send(s, Err(e));
+            return;
+        }
         let invoke_id = uuid::Uuid::new_v4().to_string();
         s.nodes.pending.borrow_mut().insert(
             invoke_id.clone(),

@@ -29,11 +29,37 @@ pub struct ConnAuth {
     pub seed: bool,
 }
 
+/// A queued outbound frame.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A text message (every gateway frame).
+    Text(String),
+    /// A binary message (the `/echo` route only).
+    Binary(Vec<u8>),
+    /// The answer to a ping.
+    Pong(Vec<u8>),
+}
+
+impl Outbound {
+    /// Payload bytes, as counted against the send buffer bound.
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Text(t) => t.len(),
+            Outbound::Binary(b) | Outbound::Pong(b) => b.len(),
+        }
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What the writer takes in one go.
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Complete frames, in order.
-    pub frames: Vec<String>,
+    pub frames: VecDeque<Outbound>,
     /// Close after writing them.
     pub close: Option<(u16, String)>,
 }
@@ -47,7 +73,7 @@ pub struct Conn {
     /// `hello-ok` connection id.
     pub conn_uuid: String,
     seq: Cell<u64>,
-    queue: RefCell<VecDeque<String>>,
+    queue: RefCell<VecDeque<Outbound>>,
     buffered: Cell<usize>,
     max_buffered: usize,
     waker: Cell<Option<Waker>>,
@@ -55,6 +81,9 @@ pub struct Conn {
     seed: Cell<bool>,
     closing: RefCell<Option<(u16, String)>>,
     closed: Cell<bool>,
+    /// The peer sent its close frame (ours then ends the close handshake).
+    peer_closed: Cell<bool>,
+    peer_closed_waker: Cell<Option<Waker>>,
     /// Set after `hello-ok`.
     pub auth: RefCell<Option<std::sync::Arc<ConnAuth>>>,
     /// Receives `sessions.changed`.
@@ -93,6 +122,8 @@ impl Conn {
             seed: Cell::new(false),
             closing: RefCell::new(None),
             closed: Cell::new(false),
+            peer_closed: Cell::new(false),
+            peer_closed_waker: Cell::new(None),
             auth: RefCell::new(None),
             sessions_subscribed: Cell::new(false),
             unauthorized_streak: Cell::new(0),
@@ -115,15 +146,20 @@ impl Conn {
     /// Queues a complete frame that must not be dropped (a `res`). Over the bound the
     /// connection is closed 1008 "slow consumer".
     pub fn push_frame(&self, text: String) {
+        self.push(Outbound::Text(text));
+    }
+
+    /// Queues any frame under the same bound as [`Conn::push_frame`].
+    pub fn push(&self, frame: Outbound) {
         if self.is_closing() {
             return;
         }
-        if self.buffered.get() + text.len() > self.max_buffered {
+        if self.buffered.get() + frame.len() > self.max_buffered {
             self.close(1008, "slow consumer");
             return;
         }
-        self.buffered.set(self.buffered.get() + text.len());
-        self.queue.borrow_mut().push_back(text);
+        self.buffered.set(self.buffered.get() + frame.len());
+        self.queue.borrow_mut().push_back(frame);
         self.wake();
     }
 
@@ -178,7 +214,7 @@ impl Conn {
 
     fn queue_frame(&self, text: String) {
         self.buffered.set(self.buffered.get() + text.len());
-        self.queue.borrow_mut().push_back(text);
+        self.queue.borrow_mut().push_back(Outbound::Text(text));
         self.wake();
     }
 
@@ -216,6 +252,32 @@ impl Conn {
         .await
     }
 
+    /// The peer sent its close frame: the close handshake ends when ours is written.
+    pub fn set_peer_closed(&self) {
+        self.peer_closed.set(true);
+        if let Some(w) = self.peer_closed_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// True once the peer sent its close frame.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed.get()
+    }
+
+    /// Resolves once the peer sent its close frame (the writer waits for it after its own).
+    pub async fn wait_peer_closed(&self) {
+        poll_fn(|cx| {
+            if self.peer_closed.get() {
+                Poll::Ready(())
+            } else {
+                self.peer_closed_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Marks the connection as speaking the seed article's dialect.
     pub fn set_seed(&self) {
         self.seed.set(true);
@@ -240,18 +302,21 @@ impl Conn {
     pub async fn next_batch(&self) -> Batch {
         poll_fn(|cx| {
             let mut q = self.queue.borrow_mut();
-            let close = self.closing.borrow_mut().take();
+            // Left in place: the connection stays "closing" until the writer marks it closed
+            // (the writer ends after a batch that carries the close).
+            let close = self.closing.borrow().clone();
             if q.is_empty() && close.is_none() {
                 if self.closed.get() {
                     return Poll::Ready(Batch {
-                        frames: Vec::new(),
+                        frames: VecDeque::new(),
                         close: Some((1006, String::new())),
                     });
                 }
                 self.waker.set(Some(cx.waker().clone()));
                 return Poll::Pending;
             }
-            let frames: Vec<String> = q.drain(..).collect();
+            // The queue's buffer leaves with the batch: an idle connection keeps none.
+            let frames = std::mem::take(&mut *q);
             Poll::Ready(Batch { frames, close })
         })
         .await
@@ -276,6 +341,9 @@ mod tests {
             .borrow()
             .iter()
             .map(|f| {
+                let Outbound::Text(f) = f else {
+                    panic!("only text is queued here")
+                };
                 serde_json::from_str::<serde_json::Value>(f).unwrap()["seq"]
                     .as_u64()
                     .unwrap()

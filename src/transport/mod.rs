@@ -7,3 +7,4 @@ pub mod limited;
 pub mod seed;
 pub mod server;
 pub mod tls;
+pub mod ws;

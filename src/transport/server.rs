@@ -2,23 +2,19 @@
 //! handshake, then the request loop (requests on one connection run concurrently) with a
 //! writer task that drains the connection's send buffer in batches.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use async_tungstenite::tungstenite::{Error as WsError, Message};
-use async_tungstenite::WebSocketStream;
-use futures_util::{SinkExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
 use serde_json::{json, Value};
 
-use super::conn::{Conn, ConnAuth};
+use super::conn::{Conn, ConnAuth, Outbound};
 use super::http;
 use super::limited::{Budget, Limited};
 use super::tls::{Accepted, Transport};
+use super::ws::{self, Msg, Out, WsError, WsReader};
 use crate::auth::pairing::PeerTerms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
@@ -26,9 +22,9 @@ use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::protocol::{authz, PROTOCOL_VERSION};
 use crate::shard::{now_ms, Caller, GatewayShard, ReplyTo};
 
-type Ws = WebSocketStream<Limited<Transport>>;
-type WsRx = async_tungstenite::WebSocketReceiver<Limited<Transport>>;
-type WsTx = async_tungstenite::WebSocketSender<Limited<Transport>>;
+/// A connection's socket, shared by its reader (the connection task) and its writer task;
+/// each borrows it only inside one poll.
+type Io = RefCell<Limited<Transport>>;
 
 /// Accepts until `stop` resolves.
 pub async fn accept_loop(
@@ -61,13 +57,13 @@ pub async fn accept_loop(
 }
 
 /// Decrements the per-IP unauthenticated count when dropped.
-struct UnauthGuard<'a> {
-    shard: &'a GatewayShard,
+struct UnauthGuard {
+    shard: Rc<GatewayShard>,
     ip: std::net::IpAddr,
     active: Cell<bool>,
 }
 
-impl UnauthGuard<'_> {
+impl UnauthGuard {
     fn release(&self) {
         if self.active.replace(false) {
             self.shard.shared.limits.leave_unauth(self.ip);
@@ -75,46 +71,70 @@ impl UnauthGuard<'_> {
     }
 }
 
-impl Drop for UnauthGuard<'_> {
+impl Drop for UnauthGuard {
     fn drop(&mut self) {
         self.release();
     }
 }
 
 /// Counts a WebSocket connection against `access.maxConnectionsPerIp` until dropped.
-struct ConnSlot<'a> {
-    shard: &'a GatewayShard,
+struct ConnSlot {
+    shard: Rc<GatewayShard>,
     ip: std::net::IpAddr,
 }
 
-impl Drop for ConnSlot<'_> {
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.shard.shared.access.leave_conn(self.ip);
     }
 }
 
 /// A socket that completed the WebSocket upgrade on `/`, with the slots it holds.
-struct Upgraded<'a> {
+struct Upgraded {
     stream: Transport,
     rest: Vec<u8>,
     peer: SocketAddr,
     deadline: Instant,
-    _slot: ConnSlot<'a>,
-    guard: UnauthGuard<'a>,
+    slot: ConnSlot,
+    guard: UnauthGuard,
 }
 
-async fn handle_tcp(shard: Rc<GatewayShard>, stream: TcpStream) {
-    // Everything before the upgrade runs in its own boxed future, freed once it is done: the
-    // task of an idle connection then holds only the steady-state part (see tuning.md, memory).
-    let upgraded = Box::pin(serve_http(&shard, stream)).await;
-    if let Some(up) = upgraded {
-        gateway_ws(&shard, up.stream, up.rest, up.peer, up.deadline, &up.guard).await;
+/// What an open gateway connection keeps for its whole life (besides the shard's `Conn`).
+struct Live {
+    conn: Rc<Conn>,
+    io: Rc<Io>,
+    rd: WsReader,
+    writer: glommio::task::JoinHandle<()>,
+    /// Counts the connection against `access.maxConnectionsPerIp` while it lives.
+    _slot: ConnSlot,
+}
+
+fn handle_tcp(shard: Rc<GatewayShard>, stream: TcpStream) -> impl std::future::Future<Output = ()> {
+    // Everything before the request loop (TLS, HTTP head, upgrade, challenge, `connect`) runs
+    // in boxed futures freed once they are done, and so does the ending: the task of an idle
+    // connection holds only the request loop, `Live` and the shard (see tuning.md, memory).
+    let http = Box::pin(serve_http(shard.clone(), stream));
+    async move {
+        let Some(up) = http.await else {
+            return;
+        };
+        let Some((mut live, admitted)) = Box::pin(open_ws(&shard, up)).await else {
+            return;
+        };
+        if admitted {
+            request_loop(&shard, &live.conn, &mut live.rd, &live.io).await;
+        }
+        let id = live.conn.id;
+        Box::pin(finish(&live.conn, live.writer)).await;
+        shard.limiter.forget_conn(id);
+        shard.remove_conn(id);
     }
 }
 
 /// TLS, the HTTP head, access checks; answers plain HTTP itself and hands back an upgraded
 /// gateway socket.
-async fn serve_http(shard: &Rc<GatewayShard>, stream: TcpStream) -> Option<Upgraded<'_>> {
+async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgraded> {
+    let shard = &shard;
     let Ok(peer) = stream.peer_addr() else {
         return None;
     };
@@ -204,7 +224,13 @@ async fn serve_http(shard: &Rc<GatewayShard>, stream: TcpStream) -> Option<Upgra
     ) {
         (_, "/echo", Some(key)) if cfg.gateway.dangerously_enable_ws_echo => {
             if http::switch(&mut stream, key).await.is_ok() {
-                echo_ws(stream, head.rest, cfg.network.websocket.max_frame_size).await;
+                echo_ws(
+                    stream,
+                    head.rest,
+                    peer,
+                    cfg.network.websocket.max_frame_size,
+                )
+                .await;
             }
         }
         (_, "/", Some(key)) => {
@@ -238,11 +264,11 @@ async fn serve_http(shard: &Rc<GatewayShard>, stream: TcpStream) -> Option<Upgra
                 return None;
             }
             let slot = ConnSlot {
-                shard,
+                shard: shard.clone(),
                 ip: peer.ip(),
             };
             let guard = UnauthGuard {
-                shard,
+                shard: shard.clone(),
                 ip: peer.ip(),
                 active: Cell::new(false),
             };
@@ -302,7 +328,7 @@ async fn serve_http(shard: &Rc<GatewayShard>, stream: TcpStream) -> Option<Upgra
                 rest: head.rest,
                 peer,
                 deadline,
-                _slot: slot,
+                slot,
                 guard,
             });
         }
@@ -352,74 +378,146 @@ async fn serve_http(shard: &Rc<GatewayShard>, stream: TcpStream) -> Option<Upgra
     None
 }
 
-/// A plain WebSocket echo (Autobahn conformance only).
-async fn echo_ws(stream: Transport, rest: Vec<u8>, max_frame: usize) {
-    let cfg = WebSocketConfig::default()
-        .max_message_size(Some(64 << 20))
-        .max_frame_size(Some(max_frame.max(16 << 20)));
-    let budget: Budget = Rc::new(Cell::new(usize::MAX));
-    let mut ws = WebSocketStream::from_partially_read(
-        Limited::new(stream, budget),
-        rest,
-        Role::Server,
-        Some(cfg),
-    )
+/// A plain WebSocket echo (Autobahn conformance only), on the gateway's WebSocket layer.
+async fn echo_ws(stream: Transport, rest: Vec<u8>, peer: SocketAddr, max_frame: usize) {
+    let io = Rc::new(RefCell::new(Limited::new(
+        stream,
+        Rc::new(Cell::new(usize::MAX)),
+    )));
+    let mut rd = WsReader::new(max_frame.max(16 << 20), 64 << 20).with_initial(rest);
+    let conn = Rc::new(Conn::new(0, peer, 256 << 20));
+    let writer = glommio::spawn_local(writer_loop(conn.clone(), io.clone())).detach();
+    let ended = read_until(&conn, &mut rd, &io, |m| {
+        match m {
+            Msg::Text(t) => conn.push(Outbound::Text(t.to_owned())),
+            Msg::Binary(b) => conn.push(Outbound::Binary(b.to_vec())),
+            _ => {}
+        }
+        true
+    })
     .await;
-    while let Some(msg) = ws.next().await {
-        match msg {
-            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
-                if ws.send(m).await.is_err() {
-                    break;
+    if let Ended::Failed(e) = ended {
+        report(&conn, &e);
+    }
+    finish(&conn, writer).await;
+}
+
+/// How reading a connection ended.
+enum Ended {
+    /// The callback asked to stop.
+    Stopped,
+    /// The peer sent its close (answered), or the connection was closed from our side.
+    Closed,
+    /// A protocol violation or a socket error.
+    Failed(WsError),
+}
+
+/// Reads messages until the callback returns false or the connection ends, answering pings
+/// and the peer's close; text and binary messages go to `on`.
+async fn read_until(
+    conn: &Conn,
+    rd: &mut WsReader,
+    io: &Io,
+    mut on: impl FnMut(Msg<'_>) -> bool,
+) -> Ended {
+    loop {
+        let mut ended = None;
+        let read = futures_lite::future::or(
+            async {
+                Some(
+                    rd.read(io, &mut |m| match m {
+                        Msg::Ping(p) => {
+                            conn.push(Outbound::Pong(p.to_vec()));
+                            true
+                        }
+                        Msg::Pong => true,
+                        Msg::Close(code) => {
+                            conn.set_peer_closed();
+                            conn.close(code.unwrap_or(1000), "");
+                            ended = Some(Ended::Closed);
+                            false
+                        }
+                        data => {
+                            let go = on(data);
+                            if !go {
+                                ended = Some(Ended::Stopped);
+                            }
+                            go
+                        }
+                    })
+                    .await,
+                )
+            },
+            async {
+                conn.wait_closed().await;
+                None
+            },
+        )
+        .await;
+        match read {
+            None => return Ended::Closed,
+            Some(Err(e)) => return Ended::Failed(e),
+            Some(Ok(_)) => {
+                if let Some(e) = ended {
+                    return e;
                 }
             }
-            Ok(_) => {}
-            Err(_) => break,
         }
     }
 }
 
-fn ws_config(shard: &GatewayShard) -> WebSocketConfig {
-    let c = shard.config();
-    WebSocketConfig::default()
-        .max_message_size(Some(c.gateway.max_payload))
-        .max_frame_size(Some(
-            c.network
-                .websocket
-                .max_frame_size
-                .min(c.gateway.max_payload),
-        ))
-        // Held by every connection, idle or not: 1 KiB fits the typical request in one read
-        // and costs 3 KiB less per idle connection than tungstenite's 4 KiB (tuning.md).
-        .read_buffer_size(1024)
-        // Frames accumulate until the writer's flush (one write per batch), or 16 KiB.
-        .write_buffer_size(16 * 1024)
+/// Closes as a read error calls for: a protocol error gets its close code; a dead socket
+/// just ends (the writer flushes what it can and sends no close frame).
+fn report(conn: &Conn, e: &WsError) {
+    match e.close() {
+        Some((code, why)) => conn.close(code, why),
+        None => conn.close(1006, ""),
+    }
 }
 
-async fn gateway_ws(
-    shard: &Rc<GatewayShard>,
-    stream: Transport,
-    rest: Vec<u8>,
-    peer: SocketAddr,
-    deadline: Instant,
-    guard: &UnauthGuard<'_>,
-) {
+/// Ends a connection: asks the writer to close (if nothing did yet) and waits for it to
+/// flush what is queued.
+async fn finish(conn: &Conn, writer: glommio::task::JoinHandle<()>) {
+    if !conn.is_closing() {
+        conn.close(1000, "");
+    }
+    let _ = glommio::timer::timeout(Duration::from_secs(3), async {
+        writer.await;
+        Ok(())
+    })
+    .await;
+}
+
+/// The largest frame and message of an authenticated connection.
+fn frame_limits(shard: &GatewayShard) -> (usize, usize) {
+    let c = shard.config();
+    let max = c.gateway.max_payload;
+    (c.network.websocket.max_frame_size.min(max), max)
+}
+
+/// Starts the WebSocket side of an upgraded socket: the writer, the challenge and the
+/// `connect` handshake. Returns the connection and whether it was admitted.
+async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)> {
+    let Upgraded {
+        stream,
+        rest,
+        peer,
+        deadline,
+        slot,
+        guard,
+    } = up;
     let cfg = shard.config();
     let budget: Budget = Rc::new(Cell::new(cfg.gateway.preauth_max_payload + 1024));
     if rest.len() > budget.get() {
-        return;
+        return None;
     }
     budget.set(budget.get() - rest.len());
     let client_cert = stream.client_cert_sha256();
-    let ws: Ws = WebSocketStream::from_partially_read(
-        Limited::new(stream, budget.clone()),
-        rest,
-        Role::Server,
-        Some(ws_config(shard)),
-    )
-    .await;
-    let (sink, mut rx) = ws.split();
+    let io = Rc::new(RefCell::new(Limited::new(stream, budget.clone())));
+    let pre = cfg.gateway.preauth_max_payload;
+    let mut rd = WsReader::new(pre, pre).with_initial(rest);
     let conn = shard.add_conn(peer);
-    let writer = glommio::spawn_local(writer_loop(conn.clone(), sink)).detach();
+    let writer = glommio::spawn_local(writer_loop(conn.clone(), io.clone())).detach();
 
     let nonce = uuid::Uuid::new_v4().to_string();
     let ts = now_ms();
@@ -430,86 +528,79 @@ async fn gateway_ws(
         None,
     ));
 
-    let admitted = Box::pin(handshake_phase(
+    let admitted = handshake_phase(
         shard,
         &conn,
-        &mut rx,
+        &mut rd,
+        &io,
         &nonce,
-        peer,
         deadline,
         client_cert.as_deref(),
-    ))
+    )
     .await;
     if admitted {
         guard.release();
         budget.set(usize::MAX);
         tracing::debug!(shard = %shard.id, conn = conn.id, peer = %peer, "connected");
-        request_loop(shard, &conn, &mut rx).await;
+        let (frame, message) = frame_limits(shard);
+        rd.set_limits(frame, message);
     }
-    // Let the writer flush a pending close, then forget the connection.
-    if !conn.is_closing() {
-        conn.close(1000, "");
-    }
-    let _ = glommio::timer::timeout(Duration::from_secs(3), async {
-        writer.await;
-        Ok(())
-    })
-    .await;
-    shard.limiter.forget_conn(conn.id);
-    shard.remove_conn(conn.id);
-}
-
-async fn next_msg(rx: &mut WsRx, conn: &Conn) -> Option<Result<Message, WsError>> {
-    futures_lite::future::or(rx.next(), async {
-        conn.wait_closed().await;
-        None
-    })
-    .await
+    Some((
+        Live {
+            conn,
+            io,
+            rd,
+            writer,
+            _slot: slot,
+        },
+        admitted,
+    ))
 }
 
 /// Reads and answers `connect`. Returns true when admitted.
 async fn handshake_phase(
     shard: &Rc<GatewayShard>,
     conn: &Rc<Conn>,
-    rx: &mut WsRx,
+    rd: &mut WsReader,
+    io: &Io,
     nonce: &str,
-    peer: SocketAddr,
     deadline: Instant,
     client_cert: Option<&str>,
 ) -> bool {
+    let peer = conn.peer;
     let cfg = shard.config();
     let left = deadline.saturating_duration_since(Instant::now());
-    let first = glommio::timer::timeout(left, async { Ok(next_msg(rx, conn).await) }).await;
-    let text = match first {
-        Err(_) => {
+    let mut first = None;
+    let ended = glommio::timer::timeout(left, async {
+        Ok(read_until(conn, rd, io, |m| {
+            first = Some(match m {
+                Msg::Text(t) => Some(t.to_owned()),
+                _ => None,
+            });
+            false
+        })
+        .await)
+    })
+    .await;
+    let text = match (ended, first) {
+        (Err(_), _) => {
             fail(conn, None, &GatewayError::HandshakeTimeout);
             return false;
         }
-        Ok(None) => return false,
-        Ok(Some(Ok(Message::Text(t)))) => t,
-        Ok(Some(Ok(Message::Binary(_)))) => {
+        (Ok(Ended::Stopped), Some(Some(text))) => text,
+        (Ok(Ended::Stopped), _) => {
             fail(conn, None, &GatewayError::HandshakeNotConnect);
             return false;
         }
-        Ok(Some(Ok(Message::Close(_)))) => return false,
-        Ok(Some(Ok(_))) => {
-            // ping/pong before connect: tolerated, but the handshake still needs a connect
-            return Box::pin(handshake_phase(
-                shard,
-                conn,
-                rx,
-                nonce,
-                peer,
-                deadline,
-                client_cert,
-            ))
-            .await;
-        }
-        Ok(Some(Err(WsError::Capacity(_)))) | Ok(Some(Err(WsError::Io(_)))) => {
+        (Ok(Ended::Closed), _) => return false,
+        (Ok(Ended::Failed(WsError::TooBig(_) | WsError::Io(_))), _) => {
             fail(conn, None, &GatewayError::PreauthTooLarge);
             return false;
         }
-        Ok(Some(Err(_))) => return false,
+        (Ok(Ended::Failed(e)), _) => {
+            report(conn, &e);
+            return false;
+        }
     };
     if text.len() > cfg.gateway.preauth_max_payload {
         fail(conn, None, &GatewayError::PreauthTooLarge);
@@ -752,33 +843,32 @@ pub fn fail(conn: &Conn, id: Option<&str>, e: &GatewayError) {
     conn.close(code, reason);
 }
 
-async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rx: &mut WsRx) {
-    let max = shard.config().gateway.max_payload;
-    while let Some(msg) = next_msg(rx, conn).await {
-        let text = match msg {
-            Ok(Message::Text(t)) => t,
-            Ok(Message::Binary(_)) => {
+async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsReader, io: &Io) {
+    let ended = read_until(conn, rd, io, |m| {
+        if conn.is_closing() {
+            return false;
+        }
+        match m {
+            Msg::Text(t) => on_text(shard, conn, t),
+            _ => {
                 let e = GatewayError::InvalidFrame(
                     "binary frames are not supported; send JSON text".into(),
                 );
                 conn.push_frame(frame::res_err("invalid", &e.wire()));
-                continue;
             }
-            Ok(Message::Close(_)) => break,
-            Ok(_) => continue,
-            Err(WsError::Capacity(_)) => {
-                fail(conn, None, &GatewayError::FrameTooLarge { limit: max });
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(conn = conn.id, error = %e, "read ended");
-                break;
-            }
-        };
-        if conn.is_closing() {
-            break;
         }
-        on_text(shard, conn, text.as_str());
+        true
+    })
+    .await;
+    match ended {
+        Ended::Failed(WsError::TooBig(limit)) => {
+            fail(conn, None, &GatewayError::FrameTooLarge { limit });
+        }
+        Ended::Failed(e) => {
+            tracing::debug!(conn = conn.id, error = %e, "read ended");
+            report(conn, &e);
+        }
+        Ended::Stopped | Ended::Closed => {}
     }
 }
 
@@ -854,46 +944,44 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
     .detach();
 }
 
-/// Drains the connection's buffer into the socket: all queued frames, one flush.
-async fn writer_loop(conn: Rc<Conn>, mut sink: WsTx) {
+/// Drains the connection's buffer into the socket: all queued frames, one write.
+async fn writer_loop(conn: Rc<Conn>, io: Rc<Io>) {
     loop {
         let batch = conn.next_batch().await;
+        let seed = conn.is_seed();
+        let close = batch.close.as_ref().filter(|(code, _)| *code != 1006);
         let mut bytes = 0;
-        let mut failed = false;
-        for f in batch.frames {
-            bytes += f.len();
-            let f = if conn.is_seed() {
-                super::seed::translate(&f)
-            } else {
-                Some(f)
-            };
-            let Some(f) = f else { continue };
-            if sink.feed(Message::text(f)).await.is_err() {
-                failed = true;
-                break;
+        let wrote = ws::write(&io, |buf| {
+            for f in &batch.frames {
+                bytes += f.len();
+                match f {
+                    Outbound::Text(t) if seed => {
+                        if let Some(t) = super::seed::translate(t) {
+                            ws::encode(buf, Out::Text(t.as_bytes()));
+                        }
+                    }
+                    Outbound::Text(t) => ws::encode(buf, Out::Text(t.as_bytes())),
+                    Outbound::Binary(b) => ws::encode(buf, Out::Binary(b)),
+                    Outbound::Pong(p) => ws::encode(buf, Out::Pong(p)),
+                }
             }
-        }
-        if !failed && sink.flush().await.is_err() {
-            failed = true;
-        }
+            if let Some((code, reason)) = close {
+                ws::encode(buf, Out::Close(*code, reason));
+            }
+        })
+        .await;
         conn.written(bytes);
-        if failed {
+        if wrote.is_err() {
             conn.mark_closed();
             return;
         }
-        if let Some((code, reason)) = batch.close {
-            if code != 1006 {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                };
-                let _ = sink.close(Some(frame)).await;
+        if batch.close.is_some() {
+            if close.is_some() && !conn.peer_closed() {
                 // Give the peer a moment to answer the close, then drop the socket.
-                glommio::timer::sleep(Duration::from_millis(if conn.is_closed() {
-                    0
-                } else {
-                    200
-                }))
+                let _ = glommio::timer::timeout(Duration::from_millis(200), async {
+                    conn.wait_peer_closed().await;
+                    Ok(())
+                })
                 .await;
             }
             conn.mark_closed();

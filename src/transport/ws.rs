@@ -1,0 +1,710 @@
+// Hot path: every frame in and out of a gateway connection passes through here.
+//! WebSocket framing (RFC 6455, server side) with no buffer held per connection at rest.
+//!
+//! Reads land in a per-shard scratch buffer (a thread-local: one shard per thread), complete
+//! frames are unmasked in place and handed to a callback as borrowed `&str`/`&[u8]`; only the
+//! bytes of a frame not yet complete are copied out and kept by the connection until the rest
+//! arrives. Writes are encoded into a per-shard scratch buffer and written at once; only what
+//! the socket does not take right away is copied out and kept until it drains. An idle
+//! connection therefore holds no WebSocket buffer at all (tuning.md, memory of an idle
+//! connection). Frame headers are parsed and formatted by `tungstenite`'s `FrameHeader`.
+//!
+//! Conformance: Autobahn|Testsuite runs against the `/echo` route, which uses this module
+//! (tests/autobahn). No extension is negotiated, so any reserved bit is a protocol error.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, Cursor};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::thread::LocalKey;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// Size of the per-shard read buffer: one `recv` takes up to this much, and a frame up to
+/// this size is parsed from it without being copied to the connection.
+const SCRATCH: usize = 64 * 1024;
+/// The write scratch buffer gives back memory above this after a large write.
+const TX_KEEP: usize = 256 * 1024;
+
+thread_local! {
+    static RX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static TX: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this shard's scratch buffer (or, if it is in use, on a fresh one).
+fn with_scratch<R>(
+    key: &'static LocalKey<RefCell<Vec<u8>>>,
+    f: impl FnOnce(&mut Vec<u8>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// One complete message or control frame from the peer.
+#[derive(Debug, PartialEq)]
+pub enum Msg<'a> {
+    /// A text message (UTF-8 checked).
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+    /// A ping; the caller queues the pong with this payload.
+    Ping(&'a [u8]),
+    /// A pong (nothing to do).
+    Pong,
+    /// The peer's close, with its status code if it sent one (already validated).
+    Close(Option<u16>),
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum WsError {
+    /// A violation of RFC 6455; close 1002.
+    Protocol(&'static str),
+    /// A text message or close reason that is not UTF-8; close 1007.
+    InvalidUtf8,
+    /// A frame or message over its limit (bytes); close 1009.
+    TooBig(usize),
+    /// The socket failed (or the pre-auth read budget ran out).
+    Io(io::Error),
+    /// The peer closed the TCP connection.
+    Eof,
+}
+
+impl WsError {
+    /// The close code and reason to answer with, if the peer is still there to hear it.
+    pub fn close(&self) -> Option<(u16, &'static str)> {
+        match self {
+            WsError::Protocol(why) => Some((1002, why)),
+            WsError::InvalidUtf8 => Some((1007, "invalid UTF-8")),
+            WsError::TooBig(_) => Some((1009, "message too big")),
+            WsError::Io(_) | WsError::Eof => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WsError::Protocol(why) => write!(f, "protocol error: {why}"),
+            WsError::InvalidUtf8 => f.write_str("invalid UTF-8 in a text message"),
+            WsError::TooBig(limit) => write!(f, "frame or message over {limit} bytes"),
+            WsError::Io(e) => write!(f, "{e}"),
+            WsError::Eof => f.write_str("connection closed by the peer"),
+        }
+    }
+}
+
+/// A fragmented message being assembled (rare: clients send requests in one frame).
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    data: Vec<u8>,
+    /// `data[..valid]` is known to be UTF-8 (text only).
+    valid: usize,
+}
+
+impl Partial {
+    /// Fails fast on invalid UTF-8; an incomplete sequence at the end is fine until `fin`.
+    fn check_utf8(&mut self, fin: bool) -> Result<(), WsError> {
+        match std::str::from_utf8(&self.data[self.valid..]) {
+            Ok(_) => {
+                self.valid = self.data.len();
+                Ok(())
+            }
+            Err(e) if e.error_len().is_none() && !fin => {
+                self.valid += e.valid_up_to();
+                Ok(())
+            }
+            Err(_) => Err(WsError::InvalidUtf8),
+        }
+    }
+}
+
+/// The read side of one connection: what it keeps between reads (nothing, at rest).
+#[derive(Debug)]
+pub struct WsReader {
+    /// An incomplete frame (or bytes left unparsed by a callback that stopped); empty and
+    /// unallocated at rest.
+    pending: Vec<u8>,
+    /// `pending` may hold complete frames: parse it before reading again.
+    unparsed: bool,
+    /// Assembling a frame larger than the scratch buffer: `pending` has its full length and
+    /// this many bytes of it are filled.
+    filled: Option<usize>,
+    partial: Option<Box<Partial>>,
+    max_frame: usize,
+    max_message: usize,
+}
+
+/// A parsed, checked frame header: the header, its length and the payload length.
+fn header(data: &[u8], max_frame: usize) -> Result<Option<(FrameHeader, usize, usize)>, WsError> {
+    let mut cursor = Cursor::new(data);
+    let parsed = FrameHeader::parse(&mut cursor).map_err(|e| match e {
+        tungstenite::Error::Protocol(_) => WsError::Protocol("reserved opcode"),
+        _ => WsError::Protocol("malformed frame header"),
+    })?;
+    let Some((h, len)) = parsed else {
+        return Ok(None);
+    };
+    if h.rsv1 || h.rsv2 || h.rsv3 {
+        return Err(WsError::Protocol(
+            "reserved bits set (no extension negotiated)",
+        ));
+    }
+    if h.mask.is_none() {
+        return Err(WsError::Protocol("client frames must be masked"));
+    }
+    if matches!(h.opcode, OpCode::Control(_)) && (!h.is_final || len > 125) {
+        return Err(WsError::Protocol(
+            "control frames must be final and at most 125 bytes",
+        ));
+    }
+    if len > max_frame as u64 {
+        return Err(WsError::TooBig(max_frame));
+    }
+    Ok(Some((h, cursor.position() as usize, len as usize)))
+}
+
+/// XORs `data` with the 4-byte `mask` (RFC 6455 §5.3).
+fn unmask(data: &mut [u8], mask: [u8; 4]) {
+    let m = u32::from_ne_bytes(mask);
+    let mut chunks = data.chunks_exact_mut(4);
+    for c in &mut chunks {
+        let v = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]) ^ m;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (b, k) in chunks.into_remainder().iter_mut().zip(mask) {
+        *b ^= k;
+    }
+}
+
+/// The status code of a close frame's payload, checked (RFC 6455 §5.5.1, §7.4).
+fn close_code(payload: &[u8]) -> Result<Option<u16>, WsError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(WsError::Protocol("close frame with a 1-byte payload")),
+        [a, b, reason @ ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if !CloseCode::from(code).is_allowed() {
+                return Err(WsError::Protocol("invalid close code"));
+            }
+            std::str::from_utf8(reason).map_err(|_| WsError::InvalidUtf8)?;
+            Ok(Some(code))
+        }
+    }
+}
+
+impl WsReader {
+    /// A reader taking frames up to `max_frame` bytes and messages up to `max_message`.
+    pub fn new(max_frame: usize, max_message: usize) -> WsReader {
+        WsReader {
+            pending: Vec::new(),
+            unparsed: false,
+            filled: None,
+            partial: None,
+            max_frame,
+            max_message,
+        }
+    }
+
+    /// Starts with bytes that arrived with the HTTP upgrade request.
+    pub fn with_initial(mut self, bytes: Vec<u8>) -> WsReader {
+        self.unparsed = !bytes.is_empty();
+        self.pending = bytes;
+        self
+    }
+
+    /// Changes the limits (after the handshake, from the pre-auth ones).
+    pub fn set_limits(&mut self, max_frame: usize, max_message: usize) {
+        self.max_frame = max_frame;
+        self.max_message = max_message;
+    }
+
+    /// Waits for data and hands every complete message in it to `on`, in order, until `on`
+    /// returns false. Returns `Ok(false)` when `on` asked to stop (the rest is kept for the
+    /// next call), `Ok(true)` when the data read so far is used up.
+    pub async fn read<S, F>(&mut self, io: &RefCell<S>, on: &mut F) -> Result<bool, WsError>
+    where
+        S: AsyncRead + Unpin,
+        F: FnMut(Msg<'_>) -> bool,
+    {
+        if self.unparsed {
+            self.unparsed = false;
+            let mut data = std::mem::take(&mut self.pending);
+            let (used, go) = self.parse(&mut data, on)?;
+            data.drain(..used);
+            self.pending = data;
+            if !go {
+                self.unparsed = !self.pending.is_empty();
+                return Ok(false);
+            }
+            if self.pending.is_empty() {
+                self.pending = Vec::new();
+            }
+        }
+        poll_fn(|cx| self.poll_fill(cx, io, on)).await
+    }
+
+    fn poll_fill<S, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &RefCell<S>,
+        on: &mut F,
+    ) -> Poll<Result<bool, WsError>>
+    where
+        S: AsyncRead + Unpin,
+        F: FnMut(Msg<'_>) -> bool,
+    {
+        loop {
+            let filled = match self.filled {
+                Some(f) => f,
+                None => match header(&self.pending, self.max_frame) {
+                    Ok(Some((_, hlen, len))) if hlen + len > SCRATCH => {
+                        // A frame larger than the scratch buffer is assembled in `pending`.
+                        let have = self.pending.len();
+                        self.pending.resize(hlen + len, 0);
+                        have
+                    }
+                    Ok(_) => return with_scratch(&RX, |buf| self.poll_small(cx, io, buf, on)),
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+            };
+            self.filled = Some(filled);
+            let got = Pin::new(&mut *io.borrow_mut()).poll_read(cx, &mut self.pending[filled..]);
+            let n = match got {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(WsError::Io(e))),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(WsError::Eof)),
+                Poll::Ready(Ok(n)) => n,
+            };
+            self.filled = Some(filled + n);
+            if filled + n == self.pending.len() {
+                self.filled = None;
+                let mut data = std::mem::take(&mut self.pending);
+                return Poll::Ready(self.parse(&mut data, on).map(|(_, go)| go));
+            }
+        }
+    }
+
+    /// One read into the scratch buffer (after the kept bytes of an incomplete frame).
+    fn poll_small<S, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &RefCell<S>,
+        buf: &mut Vec<u8>,
+        on: &mut F,
+    ) -> Poll<Result<bool, WsError>>
+    where
+        S: AsyncRead + Unpin,
+        F: FnMut(Msg<'_>) -> bool,
+    {
+        if buf.len() < SCRATCH {
+            buf.resize(SCRATCH, 0);
+        }
+        let have = self.pending.len();
+        buf[..have].copy_from_slice(&self.pending);
+        let n = match Pin::new(&mut *io.borrow_mut()).poll_read(cx, &mut buf[have..]) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(WsError::Io(e))),
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(WsError::Eof)),
+            Poll::Ready(Ok(n)) => n,
+        };
+        let data = &mut buf[..have + n];
+        let (used, go) = match self.parse(data, on) {
+            Ok(r) => r,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if used == data.len() {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+            self.pending.extend_from_slice(&data[used..]);
+            self.unparsed = !go;
+        }
+        Poll::Ready(Ok(go))
+    }
+
+    /// Hands the complete frames at the start of `data` to `on`: (bytes used, go on).
+    fn parse<F>(&mut self, data: &mut [u8], on: &mut F) -> Result<(usize, bool), WsError>
+    where
+        F: FnMut(Msg<'_>) -> bool,
+    {
+        let mut pos = 0;
+        while let Some((h, hlen, len)) = header(&data[pos..], self.max_frame)? {
+            let start = pos + hlen;
+            let end = start + len;
+            if end > data.len() {
+                break;
+            }
+            let payload = &mut data[start..end];
+            if let Some(mask) = h.mask {
+                unmask(payload, mask);
+            }
+            pos = end;
+            if !self.frame(h.is_final, h.opcode, payload, on)? {
+                return Ok((pos, false));
+            }
+        }
+        Ok((pos, true))
+    }
+
+    fn frame<F>(
+        &mut self,
+        fin: bool,
+        op: OpCode,
+        payload: &[u8],
+        on: &mut F,
+    ) -> Result<bool, WsError>
+    where
+        F: FnMut(Msg<'_>) -> bool,
+    {
+        match op {
+            OpCode::Control(Control::Ping) => Ok(on(Msg::Ping(payload))),
+            OpCode::Control(Control::Pong) => Ok(on(Msg::Pong)),
+            OpCode::Control(Control::Close) => Ok(on(Msg::Close(close_code(payload)?))),
+            OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+                Err(WsError::Protocol("reserved opcode"))
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some(p) = self.partial.as_mut() else {
+                    return Err(WsError::Protocol("continuation frame without a message"));
+                };
+                if p.data.len() + payload.len() > self.max_message {
+                    return Err(WsError::TooBig(self.max_message));
+                }
+                p.data.extend_from_slice(payload);
+                if p.text {
+                    p.check_utf8(fin)?;
+                }
+                if !fin {
+                    return Ok(true);
+                }
+                let p = self.partial.take().expect("checked above");
+                Ok(if p.text {
+                    on(Msg::Text(
+                        std::str::from_utf8(&p.data).map_err(|_| WsError::InvalidUtf8)?,
+                    ))
+                } else {
+                    on(Msg::Binary(&p.data))
+                })
+            }
+            OpCode::Data(d) => {
+                if self.partial.is_some() {
+                    return Err(WsError::Protocol("new message before the last one ended"));
+                }
+                if payload.len() > self.max_message {
+                    return Err(WsError::TooBig(self.max_message));
+                }
+                let text = d == Data::Text;
+                if fin {
+                    return Ok(if text {
+                        on(Msg::Text(
+                            std::str::from_utf8(payload).map_err(|_| WsError::InvalidUtf8)?,
+                        ))
+                    } else {
+                        on(Msg::Binary(payload))
+                    });
+                }
+                let mut p = Box::new(Partial {
+                    text,
+                    data: payload.to_vec(),
+                    valid: 0,
+                });
+                if text {
+                    p.check_utf8(false)?;
+                }
+                self.partial = Some(p);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// An outgoing frame.
+#[derive(Debug, Clone, Copy)]
+pub enum Out<'a> {
+    /// A text message in one frame.
+    Text(&'a [u8]),
+    /// A binary message in one frame.
+    Binary(&'a [u8]),
+    /// A pong answering a ping.
+    Pong(&'a [u8]),
+    /// A close with a status code and reason (the reason is cut to fit 123 bytes).
+    Close(u16, &'a str),
+}
+
+/// Appends `frame`, encoded (server frames are not masked), to `buf`.
+pub fn encode(buf: &mut Vec<u8>, frame: Out<'_>) {
+    let (opcode, payload) = match frame {
+        Out::Text(p) => (OpCode::Data(Data::Text), p),
+        Out::Binary(p) => (OpCode::Data(Data::Binary), p),
+        Out::Pong(p) => (OpCode::Control(Control::Pong), p),
+        Out::Close(code, reason) => {
+            let mut cut = reason.len().min(123);
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let h = FrameHeader {
+                opcode: OpCode::Control(Control::Close),
+                ..FrameHeader::default()
+            };
+            let _ = h.format(2 + cut as u64, buf);
+            buf.extend_from_slice(&code.to_be_bytes());
+            buf.extend_from_slice(&reason.as_bytes()[..cut]);
+            return;
+        }
+    };
+    let h = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    // Writing into a Vec cannot fail.
+    let _ = h.format(payload.len() as u64, buf);
+    buf.extend_from_slice(payload);
+}
+
+/// Writes `buf[*off..]` until done or the socket would block.
+fn poll_drain<S: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    io: &RefCell<S>,
+    buf: &[u8],
+    off: &mut usize,
+) -> Poll<io::Result<()>> {
+    let mut s = io.borrow_mut();
+    while *off < buf.len() {
+        match Pin::new(&mut *s).poll_write(cx, &buf[*off..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => *off += n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Pin::new(&mut *s).poll_flush(cx)
+}
+
+/// Encodes frames with `fill` into this shard's scratch buffer and writes them in one go.
+/// What the socket does not take at once is copied out and written as it drains.
+pub async fn write<S, F>(io: &RefCell<S>, fill: F) -> io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+    F: FnOnce(&mut Vec<u8>),
+{
+    let mut fill = Some(fill);
+    let mut rest: Vec<u8> = Vec::new();
+    let mut off = 0;
+    poll_fn(|cx| {
+        let Some(fill) = fill.take() else {
+            return poll_drain(cx, io, &rest, &mut off);
+        };
+        with_scratch(&TX, |buf| {
+            buf.clear();
+            fill(buf);
+            let r = poll_drain(cx, io, buf, &mut off);
+            if r.is_pending() {
+                rest = buf[off..].to_vec();
+                off = 0;
+            }
+            if buf.capacity() > TX_KEEP {
+                *buf = Vec::new();
+            }
+            r
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+
+    /// A client frame: masked with a fixed key.
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        let mut p = payload.to_vec();
+        unmask(&mut p, mask);
+        out.extend_from_slice(&p);
+        out
+    }
+
+    /// A stream that returns its input in pieces of `step` bytes.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = self.step.min(buf.len()).min(self.data.len() - self.pos);
+            let p = self.pos;
+            buf[..n].copy_from_slice(&self.data[p..p + n]);
+            self.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    /// Everything read from `bytes` (delivered `step` bytes at a time) until EOF or an error.
+    fn read_all(bytes: Vec<u8>, step: usize, max: usize) -> (Vec<String>, Option<WsError>) {
+        let io = RefCell::new(Trickle {
+            data: bytes,
+            pos: 0,
+            step,
+        });
+        let mut reader = WsReader::new(max, max);
+        let mut seen = Vec::new();
+        let err = block_on(async {
+            loop {
+                let r = reader
+                    .read(&io, &mut |m| {
+                        seen.push(match m {
+                            Msg::Text(t) => format!("text:{t}"),
+                            Msg::Binary(b) => format!("binary:{}", b.len()),
+                            Msg::Ping(p) => format!("ping:{}", String::from_utf8_lossy(p)),
+                            Msg::Pong => "pong".into(),
+                            Msg::Close(c) => format!("close:{c:?}"),
+                        });
+                        true
+                    })
+                    .await;
+                if let Err(e) = r {
+                    return e;
+                }
+            }
+        });
+        (seen, Some(err).filter(|e| !matches!(e, WsError::Eof)))
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole() {
+        let mut bytes = client_frame(true, 1, b"hello");
+        bytes.extend(client_frame(true, 9, b"p"));
+        bytes.extend(client_frame(false, 1, "h\u{e9}".as_bytes()));
+        bytes.extend(client_frame(true, 0, b"llo"));
+        bytes.extend(client_frame(true, 2, &[0; 300]));
+        bytes.extend(client_frame(true, 8, &[0x03, 0xe8, b'o', b'k']));
+        let want = vec![
+            "text:hello".to_string(),
+            "ping:p".into(),
+            "text:h\u{e9}llo".into(),
+            "binary:300".into(),
+            "close:Some(1000)".into(),
+        ];
+        for step in [1, 2, 3, 7, 64, 1 << 20] {
+            let (seen, err) = read_all(bytes.clone(), step, 1 << 20);
+            assert_eq!(seen, want, "step {step}");
+            assert!(err.is_none(), "step {step}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_scratch_buffer_is_assembled() {
+        let big = "x".repeat(SCRATCH * 2 + 5);
+        let mut bytes = client_frame(true, 1, big.as_bytes());
+        bytes.extend(client_frame(true, 1, b"after"));
+        let (seen, err) = read_all(bytes, 10_000, 1 << 20);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].len(), 5 + big.len());
+        assert_eq!(seen[1], "text:after");
+    }
+
+    #[test]
+    fn violations_are_refused_with_their_close_code() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            // unmasked client frame
+            (vec![0x81, 0x02, b'h', b'i'], 1002),
+            // reserved bit
+            (
+                {
+                    let mut f = client_frame(true, 1, b"x");
+                    f[0] |= 0x40;
+                    f
+                },
+                1002,
+            ),
+            // reserved opcode
+            (client_frame(true, 3, b""), 1002),
+            // fragmented ping
+            (client_frame(false, 9, b""), 1002),
+            // continuation with nothing to continue
+            (client_frame(true, 0, b"x"), 1002),
+            // invalid UTF-8, fail fast inside a fragmented message
+            (client_frame(false, 1, &[0xce, 0xba, 0xf4, 0x90]), 1007),
+            // invalid close code
+            (client_frame(true, 8, &[0x03, 0xed]), 1002),
+            // close reason not UTF-8
+            (client_frame(true, 8, &[0x03, 0xe8, 0xff]), 1007),
+            // over the frame limit
+            (client_frame(true, 1, &[b'a'; 200]), 1009),
+        ];
+        for (bytes, code) in cases {
+            let (_, err) = read_all(bytes.clone(), 1 << 20, 100);
+            let err = err.unwrap_or_else(|| panic!("no error for {bytes:02x?}"));
+            assert_eq!(err.close().map(|c| c.0), Some(code), "{bytes:02x?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_read_keeps_the_rest_for_the_next_call() {
+        let mut bytes = client_frame(true, 1, b"one");
+        bytes.extend(client_frame(true, 1, b"two"));
+        let io = RefCell::new(Trickle {
+            data: bytes,
+            pos: 0,
+            step: 1 << 20,
+        });
+        let mut reader = WsReader::new(1 << 20, 1 << 20);
+        let mut got = Vec::new();
+        block_on(async {
+            for _ in 0..2 {
+                let go = reader
+                    .read(&io, &mut |m| {
+                        got.push(format!("{m:?}"));
+                        false
+                    })
+                    .await
+                    .unwrap();
+                assert!(!go);
+            }
+        });
+        assert_eq!(got, vec![r#"Text("one")"#, r#"Text("two")"#]);
+        assert!(reader.pending.is_empty());
+    }
+
+    #[test]
+    fn encoded_frames_have_rfc_headers() {
+        let mut buf = Vec::new();
+        encode(&mut buf, Out::Text(b"hi"));
+        encode(&mut buf, Out::Binary(&[7; 200]));
+        encode(&mut buf, Out::Close(1000, ""));
+        assert_eq!(&buf[..4], &[0x81, 2, b'h', b'i']);
+        assert_eq!(&buf[4..8], &[0x82, 126, 0, 200]);
+        assert_eq!(&buf[208..], &[0x88, 2, 0x03, 0xe8]);
+        let mut c = Vec::new();
+        encode(&mut c, Out::Close(1001, &"\u{e9}".repeat(100)));
+        assert!(c.len() <= 127 && std::str::from_utf8(&c[4..]).is_ok());
+    }
+}
