@@ -354,7 +354,7 @@ impl GatewayShard {
                 .as_ref()
                 .is_some_and(|a| presence_visible(a))
             {
-                let key = c.conn_uuid.clone();
+                let key = c.conn_uuid.to_string();
                 self.broadcast(move |s| s.presence_remove(&key));
             }
         }

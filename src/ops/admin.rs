@@ -112,7 +112,7 @@ async fn connections(shard: &Rc<GatewayShard>, p: &Value) -> Value {
                     .iter()
                     .map(|c| {
                         let a = c.auth.borrow();
-                        json!({"connId": c.conn_uuid, "shard": s.id.0, "peer": c.peer.to_string(),
+                        json!({"connId": c.conn_uuid.to_string(), "shard": s.id.0, "peer": c.peer.to_string(),
                                "role": a.as_ref().map(|a| a.role.clone()),
                                "clientId": a.as_ref().map(|a| a.client.id.clone()),
                                "mode": a.as_ref().map(|a| a.client.mode.clone()),

@@ -71,19 +71,17 @@ pub struct Conn {
     /// The peer's address.
     pub peer: std::net::SocketAddr,
     /// `hello-ok` connection id.
-    pub conn_uuid: String,
+    pub conn_uuid: uuid::Uuid,
     seq: Cell<u64>,
     queue: RefCell<VecDeque<Outbound>>,
     buffered: Cell<usize>,
     max_buffered: usize,
     waker: Cell<Option<Waker>>,
-    closed_waker: Cell<Option<Waker>>,
     seed: Cell<bool>,
     closing: RefCell<Option<(u16, String)>>,
     closed: Cell<bool>,
     /// The peer sent its close frame (ours then ends the close handshake).
     peer_closed: Cell<bool>,
-    peer_closed_waker: Cell<Option<Waker>>,
     /// Set after `hello-ok`.
     pub auth: RefCell<Option<std::sync::Arc<ConnAuth>>>,
     /// Receives `sessions.changed`.
@@ -112,18 +110,16 @@ impl Conn {
         Conn {
             id,
             peer,
-            conn_uuid: uuid::Uuid::new_v4().to_string(),
+            conn_uuid: uuid::Uuid::new_v4(),
             seq: Cell::new(0),
             queue: RefCell::new(VecDeque::new()),
             buffered: Cell::new(0),
             max_buffered,
             waker: Cell::new(None),
-            closed_waker: Cell::new(None),
             seed: Cell::new(false),
             closing: RefCell::new(None),
             closed: Cell::new(false),
             peer_closed: Cell::new(false),
-            peer_closed_waker: Cell::new(None),
             auth: RefCell::new(None),
             sessions_subscribed: Cell::new(false),
             unauthorized_streak: Cell::new(0),
@@ -228,36 +224,17 @@ impl Conn {
         self.wake();
     }
 
-    /// The writer is gone (socket closed); drop everything.
+    /// Nothing more will be written (close sent or socket gone); drop everything queued.
     pub fn mark_closed(&self) {
         self.closed.set(true);
         self.queue.borrow_mut().clear();
         self.buffered.set(0);
         self.wake();
-        if let Some(w) = self.closed_waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Resolves once the connection is closed (writer gone).
-    pub async fn wait_closed(&self) {
-        poll_fn(|cx| {
-            if self.closed.get() {
-                Poll::Ready(())
-            } else {
-                self.closed_waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
     }
 
     /// The peer sent its close frame: the close handshake ends when ours is written.
     pub fn set_peer_closed(&self) {
         self.peer_closed.set(true);
-        if let Some(w) = self.peer_closed_waker.take() {
-            w.wake();
-        }
     }
 
     /// True once the peer sent its close frame.
@@ -265,17 +242,9 @@ impl Conn {
         self.peer_closed.get()
     }
 
-    /// Resolves once the peer sent its close frame (the writer waits for it after its own).
-    pub async fn wait_peer_closed(&self) {
-        poll_fn(|cx| {
-            if self.peer_closed.get() {
-                Poll::Ready(())
-            } else {
-                self.peer_closed_waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+    /// The close code asked for, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        self.closing.borrow().as_ref().map(|(code, _)| *code)
     }
 
     /// Marks the connection as speaking the seed article's dialect.
@@ -300,7 +269,12 @@ impl Conn {
 
     /// Waits for frames or a close request and takes them all.
     pub async fn next_batch(&self) -> Batch {
-        poll_fn(|cx| {
+        poll_fn(|cx| self.poll_batch(cx)).await
+    }
+
+    /// [`Conn::next_batch`] as a poll.
+    pub fn poll_batch(&self, cx: &mut std::task::Context<'_>) -> Poll<Batch> {
+        {
             let mut q = self.queue.borrow_mut();
             // Left in place: the connection stays "closing" until the writer marks it closed
             // (the writer ends after a batch that carries the close).
@@ -318,8 +292,7 @@ impl Conn {
             // The queue's buffer leaves with the batch: an idle connection keeps none.
             let frames = std::mem::take(&mut *q);
             Poll::Ready(Batch { frames, close })
-        })
-        .await
+        }
     }
 
     /// The writer wrote `bytes` of frames.

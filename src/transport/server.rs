@@ -5,12 +5,13 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
 use serde_json::{json, Value};
 
-use super::conn::{Conn, ConnAuth, Outbound};
+use super::conn::{Batch, Conn, ConnAuth, Outbound};
 use super::http;
 use super::limited::{Budget, Limited};
 use super::tls::{Accepted, Transport};
@@ -45,7 +46,7 @@ pub async fn accept_loop(
             Some(Ok(stream)) => {
                 shard.metrics.accepted.set(shard.metrics.accepted.get() + 1);
                 let sh = shard.clone();
-                glommio::spawn_local(async move { handle_tcp(sh, stream).await }).detach();
+                glommio::spawn_local(handle_tcp(sh, stream)).detach();
             }
             Some(Err(e)) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
@@ -104,7 +105,6 @@ struct Live {
     conn: Rc<Conn>,
     io: Rc<Io>,
     rd: WsReader,
-    writer: glommio::task::JoinHandle<()>,
     /// Counts the connection against `access.maxConnectionsPerIp` while it lives.
     _slot: ConnSlot,
 }
@@ -125,7 +125,7 @@ fn handle_tcp(shard: Rc<GatewayShard>, stream: TcpStream) -> impl std::future::F
             request_loop(&shard, &live.conn, &mut live.rd, &live.io).await;
         }
         let id = live.conn.id;
-        Box::pin(finish(&live.conn, live.writer)).await;
+        Box::pin(finish(&live.conn, &mut live.rd, &live.io)).await;
         shard.limiter.forget_conn(id);
         shard.remove_conn(id);
     }
@@ -380,14 +380,10 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
 
 /// A plain WebSocket echo (Autobahn conformance only), on the gateway's WebSocket layer.
 async fn echo_ws(stream: Transport, rest: Vec<u8>, peer: SocketAddr, max_frame: usize) {
-    let io = Rc::new(RefCell::new(Limited::new(
-        stream,
-        Rc::new(Cell::new(usize::MAX)),
-    )));
+    let io = RefCell::new(Limited::new(stream, Rc::new(Cell::new(usize::MAX))));
     let mut rd = WsReader::new(max_frame.max(16 << 20), 64 << 20).with_initial(rest);
-    let conn = Rc::new(Conn::new(0, peer, 256 << 20));
-    let writer = glommio::spawn_local(writer_loop(conn.clone(), io.clone())).detach();
-    let ended = read_until(&conn, &mut rd, &io, |m| {
+    let conn = Conn::new(0, peer, 256 << 20);
+    let ended = drive(&conn, &mut rd, &io, |m| {
         match m {
             Msg::Text(t) => conn.push(Outbound::Text(t.to_owned())),
             Msg::Binary(b) => conn.push(Outbound::Binary(b.to_vec())),
@@ -399,22 +395,30 @@ async fn echo_ws(stream: Transport, rest: Vec<u8>, peer: SocketAddr, max_frame: 
     if let Ended::Failed(e) = ended {
         report(&conn, &e);
     }
-    finish(&conn, writer).await;
+    finish(&conn, &mut rd, &io).await;
 }
 
-/// How reading a connection ended.
+/// How driving a connection ended.
 enum Ended {
     /// The callback asked to stop.
     Stopped,
-    /// The peer sent its close (answered), or the connection was closed from our side.
+    /// The peer sent its close (answered later by `finish`), or ours was written.
     Closed,
     /// A protocol violation or a socket error.
     Failed(WsError),
 }
 
-/// Reads messages until the callback returns false or the connection ends, answering pings
-/// and the peer's close; text and binary messages go to `on`.
-async fn read_until(
+/// One step of [`drive`].
+enum Step {
+    Write(Batch),
+    Read(Result<bool, WsError>),
+}
+
+/// Runs a connection from its own task: writes what is queued for it (first, so the answers
+/// to one read leave together before the next read) and reads messages, answering pings and
+/// noting the peer's close; text and binary messages go to `on`. Returns when `on` returns
+/// false, a close was exchanged, or the connection fails.
+async fn drive(
     conn: &Conn,
     rd: &mut WsReader,
     io: &Io,
@@ -422,42 +426,43 @@ async fn read_until(
 ) -> Ended {
     loop {
         let mut ended = None;
-        let read = futures_lite::future::or(
-            async {
-                Some(
-                    rd.read(io, &mut |m| match m {
-                        Msg::Ping(p) => {
-                            conn.push(Outbound::Pong(p.to_vec()));
-                            true
-                        }
-                        Msg::Pong => true,
-                        Msg::Close(code) => {
-                            conn.set_peer_closed();
-                            conn.close(code.unwrap_or(1000), "");
-                            ended = Some(Ended::Closed);
-                            false
-                        }
-                        data => {
-                            let go = on(data);
-                            if !go {
-                                ended = Some(Ended::Stopped);
-                            }
-                            go
-                        }
-                    })
-                    .await,
-                )
-            },
-            async {
-                conn.wait_closed().await;
-                None
-            },
-        )
+        let step = std::future::poll_fn(|cx| {
+            if let Poll::Ready(batch) = conn.poll_batch(cx) {
+                return Poll::Ready(Step::Write(batch));
+            }
+            let read = rd.poll_read(cx, io, &mut |m| match m {
+                Msg::Ping(p) => {
+                    conn.push(Outbound::Pong(p.to_vec()));
+                    true
+                }
+                Msg::Pong => true,
+                Msg::Close(code) => {
+                    conn.set_peer_closed();
+                    conn.close(code.unwrap_or(1000), "");
+                    ended = Some(Ended::Closed);
+                    false
+                }
+                data => {
+                    let go = on(data);
+                    if !go {
+                        ended = Some(Ended::Stopped);
+                    }
+                    go
+                }
+            });
+            read.map(Step::Read)
+        })
         .await;
-        match read {
-            None => return Ended::Closed,
-            Some(Err(e)) => return Ended::Failed(e),
-            Some(Ok(_)) => {
+        match step {
+            Step::Write(batch) => {
+                let wrote = write_batch(conn, io, &batch).await;
+                if wrote.is_err() || batch.close.is_some() {
+                    conn.mark_closed();
+                    return Ended::Closed;
+                }
+            }
+            Step::Read(Err(e)) => return Ended::Failed(e),
+            Step::Read(Ok(_)) => {
                 if let Some(e) = ended {
                     return e;
                 }
@@ -467,7 +472,7 @@ async fn read_until(
 }
 
 /// Closes as a read error calls for: a protocol error gets its close code; a dead socket
-/// just ends (the writer flushes what it can and sends no close frame).
+/// just ends (what is queued is flushed, no close frame is sent).
 fn report(conn: &Conn, e: &WsError) {
     match e.close() {
         Some((code, why)) => conn.close(code, why),
@@ -475,17 +480,33 @@ fn report(conn: &Conn, e: &WsError) {
     }
 }
 
-/// Ends a connection: asks the writer to close (if nothing did yet) and waits for it to
-/// flush what is queued.
-async fn finish(conn: &Conn, writer: glommio::task::JoinHandle<()>) {
+/// Ends a connection: writes what is still queued and the close frame (1000 unless a close
+/// was asked for), then gives the peer up to 200 ms to answer the close before the socket is
+/// dropped. At most 3 s in all.
+async fn finish(conn: &Conn, rd: &mut WsReader, io: &Io) {
     if !conn.is_closing() {
         conn.close(1000, "");
     }
     let _ = glommio::timer::timeout(Duration::from_secs(3), async {
-        writer.await;
+        if !conn.is_closed() {
+            let batch = conn.next_batch().await;
+            let wrote = write_batch(conn, io, &batch).await;
+            conn.mark_closed();
+            if wrote.is_err() {
+                return Ok(());
+            }
+        }
+        if conn.close_code().is_some_and(|c| c != 1006) && !conn.peer_closed() {
+            let _ = glommio::timer::timeout(Duration::from_millis(200), async {
+                while let Ok(true) = rd.read(io, &mut |m| !matches!(m, Msg::Close(_))).await {}
+                Ok(())
+            })
+            .await;
+        }
         Ok(())
     })
     .await;
+    conn.mark_closed();
 }
 
 /// The largest frame and message of an authenticated connection.
@@ -517,7 +538,6 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
     let pre = cfg.gateway.preauth_max_payload;
     let mut rd = WsReader::new(pre, pre).with_initial(rest);
     let conn = shard.add_conn(peer);
-    let writer = glommio::spawn_local(writer_loop(conn.clone(), io.clone())).detach();
 
     let nonce = uuid::Uuid::new_v4().to_string();
     let ts = now_ms();
@@ -550,7 +570,6 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
             conn,
             io,
             rd,
-            writer,
             _slot: slot,
         },
         admitted,
@@ -572,7 +591,7 @@ async fn handshake_phase(
     let left = deadline.saturating_duration_since(Instant::now());
     let mut first = None;
     let ended = glommio::timer::timeout(left, async {
-        Ok(read_until(conn, rd, io, |m| {
+        Ok(drive(conn, rd, io, |m| {
             first = Some(match m {
                 Msg::Text(t) => Some(t.to_owned()),
                 _ => None,
@@ -742,7 +761,7 @@ async fn handshake_phase(
             }
             if crate::shard::presence_visible(&auth) {
                 let entry = presence_entry(&adm, peer);
-                let key = conn.conn_uuid.clone();
+                let key = conn.conn_uuid.to_string();
                 shard.broadcast(move |s| s.presence_upsert(key.clone(), entry.clone()));
             }
             tracing::info!(shard = %shard.id, conn = conn.id, peer = %peer, role = %adm.role,
@@ -814,7 +833,7 @@ async fn hello_ok(
     json!({
         "type": "hello-ok",
         "protocol": adm.protocol.min(PROTOCOL_VERSION),
-        "server": {"version": env!("CARGO_PKG_VERSION"), "connId": conn.conn_uuid, "name": "shardgate", "shard": shard.id.0},
+        "server": {"version": env!("CARGO_PKG_VERSION"), "connId": conn.conn_uuid.to_string(), "name": "shardgate", "shard": shard.id.0},
         "features": {
             "methods": authz::METHODS.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
             "events": authz::EVENTS,
@@ -844,7 +863,7 @@ pub fn fail(conn: &Conn, id: Option<&str>, e: &GatewayError) {
 }
 
 async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsReader, io: &Io) {
-    let ended = read_until(conn, rd, io, |m| {
+    let ended = drive(conn, rd, io, |m| {
         if conn.is_closing() {
             return false;
         }
@@ -944,48 +963,39 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
     .detach();
 }
 
-/// Drains the connection's buffer into the socket: all queued frames, one write.
-async fn writer_loop(conn: Rc<Conn>, io: Rc<Io>) {
-    loop {
-        let batch = conn.next_batch().await;
-        let seed = conn.is_seed();
-        let close = batch.close.as_ref().filter(|(code, _)| *code != 1006);
-        let mut bytes = 0;
-        let wrote = ws::write(&io, |buf| {
-            for f in &batch.frames {
-                bytes += f.len();
-                match f {
-                    Outbound::Text(t) if seed => {
-                        if let Some(t) = super::seed::translate(t) {
-                            ws::encode(buf, Out::Text(t.as_bytes()));
-                        }
-                    }
-                    Outbound::Text(t) => ws::encode(buf, Out::Text(t.as_bytes())),
-                    Outbound::Binary(b) => ws::encode(buf, Out::Binary(b)),
-                    Outbound::Pong(p) => ws::encode(buf, Out::Pong(p)),
-                }
-            }
-            if let Some((code, reason)) = close {
-                ws::encode(buf, Out::Close(*code, reason));
-            }
-        })
-        .await;
-        conn.written(bytes);
-        if wrote.is_err() {
-            conn.mark_closed();
-            return;
-        }
-        if batch.close.is_some() {
-            if close.is_some() && !conn.peer_closed() {
-                // Give the peer a moment to answer the close, then drop the socket.
-                let _ = glommio::timer::timeout(Duration::from_millis(200), async {
-                    conn.wait_peer_closed().await;
-                    Ok(())
-                })
-                .await;
-            }
-            conn.mark_closed();
-            return;
-        }
+/// Writes a batch (and its close frame, unless the close is 1006: the peer is gone). The
+/// socket usually takes it all at once; only the rest waits, in a boxed future (so the
+/// connection's task does not carry that state while idle).
+async fn write_batch(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<()> {
+    let rest = encode_and_write(conn, io, batch)?;
+    if rest.is_empty() {
+        return Ok(());
     }
+    Box::pin(ws::drain(io, rest)).await
+}
+
+fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Vec<u8>> {
+    let seed = conn.is_seed();
+    let close = batch.close.as_ref().filter(|(code, _)| *code != 1006);
+    let mut bytes = 0;
+    let rest = ws::write_now(io, |buf| {
+        for f in &batch.frames {
+            bytes += f.len();
+            match f {
+                Outbound::Text(t) if seed => {
+                    if let Some(t) = super::seed::translate(t) {
+                        ws::encode(buf, Out::Text(t.as_bytes()));
+                    }
+                }
+                Outbound::Text(t) => ws::encode(buf, Out::Text(t.as_bytes())),
+                Outbound::Binary(b) => ws::encode(buf, Out::Binary(b)),
+                Outbound::Pong(p) => ws::encode(buf, Out::Pong(p)),
+            }
+        }
+        if let Some((code, reason)) = close {
+            ws::encode(buf, Out::Close(*code, reason));
+        }
+    });
+    conn.written(bytes);
+    rest
 }

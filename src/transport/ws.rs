@@ -233,21 +233,38 @@ impl WsReader {
         S: AsyncRead + Unpin,
         F: FnMut(Msg<'_>) -> bool,
     {
+        poll_fn(|cx| self.poll_read(cx, io, on)).await
+    }
+
+    /// [`WsReader::read`] as a poll.
+    pub fn poll_read<S, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &RefCell<S>,
+        on: &mut F,
+    ) -> Poll<Result<bool, WsError>>
+    where
+        S: AsyncRead + Unpin,
+        F: FnMut(Msg<'_>) -> bool,
+    {
         if self.unparsed {
             self.unparsed = false;
             let mut data = std::mem::take(&mut self.pending);
-            let (used, go) = self.parse(&mut data, on)?;
+            let (used, go) = match self.parse(&mut data, on) {
+                Ok(r) => r,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
             data.drain(..used);
             self.pending = data;
             if !go {
                 self.unparsed = !self.pending.is_empty();
-                return Ok(false);
+                return Poll::Ready(Ok(false));
             }
             if self.pending.is_empty() {
                 self.pending = Vec::new();
             }
         }
-        poll_fn(|cx| self.poll_fill(cx, io, on)).await
+        self.poll_fill(cx, io, on)
     }
 
     fn poll_fill<S, F>(
@@ -487,35 +504,37 @@ fn poll_drain<S: AsyncWrite + Unpin>(
     Pin::new(&mut *s).poll_flush(cx)
 }
 
-/// Encodes frames with `fill` into this shard's scratch buffer and writes them in one go.
-/// What the socket does not take at once is copied out and written as it drains.
-pub async fn write<S, F>(io: &RefCell<S>, fill: F) -> io::Result<()>
+/// Encodes frames with `fill` into this shard's scratch buffer and writes them in one go,
+/// without waiting: returns what the socket did not take (empty when all of it left), to be
+/// written with [`drain`]. Nothing is kept per connection when the socket takes it all.
+pub fn write_now<S, F>(io: &RefCell<S>, fill: F) -> io::Result<Vec<u8>>
 where
     S: AsyncWrite + Unpin,
     F: FnOnce(&mut Vec<u8>),
 {
-    let mut fill = Some(fill);
-    let mut rest: Vec<u8> = Vec::new();
-    let mut off = 0;
-    poll_fn(|cx| {
-        let Some(fill) = fill.take() else {
-            return poll_drain(cx, io, &rest, &mut off);
+    // A readiness wait armed by this attempt wakes no one; `drain` polls again with the
+    // task's waker, which replaces it.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    with_scratch(&TX, |buf| {
+        buf.clear();
+        fill(buf);
+        let mut off = 0;
+        let r = match poll_drain(&mut cx, io, buf, &mut off) {
+            Poll::Ready(Ok(())) => Ok(Vec::new()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Ok(buf[off..].to_vec()),
         };
-        with_scratch(&TX, |buf| {
-            buf.clear();
-            fill(buf);
-            let r = poll_drain(cx, io, buf, &mut off);
-            if r.is_pending() {
-                rest = buf[off..].to_vec();
-                off = 0;
-            }
-            if buf.capacity() > TX_KEEP {
-                *buf = Vec::new();
-            }
-            r
-        })
+        if buf.capacity() > TX_KEEP {
+            *buf = Vec::new();
+        }
+        r
     })
-    .await
+}
+
+/// Writes `rest` (what [`write_now`] left) as the socket drains.
+pub async fn drain<S: AsyncWrite + Unpin>(io: &RefCell<S>, rest: Vec<u8>) -> io::Result<()> {
+    let mut off = 0;
+    poll_fn(|cx| poll_drain(cx, io, &rest, &mut off)).await
 }
 
 #[cfg(test)]
