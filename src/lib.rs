@@ -17,7 +17,8 @@
 //!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent.
 //! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] →
 //!    the connection's shard (mesh hop if remote) → [`transport::conn::Conn`] send buffer
-//!    (seq, backpressure) → the writer task, which writes all queued frames in one flush.
+//!    (seq, backpressure) → the connection's task, which writes all queued frames in one
+//!    `send` from a per-shard scratch buffer ([`transport::ws`]).
 //!
 //! ## Ownership rules
 //! - Shard state is `!Send` (`Rc`, `RefCell`); other shards reach it only through the mesh.

@@ -1,6 +1,6 @@
-// Hot path: every outbound frame is queued here and written by the connection's writer task.
-//! One connection's outbound side: a bounded send buffer with per-connection `seq`, and the
-//! writer that drains it into the socket, many frames per write ("corking").
+// Hot path: every outbound frame is queued here and written by the connection's task.
+//! One connection's outbound side: a bounded send buffer with per-connection `seq`, drained
+//! into the socket by the connection's task, many frames per write ("corking").
 //!
 //! Invariants: `seq` is assigned when an event is accepted into the buffer, so a skipped
 //! droppable event never burns a number and the client sees 1, 2, 3, … without gaps. Only
@@ -276,8 +276,8 @@ impl Conn {
     pub fn poll_batch(&self, cx: &mut std::task::Context<'_>) -> Poll<Batch> {
         {
             let mut q = self.queue.borrow_mut();
-            // Left in place: the connection stays "closing" until the writer marks it closed
-            // (the writer ends after a batch that carries the close).
+            // Left in place: the connection stays "closing" until it is marked closed (nothing
+            // more is written after a batch that carries the close).
             let close = self.closing.borrow().clone();
             if q.is_empty() && close.is_none() {
                 if self.closed.get() {
@@ -295,7 +295,7 @@ impl Conn {
         }
     }
 
-    /// The writer wrote `bytes` of frames.
+    /// `bytes` of frames were written.
     pub fn written(&self, bytes: usize) {
         self.buffered.set(self.buffered.get().saturating_sub(bytes));
     }

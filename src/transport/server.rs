@@ -1,6 +1,7 @@
 //! The per-shard acceptor and the life of one connection: HTTP head, upgrade, challenge,
-//! handshake, then the request loop (requests on one connection run concurrently) with a
-//! writer task that drains the connection's send buffer in batches.
+//! handshake, then the request loop (requests on one connection run concurrently). One task
+//! per connection reads and writes: it drains the connection's send buffer in batches, one
+//! write each, between reads.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -23,8 +24,8 @@ use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::protocol::{authz, PROTOCOL_VERSION};
 use crate::shard::{now_ms, Caller, GatewayShard, ReplyTo};
 
-/// A connection's socket, shared by its reader (the connection task) and its writer task;
-/// each borrows it only inside one poll.
+/// A connection's socket; borrowed only inside one poll (reads and writes of the connection's
+/// task, and its boxed ending).
 type Io = RefCell<Limited<Transport>>;
 
 /// Accepts until `stop` resolves.
