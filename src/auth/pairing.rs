@@ -322,7 +322,8 @@ pub fn handles(method: &str) -> bool {
     )
 }
 
-fn param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
+/// A required, non-blank string parameter (`INVALID_REQUEST` naming it when missing).
+pub(crate) fn param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
     match p.get(k) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
         _ => Err(GatewayError::InvalidParams(format!(

@@ -426,14 +426,7 @@ pub fn handles(method: &str) -> bool {
     )
 }
 
-fn param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        _ => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
-}
+use crate::auth::pairing::param;
 
 fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
     match p.get(k) {
