@@ -373,11 +373,7 @@ pub fn call(
 ) -> Result<Value, GatewayError> {
     let shared = &shard.shared;
     let now = now_ms();
-    let by = caller
-        .auth
-        .device_id
-        .clone()
-        .unwrap_or_else(|| caller.auth.client.id.clone());
+    let by = caller.auth.actor();
     match method {
         "device.pair.list" => {
             let pending: Vec<Value> = shared

@@ -455,11 +455,7 @@ pub fn call(
 ) -> Result<Value, GatewayError> {
     let np = &shard.shared.node_pairing;
     let now = now_ms();
-    let me = caller
-        .auth
-        .device_id
-        .clone()
-        .unwrap_or_else(|| caller.auth.client.id.clone());
+    let me = caller.auth.actor();
     match method {
         "node.pair.request" => {
             let is_node = caller.auth.role == "node";
@@ -470,7 +466,7 @@ pub fn call(
                     ))
                 }
                 Some(id) if !id.is_empty() => id.to_owned(),
-                _ if is_node => me.clone(),
+                _ if is_node => me.to_owned(),
                 _ => {
                     return Err(GatewayError::InvalidParams(
                         "invalid params: missing nodeId".into(),
@@ -510,7 +506,7 @@ pub fn call(
         "node.pair.approve" => {
             let id = param(p, "requestId")?;
             let (r, a) = np
-                .approve(id, &me, now)
+                .approve(id, me, now)
                 .map_err(|e| {
                     tracing::error!(error = %e, "node pairing store");
                     GatewayError::AgentFailed(format!("node pairing store: {e}"))

@@ -2,8 +2,6 @@
 //! Frames of PROTOCOL.md §2: parsing inbound text into a request, and writing outbound
 //! `res`/`event` frames as text without building intermediate trees where it can be avoided.
 
-use std::fmt::Write;
-
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -185,35 +183,70 @@ pub fn push_int(s: &mut String, v: impl itoa::Integer) {
 pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64, u64)>) {
     if let Some(seq) = seq {
         s.push_str(r#","seq":"#);
-        let _ = write!(s, "{}", seq);
+        push_int(s, seq);
     }
     if let Some((p, h)) = state_version {
         s.push_str(r#","stateVersion":{"presence":"#);
-        let _ = write!(s, "{}", p);
+        push_int(s, p);
         s.push_str(r#","health":"#);
-        let _ = write!(s, "{}", h);
+        push_int(s, h);
         s.push('}');
     }
     s.push('}');
 }
 
-/// Appends `v` as a JSON string literal, escaping only when it has to (ids and event names
-/// are almost always plain ASCII, so this is one copy and no allocation).
+/// Appends `v` as a JSON string literal, escaped as serde_json does (`"`, `\` and control
+/// characters; non-ASCII text is copied as is), with no allocation: runs that need no escape
+/// are copied whole.
 pub fn push_json_str(s: &mut String, v: &str) {
-    if v.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
-        s.push('"');
-        s.push_str(v);
-        s.push('"');
-    } else {
-        s.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into()));
+    s.push('"');
+    let mut start = 0;
+    for (i, b) in v.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte: a char boundary.
+        s.push_str(&v[start..i]);
+        if esc.is_empty() {
+            s.push_str("\\u00");
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+        } else {
+            s.push_str(esc);
+        }
+        start = i + 1;
     }
+    s.push_str(&v[start..]);
+    s.push('"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_does() {
+        for v in [
+            "plain",
+            "",
+            "say \"hi\"\\ now",
+            "line\nbreak\r\ttab\u{8}\u{c}\u{1}\u{1f}\u{7f}",
+            "na\u{ef}ve \u{2014} \u{1f389} \u{4e2d}\u{6587}",
+            "\"",
+        ] {
+            let mut s = String::new();
+            push_json_str(&mut s, v);
+            assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
+        }
+    }
 
     #[test]
     fn parses_request() {

@@ -173,15 +173,11 @@ pub async fn dispatch(
             }
         }
         "node.invoke.result" | "node.event" => {
-            let me = caller
-                .auth
-                .device_id
-                .clone()
-                .unwrap_or_else(|| caller.auth.client.id.clone());
+            let me = caller.auth.actor();
             let r = if method == "node.event" {
-                crate::node::event(&shard, &me, &params)
+                crate::node::event(&shard, me, &params)
             } else {
-                crate::node::result(&shard, &me, &params)
+                crate::node::result(&shard, me, &params)
             };
             match r {
                 Ok(v) => shard.reply_ok(&reply, &v),

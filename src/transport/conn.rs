@@ -29,6 +29,13 @@ pub struct ConnAuth {
     pub seed: bool,
 }
 
+impl ConnAuth {
+    /// Who is acting: the verified device id, else the client id.
+    pub fn actor(&self) -> &str {
+        self.device_id.as_deref().unwrap_or(&self.client.id)
+    }
+}
+
 /// A queued outbound frame.
 #[derive(Debug)]
 pub enum Outbound {
