@@ -1,5 +1,7 @@
 //! Outbound frame encoding: `protocol::frame::event` (a `chat` delta, with and without
-//! `seq`/`stateVersion`) and `protocol::frame::res_ok` (the final `agent` answer).
+//! `seq`/`stateVersion`), `protocol::frame::res_ok` (the final `agent` answer), and
+//! `protocol::frame::push_json_str` (string literals of the hand-written per-word events)
+//! against serde_json's string serializer.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use shardgate::protocol::frame;
@@ -30,6 +32,28 @@ fn bench(c: &mut Criterion) {
     g.bench_function("res_ok/agent_final", |b| {
         b.iter(|| frame::res_ok(black_box("17"), black_box(&fin)))
     });
+    // The text of a streamed run as the per-word frames carry it (about 20 words), plain and
+    // with non-ASCII; serde_json's own string serializer is the baseline in the same run.
+    let ascii =
+        "the quick brown fox jumps over the lazy dog and then some more words follow it ".repeat(2);
+    let mixed =
+        "naïve café — déjà vu, 中文 text and an emoji 🎉 in the middle of a sentence ".repeat(2);
+    for (name, text) in [("ascii", &ascii), ("non_ascii", &mixed)] {
+        g.bench_function(format!("json_str/{name}/push_json_str"), |b| {
+            let mut s = String::with_capacity(512);
+            b.iter(|| {
+                s.clear();
+                frame::push_json_str(&mut s, black_box(text));
+            })
+        });
+        g.bench_function(format!("json_str/{name}/serde_json_baseline"), |b| {
+            let mut s = Vec::with_capacity(512);
+            b.iter(|| {
+                s.clear();
+                let _ = serde_json::to_writer(&mut s, black_box(text.as_str()));
+            })
+        });
+    }
     g.finish();
 }
 

@@ -195,11 +195,29 @@ pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64,
     s.push('}');
 }
 
+/// True if any byte of `b` needs a JSON escape. Branch-free over 16-byte chunks so the
+/// compiler vectorizes it: most strings (ids, words, text) need none.
+fn needs_escape(b: &[u8]) -> bool {
+    let special = |c: u8| (c < 0x20) | (c == b'"') | (c == b'\\');
+    let mut chunks = b.chunks_exact(16);
+    for c in &mut chunks {
+        if c.iter().fold(false, |acc, &x| acc | special(x)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&x| special(x))
+}
+
 /// Appends `v` as a JSON string literal, escaped as serde_json does (`"`, `\` and control
 /// characters; non-ASCII text is copied as is), with no allocation: runs that need no escape
 /// are copied whole.
 pub fn push_json_str(s: &mut String, v: &str) {
     s.push('"');
+    if !needs_escape(v.as_bytes()) {
+        s.push_str(v);
+        s.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in v.bytes().enumerate() {
         let esc = match b {
