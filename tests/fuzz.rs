@@ -1,10 +1,11 @@
-//! Bounded, seeded fuzzing of the two parsers an attacker feeds first: `connect.params` (through
-//! the whole sans-IO admission, with pairing terms from every network class) and the pairing
-//! store loader. Deterministic (fixed seeds), so a failure replays; each run prints its
+//! Bounded, seeded fuzzing of the parsers an attacker feeds first: WebSocket frames (the
+//! gateway's own reader, `transport::ws`), `connect.params` (through the whole sans-IO
+//! admission, with pairing terms from every network class) and the pairing store loader. Deterministic (fixed seeds), so a failure replays; each run prints its
 //! execution counts (`cargo test --test fuzz -- --nocapture`). `FUZZ_ITERS=N` sets the rounds
 //! (default 2000: a debug admission with a device costs an Ed25519 verify and a store fsync).
 //!
-//! Properties: never a panic; an admission only for a verified device or a device-less
+//! Properties: never a panic; frames split anywhere come out whole and in order, and garbage
+//! ends in an error, not a hang; an admission only for a verified device or a device-less
 //! operator; a store that loads keeps its invariant (every id is the hash of its key).
 
 use std::net::IpAddr;
@@ -228,4 +229,145 @@ fn store_loader_never_panics_and_keeps_its_invariant() {
     }
     eprintln!("fuzz store loader: {execs} executions, {loaded} loaded");
     assert!(loaded > 0 && loaded < execs);
+}
+
+/// A byte stream handed out in random pieces (1 byte up to 64 KiB), then EOF.
+struct Pieces {
+    data: Vec<u8>,
+    pos: usize,
+    rng: StdRng,
+}
+
+impl futures_lite::AsyncRead for Pieces {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let left = self.data.len() - self.pos;
+        let want = match self.rng.gen_range(0..4) {
+            0 => 1,
+            1 => self.rng.gen_range(1..16),
+            2 => self.rng.gen_range(1..2048),
+            _ => 1 << 16,
+        };
+        let n = want.min(left).min(buf.len());
+        let p = self.pos;
+        buf[..n].copy_from_slice(&self.data[p..p + n]);
+        self.pos += n;
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
+/// A masked client frame.
+fn client_frame(rng: &mut StdRng, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask: [u8; 4] = rng.gen();
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads `data` to its end with the gateway's reader; what came out, and how it ended.
+fn read_stream(data: Vec<u8>, seed: u64, max: usize) -> (Vec<String>, String) {
+    use shardgate::transport::ws::{Msg, WsError, WsReader};
+    let io = std::cell::RefCell::new(Pieces {
+        data,
+        pos: 0,
+        rng: StdRng::seed_from_u64(seed),
+    });
+    let mut reader = WsReader::new(max, max);
+    let mut seen = Vec::new();
+    let end = futures_lite::future::block_on(async {
+        loop {
+            let r = reader
+                .read(&io, &mut |m| {
+                    seen.push(match m {
+                        Msg::Text(t) => format!("t:{t}"),
+                        Msg::Binary(b) => format!("b:{}", b.len()),
+                        Msg::Ping(p) => format!("ping:{}", p.len()),
+                        Msg::Pong => "pong".into(),
+                        Msg::Close(c) => format!("close:{c:?}"),
+                    });
+                    true
+                })
+                .await;
+            match r {
+                Ok(_) => {}
+                Err(WsError::Eof) => return "eof".to_string(),
+                Err(e) => return format!("error {:?}", e.close().map(|c| c.0)),
+            }
+        }
+    });
+    (seen, end)
+}
+
+#[test]
+fn websocket_frames_split_anywhere_come_out_whole_and_garbage_never_panics() {
+    let mut rng = StdRng::seed_from_u64(6455);
+    let rounds = iters();
+    for round in 0..rounds {
+        // Valid traffic: whole and fragmented messages of all sizes, pings between fragments.
+        let mut data = Vec::new();
+        let mut want = Vec::new();
+        for _ in 0..rng.gen_range(1..8) {
+            let len = match rng.gen_range(0..5) {
+                0 => 0,
+                1 => rng.gen_range(1..126),
+                2 => rng.gen_range(126..70_000),
+                3 => rng.gen_range(65_536..200_000),
+                _ => rng.gen_range(1..1000),
+            };
+            let text: String = (0..len)
+                .map(|i| ['a', 'é', '中', '🎉', '"', '\\'][(i * 7 + round as usize) % 6])
+                .take(len)
+                .collect();
+            let bytes = text.as_bytes();
+            if rng.gen_bool(0.3) && bytes.len() > 4 {
+                // Fragmented, cut inside multi-byte characters too.
+                let cut = rng.gen_range(1..bytes.len());
+                data.extend(client_frame(&mut rng, false, 1, &bytes[..cut]));
+                data.extend(client_frame(&mut rng, true, 9, b"hb"));
+                want.push("ping:2".to_string());
+                data.extend(client_frame(&mut rng, true, 0, &bytes[cut..]));
+            } else {
+                data.extend(client_frame(&mut rng, true, 1, bytes));
+            }
+            want.push(format!("t:{text}"));
+        }
+        let (seen, end) = read_stream(data.clone(), round as u64, 1 << 20);
+        assert_eq!(end, "eof", "round {round}");
+        assert_eq!(seen, want, "round {round}");
+
+        // Garbage: the same stream with random bytes flipped, or plain noise. Any outcome
+        // but a panic or a hang is fine; the reader ends (EOF or an error) every time.
+        let mut bad = if rng.gen_bool(0.5) {
+            data
+        } else {
+            (0..rng.gen_range(1..5000)).map(|_| rng.gen()).collect()
+        };
+        for _ in 0..rng.gen_range(1..8) {
+            if !bad.is_empty() {
+                let i = rng.gen_range(0..bad.len());
+                bad[i] ^= rng.gen::<u8>() | 1;
+            }
+        }
+        let (_, end) = read_stream(bad, round as u64 + 1, 1 << 18);
+        assert!(
+            end == "eof" || end.starts_with("error"),
+            "round {round}: {end}"
+        );
+    }
+    println!("websocket frames: {rounds} rounds of valid and corrupted streams");
 }
