@@ -443,11 +443,14 @@ impl GatewayShard {
         filter: impl Fn(&Conn) -> bool,
     ) {
         let sv = sv.then(|| (self.presence_version.get(), self.health_version.get()));
+        // Built once; each connection queues a pointer to it and its own `seq`.
+        let mut open: Option<Rc<str>> = None;
         for c in self.conns.borrow().values() {
             let ok = c.auth.borrow().as_ref().is_some_and(|a| !a.seed);
             if ok && filter(c) {
                 self.metrics.events_sent(1);
-                c.push_event(name, payload, droppable, sv);
+                let open = open.get_or_insert_with(|| frame::open_event_raw(name, payload).into());
+                c.push_shared_event(open, droppable, sv);
             }
         }
     }

@@ -38,6 +38,10 @@ pub(crate) enum Workload {
     Agent,
     /// `chat.send {sessionKey, message, idempotencyKey}`: `res started`, `chat` deltas, `final`.
     Chat,
+    /// Fan-out: every connection subscribes (`sessions.subscribe`) and creates its session,
+    /// then each request is `sessions.reset` of it, which sends `sessions.changed` to every
+    /// subscribed connection (N events per request with N connections, all shards).
+    Fanout,
 }
 
 /// Where a connection's session lives relative to the connection (see `--placement`).
@@ -225,6 +229,20 @@ impl Conn {
                 r#"{{"type":"req","id":"{id}","method":"chat.send","params":{{"sessionKey":"{}","message":"{}","idempotencyKey":"{}-{}-{id}"}}}}"#,
                 self.key, p.message, p.tag, self.idx
             ),
+            // Requests of one connection are answered in order on its session's shard, so the
+            // subscription and the session exist before the first reset.
+            Workload::Fanout => {
+                let method = match id {
+                    1 => "sessions.subscribe",
+                    2 => "sessions.create",
+                    _ => "sessions.reset",
+                };
+                write!(
+                    self.buf,
+                    r#"{{"type":"req","id":"{id}","method":"{method}","params":{{"key":"{}"}}}}"#,
+                    self.key
+                )
+            }
         };
     }
 

@@ -174,6 +174,60 @@ pub fn open_event_with(name: &str, write: impl FnOnce(&mut String)) -> String {
     s
 }
 
+/// An event frame with an already serialized payload, without `seq` and the closing brace:
+/// built once and shared by every connection a broadcast reaches ([`event_tail`] ends it).
+pub fn open_event_raw(name: &str, payload: &str) -> String {
+    let mut s = String::with_capacity(payload.len() + name.len() + 32);
+    s.push_str(r#"{"type":"event","event":"#);
+    push_json_str(&mut s, name);
+    s.push_str(r#","payload":"#);
+    s.push_str(payload);
+    s
+}
+
+/// The end of an event frame begun by [`open_event_raw`] or [`open_event`]: `seq`, the
+/// state versions and the closing brace, written into a stack buffer (at most
+/// [`EVENT_TAIL_MAX`] bytes).
+pub fn event_tail(seq: u64, state_version: Option<(u64, u64)>) -> EventTail {
+    let mut t = EventTail {
+        buf: [0; EVENT_TAIL_MAX],
+        len: 0,
+    };
+    t.push(br#","seq":"#);
+    t.push(itoa::Buffer::new().format(seq).as_bytes());
+    if let Some((p, h)) = state_version {
+        t.push(br#","stateVersion":{"presence":"#);
+        t.push(itoa::Buffer::new().format(p).as_bytes());
+        t.push(br#","health":"#);
+        t.push(itoa::Buffer::new().format(h).as_bytes());
+        t.push(b"}");
+    }
+    t.push(b"}");
+    t
+}
+
+/// Room for `,"seq":` + u64 + `,"stateVersion":{"presence":` + u64 + `,"health":` + u64 + `}}`.
+pub const EVENT_TAIL_MAX: usize = 128;
+
+/// The bytes [`event_tail`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct EventTail {
+    buf: [u8; EVENT_TAIL_MAX],
+    len: usize,
+}
+
+impl EventTail {
+    fn push(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// The tail, as bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// Appends an integer (no allocation).
 pub fn push_int(s: &mut String, v: impl itoa::Integer) {
     s.push_str(itoa::Buffer::new().format(v));
@@ -249,6 +303,23 @@ pub fn push_json_str(s: &mut String, v: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_event_and_its_tail_make_the_same_frame_as_event() {
+        for (seq, sv) in [
+            (1, None),
+            (u64::MAX, Some((u64::MAX, u64::MAX))),
+            (42, Some((3, 4))),
+        ] {
+            let payload = r#"{"sessionKey":"agent:main:x","reason":"reset"}"#;
+            let mut joined = open_event_raw("sessions.changed", payload).into_bytes();
+            joined.extend_from_slice(event_tail(seq, sv).as_bytes());
+            assert_eq!(
+                String::from_utf8(joined).unwrap(),
+                event("sessions.changed", payload, Some(seq), sv)
+            );
+        }
+    }
 
     #[test]
     fn json_strings_are_escaped_as_serde_json_does() {

@@ -45,6 +45,16 @@ pub enum Outbound {
     Binary(Vec<u8>),
     /// The answer to a ping.
     Pong(Vec<u8>),
+    /// A broadcast event: the frame up to its payload, shared by every connection it reaches
+    /// (no copy per connection), and this connection's `seq` and state versions.
+    Shared {
+        /// [`frame::open_event_raw`].
+        open: std::rc::Rc<str>,
+        /// This connection's `seq`.
+        seq: u64,
+        /// `stateVersion` (presence, health), if the event carries it.
+        state_version: Option<(u64, u64)>,
+    },
 }
 
 impl Outbound {
@@ -53,7 +63,18 @@ impl Outbound {
         match self {
             Outbound::Text(t) => t.len(),
             Outbound::Binary(b) | Outbound::Pong(b) => b.len(),
+            // Counted with the most its tail can take, the same when queued and when written.
+            Outbound::Shared { open, .. } => open.len() + frame::EVENT_TAIL_MAX,
         }
+    }
+
+    /// A shared event as one text (for the seed dialect's translation, which rewrites it).
+    pub fn shared_text(open: &str, seq: u64, state_version: Option<(u64, u64)>) -> String {
+        let tail = frame::event_tail(seq, state_version);
+        let mut s = String::with_capacity(open.len() + tail.as_bytes().len());
+        s.push_str(open);
+        s.push_str(std::str::from_utf8(tail.as_bytes()).unwrap_or("}"));
+        s
     }
 
     /// True for an empty payload.
@@ -181,6 +202,28 @@ impl Conn {
         let seq = self.next_seq();
         let text = frame::event(name, payload, Some(seq), state_version);
         self.queue_frame(text);
+    }
+
+    /// Queues a broadcast event built once for all connections ([`frame::open_event_raw`]),
+    /// giving it this connection's next `seq`, under the same bound as [`Conn::push_event`].
+    pub fn push_shared_event(
+        &self,
+        open: &std::rc::Rc<str>,
+        droppable: bool,
+        state_version: Option<(u64, u64)>,
+    ) {
+        if self.is_closing() || !self.admit_event(open.len() + frame::EVENT_TAIL_MAX, droppable) {
+            return;
+        }
+        let seq = self.next_seq();
+        let f = Outbound::Shared {
+            open: open.clone(),
+            seq,
+            state_version,
+        };
+        self.buffered.set(self.buffered.get() + f.len());
+        self.queue.borrow_mut().push_back(f);
+        self.wake();
     }
 
     /// Queues an event begun with [`frame::open_event`]: gives it the next `seq` and closes
@@ -321,10 +364,16 @@ mod tests {
             .borrow()
             .iter()
             .map(|f| {
-                let Outbound::Text(f) = f else {
-                    panic!("only text is queued here")
+                let f = match f {
+                    Outbound::Text(f) => f.clone(),
+                    Outbound::Shared {
+                        open,
+                        seq,
+                        state_version,
+                    } => Outbound::shared_text(open, *seq, *state_version),
+                    other => panic!("no event: {other:?}"),
                 };
-                serde_json::from_str::<serde_json::Value>(f).unwrap()["seq"]
+                serde_json::from_str::<serde_json::Value>(&f).unwrap()["seq"]
                     .as_u64()
                     .unwrap()
             })
@@ -340,6 +389,21 @@ mod tests {
         assert_eq!(seqs(&c), vec![1, 2]);
         assert_eq!(c.dropped.get(), 1);
         assert!(!c.is_closing());
+    }
+
+    #[test]
+    fn shared_events_take_the_next_seq_and_the_same_bound() {
+        let c = conn(1000);
+        let open: std::rc::Rc<str> = frame::open_event_raw("presence", "{}").into();
+        c.push_event("tick", "{}", false, None);
+        c.push_shared_event(&open, true, Some((1, 2)));
+        let big: std::rc::Rc<str> = frame::open_event_raw("presence", &"x".repeat(900)).into();
+        c.push_shared_event(&big, true, None); // over the bound: skipped, no seq used
+        c.push_shared_event(&open, true, None);
+        assert_eq!(seqs(&c), vec![1, 2, 3]);
+        assert_eq!(c.dropped.get(), 1);
+        let queued: usize = c.queue.borrow().iter().map(Outbound::len).sum();
+        assert_eq!(c.buffered(), queued);
     }
 
     #[test]

@@ -991,6 +991,24 @@ fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Vec<
                 Outbound::Text(t) => ws::encode(buf, Out::Text(t.as_bytes())),
                 Outbound::Binary(b) => ws::encode(buf, Out::Binary(b)),
                 Outbound::Pong(p) => ws::encode(buf, Out::Pong(p)),
+                Outbound::Shared {
+                    open,
+                    seq,
+                    state_version,
+                } if seed => {
+                    let t = Outbound::shared_text(open, *seq, *state_version);
+                    if let Some(t) = super::seed::translate(&t) {
+                        ws::encode(buf, Out::Text(t.as_bytes()));
+                    }
+                }
+                Outbound::Shared {
+                    open,
+                    seq,
+                    state_version,
+                } => {
+                    let tail = frame::event_tail(*seq, *state_version);
+                    ws::encode_parts(buf, open.as_bytes(), tail.as_bytes());
+                }
             }
         }
         if let Some((code, reason)) = close {

@@ -485,6 +485,19 @@ pub fn encode(buf: &mut Vec<u8>, frame: Out<'_>) {
     buf.extend_from_slice(payload);
 }
 
+/// Appends a text frame whose payload is `head` followed by `tail` (a shared event and this
+/// connection's end of it), without joining them first.
+pub fn encode_parts(buf: &mut Vec<u8>, head: &[u8], tail: &[u8]) {
+    let h = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    // Writing into a Vec cannot fail.
+    let _ = h.format((head.len() + tail.len()) as u64, buf);
+    buf.extend_from_slice(head);
+    buf.extend_from_slice(tail);
+}
+
 /// Writes `buf[*off..]` until done or the socket would block.
 fn poll_drain<S: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
