@@ -968,14 +968,13 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
 /// socket usually takes it all at once; only the rest waits, in a boxed future (so the
 /// connection's task does not carry that state while idle).
 async fn write_batch(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<()> {
-    let rest = encode_and_write(conn, io, batch)?;
-    if rest.is_empty() {
-        return Ok(());
+    match encode_and_write(conn, io, batch)? {
+        None => Ok(()),
+        Some(rest) => Box::pin(ws::drain(io, rest)).await,
     }
-    Box::pin(ws::drain(io, rest)).await
 }
 
-fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Vec<u8>> {
+fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Option<Vec<u8>>> {
     let seed = conn.is_seed();
     let close = batch.close.as_ref().filter(|(code, _)| *code != 1006);
     let mut bytes = 0;

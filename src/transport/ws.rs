@@ -518,9 +518,10 @@ fn poll_drain<S: AsyncWrite + Unpin>(
 }
 
 /// Encodes frames with `fill` into this shard's scratch buffer and writes them in one go,
-/// without waiting: returns what the socket did not take (empty when all of it left), to be
-/// written with [`drain`]. Nothing is kept per connection when the socket takes it all.
-pub fn write_now<S, F>(io: &RefCell<S>, fill: F) -> io::Result<Vec<u8>>
+/// without waiting. `None`: all of it left. `Some(rest)`: the socket would block; `rest` is
+/// what it did not take (empty when only a flush is pending, e.g. TLS records still in
+/// rustls), to be finished with [`drain`]. Nothing is kept per connection when it all left.
+pub fn write_now<S, F>(io: &RefCell<S>, fill: F) -> io::Result<Option<Vec<u8>>>
 where
     S: AsyncWrite + Unpin,
     F: FnOnce(&mut Vec<u8>),
@@ -533,9 +534,9 @@ where
         fill(buf);
         let mut off = 0;
         let r = match poll_drain(&mut cx, io, buf, &mut off) {
-            Poll::Ready(Ok(())) => Ok(Vec::new()),
+            Poll::Ready(Ok(())) => Ok(None),
             Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Ok(buf[off..].to_vec()),
+            Poll::Pending => Ok(Some(buf[off..].to_vec())),
         };
         if buf.capacity() > TX_KEEP {
             *buf = Vec::new();
@@ -544,7 +545,7 @@ where
     })
 }
 
-/// Writes `rest` (what [`write_now`] left) as the socket drains.
+/// Writes `rest` (what [`write_now`] left) as the socket drains, then flushes.
 pub async fn drain<S: AsyncWrite + Unpin>(io: &RefCell<S>, rest: Vec<u8>) -> io::Result<()> {
     let mut off = 0;
     poll_fn(|cx| poll_drain(cx, io, &rest, &mut off)).await
@@ -724,6 +725,66 @@ mod tests {
         });
         assert_eq!(got, vec![r#"Text("one")"#, r#"Text("two")"#]);
         assert!(reader.pending.is_empty());
+    }
+
+    /// A socket that takes at most `take` bytes per write, refuses every other write, and
+    /// holds written bytes until `flush` (which also refuses every other call), like TLS.
+    #[derive(Default)]
+    struct Stingy {
+        take: usize,
+        calls: usize,
+        pending: Vec<u8>,
+        flushed: Vec<u8>,
+    }
+
+    impl AsyncWrite for Stingy {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.take);
+            self.pending.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.calls += 1;
+            if self.calls.is_multiple_of(2) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let p = std::mem::take(&mut self.pending);
+            self.flushed.extend(p);
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_at_once_is_drained_and_flushed() {
+        for take in [1, 7, 300, 1 << 20] {
+            let io = RefCell::new(Stingy {
+                take,
+                ..Stingy::default()
+            });
+            let payload = vec![b'x'; 500];
+            let rest = write_now(&io, |buf| encode(buf, Out::Text(&payload))).unwrap();
+            if let Some(rest) = rest {
+                block_on(drain(&io, rest)).unwrap();
+            }
+            let s = io.into_inner();
+            let mut want = Vec::new();
+            encode(&mut want, Out::Text(&payload));
+            assert_eq!(s.flushed, want, "take {take}");
+            assert!(s.pending.is_empty());
+        }
     }
 
     #[test]
