@@ -93,7 +93,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn next_text(ws: &mut Ws) -> Result<String, String> {
+pub(crate) async fn next_text(ws: &mut Ws) -> Result<String, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
@@ -105,22 +105,39 @@ async fn next_text(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
+/// The command the built-in node clients declare and answer (`--workload invoke`).
+pub(crate) const NODE_COMMAND: &str = "perf.echo";
+
+/// Who a connection is.
+#[derive(Clone, Copy)]
+pub(crate) enum Role<'a> {
+    /// An operator (`operator.admin`), with a device proof when given one.
+    Operator(Option<&'a DeviceIdentity>),
+    /// A node with its own device identity, declaring [`NODE_COMMAND`].
+    Node(&'a DeviceIdentity),
+}
+
 /// Connects connection number `idx` and completes the OpenClaw handshake.
 pub(crate) async fn connect(
     t: &Target,
     idx: usize,
     device: Option<&DeviceIdentity>,
 ) -> Result<Connected, String> {
-    tokio::time::timeout(t.timeout, connect_inner(t, idx, device))
+    connect_as(t, idx, Role::Operator(device)).await
+}
+
+/// [`connect`] with any role.
+pub(crate) async fn connect_as(
+    t: &Target,
+    idx: usize,
+    role: Role<'_>,
+) -> Result<Connected, String> {
+    tokio::time::timeout(t.timeout, connect_inner(t, idx, role))
         .await
         .map_err(|_| "handshake timed out".to_string())?
 }
 
-async fn connect_inner(
-    t: &Target,
-    idx: usize,
-    device: Option<&DeviceIdentity>,
-) -> Result<Connected, String> {
+async fn connect_inner(t: &Target, idx: usize, role: Role<'_>) -> Result<Connected, String> {
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     if t.source_ips > 1 && t.addr.ip().is_loopback() {
         let last = 1 + (idx % usize::from(t.source_ips)) as u8;
@@ -151,22 +168,34 @@ async fn connect_inner(
         _ => return Err(format!("expected connect.challenge, got {first}")),
     };
 
-    let scopes = vec!["operator.admin".to_string()];
+    let (role_name, client_id, mode, scopes, device) = match role {
+        Role::Operator(d) => (
+            "operator",
+            "cli",
+            "cli",
+            vec!["operator.admin".to_string()],
+            d,
+        ),
+        Role::Node(d) => ("node", "node-host", "node", Vec::new(), Some(d)),
+    };
     let mut params = serde_json::json!({
         "minProtocol": 4,
         "maxProtocol": 4,
-        "client": {"id": "cli", "version": "1", "platform": "linux", "mode": "cli"},
-        "role": "operator",
+        "client": {"id": client_id, "version": "1", "platform": "linux", "mode": mode},
+        "role": role_name,
         "scopes": scopes,
         "auth": {"token": t.token},
     });
+    if let Role::Node(_) = role {
+        params["commands"] = serde_json::json!([NODE_COMMAND]);
+    }
     if let Some(d) = device {
         params["device"] = d.sign_connect(
             &nonce,
             now_ms(),
-            "cli",
-            "cli",
-            "operator",
+            client_id,
+            mode,
+            role_name,
             &scopes,
             &t.token,
             Some("linux"),

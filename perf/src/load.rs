@@ -42,6 +42,10 @@ pub(crate) enum Workload {
     /// then each request is `sessions.reset` of it, which sends `sessions.changed` to every
     /// subscribed connection (N events per request with N connections, all shards).
     Fanout,
+    /// `node.invoke {nodeId, command}`: connection i invokes built-in node client i (a node
+    /// connection of its own, answering every `node.invoke.request` with
+    /// `node.invoke.result`); one `res` when the node answered.
+    Invoke,
 }
 
 /// Where a connection's session lives relative to the connection (see `--placement`).
@@ -231,6 +235,14 @@ impl Conn {
             ),
             // Requests of one connection are answered in order on its session's shard, so the
             // subscription and the session exist before the first reset.
+            Workload::Invoke => write!(
+                self.buf,
+                r#"{{"type":"req","id":"{id}","method":"node.invoke","params":{{"nodeId":"{}","command":"{}","params":{{"n":{id}}},"idempotencyKey":"{}-{}-{id}"}}}}"#,
+                self.key,
+                crate::client::NODE_COMMAND,
+                p.tag,
+                self.idx
+            ),
             Workload::Fanout => {
                 let method = match id {
                     1 => "sessions.subscribe",
@@ -493,6 +505,71 @@ pub(crate) async fn drive(
                 s.incomplete += 1;
                 s.record(until.saturating_duration_since(*t0));
             }
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
+/// A built-in node client: answers every `node.invoke.request` with `node.invoke.result`
+/// (`ok`, the request's params echoed), all answers to one read in one flush, until the
+/// gateway closes the connection or `stop` passes.
+pub(crate) async fn node_client(mut ws: Ws, node_id: String, stop: Instant) {
+    #[derive(Deserialize)]
+    struct Ev<'a> {
+        #[serde(borrow, default)]
+        event: Option<Cow<'a, str>>,
+        #[serde(default)]
+        payload: Option<Req<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Req<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(rename = "paramsJSON", borrow, default)]
+        params_json: Option<Cow<'a, str>>,
+    }
+    let mut n = 0u64;
+    let mut buf = String::with_capacity(256);
+    let deadline = tokio::time::sleep_until(stop.into());
+    tokio::pin!(deadline);
+    loop {
+        let item = tokio::select! {
+            m = ws.next() => m,
+            _ = &mut deadline => break,
+        };
+        let mut items = vec![item];
+        while let Some(more) = ws.next().now_or_never() {
+            items.push(more);
+        }
+        let mut fed = false;
+        for item in items {
+            let text = match item {
+                Some(Ok(Message::Text(t))) => t,
+                Some(Ok(_)) => continue,
+                _ => return,
+            };
+            let Ok(ev) = serde_json::from_str::<Ev<'_>>(text.as_str()) else {
+                continue;
+            };
+            let (Some("node.invoke.request"), Some(req)) = (ev.event.as_deref(), ev.payload) else {
+                continue;
+            };
+            n += 1;
+            buf.clear();
+            let params = req.params_json.as_deref().unwrap_or("null");
+            // The id is a UUID and the node id hex: no escaping needed; params are JSON.
+            let _ = write!(
+                buf,
+                r#"{{"type":"req","id":"r{n}","method":"node.invoke.result","params":{{"id":"{}","nodeId":"{node_id}","ok":true,"payload":{params}}}}}"#,
+                req.id
+            );
+            if ws.feed(Message::text(buf.as_str())).await.is_err() {
+                return;
+            }
+            fed = true;
+        }
+        if fed && ws.flush().await.is_err() {
+            return;
         }
     }
     let _ = ws.close(None).await;

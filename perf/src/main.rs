@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use futures_util::StreamExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use shardgate::auth::device::DeviceIdentity;
 
@@ -201,6 +201,61 @@ pub(crate) async fn open_many(
     Ok((conns, failed, first_err))
 }
 
+/// Waits (at most 10 s) until `node.list` shows every node in `ids`, asked on one connection
+/// of each shard the connections landed on (the registry reaches shards by broadcast). A
+/// server without a node registry (the baseline) is not waited for.
+async fn wait_nodes_listed(conns: &mut [client::Connected], ids: &[String]) -> Result<(), String> {
+    let mut seen_shards = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (ws, shard) in conns.iter_mut() {
+        if seen_shards.contains(shard) {
+            continue;
+        }
+        seen_shards.push(*shard);
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            let req =
+                json!({"type": "req", "id": format!("nl{n}"), "method": "node.list", "params": {}});
+            ws.send(tokio_tungstenite::tungstenite::Message::text(
+                req.to_string(),
+            ))
+            .await
+            .map_err(|e| format!("node.list: {e}"))?;
+            let listed = loop {
+                let text = client::next_text(ws).await?;
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                if v["type"] == "res" && v["id"] == format!("nl{n}") {
+                    // No node registry (the baseline echo answers every request alike).
+                    if !v["payload"]["nodes"].is_array() {
+                        return Ok(());
+                    }
+                    break v["payload"]["nodes"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x["nodeId"].as_str().map(str::to_owned))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default();
+                }
+            };
+            if ids.iter().all(|id| listed.contains(id)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nodes not listed within 10 s on shard {shard:?} ({} of {})",
+                    listed.len(),
+                    ids.len()
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
+}
+
 fn run_tag() -> String {
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -233,13 +288,25 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
     let server = pid_str(args.server_pid);
     let before = server.as_deref().and_then(procstat::sample);
 
-    let (conns, failed, first_err) =
+    let (mut conns, failed, first_err) =
         open_many(&target, n, args.connect_concurrency, device.as_ref()).await?;
     if failed > 0 {
         return Err(format!(
             "{failed} of {n} connections failed: {}",
             first_err.unwrap_or_default()
         ));
+    }
+    // `invoke`: one built-in node client per connection, listed everywhere before the run.
+    let mut node_ids = Vec::new();
+    let mut nodes = Vec::new();
+    if args.workload == Workload::Invoke {
+        for i in 0..n {
+            let id = DeviceIdentity::generate();
+            let (ws, _) = client::connect_as(&target, n + i, client::Role::Node(&id)).await?;
+            node_ids.push(id.device_id());
+            nodes.push(ws);
+        }
+        wait_nodes_listed(&mut conns, &node_ids).await?;
     }
     let words = args.words.unwrap_or(match args.workload {
         Workload::Chat => 20,
@@ -273,11 +340,18 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         tag: run_tag(),
     });
     let stats = Rc::new(RefCell::new(Stats::new()));
+    let node_stop = plan.drain_until + Duration::from_secs(1);
+    for (ws, id) in nodes.into_iter().zip(node_ids.iter()) {
+        tokio::task::spawn_local(load::node_client(ws, id.clone(), node_stop));
+    }
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
         .map(|(i, (ws, shard))| {
-            let key = load::session_key(i, shard, args.placement, args.shards);
+            let key = match node_ids.get(i) {
+                Some(node) => node.clone(),
+                None => load::session_key(i, shard, args.placement, args.shards),
+            };
             tokio::task::spawn_local(load::drive(ws, i, key, plan.clone(), stats.clone()))
         })
         .collect();
