@@ -381,6 +381,9 @@ pub struct GatewayConfig {
     pub tick_interval_ms: u64,
     /// Time allowed from TCP accept to `hello-ok`, ms. Default 10000.
     pub handshake_timeout_ms: u64,
+    /// Longest a write may wait for a peer that stopped reading (its socket full), ms; then
+    /// the connection is dropped. Default 30000.
+    pub write_timeout_ms: u64,
     /// Largest message before authentication, bytes. Default 65536.
     pub preauth_max_payload: usize,
     /// Largest message after `hello-ok`, bytes (advertised as `policy.maxPayload`).
@@ -450,6 +453,7 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             tick_interval_ms: 30_000,
             handshake_timeout_ms: 10_000,
+            write_timeout_ms: 30_000,
             preauth_max_payload: 64 * 1024,
             max_payload: 26_214_400,
             max_buffered_bytes: 52_428_800,
@@ -895,6 +899,9 @@ impl Config {
         }
         if g.handshake_timeout_ms == 0 {
             return bad("gateway.handshakeTimeoutMs", "must be positive".into());
+        }
+        if g.write_timeout_ms == 0 {
+            return bad("gateway.writeTimeoutMs", "must be positive".into());
         }
         if g.preauth_max_payload < 1024 || g.preauth_max_payload > g.max_payload {
             return bad(

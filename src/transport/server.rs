@@ -126,7 +126,7 @@ fn handle_tcp(shard: Rc<GatewayShard>, stream: TcpStream) -> impl std::future::F
             request_loop(&shard, &live.conn, &mut live.rd, &live.io).await;
         }
         let id = live.conn.id;
-        Box::pin(finish(&live.conn, &mut live.rd, &live.io)).await;
+        Box::pin(finish(&shard, &live.conn, &mut live.rd, &live.io)).await;
         shard.limiter.forget_conn(id);
         shard.remove_conn(id);
     }
@@ -226,6 +226,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
         (_, "/echo", Some(key)) if cfg.gateway.dangerously_enable_ws_echo => {
             if http::switch(&mut stream, key).await.is_ok() {
                 echo_ws(
+                    shard,
                     stream,
                     head.rest,
                     peer,
@@ -380,11 +381,17 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
 }
 
 /// A plain WebSocket echo (Autobahn conformance only), on the gateway's WebSocket layer.
-async fn echo_ws(stream: Transport, rest: Vec<u8>, peer: SocketAddr, max_frame: usize) {
+async fn echo_ws(
+    shard: &GatewayShard,
+    stream: Transport,
+    rest: Vec<u8>,
+    peer: SocketAddr,
+    max_frame: usize,
+) {
     let io = RefCell::new(Limited::new(stream, Rc::new(Cell::new(usize::MAX))));
     let mut rd = WsReader::new(max_frame.max(16 << 20), 64 << 20).with_initial(rest);
     let conn = Conn::new(0, peer, 256 << 20);
-    let ended = drive(&conn, &mut rd, &io, |m| {
+    let ended = drive(shard, &conn, &mut rd, &io, |m| {
         match m {
             Msg::Text(t) => conn.push(Outbound::Text(t.to_owned())),
             Msg::Binary(b) => conn.push(Outbound::Binary(b.to_vec())),
@@ -396,7 +403,7 @@ async fn echo_ws(stream: Transport, rest: Vec<u8>, peer: SocketAddr, max_frame: 
     if let Ended::Failed(e) = ended {
         report(&conn, &e);
     }
-    finish(&conn, &mut rd, &io).await;
+    finish(shard, &conn, &mut rd, &io).await;
 }
 
 /// How driving a connection ended.
@@ -420,6 +427,7 @@ enum Step {
 /// noting the peer's close; text and binary messages go to `on`. Returns when `on` returns
 /// false, a close was exchanged, or the connection fails.
 async fn drive(
+    shard: &GatewayShard,
     conn: &Conn,
     rd: &mut WsReader,
     io: &Io,
@@ -456,7 +464,7 @@ async fn drive(
         .await;
         match step {
             Step::Write(batch) => {
-                let wrote = write_batch(conn, io, &batch).await;
+                let wrote = write_batch(shard, conn, io, &batch).await;
                 if wrote.is_err() || batch.close.is_some() {
                     conn.mark_closed();
                     return Ended::Closed;
@@ -484,14 +492,14 @@ fn report(conn: &Conn, e: &WsError) {
 /// Ends a connection: writes what is still queued and the close frame (1000 unless a close
 /// was asked for), then gives the peer up to 200 ms to answer the close before the socket is
 /// dropped. At most 3 s in all.
-async fn finish(conn: &Conn, rd: &mut WsReader, io: &Io) {
+async fn finish(shard: &GatewayShard, conn: &Conn, rd: &mut WsReader, io: &Io) {
     if !conn.is_closing() {
         conn.close(1000, "");
     }
     let _ = glommio::timer::timeout(Duration::from_secs(3), async {
         if !conn.is_closed() {
             let batch = conn.next_batch().await;
-            let wrote = write_batch(conn, io, &batch).await;
+            let wrote = write_batch(shard, conn, io, &batch).await;
             conn.mark_closed();
             if wrote.is_err() {
                 return Ok(());
@@ -592,7 +600,7 @@ async fn handshake_phase(
     let left = deadline.saturating_duration_since(Instant::now());
     let mut first = None;
     let ended = glommio::timer::timeout(left, async {
-        Ok(drive(conn, rd, io, |m| {
+        Ok(drive(shard, conn, rd, io, |m| {
             first = Some(match m {
                 Msg::Text(t) => Some(t.to_owned()),
                 _ => None,
@@ -864,7 +872,7 @@ pub fn fail(conn: &Conn, id: Option<&str>, e: &GatewayError) {
 }
 
 async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsReader, io: &Io) {
-    let ended = drive(conn, rd, io, |m| {
+    let ended = drive(shard, conn, rd, io, |m| {
         if conn.is_closing() {
             return false;
         }
@@ -967,10 +975,26 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
 /// Writes a batch (and its close frame, unless the close is 1006: the peer is gone). The
 /// socket usually takes it all at once; only the rest waits, in a boxed future (so the
 /// connection's task does not carry that state while idle).
-async fn write_batch(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<()> {
-    match encode_and_write(conn, io, batch)? {
-        None => Ok(()),
-        Some(rest) => Box::pin(ws::drain(io, rest)).await,
+async fn write_batch(
+    shard: &GatewayShard,
+    conn: &Conn,
+    io: &Io,
+    batch: &Batch,
+) -> std::io::Result<()> {
+    let Some(rest) = encode_and_write(conn, io, batch)? else {
+        return Ok(());
+    };
+    let limit = Duration::from_millis(shard.config().gateway.write_timeout_ms);
+    let drained =
+        glommio::timer::timeout(limit, async { Ok(Box::pin(ws::drain(io, rest)).await) }).await;
+    match drained {
+        Ok(r) => r,
+        Err(_) => {
+            shard.metrics.refusal("write_timeout");
+            tracing::warn!(shard = %shard.id, conn = conn.id, peer = %conn.peer, timeout_ms = limit.as_millis() as u64,
+                "peer stopped reading: connection dropped (gateway.writeTimeoutMs)");
+            Err(std::io::ErrorKind::TimedOut.into())
+        }
     }
 }
 

@@ -909,6 +909,46 @@ fn client_disconnect_mid_run_does_not_break_gateway() {
 }
 
 #[test]
+fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let gw = Gateway::standard(Some("{gateway:{writeTimeoutMs:300}}"));
+    let mut other = gw.operator(&[READ, WRITE]);
+    let connections = |c: &mut Client| {
+        c.request_ok("health", json!({}))["gateway"]["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut stuck = gw.operator(&[WRITE]);
+    assert_eq!(connections(&mut other), 2);
+    // ~40 MB of events, under maxBufferedBytes (50 MB) but far above the socket buffers.
+    let words: Vec<String> = (0..200)
+        .map(|i| format!("{i:04}{}", "w".repeat(996)))
+        .collect();
+    let r = stuck.request_ok(
+        "chat.send",
+        json!({"sessionKey": "stuck", "message": words.join(" "), "idempotencyKey": "stuck-1"}),
+    );
+    assert_eq!(r["status"], "started");
+    // `stuck` never reads again: once its socket is full for 300 ms, the gateway drops it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while connections(&mut other) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck connection is still there"
+        );
+    }
+    // The drop is logged (the log reader runs on its own thread: wait for the line).
+    while !gw.stderr().contains("peer stopped reading") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line:\n{}",
+            gw.stderr()
+        );
+        std::thread::yield_now();
+    }
+    drop(stuck);
+}
+
+#[test]
 fn slow_consumer_closes_1008_without_seq_gaps() {
     let gw = Gateway::standard(Some("{gateway:{maxBufferedBytes:1048576}}"));
     let mut slow = gw.operator(&[WRITE]);
