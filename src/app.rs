@@ -205,6 +205,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         pin: true,
         mesh_capacity: 1024,
         name: "shard".into(),
+        spin_before_park: match shared.config.network.spin_before_park_us {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        },
     };
     let sh = shared.clone();
     let pool = std::thread::Builder::new()

@@ -166,6 +166,7 @@ impl Pool {
             pin: true,
             mesh_capacity: 1024,
             name: "hop".into(),
+            spin_before_park: None,
         };
         let thread = std::thread::spawn(move || {
             pool::run(&cfg, &plan, move |ctx: ShardCtx<u64>| {

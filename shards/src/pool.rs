@@ -21,6 +21,8 @@ pub struct PoolConfig {
     pub mesh_capacity: usize,
     /// Thread name prefix.
     pub name: String,
+    /// How long an idle executor keeps polling before it sleeps (pinned shards only).
+    pub spin_before_park: Option<std::time::Duration>,
 }
 
 /// What one shard is given at start.
@@ -105,9 +107,13 @@ where
         PoolPlacement::Unbound(shards)
     };
     let mesh: MeshBuilder<T, _> = MeshBuilder::full(shards, cfg.mesh_capacity.max(1));
-    let handles = LocalExecutorPoolBuilder::new(placement)
+    let mut builder = LocalExecutorPoolBuilder::new(placement)
         .name(&cfg.name)
-        .io_memory(plan.io_memory)
+        .io_memory(plan.io_memory);
+    if let Some(spin) = cfg.spin_before_park {
+        builder = builder.spin_before_park(spin);
+    }
+    let handles = builder
         .on_all_shards(move || {
             let mesh = mesh.clone();
             let main = main.clone();

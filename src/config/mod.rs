@@ -694,6 +694,10 @@ impl Default for OrderingConfig {
 pub struct NetworkConfig {
     /// `network.websocket`
     pub websocket: WebSocketNetConfig,
+    /// How long a shard with nothing to do keeps polling its rings before it sleeps, µs
+    /// (0 = sleep at once). Trades CPU for latency: see tuning.md "Busy polling". Only
+    /// pinned shards spin. Default 0.
+    pub spin_before_park_us: u64,
 }
 
 /// `network.websocket`
@@ -961,6 +965,12 @@ impl Config {
             return bad(
                 "network.websocket.compression",
                 "permessage-deflate is not supported yet; set false".into(),
+            );
+        }
+        if self.network.spin_before_park_us > 1_000_000 {
+            return bad(
+                "network.spinBeforeParkUs",
+                "must be at most 1000000 (1 s); a shard spinning longer only burns its CPU".into(),
             );
         }
         if self.network.websocket.max_frame_size < 1024 {
