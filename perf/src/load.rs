@@ -184,6 +184,23 @@ struct In<'a> {
     payload: Option<Payload<'a>>,
 }
 
+impl In<'_> {
+    /// The same fields as the lean scan reads.
+    fn as_frame(&self) -> crate::scan::Frame<'_> {
+        let p = self.payload.as_ref();
+        crate::scan::Frame {
+            kind: &self.kind,
+            id: self.id.as_deref(),
+            event: self.event.as_deref(),
+            ok: self.ok,
+            seq: self.seq,
+            status: p.and_then(|p| p.status.as_deref()),
+            state: p.and_then(|p| p.state.as_deref()),
+            run_id: p.and_then(|p| p.run_id.as_deref()),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Payload<'a> {
     #[serde(borrow, default)]
@@ -297,35 +314,42 @@ impl Conn {
     }
 
     fn on_text(&mut self, text: &str, now: Instant) {
-        let f: In<'_> = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(_) => {
-                self.stats.borrow_mut().bad_frames += 1;
-                return;
-            }
+        // The lean scan reads nearly every frame; serde reads what it refuses (escapes).
+        let parsed: In<'_>;
+        let f = match crate::scan::frame(text) {
+            Some(f) => f,
+            None => match serde_json::from_str(text) {
+                Ok(v) => {
+                    parsed = v;
+                    parsed.as_frame()
+                }
+                Err(_) => {
+                    self.stats.borrow_mut().bad_frames += 1;
+                    return;
+                }
+            },
         };
         let in_window = self.in_window(now);
-        match &*f.kind {
+        match f.kind {
             "res" => {
                 if in_window {
                     self.stats.borrow_mut().frames += 1;
                 }
-                let Some(id) = f.id.as_deref().and_then(|i| i.parse::<u64>().ok()) else {
+                let Some(id) = f.id.and_then(|i| i.parse::<u64>().ok()) else {
                     return;
                 };
                 if f.ok != Some(true) {
                     self.complete(id, now, false, text);
                     return;
                 }
-                let status = f.payload.as_ref().and_then(|p| p.status.as_deref());
                 // The first answer of a two-step call; the run finishes later.
-                if matches!(status, Some("accepted" | "started" | "in_flight")) {
+                if matches!(f.status, Some("accepted" | "started" | "in_flight")) {
                     return;
                 }
                 self.complete(id, now, true, text);
             }
             "event" => {
-                if f.event.as_deref() == Some("connect.challenge") {
+                if f.event == Some("connect.challenge") {
                     return;
                 }
                 {
@@ -341,17 +365,15 @@ impl Conn {
                         self.last_seq = Some(seq);
                     }
                 }
-                if f.event.as_deref() == Some("chat") {
-                    let Some(p) = f.payload.as_ref() else { return };
-                    let ok = match p.state.as_deref() {
+                if f.event == Some("chat") {
+                    let ok = match f.state {
                         Some("final") => true,
                         Some("error" | "aborted") => false,
                         _ => return,
                     };
                     // runId = idempotencyKey = "<tag>-<conn>-<id>".
-                    if let Some(id) = p
+                    if let Some(id) = f
                         .run_id
-                        .as_deref()
                         .and_then(|r| r.rsplit('-').next())
                         .and_then(|n| n.parse::<u64>().ok())
                     {

@@ -19,6 +19,7 @@ mod compare;
 mod idle;
 mod load;
 mod procstat;
+mod scan;
 
 use std::cell::RefCell;
 use std::path::PathBuf;
