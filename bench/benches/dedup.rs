@@ -34,6 +34,19 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // The gateway's trace and run-directory pattern: a new run id, looked up by `&str` and
+    // inserted (evicting the oldest) on the miss.
+    g.bench_function("get_or_insert_new_full", |b| {
+        b.iter_batched_ref(
+            full_ring,
+            |r| {
+                for (i, k) in keys.iter().take(1000).enumerate() {
+                    *r.get_or_insert_with(k.as_str(), 2_000, || 0) += i as u64;
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
     let ring = full_ring();
     let hit = key(CAPACITY / 2);
     let miss = key(CAPACITY * 3);

@@ -7,11 +7,14 @@
 //! [`DedupRing::expire`].
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use hashbrown::HashTable;
 
 struct Slot<K, V> {
     key: K,
+    /// The key's hash, kept so that evicting or rehashing never hashes a key again.
+    hash: u64,
     at_ms: i64,
     value: V,
 }
@@ -23,7 +26,10 @@ pub struct DedupRing<K, V> {
     /// Next slot to write (the oldest entry when full).
     head: usize,
     /// aHash: fast, and keyed per process so clients cannot aim keys at one bucket.
-    index: HashMap<K, usize, ahash::RandomState>,
+    hasher: ahash::RandomState,
+    /// Slot numbers, found by the hash and key of the slot they name: each key is stored
+    /// once (in its slot), and an insert neither clones it nor hashes it twice.
+    index: HashTable<usize>,
     /// Entries evicted by capacity while still inside the window.
     pub evicted_live: u64,
     /// Entries that expired by the window.
@@ -39,7 +45,7 @@ impl<K, V> std::fmt::Debug for DedupRing<K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
+impl<K: Hash + Eq, V> DedupRing<K, V> {
     /// A ring of `capacity` (≥ 1) entries remembered for `window_ms`.
     pub fn new(capacity: usize, window_ms: i64) -> Self {
         let capacity = capacity.max(1);
@@ -49,9 +55,46 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
             window_ms,
             slots,
             head: 0,
-            index: HashMap::with_capacity_and_hasher(capacity, ahash::RandomState::new()),
+            hasher: ahash::RandomState::new(),
+            index: HashTable::with_capacity(capacity),
             evicted_live: 0,
             expired: 0,
+        }
+    }
+
+    /// The slot holding `key` (live or not), found with its hash `hash`.
+    fn find<Q>(&self, key: &Q, hash: u64) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                slots[i].as_ref().is_some_and(|s| s.key.borrow() == key)
+            })
+            .copied()
+    }
+
+    /// The slot of `key` if its entry is within the window.
+    fn find_live<Q>(&self, key: &Q, now_ms: i64) -> Option<usize>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = self.find(key, self.hasher.hash_one(key))?;
+        let s = self.slots[i].as_ref()?;
+        (now_ms - s.at_ms < self.window_ms).then_some(i)
+    }
+
+    /// Removes slot `i` (hash `hash`) from the index.
+    fn unindex(&mut self, i: usize, hash: u64) -> bool {
+        match self.index.find_entry(hash, |&j| j == i) {
+            Ok(e) => {
+                e.remove();
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -61,8 +104,8 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let slot = self.slots[*self.index.get(key)?].as_ref()?;
-        (now_ms - slot.at_ms < self.window_ms).then_some(&slot.value)
+        let i = self.find_live(key, now_ms)?;
+        self.slots[i].as_ref().map(|s| &s.value)
     }
 
     /// Mutable access to the value of `key` if seen within the window.
@@ -71,10 +114,8 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let i = *self.index.get(key)?;
-        let window = self.window_ms;
-        let slot = self.slots[i].as_mut()?;
-        (now_ms - slot.at_ms < window).then_some(&mut slot.value)
+        let i = self.find_live(key, now_ms)?;
+        self.slots[i].as_mut().map(|s| &mut s.value)
     }
 
     /// The live value of `key`, inserted from `make()` (at `now_ms`) when absent or expired.
@@ -88,16 +129,16 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let live = match self.index.get(key) {
-            Some(&i) => self.slots[i]
+        let hash = self.hasher.hash_one(key);
+        let live = self.find(key, hash).filter(|&i| {
+            self.slots[i]
                 .as_ref()
-                .is_some_and(|s| now_ms - s.at_ms < self.window_ms),
-            None => false,
+                .is_some_and(|s| now_ms - s.at_ms < self.window_ms)
+        });
+        let i = match live {
+            Some(i) => i,
+            None => self.insert_hashed(key.to_owned(), hash, make(), now_ms),
         };
-        if !live {
-            self.insert(key.to_owned(), make(), now_ms);
-        }
-        let i = self.index[key];
         &mut self.slots[i]
             .as_mut()
             .expect("an indexed slot is occupied")
@@ -106,13 +147,19 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
 
     /// Remembers `key` → `value` from `now_ms`, replacing an older entry of the same key.
     pub fn insert(&mut self, key: K, value: V, now_ms: i64) {
-        if let Some(i) = self.index.remove(&key) {
+        let hash = self.hasher.hash_one(&key);
+        self.insert_hashed(key, hash, value, now_ms);
+    }
+
+    /// [`DedupRing::insert`] of a key already hashed; returns its slot.
+    fn insert_hashed(&mut self, key: K, hash: u64, value: V, now_ms: i64) -> usize {
+        if let Some(i) = self.find(&key, hash) {
+            self.unindex(i, hash);
             self.slots[i] = None;
         }
         let i = self.head;
         if let Some(old) = self.slots[i].take() {
-            if self.index.get(&old.key) == Some(&i) {
-                self.index.remove(&old.key);
+            if self.unindex(i, old.hash) {
                 if now_ms - old.at_ms < self.window_ms {
                     self.evicted_live += 1;
                 } else {
@@ -121,12 +168,16 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
             }
         }
         self.slots[i] = Some(Slot {
-            key: key.clone(),
+            key,
+            hash,
             at_ms: now_ms,
             value,
         });
-        self.index.insert(key, i);
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, i, |&j| slots[j].as_ref().map_or(0, |s| s.hash));
         self.head = (i + 1) % self.slots.len();
+        i
     }
 
     /// Drops entries older than the window (bounded work: stops at the first live entry in
@@ -139,9 +190,7 @@ impl<K: Hash + Eq + Clone, V> DedupRing<K, V> {
                 None => continue,
                 Some(s) if now_ms - s.at_ms >= self.window_ms => {
                     let s = self.slots[i].take().expect("checked");
-                    if self.index.get(&s.key) == Some(&i) {
-                        self.index.remove(&s.key);
-                    }
+                    self.unindex(i, s.hash);
                     self.expired += 1;
                 }
                 Some(_) => break,
@@ -239,6 +288,38 @@ mod tests {
         r.expire(12);
         assert_eq!(r.len(), 2);
         assert_eq!(r.expired, 3);
+    }
+
+    /// Random inserts, get-or-inserts and expiries keep the index exactly the occupied
+    /// slots: every occupied slot is found by its key, and nothing else is indexed.
+    #[test]
+    fn index_matches_the_occupied_slots() {
+        let mut seed = 0x9E37_79B9_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut r: DedupRing<String, u64> = DedupRing::new(32, 40);
+        let mut now = 0;
+        for step in 0..20_000 {
+            now += (next() % 3) as i64;
+            let key = format!("run-{}", next() % 64);
+            match next() % 5 {
+                0 => r.expire(now),
+                1 | 2 => r.insert(key, step, now),
+                _ => *r.get_or_insert_with(key.as_str(), now, || step) += 1,
+            }
+            let occupied = r.slots.iter().flatten().count();
+            assert_eq!(r.len(), occupied, "step {step}");
+            for (i, s) in r.slots.iter().enumerate() {
+                if let Some(s) = s {
+                    assert_eq!(r.find(s.key.as_str(), s.hash), Some(i), "step {step}");
+                }
+            }
+        }
+        assert!(r.evicted_live > 0 && r.expired > 0, "both paths exercised");
     }
 
     /// A model check: the ring agrees with a plain map + window + capacity on random ops.

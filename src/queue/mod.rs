@@ -456,15 +456,10 @@ pub fn trace(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: De
         detail,
     };
     let mut t = shard.queue.traces.borrow_mut();
-    if let Some(v) = t.get_mut(run_id, now) {
-        if v.len() < 64 {
-            v.push(entry);
-        }
-        return;
+    let v = t.get_or_insert_with(run_id, now, || Vec::with_capacity(6));
+    if v.len() < 64 {
+        v.push(entry);
     }
-    let mut v = Vec::with_capacity(6);
-    v.push(entry);
-    t.insert(run_id.to_string(), v, now);
 }
 
 /// Exponential backoff with jitter for `attempt` (1-based): `initial × 2^(attempt−1)`, capped
