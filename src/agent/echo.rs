@@ -139,13 +139,14 @@ pub async fn run(
     // The run's `agent` events carry their own `seq` (per run, from 1); `chat` events too.
     let mut seq = 0u64;
     let mut chat_seq = 0u64;
-    let lifecycle = |seq: u64, data: Lifecycle| {
+    // `ts` of a lifecycle event is the time it reports (its start or its end).
+    let lifecycle = |seq: u64, ts: i64, data: Lifecycle| {
         if let Some(w) = job.watcher {
             let p = AgentEvent {
                 run_id: &job.run_id,
                 seq,
                 stream: "lifecycle",
-                ts: now_ms(),
+                ts,
                 data,
                 session_key: key,
                 agent_id,
@@ -157,6 +158,7 @@ pub async fn run(
     seq += 1;
     lifecycle(
         seq,
+        started,
         Lifecycle {
             phase: "start",
             started_at: started,
@@ -199,6 +201,7 @@ pub async fn run(
     seq += 1;
     lifecycle(
         seq,
+        ended,
         Lifecycle {
             phase: if aborted { "aborted" } else { "end" },
             started_at: started,

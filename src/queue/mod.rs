@@ -448,7 +448,11 @@ impl Stage {
 
 /// Appends a pipeline stage to the trace of `run_id` on this shard (at most 64 per message).
 pub fn trace(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: Detail) {
-    let now = now_ms();
+    trace_at(shard, run_id, stage, detail, now_ms());
+}
+
+/// [`trace`] at `now` (ms), for callers that just read the clock.
+fn trace_at(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: Detail, now: i64) {
     let entry = Stage {
         stage,
         ts: now,
@@ -514,22 +518,24 @@ pub fn reply_final(
 }
 
 /// Updates the run directory entry of `run_id` on `owner(run_id)` (for `agent.wait`).
+/// `now` (ms) is when the caller read the clock.
 pub fn run_directory(
     shard: &Rc<GatewayShard>,
     run_id: &str,
+    now: i64,
     f: impl FnOnce(&mut RunRecord) + Send + 'static,
 ) {
     let owner = shard.owner(run_id);
     if owner == shard.id {
-        return update_run(shard, run_id, f);
+        return update_run(shard, run_id, now, f);
     }
     let id = run_id.to_string();
-    shard.on_shard(owner, move |s| update_run(s, &id, f));
+    shard.on_shard(owner, move |s| update_run(s, &id, now, f));
 }
 
-fn update_run(shard: &GatewayShard, run_id: &str, f: impl FnOnce(&mut RunRecord)) {
+fn update_run(shard: &GatewayShard, run_id: &str, now: i64, f: impl FnOnce(&mut RunRecord)) {
     let mut runs = shard.runs.borrow_mut();
-    let r = runs.get_or_insert_with(run_id, now_ms(), RunRecord::default);
+    let r = runs.get_or_insert_with(run_id, now, RunRecord::default);
     f(r);
     if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
         for w in r.waiters.drain(..) {
@@ -662,7 +668,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
     let cfg = shard.config();
     let method = s.kind.method();
     let dedup_key = format!("{method}:{}", s.idem);
-    trace(
+    trace_at(
         shard,
         &s.idem,
         "received",
@@ -671,6 +677,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
             shard: s.received.1,
             at: s.received.0,
         },
+        now,
     );
     // Duplicate? Join the in-flight call or replay the finished one.
     let cached = shard.sessions.dedup.borrow().get(&dedup_key, now).cloned();
@@ -802,7 +809,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
     queued.fetch_add(1, Ordering::Relaxed);
     shard.queue.depth.set(shard.queue.depth.get() + 1);
     bump(&shard.queue.stats.accepted);
-    trace(
+    trace_at(
         shard,
         &s.idem,
         "queued",
@@ -810,11 +817,12 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
             session: s.key.as_str().into(),
             lane: session.lane.borrow().len(),
         },
+        now,
     );
     if created {
         crate::routing::sessions_changed(shard, s.key, "created");
     }
-    run_directory(shard, &s.idem, |r| r.status = "queued");
+    run_directory(shard, &s.idem, now, |r| r.status = "queued");
     remember_pending(shard, &job);
     // Durable backend: acknowledge only once the admission record is on disk.
     if let Some(j) = shard.queue.journal() {
@@ -939,16 +947,17 @@ async fn dispatch(
             .await
             .map(Outcome::Ok),
         JobKind::Agent | JobKind::Chat => {
-            let agent = session.key.agent_id().to_string();
-            let binding = cfg.agents.bindings.get(&agent).cloned().unwrap_or_default();
-            if job.attempts <= binding.test_fail_first_attempts {
+            let agent = session.key.agent_id();
+            let binding = cfg.agents.bindings.get(agent);
+            let fail_first = binding.map_or(0, |b| b.test_fail_first_attempts);
+            if job.attempts <= fail_first {
                 return Err(format!(
-                    "agent {agent} failed (test failure {} of {})",
-                    job.attempts, binding.test_fail_first_attempts
+                    "agent {agent} failed (test failure {} of {fail_first})",
+                    job.attempts
                 ));
             }
             let timeout = Duration::from_millis(cfg.agents.run_timeout_ms);
-            let on_worker = binding.kind.as_deref() == Some("worker");
+            let on_worker = binding.and_then(|b| b.kind.as_deref()) == Some("worker");
             if !on_worker && cfg.agents.echo.delta_delay_ms == 0 {
                 // Without a per-word delay the echo agent never yields: it cannot overstay
                 // the timeout, so it runs without arming a timer.
@@ -1019,7 +1028,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         "stage:queue_wait",
         ((started - job.accepted_at).max(0) as u64) * 1000,
     );
-    run_directory(shard, &job.run_id, move |r| {
+    run_directory(shard, &job.run_id, started, move |r| {
         r.status = "running";
         r.started_at = Some(started);
     });
@@ -1030,7 +1039,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             limit,
         );
     }
-    let agent = session.key.agent_id().to_string();
+    let agent = session.key.agent_id();
     let max_attempts = if cfg.queue.enabled {
         cfg.queue.retry_policy.max_attempts.max(1)
     } else {
@@ -1038,13 +1047,16 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     };
     let outcome = loop {
         job.attempts += 1;
-        trace(
+        // The first attempt starts now; a retry after its backoff reads the clock again.
+        let at = if job.attempts == 1 { started } else { now_ms() };
+        trace_at(
             shard,
             &job.run_id,
             "dispatched",
             Detail::Attempt(job.attempts),
+            at,
         );
-        let slot = acquire_agent_slot(shard, &agent).await;
+        let slot = acquire_agent_slot(shard, agent).await;
         let t0 = shard.shared.mono_us();
         let r = dispatch(shard, session, job, &ctl).await;
         shard
@@ -1098,11 +1110,12 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 );
             }
             bump(&shard.queue.stats.completed);
-            trace(
+            trace_at(
                 shard,
                 &job.run_id,
                 "completed",
                 Detail::Attempts(job.attempts),
+                ended,
             );
             let done = FinalOk {
                 run_id: &job.run_id,
@@ -1241,7 +1254,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         .sessions
         .dedup
         .borrow_mut()
-        .get_mut(&job.dedup_key, now_ms())
+        .get_mut(&job.dedup_key, ended)
     {
         Some(c @ Cached::InFlight { .. }) => match std::mem::replace(
             c,
@@ -1266,7 +1279,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     let err_text = error
         .as_ref()
         .and_then(|e| e["message"].as_str().map(str::to_string));
-    run_directory(shard, &job.run_id, move |r| {
+    run_directory(shard, &job.run_id, ended, move |r| {
         r.status = status;
         r.ended_at = Some(ended);
         r.error = err_text;
