@@ -406,8 +406,11 @@ impl Conn {
     }
 }
 
-/// How early an open-loop connection wakes before its next intended send.
-const TIMER_SLACK: Duration = Duration::from_millis(2);
+/// How early an open-loop connection wakes before its next intended send: tokio's timer
+/// wheel fires up to 1 ms late, so a little over 1 ms. Every connection inside this slack
+/// spins, so a wider one slows every other connection's reads and sends (2 ms gave the
+/// baseline a 130 µs median at 24 000/s; 1.2 ms, 83 µs).
+const TIMER_SLACK: Duration = Duration::from_micros(1200);
 
 /// Drives connection `idx` until the window and the drain are over.
 pub(crate) async fn drive(
