@@ -224,12 +224,6 @@ impl Source {
         })
     }
 
-    /// Whether the operation has completed (without the side effects of `result`).
-    /// shardgate patch: lets the reactor keep a preemption timer that has not fired.
-    pub(crate) fn has_result(&self) -> bool {
-        self.inner.borrow().wakers.result.is_some()
-    }
-
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

@@ -1829,42 +1829,22 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // shardgate patch: when this is a poll (a preempt timer is wanted, so we will not
-        // sleep) and the timers armed by an earlier loop have not fired yet, keep them: they
-        // still bound the next task queue run (a little more tightly than a fresh timer).
-        // Re-arming them on every loop cost two cancellations, two new timeouts, an eventfd
-        // write and an extra io_uring_enter per loop, which dominated a lightly loaded
-        // executor.
-        let polling = preempt_timer().is_some();
-        let pending = |src: &Cell<Option<Source>>| {
-            let s = src.take();
-            let live = s.as_ref().is_some_and(|s| !s.has_result());
-            src.set(s);
-            live
-        };
-        let keep_latency_timer = polling && pending(&self.latency_preemption_timeout_src);
-        let keep_throughput_timer = polling && pending(&self.throughput_preemption_timeout_src);
-
         // Cancel the old timer regardless of whether we can sleep:
         // if we won't sleep, we will register the new timer with its new
         // value.
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        if !keep_latency_timer {
-            drop(self.latency_preemption_timeout_src.take());
-        }
+        drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        if !keep_throughput_timer {
-            self.throughput_preemption_timeout_src.replace(Some(
-                main_ring.prepare_throughput_preemption_timer(
-                    self.ring_depth() as u32,
-                    self.eventfd_src.raw(),
-                ),
-            ));
-        }
+        self.throughput_preemption_timeout_src.replace(Some(
+            main_ring.prepare_throughput_preemption_timer(
+                self.ring_depth() as u32,
+                self.eventfd_src.raw(),
+            ),
+        ));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1915,11 +1895,9 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if !keep_latency_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                flush_rings!(lat_ring, main_ring)?;
-            }
+            self.latency_preemption_timeout_src
+                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            flush_rings!(lat_ring, main_ring)?;
         }
 
         // A Note about `need_preempt`:
