@@ -259,23 +259,10 @@ impl futures_lite::AsyncRead for Pieces {
     }
 }
 
-/// A masked client frame.
+/// A masked client frame (random mask).
 fn client_frame(rng: &mut StdRng, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask: [u8; 4] = rng.gen();
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = Vec::new();
+    shardgate::transport::ws::encode_client(&mut out, fin, opcode, rng.gen(), payload);
     out
 }
 

@@ -193,17 +193,42 @@ pub fn event_tail(seq: u64, state_version: Option<(u64, u64)>) -> EventTail {
         buf: [0; EVENT_TAIL_MAX],
         len: 0,
     };
-    t.push(br#","seq":"#);
-    t.push(itoa::Buffer::new().format(seq).as_bytes());
-    if let Some((p, h)) = state_version {
-        t.push(br#","stateVersion":{"presence":"#);
-        t.push(itoa::Buffer::new().format(p).as_bytes());
-        t.push(br#","health":"#);
-        t.push(itoa::Buffer::new().format(h).as_bytes());
-        t.push(b"}");
-    }
-    t.push(b"}");
+    write_tail(&mut t, Some(seq), state_version);
     t
+}
+
+/// Where an event's tail goes: the frame being built, or an [`EventTail`].
+trait TailOut {
+    fn put(&mut self, part: &str);
+}
+
+impl TailOut for String {
+    fn put(&mut self, part: &str) {
+        self.push_str(part);
+    }
+}
+
+impl TailOut for EventTail {
+    fn put(&mut self, part: &str) {
+        self.buf[self.len..self.len + part.len()].copy_from_slice(part.as_bytes());
+        self.len += part.len();
+    }
+}
+
+/// The one writer of an event's tail: `seq`, the state versions, the closing brace.
+fn write_tail(out: &mut impl TailOut, seq: Option<u64>, state_version: Option<(u64, u64)>) {
+    if let Some(seq) = seq {
+        out.put(r#","seq":"#);
+        out.put(itoa::Buffer::new().format(seq));
+    }
+    if let Some((p, h)) = state_version {
+        out.put(r#","stateVersion":{"presence":"#);
+        out.put(itoa::Buffer::new().format(p));
+        out.put(r#","health":"#);
+        out.put(itoa::Buffer::new().format(h));
+        out.put("}");
+    }
+    out.put("}");
 }
 
 /// Room for `,"seq":` + u64 + `,"stateVersion":{"presence":` + u64 + `,"health":` + u64 + `}}`.
@@ -217,11 +242,6 @@ pub struct EventTail {
 }
 
 impl EventTail {
-    fn push(&mut self, b: &[u8]) {
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-    }
-
     /// The tail, as bytes (ASCII).
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -235,18 +255,7 @@ pub fn push_int(s: &mut String, v: impl itoa::Integer) {
 
 /// Completes an event frame begun by [`open_event`].
 pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64, u64)>) {
-    if let Some(seq) = seq {
-        s.push_str(r#","seq":"#);
-        push_int(s, seq);
-    }
-    if let Some((p, h)) = state_version {
-        s.push_str(r#","stateVersion":{"presence":"#);
-        push_int(s, p);
-        s.push_str(r#","health":"#);
-        push_int(s, h);
-        s.push('}');
-    }
-    s.push('}');
+    write_tail(s, seq, state_version);
 }
 
 /// True if any byte of `b` needs a JSON escape. Branch-free over 16-byte chunks so the

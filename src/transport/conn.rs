@@ -70,10 +70,9 @@ impl Outbound {
 
     /// A shared event as one text (for the seed dialect's translation, which rewrites it).
     pub fn shared_text(open: &str, seq: u64, state_version: Option<(u64, u64)>) -> String {
-        let tail = frame::event_tail(seq, state_version);
-        let mut s = String::with_capacity(open.len() + tail.as_bytes().len());
+        let mut s = String::with_capacity(open.len() + frame::EVENT_TAIL_MAX);
         s.push_str(open);
-        s.push_str(std::str::from_utf8(tail.as_bytes()).unwrap_or("}"));
+        frame::close_event(&mut s, Some(seq), state_version);
         s
     }
 

@@ -498,6 +498,23 @@ pub fn encode_parts(buf: &mut Vec<u8>, head: &[u8], tail: &[u8]) {
     buf.extend_from_slice(tail);
 }
 
+/// Appends a client frame (masked with `mask`, RFC 6455 §5.3) of raw opcode `opcode`: what a
+/// browser sends. The gateway never sends one; tests and tools build their input with it.
+#[doc(hidden)]
+pub fn encode_client(buf: &mut Vec<u8>, fin: bool, opcode: u8, mask: [u8; 4], payload: &[u8]) {
+    let h = FrameHeader {
+        is_final: fin,
+        opcode: OpCode::from(opcode),
+        mask: Some(mask),
+        ..FrameHeader::default()
+    };
+    // Writing into a Vec cannot fail.
+    let _ = h.format(payload.len() as u64, buf);
+    let start = buf.len();
+    buf.extend_from_slice(payload);
+    unmask(&mut buf[start..], mask);
+}
+
 /// Writes `buf[*off..]` until done or the socket would block.
 fn poll_drain<S: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
@@ -558,23 +575,8 @@ mod tests {
 
     /// A client frame: masked with a fixed key.
     fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x11, 0x22, 0x33, 0x44];
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        let mut p = payload.to_vec();
-        unmask(&mut p, mask);
-        out.extend_from_slice(&p);
+        let mut out = Vec::new();
+        encode_client(&mut out, fin, opcode, [0x11, 0x22, 0x33, 0x44], payload);
         out
     }
 
