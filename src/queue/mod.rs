@@ -662,8 +662,89 @@ fn ack_for<'a>(kind: &'a JobKind, idem: &'a str, key: &'a SessionKey, now: i64) 
     }
 }
 
-/// Admits a message (or answers its duplicate). Answers the caller itself.
-pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
+/// An admitted job whose acknowledgement waits for its journal record.
+pub struct Journaled {
+    journal: Rc<journal::Journal>,
+    session: Rc<Session>,
+    job: Job,
+    ack: Box<RawValue>,
+    reply: ReplyTo,
+    method: &'static str,
+    received_us: u64,
+    seq: Option<u64>,
+    now: i64,
+}
+
+impl Journaled {
+    /// Writes the admission record, then acknowledges and enqueues (or undoes the admission
+    /// and answers the error).
+    pub async fn finish(self, shard: &Rc<GatewayShard>) {
+        let Journaled {
+            journal,
+            session,
+            job,
+            ack,
+            reply,
+            method,
+            received_us,
+            seq,
+            now,
+        } = self;
+        if let Err(e) = journal.append(&acc_record(&job)).await {
+            tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {e}");
+            shard.queue.pending.borrow_mut().remove(&job.run_id);
+            shard.sessions.dedup.borrow_mut().insert(
+                job.dedup_key.clone(),
+                Cached::Done {
+                    payload: None,
+                    error: Some(
+                        GatewayError::AgentFailed(format!("journal write failed: {e}"))
+                            .wire()
+                            .to_json(),
+                    ),
+                },
+                now,
+            );
+            shard.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shard
+                .queue
+                .depth
+                .set(shard.queue.depth.get().saturating_sub(1));
+            shard.reply_err(
+                &reply,
+                &GatewayError::AgentFailed(format!("journal write failed: {e}")),
+            );
+            return;
+        }
+        trace(shard, &job.run_id, "journaled", Detail::Empty);
+        accept(shard, &reply, &ack, method, received_us, &session, job, seq);
+    }
+}
+
+/// The acknowledgement goes out before the lane can emit anything for this run.
+#[allow(clippy::too_many_arguments)]
+fn accept(
+    shard: &Rc<GatewayShard>,
+    reply: &ReplyTo,
+    ack: &RawValue,
+    method: &'static str,
+    received_us: u64,
+    session: &Rc<Session>,
+    job: Job,
+    seq: Option<u64>,
+) {
+    shard.reply_ok(reply, ack);
+    shard
+        .metrics
+        .latency(method, shard.shared.mono_us().saturating_sub(received_us));
+    admit_ordered(shard, session, job, seq);
+}
+
+/// Admits a message (or answers its duplicate): answers the caller itself, unless the queue
+/// is durable and the job is admitted. That one is returned, to be acknowledged once
+/// [`Journaled::finish`] has written its admission record. Not `async`: a submission's
+/// future is moved whole on each spawn, so only the durable path (boxed by callers) waits.
+pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     let now = now_ms();
     let cfg = shard.config();
     let method = s.kind.method();
@@ -730,7 +811,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
                 shard.reply_ok(&s.reply, &ack);
             }
         }
-        return;
+        return None;
     }
     // Admission: memory cap, the queue bound, then the session lane bound.
     if shard.shared.shedding.load(Ordering::Relaxed) {
@@ -742,7 +823,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
             Detail::Json(json!({"reason": "OVERLOADED"})),
         );
         shard.reply_err(&s.reply, &GatewayError::Overloaded);
-        return;
+        return None;
     }
     let queued = &shard.shared.queued;
     if cfg.queue.enabled && queued.load(Ordering::Relaxed) >= cfg.queue.max_size {
@@ -759,7 +840,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
                 retry_after_ms: 1000,
             },
         );
-        return;
+        return None;
     }
     let (session, created) = shard.sessions.get_or_create(s.key, now);
     if session.lane.borrow().len() + session.held.borrow().len() >= cfg.ordering.buffer_size {
@@ -776,7 +857,7 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
                 retry_after_ms: 500,
             },
         );
-        return;
+        return None;
     }
     let job = Job {
         run_id: s.idem.clone(),
@@ -825,41 +906,30 @@ pub async fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) {
     run_directory(shard, &s.idem, now, |r| r.status = "queued");
     remember_pending(shard, &job);
     // Durable backend: acknowledge only once the admission record is on disk.
-    if let Some(j) = shard.queue.journal() {
-        if let Err(e) = j.append(&acc_record(&job)).await {
-            tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {e}");
-            shard.queue.pending.borrow_mut().remove(&job.run_id);
-            shard.sessions.dedup.borrow_mut().insert(
-                job.dedup_key.clone(),
-                Cached::Done {
-                    payload: None,
-                    error: Some(
-                        GatewayError::AgentFailed(format!("journal write failed: {e}"))
-                            .wire()
-                            .to_json(),
-                    ),
-                },
-                now,
-            );
-            queued.fetch_sub(1, Ordering::Relaxed);
-            shard
-                .queue
-                .depth
-                .set(shard.queue.depth.get().saturating_sub(1));
-            shard.reply_err(
-                &s.reply,
-                &GatewayError::AgentFailed(format!("journal write failed: {e}")),
-            );
-            return;
-        }
-        trace(shard, &s.idem, "journaled", Detail::Empty);
+    if let Some(journal) = shard.queue.journal() {
+        return Some(Journaled {
+            journal,
+            session,
+            job,
+            ack,
+            reply: s.reply,
+            method,
+            received_us: s.received_us,
+            seq: s.seq,
+            now,
+        });
     }
-    // The acknowledgement goes out before the lane can emit anything for this run.
-    shard.reply_ok(&s.reply, &ack);
-    shard
-        .metrics
-        .latency(method, shard.shared.mono_us().saturating_sub(s.received_us));
-    admit_ordered(shard, &session, job, s.seq);
+    accept(
+        shard,
+        &s.reply,
+        &ack,
+        method,
+        s.received_us,
+        &session,
+        job,
+        s.seq,
+    );
+    None
 }
 
 /// Enqueues in the client's `sessionSeq` order: a message whose predecessor has not arrived
@@ -943,9 +1013,12 @@ async fn dispatch(
 ) -> Result<Outcome, String> {
     let cfg = shard.config();
     match &job.kind {
-        JobKind::Send { channel, to } => channel::deliver(shard, session, channel, to, job)
-            .await
-            .map(Outcome::Ok),
+        // Boxed, like the timed branch below: see there.
+        JobKind::Send { channel, to } => {
+            Box::pin(channel::deliver(shard, session, channel, to, job))
+                .await
+                .map(Outcome::Ok)
+        }
         JobKind::Agent | JobKind::Chat => {
             let agent = session.key.agent_id();
             let binding = cfg.agents.bindings.get(agent);
@@ -963,15 +1036,16 @@ async fn dispatch(
                 // the timeout, so it runs without arming a timer.
                 return Ok(echo::run(shard, session, job, ctl).await);
             }
-            match glommio::timer::timeout(timeout, async {
+            // Boxed: the timer and a worker dispatch would otherwise size every run's future
+            // (moved whole on each spawn) for a branch the default echo agent never takes.
+            let timed = Box::pin(glommio::timer::timeout(timeout, async {
                 if on_worker {
                     Ok(crate::node::worker::dispatch(shard, session, job).await)
                 } else {
                     Ok(Ok(echo::run(shard, session, job, ctl).await))
                 }
-            })
-            .await
-            {
+            }));
+            match timed.await {
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(o)) => Ok(o),
                 // A run that overstays `agents.runTimeoutMs` is stopped, not retried.

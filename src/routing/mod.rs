@@ -137,7 +137,9 @@ pub async fn dispatch(
             };
             if owner == shard.id && is_submission(&call.method) {
                 // Already in this request's task: admit it here rather than spawn another.
-                submit_call(shard, call).await;
+                if let Some(j) = submit_call(&shard, call) {
+                    Box::pin(j.finish(&shard)).await;
+                }
             } else if owner == shard.id {
                 run_owned(shard, call);
             } else {
@@ -185,7 +187,9 @@ pub async fn dispatch(
             }
         }
         _ => {
-            let r = info::local(&shard, &caller, &method, &params).await;
+            // Boxed: the cross-shard gathering some of these do would otherwise size every
+            // request's future (an `agent` call's too), and a future is moved whole on spawn.
+            let r = Box::pin(info::local(&shard, &caller, &method, &params)).await;
             shard.metrics.latency(
                 &method,
                 shard.shared.mono_us().saturating_sub(caller.received_us),
@@ -206,7 +210,9 @@ fn is_submission(method: &str) -> bool {
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     if is_submission(&call.method) {
-        glommio::spawn_local(async move { submit_call(shard, call).await }).detach();
+        if let Some(j) = submit_call(&shard, call) {
+            glommio::spawn_local(async move { j.finish(&shard).await }).detach();
+        }
         return;
     }
     let key = &call.key;
@@ -262,26 +268,31 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     }
 }
 
-async fn submit_call(shard: Rc<GatewayShard>, call: Call) {
+fn submit_call(shard: &Rc<GatewayShard>, call: Call) -> Option<queue::Journaled> {
     let p = &call.params;
     let message = match p.get("message") {
         Some(Value::String(s)) => s.clone(),
         Some(_) => {
-            return shard.reply_err(
+            shard.reply_err(
                 &call.reply,
                 &GatewayError::InvalidParams("invalid params: message must be a string".into()),
-            )
+            );
+            return None;
         }
         None => {
-            return shard.reply_err(
+            shard.reply_err(
                 &call.reply,
                 &GatewayError::InvalidParams("invalid params: missing message".into()),
-            )
+            );
+            return None;
         }
     };
     let idem = match required(p, "idempotencyKey") {
         Ok(i) => i.to_string(),
-        Err(e) => return shard.reply_err(&call.reply, &e),
+        Err(e) => {
+            shard.reply_err(&call.reply, &e);
+            return None;
+        }
     };
     let kind = match call.method.as_str() {
         "agent" => JobKind::Agent,
@@ -293,7 +304,7 @@ async fn submit_call(shard: Rc<GatewayShard>, call: Call) {
     };
     let received = (call.received_at, call.received_shard);
     queue::submit(
-        &shard,
+        shard,
         Submit {
             key: &call.key,
             kind,
@@ -305,7 +316,6 @@ async fn submit_call(shard: Rc<GatewayShard>, call: Call) {
             received_us: call.caller.received_us,
         },
     )
-    .await;
 }
 
 /// Tells every `sessions.subscribe`d client that a session changed.
