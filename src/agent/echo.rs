@@ -53,6 +53,39 @@ fn assistant_event(
     s.push('}');
 }
 
+/// `{"runId","seq","stream":"lifecycle","ts","data":{"phase","startedAt","endedAt"?},
+/// "sessionKey","agentId"}`: a run's start or end, written by hand like [`assistant_event`].
+#[allow(clippy::too_many_arguments)]
+fn lifecycle_event(
+    s: &mut String,
+    run_id: &str,
+    seq: u64,
+    ts: i64,
+    data: &Lifecycle,
+    key: &str,
+    agent_id: &str,
+) {
+    s.push_str(r#"{"runId":"#);
+    frame::push_json_str(s, run_id);
+    s.push_str(r#","seq":"#);
+    frame::push_int(s, seq);
+    s.push_str(r#","stream":"lifecycle","ts":"#);
+    frame::push_int(s, ts);
+    s.push_str(r#","data":{"phase":"#);
+    frame::push_json_str(s, data.phase);
+    s.push_str(r#","startedAt":"#);
+    frame::push_int(s, data.started_at);
+    if let Some(e) = data.ended_at {
+        s.push_str(r#","endedAt":"#);
+        frame::push_int(s, e);
+    }
+    s.push_str(r#"},"sessionKey":"#);
+    frame::push_json_str(s, key);
+    s.push_str(r#","agentId":"#);
+    frame::push_json_str(s, agent_id);
+    s.push('}');
+}
+
 /// A `chat` delta, written by hand: the object [`ChatEvent`] serializes with `state: "delta"`.
 fn chat_delta(s: &mut String, run_id: &str, key: &str, seq: u64, text: &str, ts: i64) {
     s.push_str(r#"{"runId":"#);
@@ -70,20 +103,8 @@ fn chat_delta(s: &mut String, run_id: &str, key: &str, seq: u64, text: &str, ts:
     s.push_str("}}");
 }
 
-/// An `agent` event payload of the `lifecycle` stream (`assistant` ones: [`assistant_event`]).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AgentEvent<'a> {
-    run_id: &'a str,
-    seq: u64,
-    stream: &'static str,
-    ts: i64,
-    data: Lifecycle,
-    session_key: &'a str,
-    agent_id: &'a str,
-}
-
-/// `data` of the `lifecycle` stream.
+/// `data` of the `lifecycle` stream (its JSON: [`lifecycle_event`]; the derive is the shape
+/// the hand-written form is tested against).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Lifecycle {
@@ -142,16 +163,10 @@ pub async fn run(
     // `ts` of a lifecycle event is the time it reports (its start or its end).
     let lifecycle = |seq: u64, ts: i64, data: Lifecycle| {
         if let Some(w) = job.watcher {
-            let p = AgentEvent {
-                run_id: &job.run_id,
-                seq,
-                stream: "lifecycle",
-                ts,
-                data,
-                session_key: key,
-                agent_id,
-            };
-            shard.event_to(w, "agent", &p, false);
+            let ev = frame::open_event_with("agent", |s| {
+                lifecycle_event(s, &job.run_id, seq, ts, &data, key, agent_id)
+            });
+            shard.event_open_to(w, ev, false);
         }
     };
     let started = now_ms();
@@ -233,6 +248,19 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// An `agent` event payload of the `lifecycle` stream, as serde would write it.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct AgentEvent<'a> {
+        run_id: &'a str,
+        seq: u64,
+        stream: &'static str,
+        ts: i64,
+        data: Lifecycle,
+        session_key: &'a str,
+        agent_id: &'a str,
+    }
+
     fn parsed(write: impl FnOnce(&mut String)) -> Value {
         let mut s = String::new();
         write(&mut s);
@@ -249,6 +277,25 @@ mod tests {
             json!({"runId": "r-1", "seq": 3, "stream": "assistant", "ts": 1700,
                    "data": {"text": text, "delta": "🎉"}, "sessionKey": "agent:main:k", "agentId": "main"})
         );
+        for ended_at in [None, Some(1800)] {
+            let data = Lifecycle {
+                phase: "end",
+                started_at: 1700,
+                ended_at,
+            };
+            let l = parsed(|s| lifecycle_event(s, "r-\"1", 4, 1800, &data, text, "main"));
+            let via_serde = serde_json::to_value(AgentEvent {
+                run_id: "r-\"1",
+                seq: 4,
+                stream: "lifecycle",
+                ts: 1800,
+                data,
+                session_key: text,
+                agent_id: "main",
+            })
+            .unwrap();
+            assert_eq!(l, via_serde);
+        }
         let c = parsed(|s| chat_delta(s, "r-1", "agent:main:k", 2, text, 1700));
         let via_serde = serde_json::to_value(ChatEvent {
             run_id: "r-1",

@@ -121,13 +121,28 @@ pub fn res_ok<T: Serialize + ?Sized>(id: &str, payload: &T) -> String {
     s
 }
 
-/// Serializes `v` onto the end of `s` (no intermediate String).
+/// Serializes `v` onto the end of `s` (no intermediate String). Serializing our own payload
+/// types and `Value`s cannot fail (no non-string map keys).
 pub fn push_json<T: Serialize + ?Sized>(s: &mut String, v: &T) {
-    let mut buf = std::mem::take(s).into_bytes();
-    // Serializing our own payload types and `Value`s cannot fail (no non-string map keys).
-    let _ = serde_json::to_writer(&mut buf, v);
-    // serde_json writes UTF-8 only, and `s` was UTF-8 before.
-    *s = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into());
+    let _ = serde_json::to_writer(StrWriter(s), v);
+}
+
+/// serde_json's output appended to a `String`. Each write is checked as UTF-8 on its own:
+/// serde_json writes whole UTF-8 sequences (it splits strings only at the ASCII characters it
+/// escapes), so only the new bytes are validated, never the frame written so far.
+struct StrWriter<'a>(&'a mut String);
+
+impl std::io::Write for StrWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(b)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.0.push_str(text);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `{"type":"res","id":…,"ok":false,"error":…}`
@@ -344,6 +359,22 @@ mod tests {
             push_json_str(&mut s, v);
             assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn push_json_appends_what_serde_json_writes() {
+        // Non-ASCII next to escapes: serde_json splits its writes at the escapes, and each
+        // piece must reach the frame whole. A `RawValue` is written in one piece.
+        let v =
+            json!({"t": "na\u{ef}ve \"\u{1f389}\"\n\u{4e2d}", "n": [1, -2.5, null], "k\u{e9}": {}});
+        let want = format!("\u{e9}:{}", serde_json::to_string(&v).unwrap());
+        let mut s = String::from("\u{e9}:");
+        push_json(&mut s, &v);
+        assert_eq!(s, want);
+        let raw = serde_json::value::to_raw_value(&v).unwrap();
+        let mut s = String::from("\u{e9}:");
+        push_json(&mut s, &raw);
+        assert_eq!(s, want);
     }
 
     #[test]

@@ -726,7 +726,7 @@ impl Journaled {
 fn accept(
     shard: &Rc<GatewayShard>,
     reply: &ReplyTo,
-    ack: &RawValue,
+    ack: &(impl Serialize + ?Sized),
     method: &'static str,
     received_us: u64,
     session: &Rc<Session>,
@@ -871,11 +871,11 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         attempts: 0,
         errors: Vec::new(),
     };
-    let ack = to_raw(&ack_for(&s.kind, &s.idem, s.key, now));
+    let ack = ack_for(&s.kind, &s.idem, s.key, now);
     // A `send`'s answer is its acknowledgement: cache it as done at once.
     let entry = match s.kind {
         JobKind::Send { .. } => Cached::Done {
-            payload: Some(ack.clone()),
+            payload: Some(to_raw(&ack)),
             error: None,
         },
         _ => Cached::InFlight {
@@ -911,7 +911,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
             journal,
             session,
             job,
-            ack,
+            ack: to_raw(&ack),
             reply: s.reply,
             method,
             received_us: s.received_us,
