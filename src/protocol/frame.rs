@@ -112,11 +112,46 @@ pub fn parse(text: &str) -> Inbound {
 
 /// `{"type":"res","id":…,"ok":true,"payload":…}`
 pub fn res_ok<T: Serialize + ?Sized>(id: &str, payload: &T) -> String {
-    let mut s = String::with_capacity(128);
+    let mut s = String::with_capacity(256);
     s.push_str(r#"{"type":"res","id":"#);
     push_json_str(&mut s, id);
     s.push_str(r#","ok":true,"payload":"#);
     push_json(&mut s, payload);
+    s.push('}');
+    s
+}
+
+/// A JSON value serialized once and shared (cheap to clone) by every frame that repeats it: a
+/// run's final answer, sent to its caller and replayed to duplicates from the dedup cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonText(std::rc::Rc<str>);
+
+impl JsonText {
+    /// Serializes `v`.
+    pub fn of<T: Serialize + ?Sized>(v: &T) -> JsonText {
+        let mut s = String::with_capacity(384);
+        push_json(&mut s, v);
+        JsonText(s.into())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value as a tree again (rare paths: replays that amend it, the journal).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+/// `{"type":"res","id":…,"ok":true,"payload":…}` around an already serialized payload.
+pub fn res_ok_text(id: &str, payload: &JsonText) -> String {
+    let mut s = String::with_capacity(payload.0.len() + id.len() + 48);
+    s.push_str(r#"{"type":"res","id":"#);
+    push_json_str(&mut s, id);
+    s.push_str(r#","ok":true,"payload":"#);
+    s.push_str(&payload.0);
     s.push('}');
     s
 }
@@ -359,6 +394,16 @@ mod tests {
             push_json_str(&mut s, v);
             assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn a_shared_payload_makes_the_same_frame_as_res_ok() {
+        let v = json!({"runId": "r\"1", "result": {"payloads": [{"text": "na\u{ef}ve"}]}, "n": 2});
+        let text = JsonText::of(&v);
+        assert_eq!(res_ok_text("i\n1", &text), res_ok("i\n1", &v));
+        assert_eq!(text.to_value(), v);
+        // Clones share the text: a replay costs no second serialization.
+        assert!(std::rc::Rc::ptr_eq(&text.clone().0, &text.0));
     }
 
     #[test]

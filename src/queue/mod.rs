@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use crate::agent::echo::{self, Outcome};
 use crate::protocol::error::GatewayError;
+use crate::protocol::frame::JsonText;
 use crate::protocol::SessionKey;
 use crate::session::{Cached, HistoryEntry, RunCtl, Session};
 use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunRecord};
@@ -248,7 +249,7 @@ pub fn snapshot(shard: &GatewayShard) -> Vec<journal::Record> {
                 out.push(journal::Record::Done {
                     id: id.to_string(),
                     k: k.clone(),
-                    p: payload.as_deref().map(raw_to_value),
+                    p: payload.as_ref().map(JsonText::to_value),
                     e: error.clone(),
                     at,
                 });
@@ -289,7 +290,7 @@ pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
     let (session, _) = shard.sessions.get_or_create(&key, now);
     let entry = match job.kind {
         JobKind::Send { .. } => Cached::Done {
-            payload: Some(to_raw(&ack_for(
+            payload: Some(JsonText::of(&ack_for(
                 &job.kind,
                 &job.run_id,
                 &key,
@@ -351,7 +352,7 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
                     shard.sessions.dedup.borrow_mut().insert(
                         e.k.clone(),
                         Cached::Done {
-                            payload: p.as_ref().map(to_raw),
+                            payload: p.as_ref().map(JsonText::of),
                             error: err.clone(),
                         },
                         *at,
@@ -501,15 +502,18 @@ fn dead_error(job: &Job, dl_id: &str) -> Value {
 pub fn reply_final(
     shard: &GatewayShard,
     reply: &ReplyTo,
-    payload: Option<&RawValue>,
+    payload: Option<&JsonText>,
     error: Option<&Value>,
 ) {
     match (payload, error) {
-        (Some(p), None) => shard.reply_ok(reply, p),
+        (Some(p), None) => shard.deliver(
+            reply.conn,
+            Out::Frame(crate::protocol::frame::res_ok_text(&reply.req_id, p)),
+        ),
         (p, Some(e)) => {
             let mut f = json!({"type": "res", "id": reply.req_id, "ok": false, "error": e});
             if let Some(p) = p {
-                f["payload"] = raw_to_value(p);
+                f["payload"] = p.to_value();
             }
             shard.deliver(reply.conn, Out::Frame(f.to_string()));
         }
@@ -795,11 +799,11 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
                 let mut ack = ack_for(&s.kind, &s.idem, s.key, now);
                 ack.duplicate = true;
                 shard.reply_ok(&s.reply, &ack);
-                reply_final(shard, &s.reply, payload.as_deref(), error.as_ref());
+                reply_final(shard, &s.reply, payload.as_ref(), error.as_ref());
             }
             (Cached::Done { payload, error }, _) => {
                 let mut ack = match payload {
-                    Some(p) => raw_to_value(&p),
+                    Some(p) => p.to_value(),
                     None => json!(ack_for(&s.kind, &s.idem, s.key, now)),
                 };
                 if let Value::Object(m) = &mut ack {
@@ -875,7 +879,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     // A `send`'s answer is its acknowledgement: cache it as done at once.
     let entry = match s.kind {
         JobKind::Send { .. } => Cached::Done {
-            payload: Some(to_raw(&ack)),
+            payload: Some(JsonText::of(&ack)),
             error: None,
         },
         _ => Cached::InFlight {
@@ -1209,7 +1213,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                     },
                 },
             };
-            ("ok", to_raw(&done), None)
+            ("ok", JsonText::of(&done), None)
         }
         Ok(Outcome::TimedOut) => {
             bump(&shard.queue.stats.completed);
@@ -1232,7 +1236,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             }
             (
                 "timeout",
-                to_raw(
+                JsonText::of(
                     &json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "timeout"}),
                 ),
                 None,
@@ -1243,7 +1247,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             trace(shard, &job.run_id, "aborted", Detail::Empty);
             (
                 "aborted",
-                to_raw(
+                JsonText::of(
                     &json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "aborted"}),
                 ),
                 None,
@@ -1283,7 +1287,9 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             }
             (
                 "error",
-                to_raw(&json!({"runId": job.run_id, "status": "error", "summary": err["message"]})),
+                JsonText::of(
+                    &json!({"runId": job.run_id, "status": "error", "summary": err["message"]}),
+                ),
                 Some(err),
             )
         }
@@ -1318,7 +1324,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             None => j.append_nowait(&journal::Record::Done {
                 id: job.run_id.clone(),
                 k: job.dedup_key.clone(),
-                p: Some(raw_to_value(&payload)),
+                p: Some(payload.to_value()),
                 e: error.clone(),
                 at: ended,
             }),

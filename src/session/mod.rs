@@ -153,7 +153,7 @@ pub enum Cached {
     /// Done: duplicates get this final payload (or error) again.
     Done {
         /// `res` ok payload of the final answer, serialized once.
-        payload: Option<Box<serde_json::value::RawValue>>,
+        payload: Option<crate::protocol::frame::JsonText>,
         /// `error` object of a failed final answer.
         error: Option<Value>,
     },
