@@ -134,11 +134,6 @@ impl JsonText {
         JsonText(s.into())
     }
 
-    /// The JSON text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The value as a tree again (rare paths: replays that amend it, the journal).
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
@@ -156,28 +151,14 @@ pub fn res_ok_text(id: &str, payload: &JsonText) -> String {
     s
 }
 
-/// Serializes `v` onto the end of `s` (no intermediate String). Serializing our own payload
-/// types and `Value`s cannot fail (no non-string map keys).
+/// Serializes `v` onto the end of `s` (no intermediate String). serde_json writes its many small
+/// pieces into the bytes of `s`; the result is then checked as UTF-8 once (serde_json writes
+/// UTF-8 only, and `s` was UTF-8 before). Serializing our own payload types and `Value`s
+/// cannot fail (no non-string map keys).
 pub fn push_json<T: Serialize + ?Sized>(s: &mut String, v: &T) {
-    let _ = serde_json::to_writer(StrWriter(s), v);
-}
-
-/// serde_json's output appended to a `String`. Each write is checked as UTF-8 on its own:
-/// serde_json writes whole UTF-8 sequences (it splits strings only at the ASCII characters it
-/// escapes), so only the new bytes are validated, never the frame written so far.
-struct StrWriter<'a>(&'a mut String);
-
-impl std::io::Write for StrWriter<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let text = std::str::from_utf8(b)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        self.0.push_str(text);
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let mut buf = std::mem::take(s).into_bytes();
+    let _ = serde_json::to_writer(&mut buf, v);
+    *s = String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into());
 }
 
 /// `{"type":"res","id":…,"ok":false,"error":…}`
@@ -408,8 +389,7 @@ mod tests {
 
     #[test]
     fn push_json_appends_what_serde_json_writes() {
-        // Non-ASCII next to escapes: serde_json splits its writes at the escapes, and each
-        // piece must reach the frame whole. A `RawValue` is written in one piece.
+        // Non-ASCII next to escapes and after the frame's start; a `RawValue` as well.
         let v =
             json!({"t": "na\u{ef}ve \"\u{1f389}\"\n\u{4e2d}", "n": [1, -2.5, null], "k\u{e9}": {}});
         let want = format!("\u{e9}:{}", serde_json::to_string(&v).unwrap());
