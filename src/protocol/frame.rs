@@ -134,6 +134,14 @@ impl JsonText {
         JsonText(s.into())
     }
 
+    /// JSON written by hand by `write` (for the hottest payloads, tested against their serde
+    /// shape where they are written).
+    pub fn with(write: impl FnOnce(&mut String)) -> JsonText {
+        let mut s = String::with_capacity(384);
+        write(&mut s);
+        JsonText(s.into())
+    }
+
     /// The value as a tree again (rare paths: replays that amend it, the journal).
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
@@ -147,6 +155,17 @@ pub fn res_ok_text(id: &str, payload: &JsonText) -> String {
     push_json_str(&mut s, id);
     s.push_str(r#","ok":true,"payload":"#);
     s.push_str(&payload.0);
+    s.push('}');
+    s
+}
+
+/// A `res ok` whose payload is written by hand by `write`.
+pub fn res_ok_with(id: &str, write: impl FnOnce(&mut String)) -> String {
+    let mut s = String::with_capacity(256);
+    s.push_str(r#"{"type":"res","id":"#);
+    push_json_str(&mut s, id);
+    s.push_str(r#","ok":true,"payload":"#);
+    write(&mut s);
     s.push('}');
     s
 }

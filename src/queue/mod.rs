@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use crate::agent::echo::{self, Outcome};
 use crate::protocol::error::GatewayError;
-use crate::protocol::frame::JsonText;
+use crate::protocol::frame::{self, JsonText};
 use crate::protocol::SessionKey;
 use crate::session::{Cached, HistoryEntry, RunCtl, Session};
 use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunRecord};
@@ -506,10 +506,9 @@ pub fn reply_final(
     error: Option<&Value>,
 ) {
     match (payload, error) {
-        (Some(p), None) => shard.deliver(
-            reply.conn,
-            Out::Frame(crate::protocol::frame::res_ok_text(&reply.req_id, p)),
-        ),
+        (Some(p), None) => {
+            shard.deliver(reply.conn, Out::Frame(frame::res_ok_text(&reply.req_id, p)))
+        }
         (p, Some(e)) => {
             let mut f = json!({"type": "res", "id": reply.req_id, "ok": false, "error": e});
             if let Some(p) = p {
@@ -617,6 +616,37 @@ struct AgentMeta<'a> {
     model: &'static str,
 }
 
+impl FinalOk<'_> {
+    /// The payload, written by hand (every completed run sends one; `tests` checks it against
+    /// the derived shape).
+    fn to_json(&self) -> JsonText {
+        JsonText::with(|s| {
+            s.push_str(r#"{"runId":"#);
+            frame::push_json_str(s, self.run_id);
+            s.push_str(r#","status":"#);
+            frame::push_json_str(s, self.status);
+            s.push_str(r#","summary":"#);
+            frame::push_json_str(s, self.summary);
+            s.push_str(r#","sessionKey":"#);
+            frame::push_json_str(s, self.session_key);
+            s.push_str(r#","result":{"payloads":[{"text":"#);
+            frame::push_json_str(s, self.result.payloads[0].text);
+            let meta = &self.result.meta;
+            s.push_str(r#"}],"meta":{"durationMs":"#);
+            frame::push_int(s, meta.duration_ms);
+            s.push_str(r#","attempts":"#);
+            frame::push_int(s, meta.attempts);
+            s.push_str(r#","agentMeta":{"agentId":"#);
+            frame::push_json_str(s, meta.agent_meta.agent_id);
+            s.push_str(r#","provider":"#);
+            frame::push_json_str(s, meta.agent_meta.provider);
+            s.push_str(r#","model":"#);
+            frame::push_json_str(s, meta.agent_meta.model);
+            s.push_str("}}}}");
+        })
+    }
+}
+
 /// The acknowledgement of an admitted message: `accepted` (agent), `started` (chat), or a
 /// `send`'s answer.
 #[derive(Debug, Serialize)]
@@ -635,6 +665,41 @@ struct Ack<'a> {
     channel: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
+}
+
+impl Ack<'_> {
+    /// Written by hand, fields in the derived order (`tests` checks it against the derive).
+    fn write_json(&self, s: &mut String) {
+        s.push_str(r#"{"runId":"#);
+        frame::push_json_str(s, self.run_id);
+        let strs = [
+            (r#","agentId":"#, self.agent_id),
+            (r#","status":"#, self.status),
+        ];
+        for (k, v) in strs {
+            if let Some(v) = v {
+                s.push_str(k);
+                frame::push_json_str(s, v);
+            }
+        }
+        if let Some(at) = self.accepted_at {
+            s.push_str(r#","acceptedAt":"#);
+            frame::push_int(s, at);
+        }
+        for (k, v) in [
+            (r#","messageId":"#, self.message_id),
+            (r#","channel":"#, self.channel),
+        ] {
+            if let Some(v) = v {
+                s.push_str(k);
+                frame::push_json_str(s, v);
+            }
+        }
+        if self.duplicate {
+            s.push_str(r#","duplicate":true"#);
+        }
+        s.push('}');
+    }
 }
 
 fn ack_for<'a>(kind: &'a JobKind, idem: &'a str, key: &'a SessionKey, now: i64) -> Ack<'a> {
@@ -671,7 +736,8 @@ pub struct Journaled {
     journal: Rc<journal::Journal>,
     session: Rc<Session>,
     job: Job,
-    ack: Box<RawValue>,
+    /// The acknowledgement's payload, written already.
+    ack: String,
     reply: ReplyTo,
     method: &'static str,
     received_us: u64,
@@ -721,7 +787,8 @@ impl Journaled {
             return;
         }
         trace(shard, &job.run_id, "journaled", Detail::Empty);
-        accept(shard, &reply, &ack, method, received_us, &session, job, seq);
+        let ack = |s: &mut String| s.push_str(&ack);
+        accept(shard, &reply, ack, method, received_us, &session, job, seq);
     }
 }
 
@@ -730,14 +797,17 @@ impl Journaled {
 fn accept(
     shard: &Rc<GatewayShard>,
     reply: &ReplyTo,
-    ack: &(impl Serialize + ?Sized),
+    ack: impl FnOnce(&mut String),
     method: &'static str,
     received_us: u64,
     session: &Rc<Session>,
     job: Job,
     seq: Option<u64>,
 ) {
-    shard.reply_ok(reply, ack);
+    shard.deliver(
+        reply.conn,
+        Out::Frame(frame::res_ok_with(&reply.req_id, ack)),
+    );
     shard
         .metrics
         .latency(method, shard.shared.mono_us().saturating_sub(received_us));
@@ -915,7 +985,11 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
             journal,
             session,
             job,
-            ack: to_raw(&ack),
+            ack: {
+                let mut s = String::new();
+                ack.write_json(&mut s);
+                s
+            },
             reply: s.reply,
             method,
             received_us: s.received_us,
@@ -926,7 +1000,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     accept(
         shard,
         &s.reply,
-        &ack,
+        |s| ack.write_json(s),
         method,
         s.received_us,
         &session,
@@ -1213,7 +1287,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                     },
                 },
             };
-            ("ok", JsonText::of(&done), None)
+            ("ok", done.to_json(), None)
         }
         Ok(Outcome::TimedOut) => {
             bump(&shard.queue.stats.completed);
@@ -1447,6 +1521,58 @@ pub fn purge_dead(shard: &GatewayShard, now: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Text a model or a client could send: quotes, backslashes, controls, non-ASCII.
+    const AWKWARD: &str = "say \"hi\"\\ \u{1}\ttab \u{2014} na\u{ef}ve \u{1f389}";
+
+    #[test]
+    fn hand_written_final_matches_its_serde_shape() {
+        let done = FinalOk {
+            run_id: "r-\"1",
+            status: "ok",
+            summary: "completed",
+            session_key: "agent:main:k\u{e9}",
+            result: RunResult {
+                payloads: [TextPart { text: AWKWARD }],
+                meta: RunMeta {
+                    duration_ms: -3,
+                    attempts: 2,
+                    agent_meta: AgentMeta {
+                        agent_id: "main",
+                        provider: "shardgate",
+                        model: "echo",
+                    },
+                },
+            },
+        };
+        // The same text as serde's, keys in the same order.
+        assert_eq!(done.to_json(), JsonText::of(&done));
+    }
+
+    #[test]
+    fn hand_written_acks_match_their_serde_shape() {
+        let key = SessionKey::parse("agent:ops:k", "main").unwrap();
+        let kinds = [
+            JobKind::Agent,
+            JobKind::Chat,
+            JobKind::Send {
+                channel: "log\"".into(),
+                to: "x".into(),
+            },
+        ];
+        for kind in &kinds {
+            for duplicate in [false, true] {
+                let mut ack = ack_for(kind, AWKWARD, &key, 1_700_000_000_123);
+                ack.duplicate = duplicate;
+                let mut s = String::new();
+                ack.write_json(&mut s);
+                let hand: Value = serde_json::from_str(&s).unwrap();
+                assert_eq!(hand, serde_json::to_value(&ack).unwrap(), "{kind:?}");
+                // Same keys in the same order too: clients may compare the text.
+                assert_eq!(s, serde_json::to_string(&ack).unwrap(), "{kind:?}");
+            }
+        }
+    }
 
     #[test]
     fn backoff_grows_and_caps() {
