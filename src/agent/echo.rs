@@ -147,12 +147,14 @@ fn chat_message(text: &str, ts: i64) -> ChatMessage<'_> {
     }
 }
 
-/// Runs `job` on `session`, streaming events to the job's watcher.
+/// Runs `job` on `session`, streaming events to the job's watcher. `started` (ms) is when the
+/// attempt began (the caller has just read the clock).
 pub async fn run(
     shard: &Rc<GatewayShard>,
     session: &Rc<Session>,
     job: &Job,
     ctl: &Rc<RunCtl>,
+    started: i64,
 ) -> Outcome {
     let key = session.key.as_str();
     let agent_id = session.key.agent_id();
@@ -169,7 +171,6 @@ pub async fn run(
             shard.event_open_to(w, ev, false);
         }
     };
-    let started = now_ms();
     seq += 1;
     lifecycle(
         seq,

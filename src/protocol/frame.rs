@@ -46,8 +46,14 @@ struct RawFrame<'a> {
     params: Option<Value>,
 }
 
+/// A JSON string's value (`None` for any other JSON value). Ids and method names rarely have
+/// escapes: those are sliced out of the quotes; the rest go through serde_json.
 fn as_str(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+    let text = raw?.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(inner.to_string()),
+        _ => serde_json::from_str::<String>(text).ok(),
+    }
 }
 
 /// Parses one inbound text frame.
@@ -432,6 +438,21 @@ mod tests {
                 params: json!({"probe": true})
             })
         );
+    }
+
+    #[test]
+    fn ids_and_methods_are_unescaped() {
+        let Inbound::Request(r) =
+            parse(r#"{"type":"r\u0065q","id":"a\"b\u00e9","method":"he\u0061lth"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((r.id.as_str(), r.method.as_str()), ("a\"b\u{e9}", "health"));
+        // A number is not an id.
+        assert!(matches!(
+            parse(r#"{"type":"req","id":7,"method":"health"}"#),
+            Inbound::Invalid { id: None, .. }
+        ));
     }
 
     #[test]

@@ -25,14 +25,17 @@ impl SessionKey {
             return Err("sessionKey must not contain whitespace or control characters".into());
         }
         let full = if let Some(rest) = k.strip_prefix("agent:") {
-            let (agent, tail) = rest.split_once(':').unwrap_or((rest, "main"));
+            let (agent, tail) = rest.split_once(':').unwrap_or((rest, ""));
             if !valid_agent_id(agent) {
                 return Err(format!("invalid agent id {agent:?} in sessionKey"));
             }
-            if tail.is_empty() {
-                return Err("sessionKey has an empty tail".into());
+            match (rest.len() == agent.len(), tail.is_empty()) {
+                // `agent:<id>`: its main session.
+                (true, _) => format!("{k}:main"),
+                (false, true) => return Err("sessionKey has an empty tail".into()),
+                // Already whole: the lower-cased text is the key (no second copy).
+                (false, false) => k,
             }
-            format!("agent:{agent}:{tail}")
         } else {
             format!("agent:{default_agent}:{k}")
         };
@@ -98,12 +101,16 @@ mod tests {
         );
         assert_eq!(n("telegram:group:42"), "agent:main:telegram:group:42");
         assert_eq!(n("agent:ops"), "agent:ops:main");
+        assert_eq!(n("  Agent:Ops:X\u{c9} "), "agent:ops:x\u{c9}");
+        assert_eq!(n("agent:ops:a:b"), "agent:ops:a:b");
     }
 
     #[test]
     fn refuses_bad_keys() {
         assert!(SessionKey::parse("", "main").is_err());
         assert!(SessionKey::parse("agent:-x:main", "main").is_err());
+        assert!(SessionKey::parse("agent:ops:", "main").is_err());
+        assert!(SessionKey::parse("agent:", "main").is_err());
         assert!(SessionKey::parse("a b", "main").is_err());
         assert!(SessionKey::parse(&"x".repeat(600), "main").is_err());
     }

@@ -819,10 +819,18 @@ fn accept(
 /// [`Journaled::finish`] has written its admission record. Not `async`: a submission's
 /// future is moved whole on each spawn, so only the durable path (boxed by callers) waits.
 pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
-    let now = now_ms();
+    // A call received on this shard was stamped a moment ago, in this same turn.
+    let now = if s.received.1 == shard.id.0 {
+        s.received.0
+    } else {
+        now_ms()
+    };
     let cfg = shard.config();
     let method = s.kind.method();
-    let dedup_key = format!("{method}:{}", s.idem);
+    let mut dedup_key = String::with_capacity(method.len() + 1 + s.idem.len());
+    for part in [method, ":", &s.idem] {
+        dedup_key.push_str(part);
+    }
     trace_at(
         shard,
         &s.idem,
@@ -1082,12 +1090,13 @@ pub fn enqueue(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job) {
     }
 }
 
-/// One dispatch attempt.
+/// One dispatch attempt, starting at `at` (ms).
 async fn dispatch(
     shard: &Rc<GatewayShard>,
     session: &Rc<Session>,
     job: &Job,
     ctl: &Rc<RunCtl>,
+    at: i64,
 ) -> Result<Outcome, String> {
     let cfg = shard.config();
     match &job.kind {
@@ -1112,7 +1121,7 @@ async fn dispatch(
             if !on_worker && cfg.agents.echo.delta_delay_ms == 0 {
                 // Without a per-word delay the echo agent never yields: it cannot overstay
                 // the timeout, so it runs without arming a timer.
-                return Ok(echo::run(shard, session, job, ctl).await);
+                return Ok(echo::run(shard, session, job, ctl, at).await);
             }
             // Boxed: the timer and a worker dispatch would otherwise size every run's future
             // (moved whole on each spawn) for a branch the default echo agent never takes.
@@ -1120,7 +1129,7 @@ async fn dispatch(
                 if on_worker {
                     Ok(crate::node::worker::dispatch(shard, session, job).await)
                 } else {
-                    Ok(Ok(echo::run(shard, session, job, ctl).await))
+                    Ok(Ok(echo::run(shard, session, job, ctl, at).await))
                 }
             }));
             match timed.await {
@@ -1210,7 +1219,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         );
         let slot = acquire_agent_slot(shard, agent).await;
         let t0 = shard.shared.mono_us();
-        let r = dispatch(shard, session, job, &ctl).await;
+        let r = dispatch(shard, session, job, &ctl, at).await;
         shard
             .metrics
             .latency("stage:dispatch", shard.shared.mono_us().saturating_sub(t0));
