@@ -48,4 +48,20 @@ pub mod queue;
 pub mod routing;
 pub mod session;
 pub mod shard;
+
+/// Size of the future `f` returns, read from its type without calling it: what spawning it
+/// moves and what its task keeps for as long as it lives.
+#[cfg(test)]
+pub(crate) fn future_size<A, B, R: std::future::Future>(_f: fn(A, B) -> R) -> usize {
+    size_of::<R>()
+}
+
+/// [`future_size`] of a function of five arguments.
+#[cfg(test)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn future_size5<A, B, C, D, E, R: std::future::Future>(
+    _f: fn(A, B, C, D, E) -> R,
+) -> usize {
+    size_of::<R>()
+}
 pub mod transport;

@@ -413,3 +413,17 @@ fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
         .detach();
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_future_stays_small() {
+        // Spawned for every request and moved whole when spawned. The rare awaits (the
+        // gathering `info` methods, a durable queue's journal write) are boxed; inlined, they
+        // made this 1 776 B. Layout is the same in debug and release builds.
+        let size = crate::future_size5(dispatch);
+        assert!(size <= 896, "request future is {size} B");
+    }
+}

@@ -1051,3 +1051,18 @@ fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Opti
     conn.written(bytes);
     rest
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_task_stays_small() {
+        // Every open connection's task holds this future for its whole life (496 B; with
+        // glommio's task header, the 544 B of tuning.md's idle-memory breakdown). A future
+        // awaited inline instead of boxed (TLS, the handshake, a slow write) would add
+        // hundreds of bytes to every connection. Layout is the same in debug and release.
+        let size = crate::future_size(handle_tcp);
+        assert!(size <= 512, "connection task future is {size} B");
+    }
+}
