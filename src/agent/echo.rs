@@ -23,8 +23,38 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// `{"runId","seq","stream":"assistant","ts","data":{"text","delta"},"sessionKey","agentId"}`:
-/// the `assistant` stream written by hand (literal keys, no per-key escaping pass).
+/// An `agent` event payload, `{"runId","seq","stream","ts","data":{…},"sessionKey","agentId"}`,
+/// written by hand (literal keys, no per-key escaping pass); `data` writes the members of
+/// `data`. The two frames of every streamed word are most of what a run sends.
+#[allow(clippy::too_many_arguments)]
+fn agent_event(
+    s: &mut String,
+    run_id: &str,
+    seq: u64,
+    stream: &str,
+    ts: i64,
+    key: &str,
+    agent_id: &str,
+    data: impl FnOnce(&mut String),
+) {
+    s.push_str(r#"{"runId":"#);
+    frame::push_json_str(s, run_id);
+    s.push_str(r#","seq":"#);
+    frame::push_int(s, seq);
+    s.push_str(r#","stream":"#);
+    frame::push_json_str(s, stream);
+    s.push_str(r#","ts":"#);
+    frame::push_int(s, ts);
+    s.push_str(r#","data":{"#);
+    data(s);
+    s.push_str(r#"},"sessionKey":"#);
+    frame::push_json_str(s, key);
+    s.push_str(r#","agentId":"#);
+    frame::push_json_str(s, agent_id);
+    s.push('}');
+}
+
+/// The `assistant` stream: `data` is `{"text","delta"}`.
 #[allow(clippy::too_many_arguments)]
 fn assistant_event(
     s: &mut String,
@@ -36,26 +66,15 @@ fn assistant_event(
     key: &str,
     agent_id: &str,
 ) {
-    s.push_str(r#"{"runId":"#);
-    frame::push_json_str(s, run_id);
-    s.push_str(r#","seq":"#);
-    frame::push_int(s, seq);
-    s.push_str(r#","stream":"assistant","ts":"#);
-    frame::push_int(s, ts);
-    s.push_str(r#","data":{"text":"#);
-    frame::push_json_str(s, text);
-    s.push_str(r#","delta":"#);
-    frame::push_json_str(s, delta);
-    s.push_str(r#"},"sessionKey":"#);
-    frame::push_json_str(s, key);
-    s.push_str(r#","agentId":"#);
-    frame::push_json_str(s, agent_id);
-    s.push('}');
+    agent_event(s, run_id, seq, "assistant", ts, key, agent_id, |s| {
+        s.push_str(r#""text":"#);
+        frame::push_json_str(s, text);
+        s.push_str(r#","delta":"#);
+        frame::push_json_str(s, delta);
+    });
 }
 
-/// `{"runId","seq","stream":"lifecycle","ts","data":{"phase","startedAt","endedAt"?},
-/// "sessionKey","agentId"}`: a run's start or end, written by hand like [`assistant_event`].
-#[allow(clippy::too_many_arguments)]
+/// The `lifecycle` stream, a run's start or end: `data` is `{"phase","startedAt","endedAt"?}`.
 fn lifecycle_event(
     s: &mut String,
     run_id: &str,
@@ -65,25 +84,16 @@ fn lifecycle_event(
     key: &str,
     agent_id: &str,
 ) {
-    s.push_str(r#"{"runId":"#);
-    frame::push_json_str(s, run_id);
-    s.push_str(r#","seq":"#);
-    frame::push_int(s, seq);
-    s.push_str(r#","stream":"lifecycle","ts":"#);
-    frame::push_int(s, ts);
-    s.push_str(r#","data":{"phase":"#);
-    frame::push_json_str(s, data.phase);
-    s.push_str(r#","startedAt":"#);
-    frame::push_int(s, data.started_at);
-    if let Some(e) = data.ended_at {
-        s.push_str(r#","endedAt":"#);
-        frame::push_int(s, e);
-    }
-    s.push_str(r#"},"sessionKey":"#);
-    frame::push_json_str(s, key);
-    s.push_str(r#","agentId":"#);
-    frame::push_json_str(s, agent_id);
-    s.push('}');
+    agent_event(s, run_id, seq, "lifecycle", ts, key, agent_id, |s| {
+        s.push_str(r#""phase":"#);
+        frame::push_json_str(s, data.phase);
+        s.push_str(r#","startedAt":"#);
+        frame::push_int(s, data.started_at);
+        if let Some(e) = data.ended_at {
+            s.push_str(r#","endedAt":"#);
+            frame::push_int(s, e);
+        }
+    });
 }
 
 /// A `chat` delta, written by hand: the object [`ChatEvent`] serializes with `state: "delta"`.
