@@ -670,31 +670,22 @@ struct Ack<'a> {
 impl Ack<'_> {
     /// Written by hand, fields in the derived order (`tests` checks it against the derive).
     fn write_json(&self, s: &mut String) {
-        s.push_str(r#"{"runId":"#);
-        frame::push_json_str(s, self.run_id);
-        let strs = [
-            (r#","agentId":"#, self.agent_id),
-            (r#","status":"#, self.status),
-        ];
-        for (k, v) in strs {
+        let member = |s: &mut String, key: &str, v: Option<&str>| {
             if let Some(v) = v {
-                s.push_str(k);
+                s.push_str(key);
                 frame::push_json_str(s, v);
             }
-        }
+        };
+        s.push_str(r#"{"runId":"#);
+        frame::push_json_str(s, self.run_id);
+        member(s, r#","agentId":"#, self.agent_id);
+        member(s, r#","status":"#, self.status);
         if let Some(at) = self.accepted_at {
             s.push_str(r#","acceptedAt":"#);
             frame::push_int(s, at);
         }
-        for (k, v) in [
-            (r#","messageId":"#, self.message_id),
-            (r#","channel":"#, self.channel),
-        ] {
-            if let Some(v) = v {
-                s.push_str(k);
-                frame::push_json_str(s, v);
-            }
-        }
+        member(s, r#","messageId":"#, self.message_id);
+        member(s, r#","channel":"#, self.channel);
         if self.duplicate {
             s.push_str(r#","duplicate":true"#);
         }
