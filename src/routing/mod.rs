@@ -266,32 +266,22 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     }
 }
 
-fn submit_call(shard: &Rc<GatewayShard>, call: Call) -> Option<queue::Journaled> {
+fn submit_call(shard: &Rc<GatewayShard>, mut call: Call) -> Option<queue::Journaled> {
     let p = &call.params;
-    let message = match p.get("message") {
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            shard.reply_err(
-                &call.reply,
-                &GatewayError::InvalidParams("invalid params: message must be a string".into()),
-            );
-            return None;
-        }
-        None => {
-            shard.reply_err(
-                &call.reply,
-                &GatewayError::InvalidParams("invalid params: missing message".into()),
-            );
-            return None;
-        }
+    let invalid = match (p.get("message"), required(p, "idempotencyKey")) {
+        (Some(Value::String(_)), Ok(_)) => None,
+        (Some(Value::String(_)), Err(e)) => Some(e),
+        (Some(_), _) => Some(GatewayError::InvalidParams(
+            "invalid params: message must be a string".into(),
+        )),
+        (None, _) => Some(GatewayError::InvalidParams(
+            "invalid params: missing message".into(),
+        )),
     };
-    let idem = match required(p, "idempotencyKey") {
-        Ok(i) => i.to_string(),
-        Err(e) => {
-            shard.reply_err(&call.reply, &e);
-            return None;
-        }
-    };
+    if let Some(e) = invalid {
+        shard.reply_err(&call.reply, &e);
+        return None;
+    }
     let kind = match call.method.as_str() {
         "agent" => JobKind::Agent,
         "send" => JobKind::Send {
@@ -300,6 +290,14 @@ fn submit_call(shard: &Rc<GatewayShard>, call: Call) -> Option<queue::Journaled>
         },
         _ => JobKind::Chat,
     };
+    let seq = p.get("sessionSeq").and_then(|v| v.as_u64());
+    // Both checked to be strings above: they move out of the request rather than being copied.
+    let mut take = |k: &str| match call.params.get_mut(k).map(Value::take) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    let message = take("message");
+    let idem = take("idempotencyKey");
     let received = (call.received_at, call.received_shard);
     queue::submit(
         shard,
@@ -310,7 +308,7 @@ fn submit_call(shard: &Rc<GatewayShard>, call: Call) -> Option<queue::Journaled>
             idem,
             reply: call.reply,
             received,
-            seq: p.get("sessionSeq").and_then(|v| v.as_u64()),
+            seq,
             received_us: call.caller.received_us,
         },
     )
