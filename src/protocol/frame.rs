@@ -118,13 +118,7 @@ pub fn parse(text: &str) -> Inbound {
 
 /// `{"type":"res","id":…,"ok":true,"payload":…}`
 pub fn res_ok<T: Serialize + ?Sized>(id: &str, payload: &T) -> String {
-    let mut s = String::with_capacity(256);
-    s.push_str(r#"{"type":"res","id":"#);
-    push_json_str(&mut s, id);
-    s.push_str(r#","ok":true,"payload":"#);
-    push_json(&mut s, payload);
-    s.push('}');
-    s
+    res_ok_with(id, |s| push_json(s, payload))
 }
 
 /// A JSON value serialized once and shared (cheap to clone) by every frame that repeats it: a
@@ -135,17 +129,27 @@ pub struct JsonText(std::rc::Rc<str>);
 impl JsonText {
     /// Serializes `v`.
     pub fn of<T: Serialize + ?Sized>(v: &T) -> JsonText {
-        let mut s = String::with_capacity(384);
-        push_json(&mut s, v);
-        JsonText(s.into())
+        JsonText::with(|s| push_json(s, v))
     }
 
-    /// JSON written by hand by `write` (for the hottest payloads, tested against their serde
-    /// shape where they are written).
+    /// JSON written by `write` (by hand for the hottest payloads, tested against their serde
+    /// shape where they are written). It is written into this thread's scratch buffer and
+    /// copied once into the shared text: one allocation, not a `String` and then an `Rc`.
+    /// `write` must not make a `JsonText` itself (the scratch buffer is in use).
     pub fn with(write: impl FnOnce(&mut String)) -> JsonText {
-        let mut s = String::with_capacity(384);
-        write(&mut s);
-        JsonText(s.into())
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        SCRATCH.with_borrow_mut(|s| {
+            s.clear();
+            write(s);
+            let text = JsonText(std::rc::Rc::from(s.as_str()));
+            // A rare huge payload does not keep its buffer for the thread's whole life.
+            if s.capacity() > 64 * 1024 {
+                *s = String::new();
+            }
+            text
+        })
     }
 
     /// The value as a tree again (rare paths: replays that amend it, the journal).
@@ -156,18 +160,19 @@ impl JsonText {
 
 /// `{"type":"res","id":…,"ok":true,"payload":…}` around an already serialized payload.
 pub fn res_ok_text(id: &str, payload: &JsonText) -> String {
-    let mut s = String::with_capacity(payload.0.len() + id.len() + 48);
-    s.push_str(r#"{"type":"res","id":"#);
-    push_json_str(&mut s, id);
-    s.push_str(r#","ok":true,"payload":"#);
-    s.push_str(&payload.0);
-    s.push('}');
-    s
+    res_ok_sized(payload.0.len() + id.len() + 48, id, |s| {
+        s.push_str(&payload.0)
+    })
 }
 
 /// A `res ok` whose payload is written by hand by `write`.
 pub fn res_ok_with(id: &str, write: impl FnOnce(&mut String)) -> String {
-    let mut s = String::with_capacity(256);
+    res_ok_sized(256, id, write)
+}
+
+/// The one writer of a `res ok` frame, in a buffer of `capacity` bytes to start with.
+fn res_ok_sized(capacity: usize, id: &str, write: impl FnOnce(&mut String)) -> String {
+    let mut s = String::with_capacity(capacity);
     s.push_str(r#"{"type":"res","id":"#);
     push_json_str(&mut s, id);
     s.push_str(r#","ok":true,"payload":"#);
@@ -199,11 +204,7 @@ pub fn event(
     seq: Option<u64>,
     state_version: Option<(u64, u64)>,
 ) -> String {
-    let mut s = String::with_capacity(payload.len() + 64);
-    s.push_str(r#"{"type":"event","event":"#);
-    push_json_str(&mut s, name);
-    s.push_str(r#","payload":"#);
-    s.push_str(payload);
+    let mut s = open_sized(payload.len() + 64, name, |s| s.push_str(payload));
     close_event(&mut s, seq, state_version);
     s
 }
@@ -211,33 +212,31 @@ pub fn event(
 /// The start of an event frame, `payload` serialized straight into it: everything but `seq`
 /// (given when a connection queues it, see [`close_event`]) and the closing brace.
 pub fn open_event<T: Serialize + ?Sized>(name: &str, payload: &T) -> String {
-    let mut s = String::with_capacity(256);
-    s.push_str(r#"{"type":"event","event":"#);
-    push_json_str(&mut s, name);
-    s.push_str(r#","payload":"#);
-    push_json(&mut s, payload);
-    s
+    open_event_with(name, |s| push_json(s, payload))
 }
 
 /// An event frame begun like [`open_event`], its payload written by `write` (hand-rolled JSON
 /// for the hottest payloads, see `agent::echo`).
 pub fn open_event_with(name: &str, write: impl FnOnce(&mut String)) -> String {
-    let mut s = String::with_capacity(256);
-    s.push_str(r#"{"type":"event","event":"#);
-    push_json_str(&mut s, name);
-    s.push_str(r#","payload":"#);
-    write(&mut s);
-    s
+    open_sized(256, name, write)
 }
 
 /// An event frame with an already serialized payload, without `seq` and the closing brace:
 /// built once and shared by every connection a broadcast reaches ([`event_tail`] ends it).
 pub fn open_event_raw(name: &str, payload: &str) -> String {
-    let mut s = String::with_capacity(payload.len() + name.len() + 32);
+    open_sized(payload.len() + name.len() + 32, name, |s| {
+        s.push_str(payload)
+    })
+}
+
+/// The one writer of an event frame's start (`type`, `event`, `payload`), in a buffer of
+/// `capacity` bytes to start with.
+fn open_sized(capacity: usize, name: &str, write: impl FnOnce(&mut String)) -> String {
+    let mut s = String::with_capacity(capacity);
     s.push_str(r#"{"type":"event","event":"#);
     push_json_str(&mut s, name);
     s.push_str(r#","payload":"#);
-    s.push_str(payload);
+    write(&mut s);
     s
 }
 

@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::agent::echo::{self, Outcome};
@@ -566,16 +565,6 @@ pub struct Submit<'a> {
     pub seq: Option<u64>,
     /// When the caller's shard received it ([`crate::shard::Shared::mono_us`]).
     pub received_us: u64,
-}
-
-/// Serializes one of our payloads once, for the reply and the dedup ring alike.
-pub fn to_raw<T: Serialize + ?Sized>(v: &T) -> Box<RawValue> {
-    serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned())
-}
-
-/// A serialized payload as a tree again (rare paths: replays that amend it, the journal).
-pub fn raw_to_value(r: &RawValue) -> Value {
-    serde_json::from_str(r.get()).unwrap_or(Value::Null)
 }
 
 /// The final answer of a completed run.
