@@ -130,14 +130,15 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
-        let live = self.find(key, hash).filter(|&i| {
+        let found = self.find(key, hash);
+        let live = found.filter(|&i| {
             self.slots[i]
                 .as_ref()
                 .is_some_and(|s| now_ms - s.at_ms < self.window_ms)
         });
         let i = match live {
             Some(i) => i,
-            None => self.insert_hashed(key.to_owned(), hash, make(), now_ms),
+            None => self.place(key.to_owned(), hash, make(), now_ms, found),
         };
         &mut self.slots[i]
             .as_mut()
@@ -148,12 +149,15 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
     /// Remembers `key` → `value` from `now_ms`, replacing an older entry of the same key.
     pub fn insert(&mut self, key: K, value: V, now_ms: i64) {
         let hash = self.hasher.hash_one(&key);
-        self.insert_hashed(key, hash, value, now_ms);
+        let stale = self.find(&key, hash);
+        self.place(key, hash, value, now_ms, stale);
     }
 
-    /// [`DedupRing::insert`] of a key already hashed; returns its slot.
-    fn insert_hashed(&mut self, key: K, hash: u64, value: V, now_ms: i64) -> usize {
-        if let Some(i) = self.find(&key, hash) {
+    /// Puts `key` (hashed: `hash`) in the head slot and returns that slot. `stale` is the slot
+    /// already holding `key`, which the caller has looked up (so a new key costs one probe of
+    /// the index, not two); it is emptied first.
+    fn place(&mut self, key: K, hash: u64, value: V, now_ms: i64, stale: Option<usize>) -> usize {
+        if let Some(i) = stale {
             self.unindex(i, hash);
             self.slots[i] = None;
         }
@@ -227,6 +231,16 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
 mod tests {
     use super::*;
 
+    /// A small deterministic random source for the model checks (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     #[test]
     fn remembers_within_window() {
         let mut r = DedupRing::new(4, 100);
@@ -294,13 +308,7 @@ mod tests {
     /// slots: every occupied slot is found by its key, and nothing else is indexed.
     #[test]
     fn index_matches_the_occupied_slots() {
-        let mut seed = 0x9E37_79B9_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_u64);
         let mut r: DedupRing<String, u64> = DedupRing::new(32, 40);
         let mut now = 0;
         for step in 0..20_000 {
@@ -325,13 +333,7 @@ mod tests {
     /// A model check: the ring agrees with a plain map + window + capacity on random ops.
     #[test]
     fn agrees_with_model() {
-        let mut seed = 0x1234_5678_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x1234_5678_u64);
         let cap = 16;
         let window = 50;
         let mut ring = DedupRing::new(cap, window);
@@ -340,7 +342,7 @@ mod tests {
         for _ in 0..5000 {
             now += (next() % 5) as i64;
             let key = next() % 40;
-            if next() % 2 == 0 {
+            if next().is_multiple_of(2) {
                 let v = next();
                 ring.insert(key, v, now);
                 model.retain(|(k, _, _)| *k != key);
