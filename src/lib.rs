@@ -48,20 +48,49 @@ pub mod queue;
 pub mod routing;
 pub mod session;
 pub mod shard;
-
-/// Size of the future `f` returns, read from its type without calling it: what spawning it
-/// moves and what its task keeps for as long as it lives.
-#[cfg(test)]
-pub(crate) fn future_size<A, B, R: std::future::Future>(_f: fn(A, B) -> R) -> usize {
-    size_of::<R>()
-}
-
-/// [`future_size`] of a function of five arguments.
-#[cfg(test)]
-#[allow(clippy::type_complexity)]
-pub(crate) fn future_size5<A, B, C, D, E, R: std::future::Future>(
-    _f: fn(A, B, C, D, E) -> R,
-) -> usize {
-    size_of::<R>()
-}
 pub mod transport;
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    /// Size of the future `f` returns, read from its type without calling it: what spawning
+    /// it moves and what its task keeps for as long as it lives. The layout is the same in
+    /// debug and release builds.
+    fn future_size<A, B, R: Future>(_f: fn(A, B) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// [`future_size`] of a function of five arguments.
+    #[allow(clippy::type_complexity)]
+    fn future_size5<A, B, C, D, E, R: Future>(_f: fn(A, B, C, D, E) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    /// The futures every connection keeps, and those every request moves when spawned.
+    #[test]
+    fn spawned_futures_stay_small() {
+        let budgets = [
+            // Every open connection's task holds this for its whole life (496 B; with
+            // glommio's task header, the 544 B of tuning.md's idle-memory breakdown). A
+            // future awaited inline instead of boxed (TLS, the handshake, a slow write) would
+            // add hundreds of bytes to every connection.
+            (
+                "connection task",
+                future_size(crate::transport::server::handle_tcp),
+                512,
+            ),
+            // Spawned for every request: 864 B. A message's admission is synchronous and only
+            // a durable queue's journal write (boxed) waits; when admission was an inline
+            // `async` call this was 1 776 B.
+            ("request", future_size5(crate::routing::dispatch), 896),
+            // Spawned whenever an idle session gets a message (once per request in a closed
+            // loop): 1 080 B once the rare branches (timed runs, channel deliveries, the
+            // journal) were boxed; 2 696 B before.
+            ("lane driver", future_size(crate::queue::drive_lane), 1152),
+        ];
+        for (what, size, max) in budgets {
+            assert!(size <= max, "{what} future is {size} B (budget {max} B)");
+        }
+    }
+}

@@ -409,18 +409,3 @@ fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
         .detach();
     });
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_future_stays_small() {
-        // Spawned for every request and moved whole when spawned: 864 B. A message's
-        // admission is synchronous and only a durable queue's journal write (boxed) waits;
-        // when admission was an inline `async` call this was 1 776 B. Layout is the same in
-        // debug and release builds.
-        let size = crate::future_size5(dispatch);
-        assert!(size <= 896, "request future is {size} B");
-    }
-}

@@ -110,7 +110,10 @@ struct Live {
     _slot: ConnSlot,
 }
 
-fn handle_tcp(shard: Rc<GatewayShard>, stream: TcpStream) -> impl std::future::Future<Output = ()> {
+pub(crate) fn handle_tcp(
+    shard: Rc<GatewayShard>,
+    stream: TcpStream,
+) -> impl std::future::Future<Output = ()> {
     // Everything before the request loop (TLS, HTTP head, upgrade, challenge, `connect`) runs
     // in boxed futures freed once they are done, and so does the ending: the task of an idle
     // connection holds only the request loop, `Live` and the shard (see tuning.md, memory).
@@ -1050,19 +1053,4 @@ fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Opti
     });
     conn.written(bytes);
     rest
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_task_stays_small() {
-        // Every open connection's task holds this future for its whole life (496 B; with
-        // glommio's task header, the 544 B of tuning.md's idle-memory breakdown). A future
-        // awaited inline instead of boxed (TLS, the handshake, a slow write) would add
-        // hundreds of bytes to every connection. Layout is the same in debug and release.
-        let size = crate::future_size(handle_tcp);
-        assert!(size <= 512, "connection task future is {size} B");
-    }
 }
