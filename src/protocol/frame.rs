@@ -2,6 +2,8 @@
 //! Frames of PROTOCOL.md §2: parsing inbound text into a request, and writing outbound
 //! `res`/`event` frames as text without building intermediate trees where it can be avoided.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -48,11 +50,11 @@ struct RawFrame<'a> {
 
 /// A JSON string's value (`None` for any other JSON value). Ids and method names rarely have
 /// escapes: those are sliced out of the quotes; the rest go through serde_json.
-fn as_str(raw: Option<&RawValue>) -> Option<String> {
+fn as_str(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
     let text = raw?.get();
     match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Some(inner.to_string()),
-        _ => serde_json::from_str::<String>(text).ok(),
+        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+        _ => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
     }
 }
 
@@ -71,7 +73,10 @@ pub fn parse(text: &str) -> Inbound {
             }
         }
     };
-    let id = as_str(raw.id).filter(|s| !s.is_empty());
+    let id = as_str(raw.id)
+        .filter(|s| !s.is_empty())
+        .map(Cow::into_owned);
+    // Compared, not kept: no copy of `"req"` per request.
     let kind = as_str(raw.kind);
     match kind.as_deref() {
         Some("req") => {}
@@ -97,7 +102,10 @@ pub fn parse(text: &str) -> Inbound {
             reason: "missing id".into(),
         };
     };
-    let Some(method) = as_str(raw.method).filter(|m| !m.is_empty()) else {
+    let Some(method) = as_str(raw.method)
+        .filter(|m| !m.is_empty())
+        .map(Cow::into_owned)
+    else {
         return Inbound::Invalid {
             id: Some(id),
             reason: "missing method".into(),
