@@ -80,13 +80,18 @@ mod tests {
                 future_size(crate::transport::server::handle_tcp),
                 512,
             ),
-            // Spawned for every request: 864 B. A message's admission is synchronous and only
-            // a durable queue's journal write (boxed) waits; when admission was an inline
-            // `async` call this was 1 776 B.
-            ("request", future_size5(crate::routing::dispatch), 896),
-            // Spawned whenever an idle session gets a message (once per request in a closed
-            // loop): 1 080 B once the rare branches (timed runs, channel deliveries, the
-            // journal) were boxed; 2 696 B before.
+            // Spawned for a connection-local request (health, status…): 816 B. Other
+            // requests spawn nothing: a message's admission is synchronous and only a durable
+            // queue's journal write (boxed) waits. When every request spawned one task, with
+            // admission an inline `async` call, it was 1 776 B.
+            (
+                "local request",
+                future_size5(crate::routing::local_call),
+                896,
+            ),
+            // Boxed whenever an idle session gets a message (once per request in a closed
+            // loop), and spawned when its run waits: 1 080 B once the rare branches (timed
+            // runs, channel deliveries, the journal) were boxed; 2 696 B before.
             ("lane driver", future_size(crate::queue::drive_lane), 1152),
         ];
         for (what, size, max) in budgets {

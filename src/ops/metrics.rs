@@ -115,12 +115,19 @@ impl ShardMetrics {
             .requests += 1;
     }
 
-    /// Records the latency of one request of `method`.
+    /// Records the latency of one request of `method` (a name a client sent: unknown ones
+    /// are counted as "other").
     pub fn latency(&self, method: &str, micros: u64) {
         let name = crate::protocol::authz::lookup(method)
             .map(|(m, _)| m)
             .or_else(|| STAGES.iter().find(|s| **s == method).copied())
             .unwrap_or("other");
+        self.record_latency(name, micros);
+    }
+
+    /// Records a latency under `name`, a method or one of [`STAGES`] named by the gateway
+    /// itself (no lookup: the request path records three stages per message).
+    pub fn record_latency(&self, name: &'static str, micros: u64) {
         let mut l = self.latency.borrow_mut();
         let h = l.entry(name).or_insert_with(|| {
             hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)

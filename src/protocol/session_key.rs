@@ -37,7 +37,11 @@ impl SessionKey {
                 (false, false) => k,
             }
         } else {
-            format!("agent:{default_agent}:{k}")
+            let mut full = String::with_capacity(7 + default_agent.len() + k.len());
+            for part in ["agent:", default_agent, ":", &k] {
+                full.push_str(part);
+            }
+            full
         };
         // Only legacy keys pay for the rewrite.
         let full = if full.contains(":dm:") {
@@ -63,7 +67,10 @@ impl SessionKey {
 
     /// The agent id part.
     pub fn agent_id(&self) -> &str {
-        self.0[6..].split(':').next().unwrap_or("main")
+        // Agent ids are short ASCII: a byte scan beats the general `split` searcher.
+        let rest = &self.0[6..];
+        let end = rest.bytes().position(|b| b == b':').unwrap_or(rest.len());
+        &rest[..end]
     }
 }
 

@@ -15,6 +15,7 @@ pub mod journal;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -790,7 +791,7 @@ fn accept(
     );
     shard
         .metrics
-        .latency(method, shard.shared.mono_us().saturating_sub(received_us));
+        .record_latency(method, shard.shared.mono_us().saturating_sub(received_us));
     admit_ordered(shard, session, job, seq);
 }
 
@@ -1065,8 +1066,15 @@ pub fn enqueue(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job) {
     session.lane.borrow_mut().push_back(job);
     if !session.running.get() {
         session.running.set(true);
-        let (sh, s) = (shard.clone(), session.clone());
-        glommio::spawn_local(async move { drive_lane(sh, s).await }).detach();
+        // The lane's first step runs here, in the caller's turn: a run that never waits (the
+        // echo agent without a per-word delay) ends without a task of its own. A run that
+        // waits goes on in a task, which polls it again (a future registers the waker of its
+        // latest poll, so the throwaway one of this first poll is never relied on).
+        let mut lane = Box::pin(drive_lane(shard.clone(), session.clone()));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if lane.as_mut().poll(&mut cx).is_pending() {
+            glommio::spawn_local(lane).detach();
+        }
     }
 }
 
@@ -1165,7 +1173,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     });
     *session.current.borrow_mut() = Some(ctl.clone());
     let started = now_ms();
-    shard.metrics.latency(
+    shard.metrics.record_latency(
         "stage:queue_wait",
         ((started - job.accepted_at).max(0) as u64) * 1000,
     );
@@ -1202,7 +1210,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         let r = dispatch(shard, session, job, &ctl, at).await;
         shard
             .metrics
-            .latency("stage:dispatch", shard.shared.mono_us().saturating_sub(t0));
+            .record_latency("stage:dispatch", shard.shared.mono_us().saturating_sub(t0));
         drop(slot);
         match r {
             Ok(o) => break Ok(o),
@@ -1364,7 +1372,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     shard.shared.queued.fetch_sub(1, Ordering::Relaxed);
     shard.queue.pending.borrow_mut().remove(&job.run_id);
     shard.metrics.run_done(status == "error");
-    shard.metrics.latency(
+    shard.metrics.record_latency(
         "stage:end_to_end",
         ((ended - job.accepted_at).max(0) as u64) * 1000,
     );

@@ -86,8 +86,10 @@ fn session_key_for(
     }
 }
 
-/// Runs an authorized request from a connection on `shard`.
-pub async fn dispatch(
+/// Runs an authorized request from a connection on `shard`. Synchronous: most methods answer
+/// (or admit their message) at once, and only those that wait (cluster-wide reads, a durable
+/// queue's journal write) spawn a task, so a request costs no task of its own.
+pub fn dispatch(
     shard: Rc<GatewayShard>,
     caller: Caller,
     reply: ReplyTo,
@@ -135,12 +137,7 @@ pub async fn dispatch(
                 received_at: now_ms(),
                 received_shard: shard.id.0,
             };
-            if owner == shard.id && is_submission(&call.method) {
-                // Already in this request's task: admit it here rather than spawn another.
-                if let Some(j) = submit_call(&shard, call) {
-                    Box::pin(j.finish(&shard)).await;
-                }
-            } else if owner == shard.id {
+            if owner == shard.id {
                 run_owned(shard, call);
             } else {
                 shard.send_mesh(owner, MeshMsg::Call(Box::new(call)));
@@ -187,16 +184,28 @@ pub async fn dispatch(
             }
         }
         _ => {
-            let r = info::local(&shard, &caller, &method, &params).await;
-            shard.metrics.latency(
-                &method,
-                shard.shared.mono_us().saturating_sub(caller.received_us),
-            );
-            match r {
-                Ok(v) => shard.reply_ok(&reply, &v),
-                Err(e) => shard.reply_err(&reply, &e),
-            }
+            glommio::spawn_local(local_call(shard, caller, reply, method, params)).detach();
         }
+    }
+}
+
+/// A connection-local method ([`info::local`]), in a task of its own: some of them wait for
+/// every shard's answer.
+pub(crate) async fn local_call(
+    shard: Rc<GatewayShard>,
+    caller: Caller,
+    reply: ReplyTo,
+    method: String,
+    params: Value,
+) {
+    let r = info::local(&shard, &caller, &method, &params).await;
+    shard.metrics.latency(
+        &method,
+        shard.shared.mono_us().saturating_sub(caller.received_us),
+    );
+    match r {
+        Ok(v) => shard.reply_ok(&reply, &v),
+        Err(e) => shard.reply_err(&reply, &e),
     }
 }
 

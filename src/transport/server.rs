@@ -968,11 +968,7 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
         conn: caller.conn,
         req_id: req.id,
     };
-    let sh = shard.clone();
-    glommio::spawn_local(crate::routing::dispatch(
-        sh, caller, reply, req.method, req.params,
-    ))
-    .detach();
+    crate::routing::dispatch(shard.clone(), caller, reply, req.method, req.params);
 }
 
 /// Writes a batch (and its close frame, unless the close is 1006: the peer is gone). The
