@@ -64,7 +64,7 @@ pub struct Call {
     /// Method name.
     pub method: String,
     /// Parameters.
-    pub params: Value,
+    pub params: crate::protocol::params::Params,
     /// The session it acts on (normalised).
     pub key: SessionKey,
     /// When the caller's shard received it, ms since the epoch.

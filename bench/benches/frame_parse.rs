@@ -1,9 +1,11 @@
-//! Inbound frame parsing: `protocol::frame::parse` (typed, borrowed envelope + `Value` params)
+//! Inbound frame parsing: `protocol::frame::parse` (typed, borrowed envelope; a submission's
+//! params straight into their fields, other methods' into a `Value`)
 //! against a plain `serde_json::from_str::<Value>` of the same text, for three typical frames,
 //! and the same work done by simd-json, to see whether swapping the parser would pay:
 //!
 //! - `simd_typed`: the envelope `frame::parse` reads (type, id, method, `serde_json::Value`
-//!   params) through simd-json's serde deserializer, built into the same `frame::Request`,
+//!   params, then sorted into `Params` as `frame::parse` does when params come before the
+//!   method) through simd-json's serde deserializer, built into the same `frame::Request`,
 //!   reusing simd-json's scratch buffers (`Buffers`, as a shard would keep one);
 //! - `simd_typed_fresh`: the same with fresh scratch buffers per frame (`from_slice`);
 //! - `simd_serde_value`: simd-json into a `serde_json::Value` (compare `serde_value`);
@@ -18,6 +20,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use serde::Deserialize;
 use serde_json::Value;
 use shardgate::protocol::frame;
+use shardgate::protocol::params::Params;
 use shardgate_bench::{chat_send_req, AGENT_REQ, HEALTH_REQ};
 
 /// The envelope `frame::parse` reads, for simd-json's serde deserializer.
@@ -40,8 +43,8 @@ fn to_request(f: SimdFrame<'_>) -> Option<frame::Request> {
     let id = f.id.filter(|s| !s.is_empty())?.into_owned();
     let method = f.method.filter(|s| !s.is_empty())?.into_owned();
     let params = match f.params {
-        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
-        Some(p @ Value::Object(_)) => p,
+        None | Some(Value::Null) => Params::empty(&method),
+        Some(p @ Value::Object(_)) => Params::for_method(&method, p),
         Some(_) => return None,
     };
     Some(frame::Request { id, method, params })

@@ -4,11 +4,13 @@
 
 use std::borrow::Cow;
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::error::WireError;
+use super::params::{is_submission, Params, Text};
 
 /// An inbound request after validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,8 +19,8 @@ pub struct Request {
     pub id: String,
     /// Non-empty method name.
     pub method: String,
-    /// Parameters (`{}` when absent).
-    pub params: Value,
+    /// Parameters (`{}` when absent): a submission's fields, or the JSON object.
+    pub params: Params,
 }
 
 /// What an inbound text frame turned out to be.
@@ -37,24 +39,146 @@ pub enum Inbound {
     },
 }
 
-#[derive(Deserialize)]
+/// A frame's envelope, read in one pass: `type`, `id` and `method` as text (borrowed from
+/// the frame unless escaped), `params` as it comes. A repeated key: the last one counts.
 struct RawFrame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<&'a RawValue>,
-    params: Option<Value>,
+    kind: Option<Text<'a>>,
+    id: Option<Text<'a>>,
+    method: Option<Text<'a>>,
+    params: RawParams,
 }
 
-/// A JSON string's value (`None` for any other JSON value). Ids and method names rarely have
-/// escapes: those are sliced out of the quotes; the rest go through serde_json.
-fn as_str(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-    let text = raw?.get();
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
-        _ => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+/// The text of a member that should be a string (`None` when absent or not a string).
+fn as_str<'a>(t: Option<Text<'a>>) -> Option<Cow<'a, str>> {
+    t.and_then(|t| t.0)
+}
+
+/// What `params` held.
+enum RawParams {
+    /// Absent or `null`.
+    Absent,
+    /// Read knowing the method (clients send it first): a submission's object goes straight
+    /// into its fields.
+    Read(Params),
+    /// Read before the method: the object, sorted out once the method is known.
+    Object(Value),
+    /// Not an object.
+    NotObject,
+}
+
+/// The envelope's keys.
+enum Key {
+    Type,
+    Id,
+    Method,
+    Params,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct KeyName;
+        impl Visitor<'_> for KeyName {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+                Ok(match k {
+                    "type" => Key::Type,
+                    "id" => Key::Id,
+                    "method" => Key::Method,
+                    "params" => Key::Params,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyName)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFrame<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawFrame<'de>, D::Error> {
+        struct Envelope;
+        impl<'de> Visitor<'de> for Envelope {
+            type Value = RawFrame<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFrame<'de>, A::Error> {
+                let mut f = RawFrame {
+                    kind: None,
+                    id: None,
+                    method: None,
+                    params: RawParams::Absent,
+                };
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Type => f.kind = Some(map.next_value()?),
+                        Key::Id => f.id = Some(map.next_value()?),
+                        Key::Method => f.method = Some(map.next_value()?),
+                        Key::Params => {
+                            let method = f.method.as_ref().and_then(|t| t.0.as_deref());
+                            f.params = map.next_value_seed(ParamsSeed(method))?;
+                        }
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(Envelope)
+    }
+}
+
+/// Reads `params` for the method named so far (`None`: not yet).
+struct ParamsSeed<'m>(Option<&'m str>);
+
+impl<'de> DeserializeSeed<'de> for ParamsSeed<'_> {
+    type Value = RawParams;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawParams, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ParamsSeed<'_> {
+    type Value = RawParams;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawParams, A::Error> {
+        let map = MapAccessDeserializer::new(map);
+        Ok(match self.0 {
+            Some(m) if is_submission(m) => {
+                RawParams::Read(Params::Submit(Deserialize::deserialize(map)?))
+            }
+            Some(_) => RawParams::Read(Params::Json(Value::deserialize(map)?)),
+            None => RawParams::Object(Value::deserialize(map)?),
+        })
+    }
+    fn visit_unit<E>(self) -> Result<RawParams, E> {
+        Ok(RawParams::Absent)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<RawParams, E> {
+        Ok(RawParams::NotObject)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<RawParams, E> {
+        Ok(RawParams::NotObject)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<RawParams, E> {
+        Ok(RawParams::NotObject)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<RawParams, E> {
+        Ok(RawParams::NotObject)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<RawParams, E> {
+        Ok(RawParams::NotObject)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<RawParams, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(RawParams::NotObject)
     }
 }
 
@@ -81,7 +205,12 @@ pub fn parse(text: &str) -> Inbound {
     match kind.as_deref() {
         Some("req") => {}
         Some("connect") => {
-            return Inbound::SeedConnect(raw.params.unwrap_or_else(|| json!({})));
+            let params = match raw.params {
+                RawParams::Read(p) => p.into_json(),
+                RawParams::Object(v) => v,
+                RawParams::Absent | RawParams::NotObject => json!({}),
+            };
+            return Inbound::SeedConnect(params);
         }
         Some(other) => {
             return Inbound::Invalid {
@@ -112,9 +241,10 @@ pub fn parse(text: &str) -> Inbound {
         };
     };
     let params = match raw.params {
-        None | Some(Value::Null) => json!({}),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => {
+        RawParams::Absent => Params::empty(&method),
+        RawParams::Read(p) => p,
+        RawParams::Object(v) => Params::for_method(&method, v),
+        RawParams::NotObject => {
             return Inbound::Invalid {
                 id: Some(id),
                 reason: "params must be an object".into(),
@@ -467,9 +597,42 @@ mod tests {
             Inbound::Request(Request {
                 id: "1".into(),
                 method: "health".into(),
-                params: json!({"probe": true})
+                params: Params::Json(json!({"probe": true}))
             })
         );
+    }
+
+    /// A submission's params are read into their fields whether the method comes before
+    /// them (as clients send it) or after; anything but an object is refused either way.
+    #[test]
+    fn submission_params_are_typed_wherever_the_method_is() {
+        let first = parse(
+            r#"{"type":"req","id":"1","method":"agent","params":{"message":"hi","idempotencyKey":"k"}}"#,
+        );
+        let last = parse(
+            r#"{"params":{"message":"hi","idempotencyKey":"k"},"id":"1","method":"agent","type":"req"}"#,
+        );
+        assert_eq!(first, last);
+        let Inbound::Request(r) = first else {
+            panic!("a request")
+        };
+        assert!(matches!(r.params, Params::Submit(_)));
+        assert_eq!(r.params.str("idempotencyKey"), Some("k"));
+        for params in [r#""x""#, "[1]", "2", "true"] {
+            for text in [
+                format!(r#"{{"type":"req","id":"1","method":"agent","params":{params}}}"#),
+                format!(r#"{{"params":{params},"type":"req","id":"1","method":"agent"}}"#),
+            ] {
+                assert_eq!(
+                    parse(&text),
+                    Inbound::Invalid {
+                        id: Some("1".into()),
+                        reason: "params must be an object".into()
+                    },
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -492,7 +655,7 @@ mod tests {
         let Inbound::Request(r) = parse(r#"{"type":"req","id":"a","method":"status"}"#) else {
             panic!()
         };
-        assert_eq!(r.params, json!({}));
+        assert_eq!(r.params, Params::Json(json!({})));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod authz;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod params;
 pub mod session_key;
 
 pub use error::{ErrorCode, GatewayError, WireError};

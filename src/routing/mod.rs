@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::protocol::error::GatewayError;
+use crate::protocol::params::{field_of, is_submission, FieldRef, Params};
 use crate::protocol::SessionKey;
 use crate::queue::{self, JobKind, Submit};
 use crate::shard::{now_ms, Call, Caller, GatewayShard, MeshMsg, ReplyTo};
@@ -23,13 +24,19 @@ fn str_param<'a>(p: &'a Value, k: &str) -> Option<&'a str> {
     p.get(k).and_then(|v| v.as_str())
 }
 
-fn required<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(_) => Err(GatewayError::InvalidParams(format!(
+/// The string parameter `k`, which must be there and not blank.
+fn required<'a>(p: &'a Params, k: &str) -> Result<&'a str, GatewayError> {
+    non_blank(p.field(k), k)
+}
+
+/// `field` (the parameter `k`) as a string that is not blank.
+fn non_blank<'a>(field: FieldRef<'a>, k: &str) -> Result<&'a str, GatewayError> {
+    match field {
+        FieldRef::Str(s) if !s.trim().is_empty() => Ok(s),
+        FieldRef::Str(_) | FieldRef::Other => Err(GatewayError::InvalidParams(format!(
             "invalid params: {k} must be a non-empty string"
         ))),
-        None => Err(GatewayError::InvalidParams(format!(
+        FieldRef::Missing => Err(GatewayError::InvalidParams(format!(
             "invalid params: missing {k}"
         ))),
     }
@@ -39,7 +46,7 @@ fn required<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
 fn session_key_for(
     shard: &GatewayShard,
     method: &str,
-    p: &Value,
+    p: &Params,
 ) -> Result<SessionKey, GatewayError> {
     let default_agent = shard.config().agents.default_agent.as_str();
     let parse = |raw: &str| {
@@ -48,10 +55,11 @@ fn session_key_for(
     };
     match method {
         "agent" => {
-            if let Some(k) = str_param(p, "sessionKey") {
+            if let Some(k) = p.str("sessionKey") {
                 return parse(k);
             }
-            let agent = str_param(p, "agentId")
+            let agent = p
+                .str("agentId")
                 .unwrap_or(default_agent)
                 .to_ascii_lowercase();
             if !crate::protocol::session_key::valid_agent_id(&agent) {
@@ -62,22 +70,22 @@ fn session_key_for(
             Ok(SessionKey::main(&agent))
         }
         "send" => {
-            if let Some(k) = str_param(p, "sessionKey") {
+            if let Some(k) = p.str("sessionKey") {
                 return parse(k);
             }
             let to = required(p, "to")?;
-            let ch = str_param(p, "channel").unwrap_or("log");
+            let ch = p.str("channel").unwrap_or("log");
             parse(&format!("agent:{default_agent}:{ch}:direct:{to}"))
         }
-        "sessions.create" => match str_param(p, "key").or_else(|| str_param(p, "sessionKey")) {
+        "sessions.create" => match p.str("key").or_else(|| p.str("sessionKey")) {
             Some(k) => parse(k),
             None => {
-                let agent = str_param(p, "agentId").unwrap_or(default_agent);
+                let agent = p.str("agentId").unwrap_or(default_agent);
                 parse(&format!("agent:{agent}:{}", uuid::Uuid::new_v4()))
             }
         },
         m if m.starts_with("sessions.") => {
-            let k = str_param(p, "key").or_else(|| str_param(p, "sessionKey"));
+            let k = p.str("key").or_else(|| p.str("sessionKey"));
             parse(
                 k.ok_or_else(|| GatewayError::InvalidParams("invalid params: missing key".into()))?,
             )
@@ -94,16 +102,13 @@ pub fn dispatch(
     caller: Caller,
     reply: ReplyTo,
     method: String,
-    params: Value,
+    params: Params,
 ) {
     if shard
         .shared
         .shutdown
         .load(std::sync::atomic::Ordering::Relaxed)
-        && matches!(
-            method.as_str(),
-            "agent" | "chat.send" | "sessions.send" | "send"
-        )
+        && is_submission(&method)
     {
         shard.reply_err(&reply, &GatewayError::ShuttingDown);
         return;
@@ -111,38 +116,58 @@ pub fn dispatch(
     match method.as_str() {
         "agent" | "send" | "chat.send" | "chat.history" | "chat.abort" | "sessions.get"
         | "sessions.create" | "sessions.send" | "sessions.abort" | "sessions.reset"
-        | "sessions.delete" => {
-            let key = match session_key_for(&shard, &method, &params) {
-                Ok(k) => k,
-                Err(e) => return shard.reply_err(&reply, &e),
-            };
-            let owner = shard.owner(key.as_str());
-            if method == "send" {
-                let ch = str_param(&params, "channel").unwrap_or("log");
-                if queue::channel::lookup(&shard, ch).is_none() {
-                    return shard.reply_err(
-                        &reply,
-                        &GatewayError::InvalidParams(format!(
-                            "invalid params: unknown channel {ch:?}"
-                        )),
-                    );
-                }
-            }
-            let call = Call {
-                reply,
-                caller,
-                method,
-                params,
-                key,
-                received_at: now_ms(),
-                received_shard: shard.id.0,
-            };
-            if owner == shard.id {
-                run_owned(shard, call);
-            } else {
-                shard.send_mesh(owner, MeshMsg::Call(Box::new(call)));
-            }
+        | "sessions.delete" => route_session(shard, caller, reply, method, params),
+        _ => dispatch_local(shard, caller, reply, method, params.into_json()),
+    }
+}
+
+/// A method that acts on a session: run on the session's owner, here or over the mesh.
+fn route_session(
+    shard: Rc<GatewayShard>,
+    caller: Caller,
+    reply: ReplyTo,
+    method: String,
+    params: Params,
+) {
+    let key = match session_key_for(&shard, &method, &params) {
+        Ok(k) => k,
+        Err(e) => return shard.reply_err(&reply, &e),
+    };
+    let owner = shard.owner(key.as_str());
+    if method == "send" {
+        let ch = params.str("channel").unwrap_or("log");
+        if queue::channel::lookup(&shard, ch).is_none() {
+            return shard.reply_err(
+                &reply,
+                &GatewayError::InvalidParams(format!("invalid params: unknown channel {ch:?}")),
+            );
         }
+    }
+    let call = Call {
+        reply,
+        caller,
+        method,
+        params,
+        key,
+        received_at: now_ms(),
+        received_shard: shard.id.0,
+    };
+    if owner == shard.id {
+        run_owned(shard, call);
+    } else {
+        shard.send_mesh(owner, MeshMsg::Call(Box::new(call)));
+    }
+}
+
+/// Any other method: answered on this shard.
+fn dispatch_local(
+    shard: Rc<GatewayShard>,
+    caller: Caller,
+    reply: ReplyTo,
+    method: String,
+    params: Value,
+) {
+    match method.as_str() {
         "agent.wait" => agent_wait(&shard, reply, &params),
         "gateway.audit" => shard.reply_ok(&reply, &crate::ops::audit::report(shard.config())),
         m if crate::auth::pairing::handles(m) => {
@@ -209,11 +234,6 @@ pub(crate) async fn local_call(
     }
 }
 
-/// Methods that admit a message into a session's lane ([`queue::submit`]).
-fn is_submission(method: &str) -> bool {
-    matches!(method, "agent" | "chat.send" | "sessions.send" | "send")
-}
-
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     if is_submission(&call.method) {
@@ -223,9 +243,10 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
         return;
     }
     let key = &call.key;
+    let params = call.params.into_json();
     let r = match call.method.as_str() {
-        "chat.history" => history(&shard, key, &call.params),
-        "chat.abort" | "sessions.abort" => abort(&shard, key, &call.params),
+        "chat.history" => history(&shard, key, &params),
+        "chat.abort" | "sessions.abort" => abort(&shard, key, &params),
         "sessions.get" => shard
             .sessions
             .get(key.as_str())
@@ -233,7 +254,7 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
             .ok_or_else(|| GatewayError::NotFound(format!("session not found: {key}"))),
         "sessions.create" => {
             let (s, created) = shard.sessions.get_or_create(key, now_ms());
-            if let Some(l) = str_param(&call.params, "label") {
+            if let Some(l) = str_param(&params, "label") {
                 *s.label.borrow_mut() = Some(l.to_string());
             }
             if created {
@@ -277,13 +298,13 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
 
 fn submit_call(shard: &Rc<GatewayShard>, mut call: Call) -> Option<queue::Journaled> {
     let p = &call.params;
-    let invalid = match (p.get("message"), required(p, "idempotencyKey")) {
-        (Some(Value::String(_)), Ok(_)) => None,
-        (Some(Value::String(_)), Err(e)) => Some(e),
-        (Some(_), _) => Some(GatewayError::InvalidParams(
+    let invalid = match (p.field("message"), required(p, "idempotencyKey")) {
+        (FieldRef::Str(_), Ok(_)) => None,
+        (FieldRef::Str(_), Err(e)) => Some(e),
+        (FieldRef::Other, _) => Some(GatewayError::InvalidParams(
             "invalid params: message must be a string".into(),
         )),
-        (None, _) => Some(GatewayError::InvalidParams(
+        (FieldRef::Missing, _) => Some(GatewayError::InvalidParams(
             "invalid params: missing message".into(),
         )),
     };
@@ -294,19 +315,15 @@ fn submit_call(shard: &Rc<GatewayShard>, mut call: Call) -> Option<queue::Journa
     let kind = match call.method.as_str() {
         "agent" => JobKind::Agent,
         "send" => JobKind::Send {
-            channel: str_param(p, "channel").unwrap_or("log").to_string(),
-            to: str_param(p, "to").unwrap_or_default().to_string(),
+            channel: p.str("channel").unwrap_or("log").to_string(),
+            to: p.str("to").unwrap_or_default().to_string(),
         },
         _ => JobKind::Chat,
     };
-    let seq = p.get("sessionSeq").and_then(|v| v.as_u64());
+    let seq = p.session_seq();
     // Both checked to be strings above: they move out of the request rather than being copied.
-    let mut take = |k: &str| match call.params.get_mut(k).map(Value::take) {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
-    };
-    let message = take("message");
-    let idem = take("idempotencyKey");
+    let message = call.params.take_str("message");
+    let idem = call.params.take_str("idempotencyKey");
     let received = (call.received_at, call.received_shard);
     queue::submit(
         shard,
@@ -366,7 +383,7 @@ fn abort(shard: &GatewayShard, key: &SessionKey, p: &Value) -> Result<Value, Gat
 
 /// `agent.wait {runId, timeoutMs?}` on `owner(runId)`.
 fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
-    let run_id = match required(p, "runId") {
+    let run_id = match non_blank(field_of(p, "runId"), "runId") {
         Ok(r) => r.to_string(),
         Err(e) => return shard.reply_err(&reply, &e),
     };

@@ -21,6 +21,7 @@ use crate::auth::pairing::PeerTerms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
 use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
+use crate::protocol::params::FieldRef;
 use crate::protocol::{authz, PROTOCOL_VERSION};
 use crate::shard::{now_ms, Caller, GatewayShard, ReplyTo};
 
@@ -638,7 +639,7 @@ async fn handshake_phase(
         return false;
     }
     let (req_id, params, seed) = match frame::parse(text.as_str()) {
-        Inbound::Request(r) if r.method == "connect" => (Some(r.id), r.params, false),
+        Inbound::Request(r) if r.method == "connect" => (Some(r.id), r.params.into_json(), false),
         Inbound::SeedConnect(p) => {
             let id = serde_json::from_str::<Value>(text.as_str())
                 .ok()
@@ -956,8 +957,10 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
     conn.unauthorized_streak.set(0);
     shard.metrics.request(&req.method);
     let mut req = req;
-    if auth.seed && req.method == "agent" && req.params.get("idempotencyKey").is_none() {
-        req.params["idempotencyKey"] = Value::String(format!("seed:{}:{}", conn.conn_uuid, req.id));
+    if auth.seed && req.method == "agent" && req.params.field("idempotencyKey") == FieldRef::Missing
+    {
+        let key = format!("seed:{}:{}", conn.conn_uuid, req.id);
+        req.params.set_str("idempotencyKey", key);
     }
     let caller = Caller {
         conn: shard.conn_ref(conn.id),
