@@ -25,13 +25,14 @@ pub enum Outcome {
 
 /// An `agent` event payload, `{"runId","seq","stream","ts","data":{…},"sessionKey","agentId"}`,
 /// written by hand (literal keys, no per-key escaping pass); `data` writes the members of
-/// `data`. The two frames of every streamed word are most of what a run sends.
+/// `data`. The two frames of every streamed word are most of what a run sends. `stream` is
+/// one of ours, a name that needs no escaping.
 #[allow(clippy::too_many_arguments)]
 fn agent_event(
     s: &mut String,
     run_id: &str,
     seq: u64,
-    stream: &str,
+    stream: &'static str,
     ts: i64,
     key: &str,
     agent_id: &str,
@@ -41,9 +42,9 @@ fn agent_event(
     frame::push_json_str(s, run_id);
     s.push_str(r#","seq":"#);
     frame::push_int(s, seq);
-    s.push_str(r#","stream":"#);
-    frame::push_json_str(s, stream);
-    s.push_str(r#","ts":"#);
+    s.push_str(r#","stream":""#);
+    s.push_str(stream);
+    s.push_str(r#"","ts":"#);
     frame::push_int(s, ts);
     s.push_str(r#","data":{"#);
     data(s);
@@ -85,9 +86,10 @@ fn lifecycle_event(
     agent_id: &str,
 ) {
     agent_event(s, run_id, seq, "lifecycle", ts, key, agent_id, |s| {
-        s.push_str(r#""phase":"#);
-        frame::push_json_str(s, data.phase);
-        s.push_str(r#","startedAt":"#);
+        // Phases are ours too (start, end, aborted): no escaping.
+        s.push_str(r#""phase":""#);
+        s.push_str(data.phase);
+        s.push_str(r#"","startedAt":"#);
         frame::push_int(s, data.started_at);
         if let Some(e) = data.ended_at {
             s.push_str(r#","endedAt":"#);

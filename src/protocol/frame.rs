@@ -451,30 +451,32 @@ pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64,
     write_tail(s, seq, state_version);
 }
 
-/// True if any byte of `b` needs a JSON escape. Branch-free over 16-byte chunks so the
-/// compiler vectorizes it: most strings (ids, words, text) need none.
+/// True if any byte of `b` needs a JSON escape (below 0x20, `"` or `\\`). Eight bytes at a
+/// time (SWAR): such a byte sets the high bit of its lane in one of three tests, each exact
+/// as a yes/no answer. The tail is padded with a byte that needs none.
 fn needs_escape(b: &[u8]) -> bool {
-    // Eight bytes at a time (SWAR): a byte below 0x20, or equal to `"` or `\\`, sets the
-    // high bit of its lane in one of the three tests (exact as a yes/no answer).
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let special = |c: u8| (c < 0x20) | (c == b'"') | (c == b'\\');
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+    let special = |w: u64| {
         let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-        if below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * 0x5c)) != 0 {
-            return true;
-        }
+        below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * 0x5c)) != 0
+    };
+    let mut chunks = b.chunks_exact(8);
+    if (&mut chunks).any(|c| special(u64::from_le_bytes(c.try_into().expect("8 bytes")))) {
+        return true;
     }
-    chunks.remainder().iter().any(|&x| special(x))
+    let rest = chunks.remainder();
+    let mut tail = [b'a'; 8];
+    tail[..rest.len()].copy_from_slice(rest);
+    special(u64::from_le_bytes(tail))
 }
 
 /// Appends `v` as a JSON string literal, escaped as serde_json does (`"`, `\` and control
 /// characters; non-ASCII text is copied as is), with no allocation: runs that need no escape
 /// are copied whole.
 pub fn push_json_str(s: &mut String, v: &str) {
+    s.reserve(v.len() + 2);
     s.push('"');
     if !needs_escape(v.as_bytes()) {
         s.push_str(v);
