@@ -181,8 +181,20 @@ impl Conn {
             self.close(1008, "slow consumer");
             return;
         }
+        self.append(frame);
+    }
+
+    /// The one place a frame joins the queue (its bytes counted, the writer woken). A queue
+    /// leaves whole with each batch, so the first frame after one makes room for the few a
+    /// request usually adds in the same turn (its answer and events), not just for one.
+    fn append(&self, frame: Outbound) {
         self.buffered.set(self.buffered.get() + frame.len());
-        self.queue.borrow_mut().push_back(frame);
+        let mut q = self.queue.borrow_mut();
+        if q.capacity() == 0 {
+            q.reserve(8);
+        }
+        q.push_back(frame);
+        drop(q);
         self.wake();
     }
 
@@ -215,14 +227,11 @@ impl Conn {
             return;
         }
         let seq = self.next_seq();
-        let f = Outbound::Shared {
+        self.append(Outbound::Shared {
             open: open.clone(),
             seq,
             state_version,
-        };
-        self.buffered.set(self.buffered.get() + f.len());
-        self.queue.borrow_mut().push_back(f);
-        self.wake();
+        });
     }
 
     /// Queues an event begun with [`frame::open_event`]: gives it the next `seq` and closes
@@ -258,9 +267,7 @@ impl Conn {
     }
 
     fn queue_frame(&self, text: String) {
-        self.buffered.set(self.buffered.get() + text.len());
-        self.queue.borrow_mut().push_back(Outbound::Text(text));
-        self.wake();
+        self.append(Outbound::Text(text));
     }
 
     /// Asks the writer to send what is queued, then close with `code`/`reason`.
