@@ -463,7 +463,7 @@ fn needs_escape(b: &[u8]) -> bool {
         below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * 0x5c)) != 0
     };
     let mut chunks = b.chunks_exact(8);
-    if (&mut chunks).any(|c| special(u64::from_le_bytes(c.try_into().expect("8 bytes")))) {
+    if chunks.any(|c| special(u64::from_le_bytes(c.try_into().expect("8 bytes")))) {
         return true;
     }
     let rest = chunks.remainder();
