@@ -453,7 +453,7 @@ pub fn close_event(s: &mut String, seq: Option<u64>, state_version: Option<(u64,
 
 /// True if any byte of `b` needs a JSON escape (below 0x20, `"` or `\\`). Eight bytes at a
 /// time (SWAR): such a byte sets the high bit of its lane in one of three tests, each exact
-/// as a yes/no answer. The tail is padded with a byte that needs none.
+/// as a yes/no answer. Strings shorter than a word are read byte by byte.
 fn needs_escape(b: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -462,14 +462,13 @@ fn needs_escape(b: &[u8]) -> bool {
         let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
         below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * 0x5c)) != 0
     };
-    let mut chunks = b.chunks_exact(8);
-    if chunks.any(|c| special(u64::from_le_bytes(c.try_into().expect("8 bytes")))) {
-        return true;
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    if b.len() < 8 {
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
     }
-    let rest = chunks.remainder();
-    let mut tail = [b'a'; 8];
-    tail[..rest.len()].copy_from_slice(rest);
-    special(u64::from_le_bytes(tail))
+    let mut chunks = b.chunks_exact(8);
+    // The tail is checked as the last eight bytes (overlapping the last whole word).
+    chunks.any(|c| special(word(c))) || special(word(&b[b.len() - 8..]))
 }
 
 /// Appends `v` as a JSON string literal, escaped as serde_json does (`"`, `\` and control
