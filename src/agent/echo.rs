@@ -55,22 +55,23 @@ fn agent_event(
     s.push('}');
 }
 
-/// The `assistant` stream: `data` is `{"text","delta"}`.
+/// The `assistant` stream: `data` is `{"text","delta"}`. `text_json` is the text so far,
+/// already escaped ([`frame::push_escaped`], a word at a time as it grew).
 #[allow(clippy::too_many_arguments)]
 fn assistant_event(
     s: &mut String,
     run_id: &str,
     seq: u64,
     ts: i64,
-    text: &str,
+    text_json: &str,
     delta: &str,
     key: &str,
     agent_id: &str,
 ) {
     agent_event(s, run_id, seq, "assistant", ts, key, agent_id, |s| {
-        s.push_str(r#""text":"#);
-        frame::push_json_str(s, text);
-        s.push_str(r#","delta":"#);
+        s.push_str(r#""text":""#);
+        s.push_str(text_json);
+        s.push_str(r#"","delta":"#);
         frame::push_json_str(s, delta);
     });
 }
@@ -99,7 +100,8 @@ fn lifecycle_event(
 }
 
 /// A `chat` delta, written by hand: the object [`ChatEvent`] serializes with `state: "delta"`.
-fn chat_delta(s: &mut String, run_id: &str, key: &str, seq: u64, text: &str, ts: i64) {
+/// `text_json` is escaped already, as for [`assistant_event`].
+fn chat_delta(s: &mut String, run_id: &str, key: &str, seq: u64, text_json: &str, ts: i64) {
     s.push_str(r#"{"runId":"#);
     frame::push_json_str(s, run_id);
     s.push_str(r#","sessionKey":"#);
@@ -107,10 +109,10 @@ fn chat_delta(s: &mut String, run_id: &str, key: &str, seq: u64, text: &str, ts:
     s.push_str(r#","seq":"#);
     frame::push_int(s, seq);
     s.push_str(
-        r#","state":"delta","message":{"role":"assistant","content":[{"type":"text","text":"#,
+        r#","state":"delta","message":{"role":"assistant","content":[{"type":"text","text":""#,
     );
-    frame::push_json_str(s, text);
-    s.push_str(r#"}],"timestamp":"#);
+    s.push_str(text_json);
+    s.push_str(r#""}],"timestamp":"#);
     frame::push_int(s, ts);
     s.push_str("}}");
 }
@@ -174,10 +176,13 @@ pub async fn run(
     // The run's `agent` events carry their own `seq` (per run, from 1); `chat` events too.
     let mut seq = 0u64;
     let mut chat_seq = 0u64;
+    // Room for an event's fixed part (keys, numbers, the frame around it) and its strings;
+    // the streamed text is added per event.
+    let room = 256 + 2 * (job.run_id.len() + key.len() + agent_id.len());
     // `ts` of a lifecycle event is the time it reports (its start or its end).
     let lifecycle = |seq: u64, ts: i64, data: Lifecycle| {
         if let Some(w) = job.watcher {
-            let ev = frame::open_event_with("agent", |s| {
+            let ev = frame::open_event_with(room, "agent", |s| {
                 lifecycle_event(s, &job.run_id, seq, ts, &data, key, agent_id)
             });
             shard.event_open_to(w, ev, false);
@@ -194,6 +199,8 @@ pub async fn run(
         },
     );
     let mut text = String::new();
+    // The same text escaped for JSON, grown a word at a time: every event repeats it whole.
+    let mut text_json = String::new();
     let mut aborted = false;
     for word in job.message.split_whitespace() {
         if delay > 0 {
@@ -205,21 +212,24 @@ pub async fn run(
         }
         if !text.is_empty() {
             text.push(' ');
+            text_json.push(' ');
         }
         text.push_str(word);
+        frame::push_escaped(&mut text_json, word);
         // The two frames per word are most of what a streaming run sends: written by hand.
         seq += 1;
         let chat = job.kind == JobKind::Chat;
         chat_seq += u64::from(chat);
         if let Some(w) = job.watcher {
             let ts = now_ms();
-            let ev = frame::open_event_with("agent", |s| {
-                assistant_event(s, &job.run_id, seq, ts, &text, word, key, agent_id)
+            let room = room + text_json.len() + word.len();
+            let ev = frame::open_event_with(room, "agent", |s| {
+                assistant_event(s, &job.run_id, seq, ts, &text_json, word, key, agent_id)
             });
             shard.event_open_to(w, ev, false);
             if chat {
-                let ev = frame::open_event_with("chat", |s| {
-                    chat_delta(s, &job.run_id, key, chat_seq, &text, ts)
+                let ev = frame::open_event_with(room, "chat", |s| {
+                    chat_delta(s, &job.run_id, key, chat_seq, &text_json, ts)
                 });
                 shard.event_open_to(w, ev, true);
             }
@@ -284,7 +294,17 @@ mod tests {
     fn hand_written_events_match_their_serde_shape() {
         // Text a model could stream: quotes, backslashes, control characters, non-ASCII.
         let text = "say \"hi\"\\ \u{1}\ttab — naïve 🎉";
-        let a = parsed(|s| assistant_event(s, "r-1", 3, 1700, text, "🎉", "agent:main:k", "main"));
+        // As a run streams it: escaped a word at a time.
+        let mut text_json = String::new();
+        for (i, word) in text.split(' ').enumerate() {
+            if i > 0 {
+                text_json.push(' ');
+            }
+            frame::push_escaped(&mut text_json, word);
+        }
+        let a = parsed(|s| {
+            assistant_event(s, "r-1", 3, 1700, &text_json, "🎉", "agent:main:k", "main")
+        });
         assert_eq!(
             a,
             json!({"runId": "r-1", "seq": 3, "stream": "assistant", "ts": 1700,
@@ -309,7 +329,7 @@ mod tests {
             .unwrap();
             assert_eq!(l, via_serde);
         }
-        let c = parsed(|s| chat_delta(s, "r-1", "agent:main:k", 2, text, 1700));
+        let c = parsed(|s| chat_delta(s, "r-1", "agent:main:k", 2, &text_json, 1700));
         let via_serde = serde_json::to_value(ChatEvent {
             run_id: "r-1",
             session_key: "agent:main:k",

@@ -350,13 +350,14 @@ pub fn event(
 /// The start of an event frame, `payload` serialized straight into it: everything but `seq`
 /// (given when a connection queues it, see [`close_event`]) and the closing brace.
 pub fn open_event<T: Serialize + ?Sized>(name: &str, payload: &T) -> String {
-    open_event_with(name, |s| push_json(s, payload))
+    open_event_with(256, name, |s| push_json(s, payload))
 }
 
 /// An event frame begun like [`open_event`], its payload written by `write` (hand-rolled JSON
-/// for the hottest payloads, see `agent::echo`).
-pub fn open_event_with(name: &str, write: impl FnOnce(&mut String)) -> String {
-    open_sized(256, name, write)
+/// for the hottest payloads, see `agent::echo`) into a buffer of `room` bytes to start with:
+/// a writer that knows its payload's size avoids growing the frame as it writes.
+pub fn open_event_with(room: usize, name: &str, write: impl FnOnce(&mut String)) -> String {
+    open_sized(room, name, write)
 }
 
 /// An event frame with an already serialized payload, without `seq` and the closing brace:
@@ -477,9 +478,15 @@ fn needs_escape(b: &[u8]) -> bool {
 pub fn push_json_str(s: &mut String, v: &str) {
     s.reserve(v.len() + 2);
     s.push('"');
+    push_escaped(s, v);
+    s.push('"');
+}
+
+/// Appends `v` escaped as inside a JSON string literal, without the quotes: text built up
+/// piece by piece (a streamed answer) is escaped once per piece, not once per frame.
+pub fn push_escaped(s: &mut String, v: &str) {
     if !needs_escape(v.as_bytes()) {
         s.push_str(v);
-        s.push('"');
         return;
     }
     let mut start = 0;
@@ -507,7 +514,6 @@ pub fn push_json_str(s: &mut String, v: &str) {
         start = i + 1;
     }
     s.push_str(&v[start..]);
-    s.push('"');
 }
 
 #[cfg(test)]
