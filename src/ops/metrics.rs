@@ -37,9 +37,38 @@ pub struct ShardMetrics {
     /// Events sent (queued to a connection).
     pub events: Cell<u64>,
     /// Request latency (receipt to first answer) by method, microseconds.
-    pub latency: RefCell<BTreeMap<&'static str, hdrhistogram::Histogram<u64>>>,
+    pub latency: RefCell<Latencies>,
     /// Per-minute counters for the last 24 hours.
     pub minutes: RefCell<MinuteRing>,
+}
+
+/// Latency histograms by name (a method or a stage): a few dozen at most, looked up several
+/// times per request. The names are the gateway's own `&'static str`s, so a name is found by
+/// its address (the same literal, or the interned method name) before its text is compared.
+#[derive(Debug, Default)]
+pub struct Latencies(Vec<(&'static str, hdrhistogram::Histogram<u64>)>);
+
+impl Latencies {
+    /// The histogram of `name`, created empty on first use.
+    fn histogram(&mut self, name: &'static str) -> &mut hdrhistogram::Histogram<u64> {
+        let found = self
+            .0
+            .iter()
+            .position(|(n, _)| std::ptr::eq(*n, name))
+            .or_else(|| self.0.iter().position(|(n, _)| *n == name));
+        let i = found.unwrap_or_else(|| {
+            let h = hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
+                .expect("valid histogram bounds");
+            self.0.push((name, h));
+            self.0.len() - 1
+        });
+        &mut self.0[i].1
+    }
+
+    /// Every histogram with its name (in no particular order).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &hdrhistogram::Histogram<u64>)> {
+        self.0.iter().map(|(n, h)| (*n, h))
+    }
 }
 
 /// Counters kept per minute.
@@ -129,11 +158,7 @@ impl ShardMetrics {
     /// itself (no lookup: the request path records three stages per message).
     pub fn record_latency(&self, name: &'static str, micros: u64) {
         let mut l = self.latency.borrow_mut();
-        let h = l.entry(name).or_insert_with(|| {
-            hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)
-                .expect("valid histogram bounds")
-        });
-        let _ = h.record(micros.clamp(1, 600_000_000));
+        let _ = l.histogram(name).record(micros.clamp(1, 600_000_000));
     }
 
     /// Counts events queued to a connection.
@@ -465,4 +490,23 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
         vec![(String::new(), sum(&per, |v| v["dedupEvictedLive"].as_u64()))],
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name is one histogram whether it is found by address or, from another copy of the
+    /// same text, by comparison.
+    #[test]
+    fn a_latency_name_is_one_histogram_wherever_its_text_lives() {
+        let m = ShardMetrics::default();
+        let copy: &'static str = Box::leak(String::from("stage:dispatch").into_boxed_str());
+        m.record_latency("stage:dispatch", 10);
+        m.record_latency(copy, 20);
+        m.record_latency("agent", 30);
+        let l = m.latency.borrow();
+        let counts: Vec<(&str, u64)> = l.iter().map(|(n, h)| (n, h.len())).collect();
+        assert_eq!(counts, [("stage:dispatch", 2), ("agent", 1)]);
+    }
 }
