@@ -15,9 +15,25 @@ struct Slot<K, V> {
     key: K,
     /// The key's hash, kept so that evicting or rehashing never hashes a key again.
     hash: u64,
+    /// Which insertion this is (unique over the ring's life): what a [`Handle`] checks.
+    generation: u64,
     at_ms: i64,
     value: V,
 }
+
+/// Where an entry was put, to find it again without hashing or comparing its key: valid
+/// while the entry stays (not replaced, evicted or expired), checked on every use. It names
+/// its ring too, so a handle shown to another ring finds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle {
+    ring: u32,
+    slot: u32,
+    /// Never zero: an `Option<Handle>` is no larger than a handle.
+    generation: std::num::NonZeroU64,
+}
+
+/// Rings made so far in this process (each ring's id).
+static RINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The ring. `K` is the dedup key (`method:idempotencyKey`), `V` what is remembered.
 pub struct DedupRing<K, V> {
@@ -25,6 +41,10 @@ pub struct DedupRing<K, V> {
     slots: Vec<Option<Slot<K, V>>>,
     /// Next slot to write (the oldest entry when full).
     head: usize,
+    /// Insertions so far (the next entry's generation).
+    inserted: u64,
+    /// This ring, among all (see [`Handle`]).
+    id: u32,
     /// aHash: fast, and keyed per process so clients cannot aim keys at one bucket.
     hasher: ahash::RandomState,
     /// Slot numbers, found by the hash and key of the slot they name: each key is stored
@@ -55,6 +75,8 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
             window_ms,
             slots,
             head: 0,
+            inserted: 0,
+            id: RINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             hasher: ahash::RandomState::new(),
             index: HashTable::with_capacity(capacity),
             evicted_live: 0,
@@ -129,6 +151,15 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.entry(key, now_ms, make).1
+    }
+
+    /// [`DedupRing::get_or_insert_with`], with the entry's [`Handle`] for later visits.
+    pub fn entry<Q>(&mut self, key: &Q, now_ms: i64, make: impl FnOnce() -> V) -> (Handle, &mut V)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let hash = self.hasher.hash_one(key);
         let found = self.find(key, hash);
         let live = found.filter(|&i| {
@@ -140,10 +171,27 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
             Some(i) => i,
             None => self.place(key.to_owned(), hash, make(), now_ms, found),
         };
-        &mut self.slots[i]
+        let s = self.slots[i].as_mut().expect("an indexed slot is occupied");
+        let h = Handle {
+            ring: self.id,
+            // Rings are far smaller than 4G slots (a handle that does not fit finds nothing).
+            slot: u32::try_from(i).unwrap_or(u32::MAX),
+            generation: std::num::NonZeroU64::new(s.generation).expect("generations start at 1"),
+        };
+        (h, &mut s.value)
+    }
+
+    /// The value `h` was given for, while that entry is still there and within the window.
+    pub fn by_handle(&mut self, h: Handle, now_ms: i64) -> Option<&mut V> {
+        if h.ring != self.id {
+            return None;
+        }
+        let window = self.window_ms;
+        self.slots
+            .get_mut(h.slot as usize)?
             .as_mut()
-            .expect("an indexed slot is occupied")
-            .value
+            .filter(|s| s.generation == h.generation.get() && now_ms - s.at_ms < window)
+            .map(|s| &mut s.value)
     }
 
     /// Remembers `key` → `value` from `now_ms`, replacing an older entry of the same key.
@@ -171,9 +219,11 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
                 }
             }
         }
+        self.inserted += 1;
         self.slots[i] = Some(Slot {
             key,
             hash,
+            generation: self.inserted,
             at_ms: now_ms,
             value,
         });
@@ -291,6 +341,34 @@ mod tests {
             "expired entry replaced"
         );
         assert_eq!(r.len(), 1);
+    }
+
+    /// A handle finds its entry until the entry goes: replaced by a newer one of the same
+    /// key, evicted when its slot is reused, or out of the window.
+    #[test]
+    fn a_handle_finds_its_entry_only_while_it_lasts() {
+        let mut r: DedupRing<String, u32> = DedupRing::new(2, 100);
+        let (a, v) = r.entry("a", 0, || 1);
+        *v += 1;
+        assert_eq!(r.by_handle(a, 10).copied(), Some(2));
+        let (again, _) = r.entry("a", 10, || 9);
+        assert_eq!(again, a, "a live entry keeps its handle");
+        assert_eq!(r.by_handle(a, 100), None, "out of the window");
+        r.insert("a".into(), 3, 20);
+        assert_eq!(r.by_handle(a, 30), None, "replaced by a newer entry");
+        let (b, _) = r.entry("b", 30, || 4);
+        r.insert("c".into(), 5, 40);
+        r.insert("d".into(), 6, 50);
+        assert_eq!(r.by_handle(b, 60), None, "its slot was reused");
+        // Two rings with the same history: the same slot and generation, another ring.
+        let (mut one, mut two) = (
+            DedupRing::<String, u32>::new(2, 100),
+            DedupRing::new(2, 100),
+        );
+        let (x, _) = one.entry("x", 0, || 1);
+        let (y, _) = two.entry("x", 0, || 2);
+        assert_eq!(two.by_handle(y, 0).copied(), Some(2));
+        assert_eq!(two.by_handle(x, 0), None, "another ring's handle");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::protocol::frame::{self, JsonText};
 use crate::protocol::SessionKey;
 use crate::session::{Cached, HistoryEntry, RunCtl, Session};
 use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunRecord};
+use shards::dedup::Handle;
 
 /// What a job does when dispatched.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +81,19 @@ pub struct Job {
     pub attempts: u32,
     /// One entry per failed attempt: `{attempt, at, error}`.
     pub errors: Vec<Value>,
+    /// Where its trace and its run directory entry are, once made on this shard: each later
+    /// stage finds them without hashing the run id (a handle names its ring, so one that came
+    /// from another shard finds nothing, and the id is looked up instead).
+    pub found: Found,
+}
+
+/// Handles of a job's entries in its shard's rings ([`Job::found`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Found {
+    /// In [`QueueState::traces`].
+    pub trace: Option<Handle>,
+    /// In the run directory ([`GatewayShard::runs`]), when this shard owns the run id.
+    pub run: Option<Handle>,
 }
 
 /// A message that exhausted its attempts.
@@ -233,6 +247,7 @@ fn job_from_record(r: &journal::Record) -> Option<Job> {
         accepted_at: *at,
         attempts: 0,
         errors: Vec::new(),
+        found: Found::default(),
     })
 }
 
@@ -454,6 +469,19 @@ pub fn trace(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: De
 
 /// [`trace`] at `now` (ms), for callers that just read the clock.
 fn trace_at(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: Detail, now: i64) {
+    trace_found(shard, &mut None, run_id, stage, detail, now);
+}
+
+/// [`trace_at`] through the handle `found` when it still finds the trace; otherwise by
+/// `run_id`, leaving the handle in `found` for the next stage.
+fn trace_found(
+    shard: &GatewayShard,
+    found: &mut Option<Handle>,
+    run_id: &str,
+    stage: &'static str,
+    detail: Detail,
+    now: i64,
+) {
     let entry = Stage {
         stage,
         ts: now,
@@ -461,7 +489,14 @@ fn trace_at(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: Det
         detail,
     };
     let mut t = shard.queue.traces.borrow_mut();
-    let v = t.get_or_insert_with(run_id, now, || Vec::with_capacity(6));
+    let v = match found.and_then(|h| t.by_handle(h, now)) {
+        Some(v) => v,
+        None => {
+            let (h, v) = t.entry(run_id, now, || Vec::with_capacity(6));
+            *found = Some(h);
+            v
+        }
+    };
     if v.len() < 64 {
         v.push(entry);
     }
@@ -528,9 +563,30 @@ pub fn run_directory(
     now: i64,
     f: impl FnOnce(&mut RunRecord) + Send + 'static,
 ) {
+    run_directory_found(shard, &mut None, run_id, now, f);
+}
+
+/// [`run_directory`] through the handle `found` when it still finds the entry (this shard
+/// owns the run id); otherwise by `run_id`, leaving a handle in `found` when the entry is here.
+fn run_directory_found(
+    shard: &Rc<GatewayShard>,
+    found: &mut Option<Handle>,
+    run_id: &str,
+    now: i64,
+    f: impl FnOnce(&mut RunRecord) + Send + 'static,
+) {
+    if let Some(h) = *found {
+        let mut runs = shard.runs.borrow_mut();
+        if let Some(r) = runs.by_handle(h, now) {
+            return update(r, f);
+        }
+    }
     let owner = shard.owner(run_id);
     if owner == shard.id {
-        return update_run(shard, run_id, now, f);
+        let mut runs = shard.runs.borrow_mut();
+        let (h, r) = runs.entry(run_id, now, RunRecord::default);
+        *found = Some(h);
+        return update(r, f);
     }
     let id = run_id.to_string();
     shard.on_shard(owner, move |s| update_run(s, &id, now, f));
@@ -538,7 +594,11 @@ pub fn run_directory(
 
 fn update_run(shard: &GatewayShard, run_id: &str, now: i64, f: impl FnOnce(&mut RunRecord)) {
     let mut runs = shard.runs.borrow_mut();
-    let r = runs.get_or_insert_with(run_id, now, RunRecord::default);
+    update(runs.get_or_insert_with(run_id, now, RunRecord::default), f);
+}
+
+/// Applies `f` to a run's entry, waking its `agent.wait`ers once the run has ended.
+fn update(r: &mut RunRecord, f: impl FnOnce(&mut RunRecord)) {
     f(r);
     if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
         for w in r.waiters.drain(..) {
@@ -812,8 +872,10 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     for part in [method, ":", &s.idem] {
         dedup_key.push_str(part);
     }
-    trace_at(
+    let mut found = Found::default();
+    trace_found(
         shard,
+        &mut found.trace,
         &s.idem,
         "received",
         Detail::Received {
@@ -922,7 +984,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         );
         return None;
     }
-    let job = Job {
+    let mut job = Job {
         run_id: s.idem.clone(),
         session_key: s.key.as_str().to_string(),
         message: s.message,
@@ -933,6 +995,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         accepted_at: now,
         attempts: 0,
         errors: Vec::new(),
+        found,
     };
     let ack = ack_for(&s.kind, &s.idem, s.key, now);
     // A `send`'s answer is its acknowledgement: cache it as done at once.
@@ -953,8 +1016,9 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     queued.fetch_add(1, Ordering::Relaxed);
     shard.queue.depth.set(shard.queue.depth.get() + 1);
     bump(&shard.queue.stats.accepted);
-    trace_at(
+    trace_found(
         shard,
+        &mut job.found.trace,
         &s.idem,
         "queued",
         Detail::Queued {
@@ -966,7 +1030,9 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     if created {
         crate::routing::sessions_changed(shard, s.key, "created");
     }
-    run_directory(shard, &s.idem, now, |r| r.status = "queued");
+    run_directory_found(shard, &mut job.found.run, &s.idem, now, |r| {
+        r.status = "queued"
+    });
     remember_pending(shard, &job);
     // Durable backend: acknowledge only once the admission record is on disk.
     if let Some(journal) = shard.queue.journal() {
@@ -1177,7 +1243,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         "stage:queue_wait",
         ((started - job.accepted_at).max(0) as u64) * 1000,
     );
-    run_directory(shard, &job.run_id, started, move |r| {
+    run_directory_found(shard, &mut job.found.run, &job.run_id, started, move |r| {
         r.status = "running";
         r.started_at = Some(started);
     });
@@ -1198,8 +1264,9 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         job.attempts += 1;
         // The first attempt starts now; a retry after its backoff reads the clock again.
         let at = if job.attempts == 1 { started } else { now_ms() };
-        trace_at(
+        trace_found(
             shard,
+            &mut job.found.trace,
             &job.run_id,
             "dispatched",
             Detail::Attempt(job.attempts),
@@ -1259,8 +1326,9 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 );
             }
             bump(&shard.queue.stats.completed);
-            trace_at(
+            trace_found(
                 shard,
+                &mut job.found.trace,
                 &job.run_id,
                 "completed",
                 Detail::Attempts(job.attempts),
@@ -1430,7 +1498,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     let err_text = error
         .as_ref()
         .and_then(|e| e["message"].as_str().map(str::to_string));
-    run_directory(shard, &job.run_id, ended, move |r| {
+    run_directory_found(shard, &mut job.found.run, &job.run_id, ended, move |r| {
         r.status = status;
         r.ended_at = Some(ended);
         r.error = err_text;
