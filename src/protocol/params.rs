@@ -283,16 +283,14 @@ pub enum Params {
 }
 
 impl Params {
-    /// Parses `text`, a JSON object, as `method`'s parameters. A submission's object goes
-    /// straight into its fields; one that will not (a field given twice, which the JSON
-    /// object form resolves to its last value) is read through the object instead.
+    /// Parses `text`, a JSON object on its own, as `method`'s parameters: what
+    /// `frame::parse` does with the `params` of a frame.
     pub fn parse(method: &str, text: &str) -> serde_json::Result<Params> {
         if is_submission(method) {
-            if let Ok(s) = serde_json::from_str::<Submission>(text) {
-                return Ok(Params::Submit(s));
-            }
+            serde_json::from_str(text).map(Params::Submit)
+        } else {
+            serde_json::from_str(text).map(Params::Json)
         }
-        serde_json::from_str(text).map(|v| Params::for_method(method, v))
     }
 
     /// `method`'s parameters from their JSON object (`Json` for a non-object).
