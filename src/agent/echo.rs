@@ -23,24 +23,54 @@ pub enum Outcome {
     TimedOut,
 }
 
+/// The parts of a run's event payloads that every event repeats, escaped once per run (one
+/// buffer): an `agent` event's `{"runId":…,"seq":` and `,"sessionKey":…,"agentId":…}`, and a
+/// `chat` delta's `{"runId":…,"sessionKey":…,"seq":`.
+struct RunJson {
+    text: String,
+    agent_head: usize,
+    agent_tail: usize,
+}
+
+impl RunJson {
+    fn new(run_id: &str, key: &str, agent_id: &str) -> RunJson {
+        let mut s = String::with_capacity(96 + 2 * run_id.len() + 2 * key.len() + agent_id.len());
+        s.push_str(r#"{"runId":"#);
+        frame::push_json_str(&mut s, run_id);
+        s.push_str(r#","seq":"#);
+        let agent_head = s.len();
+        s.push_str(r#"},"sessionKey":"#);
+        frame::push_json_str(&mut s, key);
+        s.push_str(r#","agentId":"#);
+        frame::push_json_str(&mut s, agent_id);
+        s.push('}');
+        let agent_tail = s.len();
+        s.push_str(r#"{"runId":"#);
+        frame::push_json_str(&mut s, run_id);
+        s.push_str(r#","sessionKey":"#);
+        frame::push_json_str(&mut s, key);
+        s.push_str(r#","seq":"#);
+        RunJson {
+            text: s,
+            agent_head,
+            agent_tail,
+        }
+    }
+}
+
 /// An `agent` event payload, `{"runId","seq","stream","ts","data":{…},"sessionKey","agentId"}`,
-/// written by hand (literal keys, no per-key escaping pass); `data` writes the members of
-/// `data`. The two frames of every streamed word are most of what a run sends. `stream` is
-/// one of ours, a name that needs no escaping.
-#[allow(clippy::too_many_arguments)]
+/// written by hand (literal keys, the run's own strings escaped once: [`RunJson`]); `data`
+/// writes the members of `data`. The two frames of every streamed word are most of what a
+/// run sends. `stream` is one of ours, a name that needs no escaping.
 fn agent_event(
     s: &mut String,
-    run_id: &str,
+    run: &RunJson,
     seq: u64,
     stream: &'static str,
     ts: i64,
-    key: &str,
-    agent_id: &str,
     data: impl FnOnce(&mut String),
 ) {
-    s.push_str(r#"{"runId":"#);
-    frame::push_json_str(s, run_id);
-    s.push_str(r#","seq":"#);
+    s.push_str(&run.text[..run.agent_head]);
     frame::push_int(s, seq);
     s.push_str(r#","stream":""#);
     s.push_str(stream);
@@ -48,27 +78,13 @@ fn agent_event(
     frame::push_int(s, ts);
     s.push_str(r#","data":{"#);
     data(s);
-    s.push_str(r#"},"sessionKey":"#);
-    frame::push_json_str(s, key);
-    s.push_str(r#","agentId":"#);
-    frame::push_json_str(s, agent_id);
-    s.push('}');
+    s.push_str(&run.text[run.agent_head..run.agent_tail]);
 }
 
 /// The `assistant` stream: `data` is `{"text","delta"}`. `text_json` is the text so far,
 /// already escaped ([`frame::push_escaped`], a word at a time as it grew).
-#[allow(clippy::too_many_arguments)]
-fn assistant_event(
-    s: &mut String,
-    run_id: &str,
-    seq: u64,
-    ts: i64,
-    text_json: &str,
-    delta: &str,
-    key: &str,
-    agent_id: &str,
-) {
-    agent_event(s, run_id, seq, "assistant", ts, key, agent_id, |s| {
+fn assistant_event(s: &mut String, run: &RunJson, seq: u64, ts: i64, text_json: &str, delta: &str) {
+    agent_event(s, run, seq, "assistant", ts, |s| {
         s.push_str(r#""text":""#);
         s.push_str(text_json);
         s.push_str(r#"","delta":"#);
@@ -77,16 +93,8 @@ fn assistant_event(
 }
 
 /// The `lifecycle` stream, a run's start or end: `data` is `{"phase","startedAt","endedAt"?}`.
-fn lifecycle_event(
-    s: &mut String,
-    run_id: &str,
-    seq: u64,
-    ts: i64,
-    data: &Lifecycle,
-    key: &str,
-    agent_id: &str,
-) {
-    agent_event(s, run_id, seq, "lifecycle", ts, key, agent_id, |s| {
+fn lifecycle_event(s: &mut String, run: &RunJson, seq: u64, ts: i64, data: &Lifecycle) {
+    agent_event(s, run, seq, "lifecycle", ts, |s| {
         // Phases are ours too (start, end, aborted): no escaping.
         s.push_str(r#""phase":""#);
         s.push_str(data.phase);
@@ -101,12 +109,8 @@ fn lifecycle_event(
 
 /// A `chat` delta, written by hand: the object [`ChatEvent`] serializes with `state: "delta"`.
 /// `text_json` is escaped already, as for [`assistant_event`].
-fn chat_delta(s: &mut String, run_id: &str, key: &str, seq: u64, text_json: &str, ts: i64) {
-    s.push_str(r#"{"runId":"#);
-    frame::push_json_str(s, run_id);
-    s.push_str(r#","sessionKey":"#);
-    frame::push_json_str(s, key);
-    s.push_str(r#","seq":"#);
+fn chat_delta(s: &mut String, run: &RunJson, seq: u64, text_json: &str, ts: i64) {
+    s.push_str(&run.text[run.agent_tail..]);
     frame::push_int(s, seq);
     s.push_str(
         r#","state":"delta","message":{"role":"assistant","content":[{"type":"text","text":""#,
@@ -178,13 +182,13 @@ pub async fn run(
     let mut chat_seq = 0u64;
     // Room for an event's fixed part (keys, numbers, the frame around it) and its strings;
     // the streamed text is added per event.
-    let room = 256 + 2 * (job.run_id.len() + key.len() + agent_id.len());
+    let run = RunJson::new(&job.run_id, key, agent_id);
+    let room = 192 + run.text.len();
     // `ts` of a lifecycle event is the time it reports (its start or its end).
     let lifecycle = |seq: u64, ts: i64, data: Lifecycle| {
         if let Some(w) = job.watcher {
-            let ev = frame::open_event_with(room, "agent", |s| {
-                lifecycle_event(s, &job.run_id, seq, ts, &data, key, agent_id)
-            });
+            let ev =
+                frame::open_event_with(room, "agent", |s| lifecycle_event(s, &run, seq, ts, &data));
             shard.event_open_to(w, ev, false);
         }
     };
@@ -224,12 +228,12 @@ pub async fn run(
             let ts = now_ms();
             let room = room + text_json.len() + word.len();
             let ev = frame::open_event_with(room, "agent", |s| {
-                assistant_event(s, &job.run_id, seq, ts, &text_json, word, key, agent_id)
+                assistant_event(s, &run, seq, ts, &text_json, word)
             });
             shard.event_open_to(w, ev, false);
             if chat {
                 let ev = frame::open_event_with(room, "chat", |s| {
-                    chat_delta(s, &job.run_id, key, chat_seq, &text_json, ts)
+                    chat_delta(s, &run, chat_seq, &text_json, ts)
                 });
                 shard.event_open_to(w, ev, true);
             }
@@ -303,7 +307,8 @@ mod tests {
             frame::push_escaped(&mut text_json, word);
         }
         let a = parsed(|s| {
-            assistant_event(s, "r-1", 3, 1700, &text_json, "🎉", "agent:main:k", "main")
+            let run = RunJson::new("r-1", "agent:main:k", "main");
+            assistant_event(s, &run, 3, 1700, &text_json, "🎉")
         });
         assert_eq!(
             a,
@@ -316,7 +321,8 @@ mod tests {
                 started_at: 1700,
                 ended_at,
             };
-            let l = parsed(|s| lifecycle_event(s, "r-\"1", 4, 1800, &data, text, "main"));
+            let run = RunJson::new("r-\"1", text, "main");
+            let l = parsed(|s| lifecycle_event(s, &run, 4, 1800, &data));
             let via_serde = serde_json::to_value(AgentEvent {
                 run_id: "r-\"1",
                 seq: 4,
@@ -329,7 +335,8 @@ mod tests {
             .unwrap();
             assert_eq!(l, via_serde);
         }
-        let c = parsed(|s| chat_delta(s, "r-1", "agent:main:k", 2, &text_json, 1700));
+        let run = RunJson::new("r-1", "agent:main:k", "main");
+        let c = parsed(|s| chat_delta(s, &run, 2, &text_json, 1700));
         let via_serde = serde_json::to_value(ChatEvent {
             run_id: "r-1",
             session_key: "agent:main:k",
