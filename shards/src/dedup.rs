@@ -13,23 +13,25 @@ use hashbrown::HashTable;
 
 struct Slot<K, V> {
     key: K,
-    /// The key's hash, kept so that evicting or rehashing never hashes a key again.
+    /// The key's hash, kept so that evicting or rehashing never hashes a key again (and what
+    /// a [`Handle`] checks).
     hash: u64,
-    /// Which insertion this is (unique over the ring's life): what a [`Handle`] checks.
-    generation: u64,
     at_ms: i64,
     value: V,
 }
 
-/// Where an entry was put, to find it again without hashing or comparing its key: valid
-/// while the entry stays (not replaced, evicted or expired), checked on every use. It names
-/// its ring too, so a handle shown to another ring finds nothing.
+/// Where an entry was put, to find it again without hashing or comparing its key: it finds
+/// its slot while that holds the same key (by its 64-bit hash, keyed per process) within the
+/// window, checked on every use — not once the entry is replaced, evicted or expired. It
+/// names its ring too, so a handle shown to another ring finds nothing. (Slots keep no
+/// insertion number for this: 8 more bytes in each of 3 × 65 536 slots per shard showed as
+/// ~170 B more RSS per idle connection in `perf/run --idle 19000`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handle {
     ring: u32,
     slot: u32,
-    /// Never zero: an `Option<Handle>` is no larger than a handle.
-    generation: std::num::NonZeroU64,
+    /// The key's hash with its low bit set: never zero, so an `Option<Handle>` is no larger.
+    hash: std::num::NonZeroU64,
 }
 
 /// Rings made so far in this process (each ring's id).
@@ -41,8 +43,6 @@ pub struct DedupRing<K, V> {
     slots: Vec<Option<Slot<K, V>>>,
     /// Next slot to write (the oldest entry when full).
     head: usize,
-    /// Insertions so far (the next entry's generation).
-    inserted: u64,
     /// This ring, among all (see [`Handle`]).
     id: u32,
     /// aHash: fast, and keyed per process so clients cannot aim keys at one bucket.
@@ -75,7 +75,6 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
             window_ms,
             slots,
             head: 0,
-            inserted: 0,
             id: RINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             hasher: ahash::RandomState::new(),
             index: HashTable::with_capacity(capacity),
@@ -176,7 +175,7 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
             ring: self.id,
             // Rings are far smaller than 4G slots (a handle that does not fit finds nothing).
             slot: u32::try_from(i).unwrap_or(u32::MAX),
-            generation: std::num::NonZeroU64::new(s.generation).expect("generations start at 1"),
+            hash: std::num::NonZeroU64::MIN | s.hash,
         };
         (h, &mut s.value)
     }
@@ -190,7 +189,7 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
         self.slots
             .get_mut(h.slot as usize)?
             .as_mut()
-            .filter(|s| s.generation == h.generation.get() && now_ms - s.at_ms < window)
+            .filter(|s| s.hash | 1 == h.hash.get() && now_ms - s.at_ms < window)
             .map(|s| &mut s.value)
     }
 
@@ -219,11 +218,9 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
                 }
             }
         }
-        self.inserted += 1;
         self.slots[i] = Some(Slot {
             key,
             hash,
-            generation: self.inserted,
             at_ms: now_ms,
             value,
         });
