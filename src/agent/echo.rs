@@ -202,9 +202,11 @@ pub async fn run(
             ended_at: None,
         },
     );
-    let mut text = String::new();
+    // Sized for the whole answer up front: grown word by word they would reallocate (and
+    // copy) several times per streamed run.
+    let mut text = String::with_capacity(job.message.len());
     // The same text escaped for JSON, grown a word at a time: every event repeats it whole.
-    let mut text_json = String::new();
+    let mut text_json = String::with_capacity(job.message.len() + 16);
     let mut aborted = false;
     for word in job.message.split_whitespace() {
         if delay > 0 {
