@@ -277,11 +277,12 @@ async fn shard_main(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let shard = GatewayShard::new(ctx.id, shared.clone());
-    let on = shard.clone();
-    let mesh = Mesh::start(ctx.senders, ctx.receivers, move |from, msg| {
-        on.on_mesh(from, msg)
-    });
+    let mesh = Mesh::new(ctx.senders);
     shard.set_mesh(mesh.clone());
+    // Only now: a peer that started sooner may already have sent (a gather, a delivery), and
+    // answering it needs the mesh attached above.
+    let on = shard.clone();
+    mesh.receive(ctx.receivers, move |from, msg| on.on_mesh(from, msg));
     if shared.config.queue.backend == "journal" {
         if let Err(e) = crate::queue::open_journal(&shard) {
             let _ = ready.send(Err(format!("shard {}: journal: {e}", ctx.id)));

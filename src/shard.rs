@@ -296,9 +296,15 @@ impl GatewayShard {
 
     /// Sends a mesh message to another shard (in order per destination).
     pub fn send_mesh(&self, to: ShardId, msg: MeshMsg) {
-        if let Some(m) = self.mesh.get() {
-            if m.send(to, msg).is_err() {
-                tracing::warn!(shard = %self.id, to = %to, "mesh send to invalid shard");
+        match self.mesh.get() {
+            Some(m) => {
+                if m.send(to, msg).is_err() {
+                    tracing::warn!(shard = %self.id, to = %to, "mesh send to invalid shard");
+                }
+            }
+            // Attached before anything can be received or served (app::shard_main).
+            None => {
+                tracing::error!(shard = %self.id, to = %to, "mesh message dropped: mesh not attached yet")
             }
         }
     }

@@ -2,7 +2,7 @@
 //! glommio's `channel_mesh`, ordered per-peer outboxes), as a round trip: shard A sends to
 //! shard B, B's receive loop sends it straight back, A receives it. This is the price rule 2
 //! of the `shards` crate puts on a remote owner. The public API of `shards` is enough: the
-//! pool is `shards::pool::run`, the mesh `shards::mesh::Mesh::start`/`send`.
+//! pool is `shards::pool::run`, the mesh `shards::mesh::Mesh::new`/`receive`/`send`.
 //!
 //! Real executors: a pool of 2 shards (pinned, mesh capacity 1024 as the gateway uses), each a
 //! glommio `LocalExecutor` on its own thread and CPU, idle between messages (they park in
@@ -29,7 +29,7 @@
 //! Round trips (or batches) slower than 10 ms (scheduler hiccups on a shared box) are counted
 //! and printed.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -71,23 +71,16 @@ static HANGS: AtomicU64 = AtomicU64::new(0);
 
 /// Shard B: echoes every message back to its sender until [`STOP`].
 async fn echo(ctx: ShardCtx<u64>) {
-    let mesh_cell: Rc<OnceCell<Rc<Mesh<u64>>>> = Rc::new(OnceCell::new());
     let (stop_tx, stop_rx) = local_channel::new_bounded::<()>(1);
     let stop_tx = Rc::new(stop_tx);
-    let cell = mesh_cell.clone();
-    let mesh = Mesh::start(
-        ctx.senders,
-        ctx.receivers,
-        move |from: ShardId, msg: u64| {
-            if let Some(m) = cell.get() {
-                let _ = m.send(from, msg);
-            }
-            if msg == STOP {
-                let _ = stop_tx.try_send(());
-            }
-        },
-    );
-    let _ = mesh_cell.set(mesh);
+    let mesh = Mesh::new(ctx.senders);
+    let echo = mesh.clone();
+    mesh.receive(ctx.receivers, move |from: ShardId, msg: u64| {
+        let _ = echo.send(from, msg);
+        if msg == STOP {
+            let _ = stop_tx.try_send(());
+        }
+    });
     let _ = stop_rx.recv().await;
 }
 
@@ -100,13 +93,10 @@ async fn driver(ctx: ShardCtx<u64>, control: Control) {
         .expect("one driver shard");
     let (tx, rx) = local_channel::new_unbounded::<u64>();
     let tx = Rc::new(tx);
-    let mesh = Mesh::start(
-        ctx.senders,
-        ctx.receivers,
-        move |_from: ShardId, msg: u64| {
-            let _ = tx.try_send(msg);
-        },
-    );
+    let mesh = Mesh::new(ctx.senders);
+    mesh.receive(ctx.receivers, move |_from: ShardId, msg: u64| {
+        let _ = tx.try_send(msg);
+    });
     let peer = ShardId(1);
     let judge = |from: Instant| {
         if from.elapsed() > STALL {

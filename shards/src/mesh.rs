@@ -8,6 +8,11 @@
 //!
 //! The mesh must be joined by every shard before any of them sends (joining blocks until all
 //! peers are connected), which [`crate::pool`] does at start.
+//!
+//! Starting takes two steps, [`Mesh::new`] then [`Mesh::receive`], because glommio runs a
+//! spawned task at once, inside `spawn_local`: a receive loop started while a faster peer's
+//! messages already wait in the channel handles them before `spawn_local` returns. Whatever
+//! those handlers need (above all this very `Mesh`, to answer) must be in place first.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -42,25 +47,12 @@ impl<T: Send + 'static> std::fmt::Debug for Mesh<T> {
 }
 
 impl<T: Send + 'static> Mesh<T> {
-    /// Wraps the joined mesh halves and spawns, on the current executor, one receive loop per
-    /// peer (calling `on_msg(from, msg)` for every message) and one outbox drain per peer.
-    pub fn start(
-        senders: Senders<T>,
-        mut receivers: Receivers<T>,
-        on_msg: impl Fn(ShardId, T) + Clone + 'static,
-    ) -> Rc<Self> {
+    /// Wraps the joined sending half and spawns, on the current executor, one outbox drain per
+    /// peer. Nothing is received until [`Mesh::receive`].
+    pub fn new(senders: Senders<T>) -> Rc<Self> {
         let me = ShardId(senders.peer_id());
         let shards = senders.nr_consumers();
         let senders = Rc::new(senders);
-        for (peer, mut rx) in receivers.streams() {
-            let on_msg = on_msg.clone();
-            glommio::spawn_local(async move {
-                while let Some(msg) = rx.next().await {
-                    on_msg(ShardId(peer), msg);
-                }
-            })
-            .detach();
-        }
         let mut outboxes = Vec::with_capacity(shards);
         for peer in 0..shards {
             if peer == me.0 {
@@ -87,6 +79,25 @@ impl<T: Send + 'static> Mesh<T> {
             senders,
             outboxes,
         })
+    }
+
+    /// Spawns one receive loop per peer, calling `on_msg(from, msg)` for every message. Call it
+    /// once, after everything `on_msg` reaches for is set up: messages already waiting are
+    /// handled before this returns (see the module notes).
+    pub fn receive(
+        &self,
+        mut receivers: Receivers<T>,
+        on_msg: impl Fn(ShardId, T) + Clone + 'static,
+    ) {
+        for (peer, mut rx) in receivers.streams() {
+            let on_msg = on_msg.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.next().await {
+                    on_msg(ShardId(peer), msg);
+                }
+            })
+            .detach();
+        }
     }
 
     /// This shard.
@@ -137,5 +148,58 @@ impl<T: Send + 'static> Mesh<T> {
     /// Closes the channels to every peer; their receive loops end.
     pub fn close(&self) {
         self.senders.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::memlock;
+    use crate::pool::{self, PoolConfig, ShardCtx};
+
+    /// Shard 0 sends before shard 1 has even built its mesh. Shard 1's receive loop then meets
+    /// the message inside `receive` (glommio runs a spawned task at once), and its answer
+    /// needs the `Mesh` it is being started on: the two-step start makes that work.
+    #[test]
+    fn a_message_waiting_before_the_peer_starts_is_answered() {
+        let cfg = PoolConfig {
+            shards: 2,
+            pin: false,
+            mesh_capacity: 16,
+            name: "mesh-test".into(),
+            spin_before_park: None,
+        };
+        let plan = memlock::plan(memlock::memlock_limit(), 2);
+        let got = pool::run(&cfg, &plan, |ctx: ShardCtx<u64>| async move {
+            if ctx.id == ShardId(1) {
+                // A slow start: the message from shard 0 arrives meanwhile.
+                std::thread::sleep(Duration::from_millis(200));
+                let mesh = Mesh::new(ctx.senders);
+                let echo = mesh.clone();
+                let (done_tx, done_rx) = local_channel::new_bounded::<()>(1);
+                let done_tx = Rc::new(done_tx);
+                mesh.receive(ctx.receivers, move |from, msg: u64| {
+                    let _ = echo.send(from, msg + 1);
+                    let _ = done_tx.try_send(());
+                });
+                let _ = done_rx.recv().await;
+                return None;
+            }
+            let mesh = Mesh::new(ctx.senders);
+            let (tx, rx) = local_channel::new_bounded::<u64>(1);
+            let tx = Rc::new(tx);
+            mesh.receive(ctx.receivers, move |_, msg| {
+                let _ = tx.try_send(msg);
+            });
+            mesh.send(ShardId(1), 41).expect("peer in range");
+            glommio::timer::timeout(Duration::from_secs(20), async { Ok(rx.recv().await) })
+                .await
+                .ok()
+                .flatten()
+        })
+        .expect("pool starts");
+        assert_eq!(got, vec![Some(42), None]);
     }
 }
