@@ -16,13 +16,14 @@
 //!   channel never fills at this depth, so the outboxes stay empty). Criterion's element rate
 //!   is round trips per second.
 //!
-//! Hangs. On this machine (kernel 6.18, Firecracker VM) a pool sometimes never answers: both
-//! executors sleep in io_uring for good, with the message in the channel, no eventfd signal
-//! and not even their own timers firing (see perf/reports/2026-11-25-criterion-2.md). It is
-//! most frequent on a fresh pool but happens mid-run too. So a watchdog (5 s) guards every
-//! sample: a hung pool is abandoned (its threads sleep on until the process exits), a fresh
-//! pool is started and primed with 10 000 round trips, and the sample is run again; the number
-//! of hung pools is printed at the end (the run gives up, exit 3, after 8).
+//! Hangs. Until 2acedc1 a third to a half of fresh pools never answered, and this was blamed
+//! on glommio's sleep path (perf/reports/2026-11-25-criterion-2.md). The cause was ours: glommio
+//! runs a spawned task at once, so B's receive loop, started while A's first message already
+//! waited, echoed it before B's mesh handle was stored, and the echo was dropped. `Mesh` now
+//! starts in two steps (`new`, then `receive`) and three runs since hung no pool. The watchdog
+//! stays as a guard: no answer to a sample for 5 s abandons the pool (its threads sleep on
+//! until the process exits), starts a fresh one primed with 10 000 round trips, and runs the
+//! sample again; hung pools are counted at the end (the run gives up, exit 3, after 8).
 //!
 //! Between samples shard A blocks on a std channel for the next command, with nothing in
 //! flight; the criterion thread sleeps while a sample runs, so the two shards own the 2 CPUs.
