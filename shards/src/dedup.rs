@@ -9,8 +9,6 @@
 use std::borrow::Borrow;
 use std::hash::Hash;
 
-use hashbrown::HashTable;
-
 struct Slot<K, V> {
     key: K,
     /// The key's hash, kept so that evicting or rehashing never hashes a key again (and what
@@ -34,6 +32,113 @@ pub struct Handle {
     hash: std::num::NonZeroU64,
 }
 
+/// The slot index: open addressing with linear probing over one array of `u64`, each entry
+/// the key hash's upper 32 bits above `slot + 1` (0: empty). One probe reads the slot number
+/// and 32 bits of the hash from the same cache line, a key that is not there is told without
+/// reading any slot, and the entry an eviction removes has an address known in advance, so
+/// [`DedupRing::prefetch_ahead`] can load it early (`hashbrown`'s table, used before, keeps
+/// control bytes and slot numbers in two arrays and does not expose where an entry lives).
+/// Kept at most half full, so probe runs stay short; the hash is keyed per process, so
+/// clients cannot aim keys at one run. Removal shifts the rest of the run back (no
+/// tombstones). The array is zeroed memory, not resident until used.
+struct Index {
+    entries: Vec<u64>,
+    mask: usize,
+    len: usize,
+}
+
+impl Index {
+    const TAG: u64 = 0xffff_ffff_0000_0000;
+
+    fn with_capacity(capacity: usize) -> Index {
+        let size = (capacity * 2).next_power_of_two().max(8);
+        Index {
+            entries: vec![0; size],
+            mask: size - 1,
+            len: 0,
+        }
+    }
+
+    /// Where the probe for a hash (or an entry, which keeps the same upper bits) starts.
+    fn home(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & self.mask
+    }
+
+    /// The first slot in `hash`'s probe run for which `is(slot)` holds.
+    fn find(&self, hash: u64, is: impl Fn(usize) -> bool) -> Option<usize> {
+        let tag = hash & Self::TAG;
+        let mut b = self.home(hash);
+        loop {
+            let e = self.entries[b];
+            if e == 0 {
+                return None;
+            }
+            let slot = (e & !Self::TAG) as usize - 1;
+            if e & Self::TAG == tag && is(slot) {
+                return Some(slot);
+            }
+            b = (b + 1) & self.mask;
+        }
+    }
+
+    /// Adds `slot` under `hash` (the caller has made sure it is not there yet).
+    fn insert(&mut self, hash: u64, slot: usize) {
+        let mut b = self.home(hash);
+        while self.entries[b] != 0 {
+            b = (b + 1) & self.mask;
+        }
+        self.entries[b] = (hash & Self::TAG) | (slot as u64 + 1);
+        self.len += 1;
+    }
+
+    /// Removes `slot` filed under `hash`; false if it is not there.
+    fn remove(&mut self, hash: u64, slot: usize) -> bool {
+        let want = (hash & Self::TAG) | (slot as u64 + 1);
+        let mut b = self.home(hash);
+        loop {
+            match self.entries[b] {
+                0 => return false,
+                e if e == want => break,
+                _ => b = (b + 1) & self.mask,
+            }
+        }
+        // Backward shift: each later entry of the run moves into the hole when the hole lies
+        // on its probe path (between its home and where it is).
+        let mut hole = b;
+        let mut j = (b + 1) & self.mask;
+        loop {
+            let e = self.entries[j];
+            if e == 0 {
+                break;
+            }
+            let from_home = j.wrapping_sub(self.home(e)) & self.mask;
+            let from_hole = j.wrapping_sub(hole) & self.mask;
+            if from_home >= from_hole {
+                self.entries[hole] = e;
+                hole = j;
+            }
+            j = (j + 1) & self.mask;
+        }
+        self.entries[hole] = 0;
+        self.len -= 1;
+        true
+    }
+}
+
+/// Asks the CPU to bring `p`'s cache line in, without waiting for it.
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults, and
+    // `p` is a valid reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Rings made so far in this process (each ring's id).
 static RINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -49,7 +154,7 @@ pub struct DedupRing<K, V> {
     hasher: ahash::RandomState,
     /// Slot numbers, found by the hash and key of the slot they name: each key is stored
     /// once (in its slot), and an insert neither clones it nor hashes it twice.
-    index: HashTable<usize>,
+    index: Index,
     /// Entries evicted by capacity while still inside the window.
     pub evicted_live: u64,
     /// Entries that expired by the window.
@@ -60,7 +165,7 @@ impl<K, V> std::fmt::Debug for DedupRing<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DedupRing")
             .field("capacity", &self.slots.len())
-            .field("len", &self.index.len())
+            .field("len", &self.index.len)
             .finish()
     }
 }
@@ -68,7 +173,8 @@ impl<K, V> std::fmt::Debug for DedupRing<K, V> {
 impl<K: Hash + Eq, V> DedupRing<K, V> {
     /// A ring of `capacity` (≥ 1) entries remembered for `window_ms`.
     pub fn new(capacity: usize, window_ms: i64) -> Self {
-        let capacity = capacity.max(1);
+        // Slot numbers are stored in 32 bits (see `Index`).
+        let capacity = capacity.clamp(1, u32::MAX as usize - 1);
         let mut slots = Vec::with_capacity(capacity);
         slots.resize_with(capacity, || None);
         DedupRing {
@@ -77,7 +183,7 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
             head: 0,
             id: RINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             hasher: ahash::RandomState::new(),
-            index: HashTable::with_capacity(capacity),
+            index: Index::with_capacity(capacity),
             evicted_live: 0,
             expired: 0,
         }
@@ -90,11 +196,11 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
         Q: Eq + ?Sized,
     {
         let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                slots[i].as_ref().is_some_and(|s| s.key.borrow() == key)
-            })
-            .copied()
+        self.index.find(hash, |i| {
+            slots[i]
+                .as_ref()
+                .is_some_and(|s| s.hash == hash && s.key.borrow() == key)
+        })
     }
 
     /// The slot of `key` if its entry is within the window.
@@ -110,13 +216,7 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
 
     /// Removes slot `i` (hash `hash`) from the index.
     fn unindex(&mut self, i: usize, hash: u64) -> bool {
-        match self.index.find_entry(hash, |&j| j == i) {
-            Ok(e) => {
-                e.remove();
-                true
-            }
-            Err(_) => false,
-        }
+        self.index.remove(hash, i)
     }
 
     /// The value of `key` if seen within the window.
@@ -224,11 +324,23 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
             at_ms: now_ms,
             value,
         });
-        let slots = &self.slots;
-        self.index
-            .insert_unique(hash, i, |&j| slots[j].as_ref().map_or(0, |s| s.hash));
+        self.index.insert(hash, i);
         self.head = (i + 1) % self.slots.len();
+        self.prefetch_ahead();
         i
+    }
+
+    /// Starts loading what the next inserts into a full ring will touch, so that those cache
+    /// misses overlap the work in between rather than stall the insert: the slot after the
+    /// head and, for the head slot (loaded one insert ago), the index entry its eviction
+    /// removes. On a ring much larger than the cache both are misses: each insert evicts the
+    /// oldest entry, untouched for a whole turn of the ring.
+    fn prefetch_ahead(&self) {
+        let n = self.slots.len();
+        prefetch(&self.slots[(self.head + 1) % n]);
+        if let Some(s) = &self.slots[self.head] {
+            prefetch(&self.index.entries[self.index.home(s.hash)]);
+        }
     }
 
     /// Drops entries older than the window (bounded work: stops at the first live entry in
@@ -251,12 +363,12 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
 
     /// Entries held (some may be past the window until expired).
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.len
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len == 0
     }
 
     /// Capacity in entries.
@@ -403,6 +515,34 @@ mod tests {
             }
         }
         assert!(r.evicted_live > 0 && r.expired > 0, "both paths exercised");
+    }
+
+    /// The index on its own, crowded: every hash starts its probe in the last three buckets
+    /// of eight (runs wrap around the end), tags often equal; removals from the middle of a
+    /// run must leave every other entry findable.
+    #[test]
+    fn index_probe_runs_survive_removals() {
+        let mut next = xorshift(0xD1B5_4A32_u64);
+        let mut ix = Index::with_capacity(4);
+        assert_eq!(ix.entries.len(), 8);
+        let mut model: Vec<(u64, usize)> = Vec::new();
+        for step in 0..20_000 {
+            let home = [5u64, 6, 7][(next() % 3) as usize];
+            let hash = ((home | ((next() % 4) << 3)) << 32) | (next() & 0xffff_ffff);
+            if model.len() < 4 && next().is_multiple_of(2) {
+                let slot = (0..4).find(|s| model.iter().all(|(_, m)| m != s)).unwrap();
+                ix.insert(hash, slot);
+                model.push((hash, slot));
+            } else if !model.is_empty() {
+                let (h, slot) = model.swap_remove((next() % model.len() as u64) as usize);
+                assert!(ix.remove(h, slot), "step {step}");
+                assert!(!ix.remove(h, slot), "step {step}: removed twice");
+            }
+            assert_eq!(ix.len, model.len(), "step {step}");
+            for &(h, slot) in &model {
+                assert_eq!(ix.find(h, |s| s == slot), Some(slot), "step {step}");
+            }
+        }
     }
 
     /// A model check: the ring agrees with a plain map + window + capacity on random ops.
