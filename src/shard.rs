@@ -190,6 +190,9 @@ pub struct RunRecord {
     pub waiters: Vec<futures_channel::oneshot::Sender<()>>,
 }
 
+/// Nothing on the heap in the common case (no error text, no waiters).
+impl shards::dedup::Prefetch for RunRecord {}
+
 /// Everything one shard owns.
 pub struct GatewayShard {
     /// This shard.

@@ -128,16 +128,69 @@ impl Index {
 /// Asks the CPU to bring `p`'s cache line in, without waiting for it.
 #[inline(always)]
 fn prefetch<T>(p: &T) {
+    prefetch_bytes(std::ptr::from_ref(p).cast(), 1);
+}
+
+/// Asks the CPU to bring in the cache lines of `len` bytes from `p` (at most 8 lines).
+#[inline(always)]
+pub fn prefetch_bytes(p: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults, and
-    // `p` is a valid reference anyway.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>());
+    for off in (0..len.min(512)).step_by(64) {
+        // SAFETY: a prefetch is a hint: it never faults, whatever the address, and reads
+        // nothing the program sees. `wrapping_add` makes no claim about the address either.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast::<i8>());
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    let _ = (p, len);
 }
+
+/// What dropping a value will touch besides itself (its heap blocks), so that a full ring can
+/// load it ahead of the eviction that drops it ([`DedupRing::prefetch_ahead`]): freeing a block
+/// writes into it, and the allocator hands that block to the next allocation of its size.
+/// The default touches nothing (plain values).
+pub trait Prefetch {
+    /// Starts loading the memory dropping `self` will touch.
+    fn prefetch(&self) {}
+}
+
+impl Prefetch for String {
+    fn prefetch(&self) {
+        prefetch_bytes(self.as_ptr(), 1);
+    }
+}
+
+impl<T> Prefetch for Vec<T> {
+    fn prefetch(&self) {
+        // Dropping the elements reads each of them.
+        prefetch_bytes(self.as_ptr().cast(), self.len() * size_of::<T>());
+    }
+}
+
+impl<T: ?Sized> Prefetch for std::rc::Rc<T> {
+    fn prefetch(&self) {
+        // The counts sit just before the value, in the same allocation.
+        prefetch_bytes(std::rc::Rc::as_ptr(self).cast::<u8>().wrapping_sub(16), 1);
+    }
+}
+
+impl<T: Prefetch> Prefetch for Option<T> {
+    fn prefetch(&self) {
+        if let Some(v) = self {
+            v.prefetch();
+        }
+    }
+}
+
+impl Prefetch for &str {}
+impl Prefetch for () {}
+impl Prefetch for i32 {}
+impl Prefetch for i64 {}
+impl Prefetch for u32 {}
+impl Prefetch for u64 {}
+impl Prefetch for usize {}
 
 /// Rings made so far in this process (each ring's id).
 static RINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -170,7 +223,7 @@ impl<K, V> std::fmt::Debug for DedupRing<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V> DedupRing<K, V> {
+impl<K: Hash + Eq + Prefetch, V: Prefetch> DedupRing<K, V> {
     /// A ring of `capacity` (≥ 1) entries remembered for `window_ms`.
     pub fn new(capacity: usize, window_ms: i64) -> Self {
         // Slot numbers are stored in 32 bits (see `Index`).
@@ -333,13 +386,19 @@ impl<K: Hash + Eq, V> DedupRing<K, V> {
     /// Starts loading what the next inserts into a full ring will touch, so that those cache
     /// misses overlap the work in between rather than stall the insert: the slot after the
     /// head and, for the head slot (loaded one insert ago), the index entry its eviction
-    /// removes. On a ring much larger than the cache both are misses: each insert evicts the
-    /// oldest entry, untouched for a whole turn of the ring.
+    /// removes and the heap blocks dropping its key and value frees ([`Prefetch`]). On a ring
+    /// much larger than the cache all of these are misses: each insert evicts the oldest
+    /// entry, untouched for a whole turn of the ring.
     fn prefetch_ahead(&self) {
         let n = self.slots.len();
-        prefetch(&self.slots[(self.head + 1) % n]);
+        prefetch_bytes(
+            std::ptr::from_ref(&self.slots[(self.head + 1) % n]).cast(),
+            size_of::<Option<Slot<K, V>>>(),
+        );
         if let Some(s) = &self.slots[self.head] {
             prefetch(&self.index.entries[self.index.home(s.hash)]);
+            s.key.prefetch();
+            s.value.prefetch();
         }
     }
 

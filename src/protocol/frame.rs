@@ -296,6 +296,12 @@ impl JsonText {
     }
 }
 
+impl shards::dedup::Prefetch for JsonText {
+    fn prefetch(&self) {
+        self.0.prefetch();
+    }
+}
+
 /// `{"type":"res","id":…,"ok":true,"payload":…}` around an already serialized payload.
 pub fn res_ok_text(id: &str, payload: &JsonText) -> String {
     res_ok_sized(payload.0.len() + id.len() + 48, id, |s| {

@@ -159,6 +159,15 @@ pub enum Cached {
     },
 }
 
+impl shards::dedup::Prefetch for Cached {
+    fn prefetch(&self) {
+        match self {
+            Cached::InFlight { joiners } => joiners.prefetch(),
+            Cached::Done { payload, .. } => payload.prefetch(),
+        }
+    }
+}
+
 /// The sessions a shard owns, and its dedup cache.
 #[derive(Debug)]
 pub struct SessionTable {
