@@ -276,11 +276,11 @@ async fn shard_main(
     addr: SocketAddr,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let shard = GatewayShard::new(ctx.id, shared.clone());
+    // The shard owns its sending half from the start; receiving starts only once the shard
+    // exists, because a peer that started sooner may already have sent (a gather, a
+    // delivery) and glommio runs the receive loop at once (see `shards::mesh`).
     let mesh = Mesh::new(ctx.senders);
-    shard.set_mesh(mesh.clone());
-    // Only now: a peer that started sooner may already have sent (a gather, a delivery), and
-    // answering it needs the mesh attached above.
+    let shard = GatewayShard::new(ctx.id, shared.clone(), mesh.clone());
     let on = shard.clone();
     mesh.receive(ctx.receivers, move |from, msg| on.on_mesh(from, msg));
     if shared.config.queue.backend == "journal" {
@@ -351,7 +351,6 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
     // Stay parked: the process exits from the main thread (see `serve`).
     futures_lite::future::pending::<()>().await;
-    let _ = Rc::strong_count(&mesh);
 }
 
 /// The shutdown sequence of one shard.

@@ -5,7 +5,7 @@
 //! run directory entry of a run on `owner(runId)`. Everything here is `!Send` and touched only
 //! from its shard's thread. Other shards reach it through [`MeshMsg`].
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -199,7 +199,7 @@ pub struct GatewayShard {
     pub id: ShardId,
     /// Process-wide state.
     pub shared: Arc<Shared>,
-    mesh: OnceCell<Rc<Mesh<MeshMsg>>>,
+    mesh: Rc<Mesh<MeshMsg>>,
     conns: RefCell<HashMap<u64, Rc<Conn>, ahash::RandomState>>,
     next_conn: Cell<u64>,
     /// Sessions this shard owns.
@@ -244,7 +244,7 @@ impl std::fmt::Debug for GatewayShard {
 
 impl GatewayShard {
     /// A shard with no connections yet.
-    pub fn new(id: ShardId, shared: Arc<Shared>) -> Rc<GatewayShard> {
+    pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new(&shared.config);
         let queue = crate::queue::QueueState::new(&shared.config);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
@@ -255,7 +255,7 @@ impl GatewayShard {
         Rc::new(GatewayShard {
             id,
             shared,
-            mesh: OnceCell::new(),
+            mesh,
             conns: RefCell::new(HashMap::default()),
             next_conn: Cell::new(1),
             sessions,
@@ -282,11 +282,6 @@ impl GatewayShard {
         &self.shared.config
     }
 
-    /// Attaches the joined mesh (once, at start).
-    pub fn set_mesh(&self, mesh: Rc<Mesh<MeshMsg>>) {
-        let _ = self.mesh.set(mesh);
-    }
-
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.shared.shards
@@ -299,16 +294,8 @@ impl GatewayShard {
 
     /// Sends a mesh message to another shard (in order per destination).
     pub fn send_mesh(&self, to: ShardId, msg: MeshMsg) {
-        match self.mesh.get() {
-            Some(m) => {
-                if m.send(to, msg).is_err() {
-                    tracing::warn!(shard = %self.id, to = %to, "mesh send to invalid shard");
-                }
-            }
-            // Attached before anything can be received or served (app::shard_main).
-            None => {
-                tracing::error!(shard = %self.id, to = %to, "mesh message dropped: mesh not attached yet")
-            }
+        if self.mesh.send(to, msg).is_err() {
+            tracing::warn!(shard = %self.id, to = %to, "mesh send to invalid shard");
         }
     }
 

@@ -326,8 +326,8 @@ impl<K: Hash + Eq + Prefetch, V: Prefetch> DedupRing<K, V> {
         let s = self.slots[i].as_mut().expect("an indexed slot is occupied");
         let h = Handle {
             ring: self.id,
-            // Rings are far smaller than 4G slots (a handle that does not fit finds nothing).
-            slot: u32::try_from(i).unwrap_or(u32::MAX),
+            // `new` keeps the capacity below `u32::MAX`.
+            slot: i as u32,
             hash: std::num::NonZeroU64::MIN | s.hash,
         };
         (h, &mut s.value)
@@ -528,7 +528,7 @@ mod tests {
         r.insert("c".into(), 5, 40);
         r.insert("d".into(), 6, 50);
         assert_eq!(r.by_handle(b, 60), None, "its slot was reused");
-        // Two rings with the same history: the same slot and generation, another ring.
+        // Two rings with the same history: the same slot, another ring.
         let (mut one, mut two) = (
             DedupRing::<String, u32>::new(2, 100),
             DedupRing::new(2, 100),
