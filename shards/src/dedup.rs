@@ -198,8 +198,13 @@ static RINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0
 /// The ring. `K` is the dedup key (`method:idempotencyKey`), `V` what is remembered.
 pub struct DedupRing<K, V> {
     window_ms: i64,
+    /// Grown by one per insert until full, then reused in turn: the array is reserved whole
+    /// (its untouched pages cost no memory) but a ring holds only what was written to it, so
+    /// a gateway of idle connections pays nothing for the rings of its shards.
     slots: Vec<Option<Slot<K, V>>>,
-    /// Next slot to write (the oldest entry when full).
+    /// Entries at most.
+    capacity: usize,
+    /// Next slot to write (the oldest entry when full; `slots.len()` while growing).
     head: usize,
     /// This ring, among all (see [`Handle`]).
     id: u32,
@@ -217,7 +222,7 @@ pub struct DedupRing<K, V> {
 impl<K, V> std::fmt::Debug for DedupRing<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DedupRing")
-            .field("capacity", &self.slots.len())
+            .field("capacity", &self.capacity)
             .field("len", &self.index.len)
             .finish()
     }
@@ -228,11 +233,10 @@ impl<K: Hash + Eq + Prefetch, V: Prefetch> DedupRing<K, V> {
     pub fn new(capacity: usize, window_ms: i64) -> Self {
         // Slot numbers are stored in 32 bits (see `Index`).
         let capacity = capacity.clamp(1, u32::MAX as usize - 1);
-        let mut slots = Vec::with_capacity(capacity);
-        slots.resize_with(capacity, || None);
         DedupRing {
             window_ms,
-            slots,
+            slots: Vec::with_capacity(capacity),
+            capacity,
             head: 0,
             id: RINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             hasher: ahash::RandomState::new(),
@@ -362,23 +366,28 @@ impl<K: Hash + Eq + Prefetch, V: Prefetch> DedupRing<K, V> {
             self.slots[i] = None;
         }
         let i = self.head;
-        if let Some(old) = self.slots[i].take() {
-            if self.unindex(i, old.hash) {
-                if now_ms - old.at_ms < self.window_ms {
-                    self.evicted_live += 1;
-                } else {
-                    self.expired += 1;
-                }
-            }
-        }
-        self.slots[i] = Some(Slot {
+        let slot = Some(Slot {
             key,
             hash,
             at_ms: now_ms,
             value,
         });
+        if i == self.slots.len() {
+            self.slots.push(slot);
+        } else {
+            if let Some(old) = self.slots[i].take() {
+                if self.unindex(i, old.hash) {
+                    if now_ms - old.at_ms < self.window_ms {
+                        self.evicted_live += 1;
+                    } else {
+                        self.expired += 1;
+                    }
+                }
+            }
+            self.slots[i] = slot;
+        }
         self.index.insert(hash, i);
-        self.head = (i + 1) % self.slots.len();
+        self.head = (i + 1) % self.capacity;
         self.prefetch_ahead();
         i
     }
@@ -390,12 +399,13 @@ impl<K: Hash + Eq + Prefetch, V: Prefetch> DedupRing<K, V> {
     /// much larger than the cache all of these are misses: each insert evicts the oldest
     /// entry, untouched for a whole turn of the ring.
     fn prefetch_ahead(&self) {
-        let n = self.slots.len();
-        prefetch_bytes(
-            std::ptr::from_ref(&self.slots[(self.head + 1) % n]).cast(),
-            size_of::<Option<Slot<K, V>>>(),
-        );
-        if let Some(s) = &self.slots[self.head] {
+        if let Some(next) = self.slots.get((self.head + 1) % self.capacity) {
+            prefetch_bytes(
+                std::ptr::from_ref(next).cast(),
+                size_of::<Option<Slot<K, V>>>(),
+            );
+        }
+        if let Some(Some(s)) = self.slots.get(self.head) {
             prefetch(&self.index.entries[self.index.home(s.hash)]);
             s.key.prefetch();
             s.value.prefetch();
@@ -432,7 +442,7 @@ impl<K: Hash + Eq + Prefetch, V: Prefetch> DedupRing<K, V> {
 
     /// Capacity in entries.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.capacity
     }
 
     /// Iterates live entries (key, inserted at, value), oldest first.
@@ -478,6 +488,28 @@ mod tests {
         assert_eq!(r.get(&"c", 3), Some(&3));
         assert_eq!(r.evicted_live, 1);
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn grows_to_capacity_then_reuses_its_slots_oldest_first() {
+        let mut r = DedupRing::new(3, 1000);
+        r.insert("a", 1, 0);
+        r.insert("b", 2, 0);
+        assert_eq!((r.slots.len(), r.capacity()), (2, 3));
+        fn order(r: &DedupRing<&'static str, i32>) -> Vec<&'static str> {
+            r.iter(1).map(|(k, _, _)| *k).collect()
+        }
+        assert_eq!(order(&r), ["a", "b"]);
+        r.insert("c", 3, 0);
+        r.insert("d", 4, 0);
+        assert_eq!(r.slots.len(), 3);
+        assert_eq!(order(&r), ["b", "c", "d"]);
+        assert_eq!(r.get(&"a", 1), None);
+        r.expire(5000);
+        assert!(r.is_empty() && order(&r).is_empty());
+        r.insert("e", 5, 5000);
+        assert_eq!(order(&r), ["e"]);
+        assert_eq!(r.get(&"e", 5001), Some(&5));
     }
 
     #[test]

@@ -37,9 +37,7 @@ pub async fn deliver(
     let cfg = lookup(shard, channel).ok_or_else(|| format!("unknown channel {channel}"))?;
     match cfg.kind.as_str() {
         "log" => {
-            let mut entry = HistoryEntry::new("outbound", &job.message, now_ms(), &job.run_id);
-            entry.channel = Some(channel.to_string());
-            entry.to = Some(to.to_string());
+            let entry = HistoryEntry::outbound(&job.message, now_ms(), &job.run_id, channel, to);
             session.push_history(entry, shard.config().history_limit());
             Ok(job.message.clone())
         }

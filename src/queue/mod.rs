@@ -12,6 +12,7 @@
 
 pub mod channel;
 pub mod journal;
+pub mod trace;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ use crate::protocol::SessionKey;
 use crate::session::{Cached, HistoryEntry, RunCtl, Session};
 use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunRecord};
 use shards::dedup::Handle;
+pub use trace::{Detail, Stage, Step, Trace};
 
 /// What a job does when dispatched.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +152,7 @@ pub struct QueueState {
     /// Dead letters owned here, oldest first.
     pub dead: RefCell<VecDeque<DeadLetter>>,
     /// Pipeline traces by message id.
-    pub traces: RefCell<shards::dedup::DedupRing<String, Vec<Stage>>>,
+    pub traces: RefCell<shards::dedup::DedupRing<String, Trace>>,
     /// Counters.
     pub stats: QueueStats,
     /// Jobs admitted here and not finished (lanes + running).
@@ -328,7 +330,7 @@ pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
         j.append_nowait(&acc_record(&job));
     }
     remember_pending(shard, &job);
-    trace(shard, &job.run_id, "replayed", Detail::Empty);
+    trace(shard, &job.run_id, Step::Replayed, Detail::Empty);
     enqueue(shard, &session, job);
 }
 
@@ -403,73 +405,14 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
     Ok(())
 }
 
-/// One pipeline stage of a message, kept compact (rendered as JSON only by `gateway.trace`).
-#[derive(Debug, Clone)]
-pub struct Stage {
-    /// Stage name (`received`, `queued`, `dispatched`, `completed`, …).
-    pub stage: &'static str,
-    /// When, ms.
-    pub ts: i64,
-    /// The shard that recorded it.
-    pub shard: usize,
-    /// Stage-specific detail.
-    pub detail: Detail,
-}
-
-/// The detail of a [`Stage`]: typed for the stages every message passes, JSON for the rare ones.
-#[derive(Debug, Clone)]
-pub enum Detail {
-    /// Nothing more to say.
-    Empty,
-    /// `received`: the method, and where and when the caller's shard took the request.
-    Received {
-        /// Method name.
-        method: &'static str,
-        /// The caller's shard.
-        shard: usize,
-        /// When it was received, ms.
-        at: i64,
-    },
-    /// `queued`: the session and how many jobs were ahead in its lane.
-    Queued {
-        /// Session key.
-        session: Box<str>,
-        /// Jobs ahead.
-        lane: usize,
-    },
-    /// `dispatched`: the attempt number.
-    Attempt(u32),
-    /// `completed`: attempts made.
-    Attempts(u32),
-    /// Anything else.
-    Json(Value),
-}
-
-impl Stage {
-    /// The `gateway.trace` row.
-    pub fn to_json(&self) -> Value {
-        let detail = match &self.detail {
-            Detail::Empty => json!({}),
-            Detail::Received { method, shard, at } => {
-                json!({"method": method, "shard": shard, "at": at})
-            }
-            Detail::Queued { session, lane } => json!({"sessionKey": session, "lane": lane}),
-            Detail::Attempt(a) => json!({"attempt": a}),
-            Detail::Attempts(a) => json!({"attempts": a}),
-            Detail::Json(v) => v.clone(),
-        };
-        json!({"stage": self.stage, "ts": self.ts, "shard": self.shard, "detail": detail})
-    }
-}
-
 /// Appends a pipeline stage to the trace of `run_id` on this shard (at most 64 per message).
-pub fn trace(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: Detail) {
-    trace_at(shard, run_id, stage, detail, now_ms());
+pub fn trace(shard: &GatewayShard, run_id: &str, step: Step, detail: Detail) {
+    trace_at(shard, run_id, step, detail, now_ms());
 }
 
 /// [`trace`] at `now` (ms), for callers that just read the clock.
-fn trace_at(shard: &GatewayShard, run_id: &str, stage: &'static str, detail: Detail, now: i64) {
-    trace_found(shard, &mut None, run_id, stage, detail, now);
+fn trace_at(shard: &GatewayShard, run_id: &str, step: Step, detail: Detail, now: i64) {
+    trace_found(shard, &mut None, run_id, step, detail, now);
 }
 
 /// [`trace_at`] through the handle `found` when it still finds the trace; otherwise by
@@ -478,28 +421,26 @@ fn trace_found(
     shard: &GatewayShard,
     found: &mut Option<Handle>,
     run_id: &str,
-    stage: &'static str,
+    step: Step,
     detail: Detail,
     now: i64,
 ) {
     let entry = Stage {
-        stage,
         ts: now,
-        shard: shard.id.0,
         detail,
+        step,
+        shard: shard.id.0 as u32,
     };
     let mut t = shard.queue.traces.borrow_mut();
     let v = match found.and_then(|h| t.by_handle(h, now)) {
         Some(v) => v,
         None => {
-            let (h, v) = t.entry(run_id, now, || Vec::with_capacity(6));
+            let (h, v) = t.entry(run_id, now, Trace::default);
             *found = Some(h);
             v
         }
     };
-    if v.len() < 64 {
-        v.push(entry);
-    }
+    v.push(entry);
 }
 
 /// Exponential backoff with jitter for `attempt` (1-based): `initial × 2^(attempt−1)`, capped
@@ -827,7 +768,7 @@ impl Journaled {
             );
             return;
         }
-        trace(shard, &job.run_id, "journaled", Detail::Empty);
+        trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
         let ack = |s: &mut String| s.push_str(&ack);
         accept(shard, &reply, ack, method, received_us, &session, job, seq);
     }
@@ -877,10 +818,10 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         shard,
         &mut found.trace,
         &s.idem,
-        "received",
+        Step::Received,
         Detail::Received {
             method,
-            shard: s.received.1,
+            shard: s.received.1 as u32,
             at: s.received.0,
         },
         now,
@@ -892,8 +833,8 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         trace(
             shard,
             &s.idem,
-            "deduped",
-            Detail::Json(
+            Step::Deduped,
+            Detail::json(
                 json!({"state": match c { Cached::InFlight { .. } => "in_flight", Cached::Done { .. } => "done" }}),
             ),
         );
@@ -944,8 +885,8 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         trace(
             shard,
             &s.idem,
-            "rejected",
-            Detail::Json(json!({"reason": "OVERLOADED"})),
+            Step::Rejected,
+            Detail::json(json!({"reason": "OVERLOADED"})),
         );
         shard.reply_err(&s.reply, &GatewayError::Overloaded);
         return None;
@@ -956,8 +897,8 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         trace(
             shard,
             &s.idem,
-            "rejected",
-            Detail::Json(json!({"reason": "QUEUE_FULL"})),
+            Step::Rejected,
+            Detail::json(json!({"reason": "QUEUE_FULL"})),
         );
         shard.reply_err(
             &s.reply,
@@ -973,8 +914,8 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         trace(
             shard,
             &s.idem,
-            "rejected",
-            Detail::Json(json!({"reason": "LANE_FULL"})),
+            Step::Rejected,
+            Detail::json(json!({"reason": "LANE_FULL"})),
         );
         shard.reply_err(
             &s.reply,
@@ -1020,10 +961,10 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         shard,
         &mut job.found.trace,
         &s.idem,
-        "queued",
+        Step::Queued,
         Detail::Queued {
-            session: s.key.as_str().into(),
-            lane: session.lane.borrow().len(),
+            session: session.shared_key.clone(),
+            lane: session.lane.borrow().len() as u32,
         },
         now,
     );
@@ -1077,8 +1018,8 @@ fn admit_ordered(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job, seq:
         trace(
             shard,
             &job.run_id,
-            "late",
-            Detail::Json(json!({"sessionSeq": seq, "expected": expected})),
+            Step::Late,
+            Detail::json(json!({"sessionSeq": seq, "expected": expected})),
         );
         return enqueue(shard, session, job);
     }
@@ -1086,8 +1027,8 @@ fn admit_ordered(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job, seq:
         trace(
             shard,
             &job.run_id,
-            "held",
-            Detail::Json(json!({"sessionSeq": seq, "waitingFor": expected})),
+            Step::Held,
+            Detail::json(json!({"sessionSeq": seq, "waitingFor": expected})),
         );
         session.held.borrow_mut().insert(seq, job);
         let (sh, s) = (shard.clone(), session.clone());
@@ -1268,7 +1209,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             shard,
             &mut job.found.trace,
             &job.run_id,
-            "dispatched",
+            Step::Dispatched,
             Detail::Attempt(job.attempts),
             at,
         );
@@ -1289,8 +1230,8 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 trace(
                     shard,
                     &job.run_id,
-                    "attempt_failed",
-                    Detail::Json(json!({"attempt": job.attempts, "error": e})),
+                    Step::AttemptFailed,
+                    Detail::json(json!({"attempt": job.attempts, "error": e})),
                 );
                 if job.attempts >= max_attempts || ctl.aborted.get() {
                     break Err(e);
@@ -1307,8 +1248,8 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 trace(
                     shard,
                     &job.run_id,
-                    "retry_scheduled",
-                    Detail::Json(json!({"attempt": job.attempts + 1, "delayMs": wait})),
+                    Step::RetryScheduled,
+                    Detail::json(json!({"attempt": job.attempts + 1, "delayMs": wait})),
                 );
                 glommio::timer::sleep(Duration::from_millis(wait)).await;
             }
@@ -1330,7 +1271,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 shard,
                 &mut job.found.trace,
                 &job.run_id,
-                "completed",
+                Step::Completed,
                 Detail::Attempts(job.attempts),
                 ended,
             );
@@ -1359,8 +1300,8 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             trace(
                 shard,
                 &job.run_id,
-                "timed_out",
-                Detail::Json(json!({"runTimeoutMs": cfg.agents.run_timeout_ms})),
+                Step::TimedOut,
+                Detail::json(json!({"runTimeoutMs": cfg.agents.run_timeout_ms})),
             );
             if let Some(w) = job.watcher {
                 let p = json!({"runId": job.run_id, "seq": 0, "stream": "lifecycle", "ts": ended,
@@ -1383,7 +1324,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         }
         Ok(Outcome::Aborted(_)) => {
             bump(&shard.queue.stats.completed);
-            trace(shard, &job.run_id, "aborted", Detail::Empty);
+            trace(shard, &job.run_id, Step::Aborted, Detail::Empty);
             (
                 "aborted",
                 JsonText::of(
@@ -1405,16 +1346,16 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
                 trace(
                     shard,
                     &job.run_id,
-                    "dead_lettered",
-                    Detail::Json(json!({"deadLetterId": dl_id, "attempts": job.attempts})),
+                    Step::DeadLettered,
+                    Detail::json(json!({"deadLetterId": dl_id, "attempts": job.attempts})),
                 );
                 tracing::warn!(shard = %shard.id, run = %job.run_id, attempts = job.attempts, "dead-lettered");
             } else {
                 trace(
                     shard,
                     &job.run_id,
-                    "failed",
-                    Detail::Json(json!({"attempts": job.attempts})),
+                    Step::Failed,
+                    Detail::json(json!({"attempts": job.attempts})),
                 );
             }
             if job.kind == JobKind::Chat {
@@ -1547,8 +1488,8 @@ pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
         trace(
             shard,
             &job.run_id,
-            "redriven",
-            Detail::Json(json!({"deadLetterId": d.id})),
+            Step::Redriven,
+            Detail::json(json!({"deadLetterId": d.id})),
         );
         enqueue(shard, &session, job);
     }

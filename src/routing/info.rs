@@ -226,7 +226,7 @@ pub(super) async fn local(
                         .traces
                         .borrow()
                         .get(&id2, now_ms())
-                        .map(|v| Value::Array(v.iter().map(|st| st.to_json()).collect()))
+                        .map(|t| Value::Array(t.stages().iter().map(|st| st.to_json()).collect()))
                         .unwrap_or(Value::Array(vec![]))
                 })
                 .await;

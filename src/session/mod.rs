@@ -25,50 +25,103 @@ pub struct RunCtl {
     pub aborted: Cell<bool>,
 }
 
-/// One message of a session's history, as `chat.history` shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One message of a session's history, as `chat.history` shows it. Compact: a session keeps
+/// `historyLimit` of them (200 by default), two per run, and each one evicted is freed long
+/// after it was written, so every heap block here is a cache miss to free and to reuse. The
+/// text and the run id therefore share one block, and a `send`'s channel and recipient (rare)
+/// sit behind one pointer.
+#[derive(Debug, Clone)]
 pub struct HistoryEntry {
     /// `user`, `assistant` or `outbound` (a `send` through a channel).
     pub role: &'static str,
-    /// For `outbound`: the channel.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    /// For `outbound`: the recipient.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// The text, as one content part.
-    pub content: [TextPart; 1],
+    /// For `outbound`: the channel and the recipient.
+    outbound: Option<Box<(String, String)>>,
+    /// The text, then the run id.
+    text_run: Box<str>,
+    /// Where the text ends in `text_run`.
+    text_len: usize,
     /// When, ms.
     pub timestamp: i64,
-    /// The run (message id) it belongs to.
-    pub run_id: String,
-}
-
-/// A `{"type":"text","text":…}` content part.
-#[derive(Debug, Clone, Serialize)]
-pub struct TextPart {
-    /// Always `text`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// The text.
-    pub text: String,
 }
 
 impl HistoryEntry {
     /// A plain `role` message of `text`.
     pub fn new(role: &'static str, text: &str, timestamp: i64, run_id: &str) -> HistoryEntry {
+        let mut text_run = String::with_capacity(text.len() + run_id.len());
+        text_run.push_str(text);
+        text_run.push_str(run_id);
         HistoryEntry {
             role,
-            channel: None,
-            to: None,
+            outbound: None,
+            text_run: text_run.into_boxed_str(),
+            text_len: text.len(),
+            timestamp,
+        }
+    }
+
+    /// An `outbound` message delivered through `channel` to `to`.
+    pub fn outbound(text: &str, timestamp: i64, run_id: &str, channel: &str, to: &str) -> Self {
+        HistoryEntry {
+            outbound: Some(Box::new((channel.to_string(), to.to_string()))),
+            ..HistoryEntry::new("outbound", text, timestamp, run_id)
+        }
+    }
+
+    /// The message text.
+    pub fn text(&self) -> &str {
+        &self.text_run[..self.text_len]
+    }
+
+    /// The run (message id) it belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.text_run[self.text_len..]
+    }
+
+    /// For `outbound`: the channel and the recipient.
+    pub fn channel_to(&self) -> Option<(&str, &str)> {
+        self.outbound
+            .as_deref()
+            .map(|(c, t)| (c.as_str(), t.as_str()))
+    }
+}
+
+/// The `chat.history` shape of a [`HistoryEntry`].
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryJson<'a> {
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    content: [TextPart<'a>; 1],
+    timestamp: i64,
+    run_id: &'a str,
+}
+
+/// A `{"type":"text","text":…}` content part.
+#[derive(Serialize)]
+struct TextPart<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
+impl Serialize for HistoryEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (channel, to) = self.channel_to().unzip();
+        HistoryJson {
+            role: self.role,
+            channel,
+            to,
             content: [TextPart {
                 kind: "text",
-                text: text.to_string(),
+                text: self.text(),
             }],
-            timestamp,
-            run_id: run_id.to_string(),
+            timestamp: self.timestamp,
+            run_id: self.run_id(),
         }
+        .serialize(s)
     }
 }
 
@@ -77,6 +130,9 @@ impl HistoryEntry {
 pub struct Session {
     /// Normalised key.
     pub key: SessionKey,
+    /// The key again, shared by the traces of the session's runs (one string per session,
+    /// not one per run).
+    pub shared_key: Rc<str>,
     /// Changes on reset.
     pub session_id: RefCell<String>,
     /// Created, ms.
@@ -102,6 +158,7 @@ pub struct Session {
 impl Session {
     fn new(key: SessionKey, now: i64) -> Session {
         Session {
+            shared_key: key.as_str().into(),
             key,
             session_id: RefCell::new(uuid::Uuid::new_v4().to_string()),
             created_at: now,
@@ -208,5 +265,28 @@ impl SessionTable {
     /// Rows of every session here.
     pub fn rows(&self) -> Vec<Value> {
         self.map.borrow().values().map(|s| s.row()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_entries_keep_the_chat_history_shape() {
+        let e = HistoryEntry::new("user", "héllo \"x\"", 7, "run-1");
+        assert_eq!((e.text(), e.run_id()), ("héllo \"x\"", "run-1"));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"role": "user", "content": [{"type": "text", "text": "héllo \"x\""}],
+                   "timestamp": 7, "runId": "run-1"})
+        );
+        let o = HistoryEntry::outbound("hi", 9, "r2", "log", "bob");
+        assert_eq!(o.channel_to(), Some(("log", "bob")));
+        assert_eq!(
+            serde_json::to_value(&o).unwrap(),
+            json!({"role": "outbound", "channel": "log", "to": "bob",
+                   "content": [{"type": "text", "text": "hi"}], "timestamp": 9, "runId": "r2"})
+        );
     }
 }
