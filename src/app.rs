@@ -331,8 +331,7 @@ async fn shard_main(
                 crate::ops::deps::trim_caches(&shard, now_ms());
                 crate::queue::purge_dead(&shard, now_ms());
                 shard.sessions.dedup.borrow_mut().expire(now_ms());
-                shard.queue.traces.borrow_mut().expire(now_ms());
-                // The run directory keeps runs for `agent.wait` within the dedup window.
+                // The run ring keeps traces, and runs for `agent.wait`, within the dedup window.
                 shard.runs.borrow_mut().expire(now_ms());
             }
         })

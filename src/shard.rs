@@ -190,8 +190,24 @@ pub struct RunRecord {
     pub waiters: Vec<futures_channel::oneshot::Sender<()>>,
 }
 
-/// Nothing on the heap in the common case (no error text, no waiters).
-impl shards::dedup::Prefetch for RunRecord {}
+/// A run id's entry in a shard's run ring ([`GatewayShard::runs`]): the stages its message
+/// passed on this shard and, on `owner(runId)`, its run directory record. One entry, one key
+/// and one index probe per run rather than two rings' worth.
+#[derive(Debug, Default)]
+pub struct RunEntry {
+    /// Pipeline stages recorded here (`gateway.trace`).
+    pub trace: crate::queue::Trace,
+    /// The run directory record (status `""` unless this shard owns the run id, or only
+    /// waited for).
+    pub record: RunRecord,
+}
+
+/// The record has nothing on the heap in the common case (no error text, no waiters).
+impl shards::dedup::Prefetch for RunEntry {
+    fn prefetch(&self) {
+        self.trace.prefetch();
+    }
+}
 
 /// Everything one shard owns.
 pub struct GatewayShard {
@@ -214,10 +230,10 @@ pub struct GatewayShard {
     pub limiter: crate::auth::access::ShardLimiter,
     /// Agent worker runs (by session shard) and assignments (by worker shard).
     pub workers: crate::node::worker::WorkerState,
-    /// Run directory entries owned here.
+    /// Run entries: traces recorded here, and the run directory of the run ids owned here.
     /// Bounded like the dedup ring (capacity and window): a client cannot grow it without
     /// limit by submitting runs faster than the window expires them.
-    pub runs: RefCell<shards::dedup::DedupRing<String, RunRecord>>,
+    pub runs: RefCell<shards::dedup::DedupRing<String, RunEntry>>,
     /// Presence, replicated on every shard (keyed by connection).
     presence: RefCell<BTreeMap<String, Value>>,
     presence_version: Cell<u64>,
@@ -246,7 +262,7 @@ impl GatewayShard {
     /// A shard with no connections yet.
     pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new(&shared.config);
-        let queue = crate::queue::QueueState::new(&shared.config);
+        let queue = crate::queue::QueueState::default();
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         let runs = shards::dedup::DedupRing::new(
             shared.config.deduplication.capacity,

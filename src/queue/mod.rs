@@ -29,7 +29,7 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, JsonText};
 use crate::protocol::SessionKey;
 use crate::session::{Cached, HistoryEntry, RunCtl, Session};
-use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunRecord};
+use crate::shard::{now_ms, ConnRef, GatewayShard, Out, ReplyTo, RunEntry, RunRecord};
 use shards::dedup::Handle;
 pub use trace::{Detail, Stage, Step, Trace};
 
@@ -83,19 +83,11 @@ pub struct Job {
     pub attempts: u32,
     /// One entry per failed attempt: `{attempt, at, error}`.
     pub errors: Vec<Value>,
-    /// Where its trace and its run directory entry are, once made on this shard: each later
-    /// stage finds them without hashing the run id (a handle names its ring, so one that came
-    /// from another shard finds nothing, and the id is looked up instead).
-    pub found: Found,
-}
-
-/// Handles of a job's entries in its shard's rings ([`Job::found`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Found {
-    /// In [`QueueState::traces`].
-    pub trace: Option<Handle>,
-    /// In the run directory ([`GatewayShard::runs`]), when this shard owns the run id.
-    pub run: Option<Handle>,
+    /// Where its run entry (trace, and run directory record when this shard owns the run id)
+    /// is, once made on this shard: each later stage finds it without hashing the run id (a
+    /// handle names its ring, so one that came from another shard finds nothing, and the id is
+    /// looked up instead).
+    pub found: Option<Handle>,
 }
 
 /// A message that exhausted its attempts.
@@ -147,12 +139,10 @@ fn bump(c: &Cell<u64>) {
 }
 
 /// One shard's queue state.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct QueueState {
     /// Dead letters owned here, oldest first.
     pub dead: RefCell<VecDeque<DeadLetter>>,
-    /// Pipeline traces by message id.
-    pub traces: RefCell<shards::dedup::DedupRing<String, Trace>>,
     /// Counters.
     pub stats: QueueStats,
     /// Jobs admitted here and not finished (lanes + running).
@@ -166,22 +156,6 @@ pub struct QueueState {
 }
 
 impl QueueState {
-    /// Empty state sized from the config.
-    pub fn new(cfg: &crate::config::Config) -> QueueState {
-        QueueState {
-            dead: RefCell::new(VecDeque::new()),
-            traces: RefCell::new(shards::dedup::DedupRing::new(
-                cfg.deduplication.capacity,
-                cfg.deduplication.window.0 as i64,
-            )),
-            stats: QueueStats::default(),
-            depth: Cell::new(0),
-            agent_slots: RefCell::new(Default::default()),
-            pending: RefCell::new(Default::default()),
-            journal: RefCell::new(None),
-        }
-    }
-
     /// Counters as JSON.
     pub fn stats_json(&self) -> Value {
         let s = &self.stats;
@@ -249,7 +223,7 @@ fn job_from_record(r: &journal::Record) -> Option<Job> {
         accepted_at: *at,
         attempts: 0,
         errors: Vec::new(),
-        found: Found::default(),
+        found: None,
     })
 }
 
@@ -431,16 +405,16 @@ fn trace_found(
         step,
         shard: shard.id.0 as u32,
     };
-    let mut t = shard.queue.traces.borrow_mut();
-    let v = match found.and_then(|h| t.by_handle(h, now)) {
-        Some(v) => v,
+    let mut runs = shard.runs.borrow_mut();
+    let e = match found.and_then(|h| runs.by_handle(h, now)) {
+        Some(e) => e,
         None => {
-            let (h, v) = t.entry(run_id, now, Trace::default);
+            let (h, e) = runs.entry(run_id, now, RunEntry::default);
             *found = Some(h);
-            v
+            e
         }
     };
-    v.push(entry);
+    e.trace.push(entry);
 }
 
 /// Exponential backoff with jitter for `attempt` (1-based): `initial × 2^(attempt−1)`, capped
@@ -516,18 +490,15 @@ fn run_directory_found(
     now: i64,
     f: impl FnOnce(&mut RunRecord) + Send + 'static,
 ) {
-    if let Some(h) = *found {
-        let mut runs = shard.runs.borrow_mut();
-        if let Some(r) = runs.by_handle(h, now) {
-            return update(r, f);
-        }
-    }
     let owner = shard.owner(run_id);
     if owner == shard.id {
         let mut runs = shard.runs.borrow_mut();
-        let (h, r) = runs.entry(run_id, now, RunRecord::default);
+        if let Some(e) = found.and_then(|h| runs.by_handle(h, now)) {
+            return update(&mut e.record, f);
+        }
+        let (h, e) = runs.entry(run_id, now, RunEntry::default);
         *found = Some(h);
-        return update(r, f);
+        return update(&mut e.record, f);
     }
     let id = run_id.to_string();
     shard.on_shard(owner, move |s| update_run(s, &id, now, f));
@@ -535,7 +506,12 @@ fn run_directory_found(
 
 fn update_run(shard: &GatewayShard, run_id: &str, now: i64, f: impl FnOnce(&mut RunRecord)) {
     let mut runs = shard.runs.borrow_mut();
-    update(runs.get_or_insert_with(run_id, now, RunRecord::default), f);
+    update(
+        &mut runs
+            .get_or_insert_with(run_id, now, RunEntry::default)
+            .record,
+        f,
+    );
 }
 
 /// Applies `f` to a run's entry, waking its `agent.wait`ers once the run has ended.
@@ -813,10 +789,10 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     for part in [method, ":", &s.idem] {
         dedup_key.push_str(part);
     }
-    let mut found = Found::default();
+    let mut found = None;
     trace_found(
         shard,
-        &mut found.trace,
+        &mut found,
         &s.idem,
         Step::Received,
         Detail::Received {
@@ -959,7 +935,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     bump(&shard.queue.stats.accepted);
     trace_found(
         shard,
-        &mut job.found.trace,
+        &mut job.found,
         &s.idem,
         Step::Queued,
         Detail::Queued {
@@ -971,9 +947,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     if created {
         crate::routing::sessions_changed(shard, s.key, "created");
     }
-    run_directory_found(shard, &mut job.found.run, &s.idem, now, |r| {
-        r.status = "queued"
-    });
+    run_directory_found(shard, &mut job.found, &s.idem, now, |r| r.status = "queued");
     remember_pending(shard, &job);
     // Durable backend: acknowledge only once the admission record is on disk.
     if let Some(journal) = shard.queue.journal() {
@@ -1184,7 +1158,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         "stage:queue_wait",
         ((started - job.accepted_at).max(0) as u64) * 1000,
     );
-    run_directory_found(shard, &mut job.found.run, &job.run_id, started, move |r| {
+    run_directory_found(shard, &mut job.found, &job.run_id, started, move |r| {
         r.status = "running";
         r.started_at = Some(started);
     });
@@ -1207,7 +1181,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
         let at = if job.attempts == 1 { started } else { now_ms() };
         trace_found(
             shard,
-            &mut job.found.trace,
+            &mut job.found,
             &job.run_id,
             Step::Dispatched,
             Detail::Attempt(job.attempts),
@@ -1269,7 +1243,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             bump(&shard.queue.stats.completed);
             trace_found(
                 shard,
-                &mut job.found.trace,
+                &mut job.found,
                 &job.run_id,
                 Step::Completed,
                 Detail::Attempts(job.attempts),
@@ -1439,7 +1413,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     let err_text = error
         .as_ref()
         .and_then(|e| e["message"].as_str().map(str::to_string));
-    run_directory_found(shard, &mut job.found.run, &job.run_id, ended, move |r| {
+    run_directory_found(shard, &mut job.found, &job.run_id, ended, move |r| {
         r.status = status;
         r.ended_at = Some(ended);
         r.error = err_text;

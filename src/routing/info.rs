@@ -222,11 +222,12 @@ pub(super) async fn local(
             let id2 = id.clone();
             let parts = shard
                 .gather(move |s| {
-                    s.queue
-                        .traces
+                    s.runs
                         .borrow()
                         .get(&id2, now_ms())
-                        .map(|t| Value::Array(t.stages().iter().map(|st| st.to_json()).collect()))
+                        .map(|e| {
+                            Value::Array(e.trace.stages().iter().map(|st| st.to_json()).collect())
+                        })
                         .unwrap_or(Value::Array(vec![]))
                 })
                 .await;

@@ -398,7 +398,9 @@ fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
         glommio::spawn_local(async move {
             let rx = {
                 let mut runs = s.runs.borrow_mut();
-                let r = runs.get_or_insert_with(run_id.as_str(), now_ms(), Default::default);
+                let r = &mut runs
+                    .get_or_insert_with(run_id.as_str(), now_ms(), Default::default)
+                    .record;
                 if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
                     None
                 } else {
@@ -418,7 +420,7 @@ fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
             }
             let v = {
                 let runs = s.runs.borrow();
-                let r = runs.get(run_id.as_str(), now_ms());
+                let r = runs.get(run_id.as_str(), now_ms()).map(|e| &e.record);
                 let status = match r.map(|r| r.status) {
                     _ if timed_out => "timeout",
                     Some("ok") => "ok",
