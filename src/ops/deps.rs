@@ -210,9 +210,7 @@ pub fn trim_caches(shard: &GatewayShard, now: i64) {
     }
     if let Some(ttl) = c.message.ttl {
         for s in map.values() {
-            s.history
-                .borrow_mut()
-                .retain(|m| now - m.timestamp < ttl.0 as i64);
+            s.history.borrow_mut().retain(|ts| now - ts < ttl.0 as i64);
         }
     }
 }

@@ -361,7 +361,7 @@ fn history(shard: &GatewayShard, key: &SessionKey, p: &Value) -> Result<Value, G
             let h = s.history.borrow();
             let skip = h.len().saturating_sub(limit);
             json!({"sessionKey": key.as_str(), "sessionId": *s.session_id.borrow(),
-                   "messages": h.iter().skip(skip).cloned().collect::<Vec<_>>()})
+                   "messages": h.iter().skip(skip).collect::<Vec<_>>()})
         }
         None => json!({"sessionKey": key.as_str(), "messages": []}),
     })

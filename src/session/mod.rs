@@ -4,17 +4,19 @@
 //! Invariant: a session exists only on `owner(key)`. Its lane runs one job at a time in arrival
 //! order; a job is acknowledged (`accepted`/`started`) when it enters the lane.
 
+pub mod history;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::protocol::SessionKey;
 use crate::queue::Job;
 use crate::shard::ReplyTo;
+pub use history::{History, HistoryEntry};
 
 /// Abort flag of the running job.
 #[derive(Debug)]
@@ -23,106 +25,6 @@ pub struct RunCtl {
     pub run_id: String,
     /// Set by `chat.abort`.
     pub aborted: Cell<bool>,
-}
-
-/// One message of a session's history, as `chat.history` shows it. Compact: a session keeps
-/// `historyLimit` of them (200 by default), two per run, and each one evicted is freed long
-/// after it was written, so every heap block here is a cache miss to free and to reuse. The
-/// text and the run id therefore share one block, and a `send`'s channel and recipient (rare)
-/// sit behind one pointer.
-#[derive(Debug, Clone)]
-pub struct HistoryEntry {
-    /// `user`, `assistant` or `outbound` (a `send` through a channel).
-    pub role: &'static str,
-    /// For `outbound`: the channel and the recipient.
-    outbound: Option<Box<(String, String)>>,
-    /// The text, then the run id.
-    text_run: Box<str>,
-    /// Where the text ends in `text_run`.
-    text_len: usize,
-    /// When, ms.
-    pub timestamp: i64,
-}
-
-impl HistoryEntry {
-    /// A plain `role` message of `text`.
-    pub fn new(role: &'static str, text: &str, timestamp: i64, run_id: &str) -> HistoryEntry {
-        let mut text_run = String::with_capacity(text.len() + run_id.len());
-        text_run.push_str(text);
-        text_run.push_str(run_id);
-        HistoryEntry {
-            role,
-            outbound: None,
-            text_run: text_run.into_boxed_str(),
-            text_len: text.len(),
-            timestamp,
-        }
-    }
-
-    /// An `outbound` message delivered through `channel` to `to`.
-    pub fn outbound(text: &str, timestamp: i64, run_id: &str, channel: &str, to: &str) -> Self {
-        HistoryEntry {
-            outbound: Some(Box::new((channel.to_string(), to.to_string()))),
-            ..HistoryEntry::new("outbound", text, timestamp, run_id)
-        }
-    }
-
-    /// The message text.
-    pub fn text(&self) -> &str {
-        &self.text_run[..self.text_len]
-    }
-
-    /// The run (message id) it belongs to.
-    pub fn run_id(&self) -> &str {
-        &self.text_run[self.text_len..]
-    }
-
-    /// For `outbound`: the channel and the recipient.
-    pub fn channel_to(&self) -> Option<(&str, &str)> {
-        self.outbound
-            .as_deref()
-            .map(|(c, t)| (c.as_str(), t.as_str()))
-    }
-}
-
-/// The `chat.history` shape of a [`HistoryEntry`].
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HistoryJson<'a> {
-    role: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    to: Option<&'a str>,
-    content: [TextPart<'a>; 1],
-    timestamp: i64,
-    run_id: &'a str,
-}
-
-/// A `{"type":"text","text":…}` content part.
-#[derive(Serialize)]
-struct TextPart<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: &'a str,
-}
-
-impl Serialize for HistoryEntry {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (channel, to) = self.channel_to().unzip();
-        HistoryJson {
-            role: self.role,
-            channel,
-            to,
-            content: [TextPart {
-                kind: "text",
-                text: self.text(),
-            }],
-            timestamp: self.timestamp,
-            run_id: self.run_id(),
-        }
-        .serialize(s)
-    }
 }
 
 /// One session.
@@ -142,7 +44,7 @@ pub struct Session {
     /// Optional label.
     pub label: RefCell<Option<String>>,
     /// Messages, oldest first, bounded by `agents.historyLimit`.
-    pub history: RefCell<VecDeque<HistoryEntry>>,
+    pub history: RefCell<History>,
     /// Jobs waiting, FIFO.
     pub lane: RefCell<VecDeque<Job>>,
     /// A lane task is running.
@@ -164,7 +66,7 @@ impl Session {
             created_at: now,
             updated_at: Cell::new(now),
             label: RefCell::new(None),
-            history: RefCell::new(VecDeque::new()),
+            history: RefCell::new(History::default()),
             lane: RefCell::new(VecDeque::new()),
             running: Cell::new(false),
             current: RefCell::new(None),
@@ -190,12 +92,8 @@ impl Session {
     }
 
     /// Appends to history, keeping at most `limit` messages.
-    pub fn push_history(&self, msg: HistoryEntry, limit: usize) {
-        let mut h = self.history.borrow_mut();
-        h.push_back(msg);
-        while h.len() > limit {
-            h.pop_front();
-        }
+    pub fn push_history(&self, msg: HistoryEntry<'_>, limit: usize) {
+        self.history.borrow_mut().push(&msg, limit);
     }
 }
 
@@ -265,28 +163,5 @@ impl SessionTable {
     /// Rows of every session here.
     pub fn rows(&self) -> Vec<Value> {
         self.map.borrow().values().map(|s| s.row()).collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_entries_keep_the_chat_history_shape() {
-        let e = HistoryEntry::new("user", "héllo \"x\"", 7, "run-1");
-        assert_eq!((e.text(), e.run_id()), ("héllo \"x\"", "run-1"));
-        assert_eq!(
-            serde_json::to_value(&e).unwrap(),
-            json!({"role": "user", "content": [{"type": "text", "text": "héllo \"x\""}],
-                   "timestamp": 7, "runId": "run-1"})
-        );
-        let o = HistoryEntry::outbound("hi", 9, "r2", "log", "bob");
-        assert_eq!(o.channel_to(), Some(("log", "bob")));
-        assert_eq!(
-            serde_json::to_value(&o).unwrap(),
-            json!({"role": "outbound", "channel": "log", "to": "bob",
-                   "content": [{"type": "text", "text": "hi"}], "timestamp": 9, "runId": "r2"})
-        );
     }
 }
