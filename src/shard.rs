@@ -572,5 +572,5 @@ impl GatewayShard {
 
 /// Whether a connection appears in presence (the CLI's short calls do not, as in OpenClaw).
 pub fn presence_visible(a: &ConnAuth) -> bool {
-    !matches!(a.client.mode.as_str(), "cli" | "probe" | "test") && !a.seed
+    !matches!(&*a.client.mode, "cli" | "probe" | "test") && !a.seed
 }

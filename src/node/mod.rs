@@ -114,7 +114,7 @@ impl std::fmt::Debug for NodeState {
 pub fn node_id(adm: &Admission) -> String {
     adm.device_id
         .clone()
-        .unwrap_or_else(|| adm.client.id.clone())
+        .unwrap_or_else(|| adm.client.id.to_string())
 }
 
 /// Announces a node that just completed its handshake on `conn`.
@@ -138,7 +138,7 @@ pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_par
         "caps": adm.params.caps, "commands": adm.params.commands, "permissions": adm.params.permissions,
         "connectedAt": now_ms(), "shard": conn.shard.0, "deviceId": adm.device_id, "clientId": adm.client.id,
     });
-    let agents: Vec<String> = if adm.client.mode == "worker" {
+    let agents: Vec<String> = if &*adm.client.mode == "worker" {
         raw_params
             .get("agents")
             .and_then(|v| v.as_array())
@@ -164,13 +164,13 @@ pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_par
         pending_request: None,
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
-    if adm.client.mode != "worker" {
+    if &*adm.client.mode != "worker" {
         pairing::on_connect(
             shard,
             &id,
             &adm.params.commands,
             &adm.params.caps,
-            adm.client.display_name.clone(),
+            adm.client.display_name.as_deref().map(str::to_string),
         );
     }
     shard.broadcast(move |s| {

@@ -19,21 +19,21 @@ use crate::config::{AuthConfig, AuthMode};
 #[serde(rename_all = "camelCase")]
 pub struct ClientInfo {
     /// `cli`, `gateway-client`, `openclaw-macos`, …
-    pub id: String,
+    pub id: Box<str>,
     /// Display name.
-    pub display_name: Option<String>,
+    pub display_name: Option<Box<str>>,
     /// Client version.
-    pub version: String,
+    pub version: Box<str>,
     /// `linux`, `darwin`, …
-    pub platform: String,
+    pub platform: Box<str>,
     /// Device family.
-    pub device_family: Option<String>,
+    pub device_family: Option<Box<str>>,
     /// Model identifier.
-    pub model_identifier: Option<String>,
+    pub model_identifier: Option<Box<str>>,
     /// `cli, ui, webchat, backend, node, probe, test, worker`.
-    pub mode: String,
+    pub mode: Box<str>,
     /// Instance id.
-    pub instance_id: Option<String>,
+    pub instance_id: Option<Box<str>>,
 }
 
 /// `connect.params.auth`
@@ -184,7 +184,7 @@ pub fn parse_params(params: &Value) -> Result<ConnectParams, GatewayError> {
 
 /// Decides the protocol version.
 pub fn negotiate(p: &ConnectParams, role: &str) -> Result<i64, GatewayError> {
-    let probe_like = role == "node" || p.client.mode == "probe" || p.client.mode == "node";
+    let probe_like = role == "node" || &*p.client.mode == "probe" || &*p.client.mode == "node";
     let floor = if probe_like {
         MIN_PROBE_PROTOCOL
     } else {
@@ -234,7 +234,7 @@ pub fn admit(
                 role: &role,
                 scopes: &p.scopes,
                 token: token_for_sig,
-                platform: Some(p.client.platform.as_str()),
+                platform: Some(&p.client.platform),
                 device_family: p.client.device_family.as_deref(),
             };
             Some(
@@ -335,10 +335,10 @@ pub fn admit(
             ApproveRequest {
                 device_id: v.device_id.clone(),
                 public_key: d.public_key.clone(),
-                display_name: p.client.display_name.clone(),
-                platform: Some(p.client.platform.clone()),
-                client_id: Some(p.client.id.clone()),
-                client_mode: Some(p.client.mode.clone()),
+                display_name: p.client.display_name.as_deref().map(str::to_string),
+                platform: Some(p.client.platform.to_string()),
+                client_id: Some(p.client.id.to_string()),
+                client_mode: Some(p.client.mode.to_string()),
                 role: role.clone(),
                 scopes: p.scopes.clone(),
             },
@@ -410,10 +410,10 @@ pub fn admit(
             ApproveRequest {
                 device_id: v.device_id.clone(),
                 public_key: d.public_key.clone(),
-                display_name: p.client.display_name.clone(),
-                platform: Some(p.client.platform.clone()),
-                client_id: Some(p.client.id.clone()),
-                client_mode: Some(p.client.mode.clone()),
+                display_name: p.client.display_name.as_deref().map(str::to_string),
+                platform: Some(p.client.platform.to_string()),
+                client_id: Some(p.client.id.to_string()),
+                client_mode: Some(p.client.mode.to_string()),
                 role: role.clone(),
                 scopes: p.scopes.clone(),
             },

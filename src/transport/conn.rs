@@ -105,7 +105,8 @@ pub struct Conn {
     max_buffered: usize,
     waker: Cell<Option<Waker>>,
     seed: Cell<bool>,
-    closing: RefCell<Option<(u16, String)>>,
+    /// Close code and reason once asked to close (boxed: rare, and every connection has one).
+    closing: RefCell<Option<Box<(u16, String)>>>,
     closed: Cell<bool>,
     /// The peer sent its close frame (ours then ends the close handshake).
     peer_closed: Cell<bool>,
@@ -274,7 +275,7 @@ impl Conn {
     pub fn close(&self, code: u16, reason: &str) {
         let mut c = self.closing.borrow_mut();
         if c.is_none() && !self.closed.get() {
-            *c = Some((code, reason.to_string()));
+            *c = Some(Box::new((code, reason.to_string())));
         }
         drop(c);
         self.wake();
@@ -300,7 +301,7 @@ impl Conn {
 
     /// The close code asked for, if any.
     pub fn close_code(&self) -> Option<u16> {
-        self.closing.borrow().as_ref().map(|(code, _)| *code)
+        self.closing.borrow().as_deref().map(|(code, _)| *code)
     }
 
     /// Marks the connection as speaking the seed article's dialect.
@@ -334,7 +335,7 @@ impl Conn {
             let mut q = self.queue.borrow_mut();
             // Left in place: the connection stays "closing" until it is marked closed (nothing
             // more is written after a batch that carries the close).
-            let close = self.closing.borrow().clone();
+            let close = self.closing.borrow().as_deref().cloned();
             if q.is_empty() && close.is_none() {
                 if self.closed.get() {
                     return Poll::Ready(Batch {
@@ -417,7 +418,7 @@ mod tests {
         let c = conn(200);
         c.push_event("agent", &"x".repeat(300), false, None);
         assert_eq!(
-            c.closing.borrow().as_ref().unwrap(),
+            c.closing.borrow().as_deref().unwrap(),
             &(1008, "slow consumer".to_string())
         );
     }

@@ -83,17 +83,17 @@ pub fn admit(
         },
         role,
         client: ClientInfo {
-            id: device,
+            id: device.into(),
             version: p
                 .get("version")
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
-                .to_string(),
+                .into(),
             platform: p
                 .get("nodeType")
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
-                .to_string(),
+                .into(),
             mode: "seed".into(),
             ..Default::default()
         },

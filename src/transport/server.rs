@@ -80,15 +80,27 @@ impl Drop for UnauthGuard {
     }
 }
 
-/// Counts a WebSocket connection against `access.maxConnectionsPerIp` until dropped.
+/// Counts a WebSocket connection against `access.maxConnectionsPerIp` until dropped, or until
+/// handed over to the connection's [`Live`].
 struct ConnSlot {
-    shard: Rc<GatewayShard>,
+    /// `None` once handed over.
+    shard: Option<Rc<GatewayShard>>,
     ip: std::net::IpAddr,
+}
+
+impl ConnSlot {
+    /// Passes the count on to a [`Live`], which leaves by its `Conn`'s peer address (the same
+    /// one) and so needs no copy of it: every idle connection's task holds a `Live`.
+    fn hand_over(mut self) -> Rc<GatewayShard> {
+        self.shard.take().expect("a slot is handed over once")
+    }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.shard.shared.access.leave_conn(self.ip);
+        if let Some(shard) = &self.shard {
+            shard.shared.access.leave_conn(self.ip);
+        }
     }
 }
 
@@ -107,8 +119,15 @@ struct Live {
     conn: Rc<Conn>,
     io: Rc<Io>,
     rd: WsReader,
-    /// Counts the connection against `access.maxConnectionsPerIp` while it lives.
-    _slot: ConnSlot,
+    /// Counts the connection against `access.maxConnectionsPerIp` while it lives (from its
+    /// [`ConnSlot`]).
+    slot: Rc<GatewayShard>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.slot.shared.access.leave_conn(self.conn.peer.ip());
+    }
 }
 
 pub(crate) fn handle_tcp(
@@ -270,7 +289,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 return None;
             }
             let slot = ConnSlot {
-                shard: shard.clone(),
+                shard: Some(shard.clone()),
                 ip: peer.ip(),
             };
             let guard = UnauthGuard {
@@ -583,7 +602,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
             conn,
             io,
             rd,
-            _slot: slot,
+            slot: slot.hand_over(),
         },
         admitted,
     ))

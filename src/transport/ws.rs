@@ -134,11 +134,17 @@ pub struct WsReader {
     /// `pending` may hold complete frames: parse it before reading again.
     unparsed: bool,
     /// Assembling a frame larger than the scratch buffer: `pending` has its full length and
-    /// this many bytes of it are filled.
-    filled: Option<usize>,
+    /// this many bytes of it are filled. (32-bit fields here: every connection's task holds a
+    /// reader, and a frame is limited below 4 GiB by [`clamp_limit`].)
+    filled: Option<u32>,
     partial: Option<Box<Partial>>,
-    max_frame: usize,
-    max_message: usize,
+    max_frame: u32,
+    max_message: u32,
+}
+
+/// A size limit as the reader keeps it: below 4 GiB, with room for a frame header.
+fn clamp_limit(limit: usize) -> u32 {
+    limit.min(u32::MAX as usize - 16) as u32
 }
 
 /// A parsed, checked frame header: the header, its length and the payload length.
@@ -207,8 +213,8 @@ impl WsReader {
             unparsed: false,
             filled: None,
             partial: None,
-            max_frame,
-            max_message,
+            max_frame: clamp_limit(max_frame),
+            max_message: clamp_limit(max_message),
         }
     }
 
@@ -221,8 +227,8 @@ impl WsReader {
 
     /// Changes the limits (after the handshake, from the pre-auth ones).
     pub fn set_limits(&mut self, max_frame: usize, max_message: usize) {
-        self.max_frame = max_frame;
-        self.max_message = max_message;
+        self.max_frame = clamp_limit(max_frame);
+        self.max_message = clamp_limit(max_message);
     }
 
     /// Waits for data and hands every complete message in it to `on`, in order, until `on`
@@ -279,8 +285,8 @@ impl WsReader {
     {
         loop {
             let filled = match self.filled {
-                Some(f) => f,
-                None => match header(&self.pending, self.max_frame) {
+                Some(f) => f as usize,
+                None => match header(&self.pending, self.max_frame as usize) {
                     Ok(Some((_, hlen, len))) if hlen + len > SCRATCH => {
                         // A frame larger than the scratch buffer is assembled in `pending`.
                         let have = self.pending.len();
@@ -291,7 +297,7 @@ impl WsReader {
                     Err(e) => return Poll::Ready(Err(e)),
                 },
             };
-            self.filled = Some(filled);
+            self.filled = Some(filled as u32);
             let got = Pin::new(&mut *io.borrow_mut()).poll_read(cx, &mut self.pending[filled..]);
             let n = match got {
                 Poll::Pending => return Poll::Pending,
@@ -299,7 +305,7 @@ impl WsReader {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(WsError::Eof)),
                 Poll::Ready(Ok(n)) => n,
             };
-            self.filled = Some(filled + n);
+            self.filled = Some((filled + n) as u32);
             if filled + n == self.pending.len() {
                 self.filled = None;
                 let mut data = std::mem::take(&mut self.pending);
@@ -352,7 +358,7 @@ impl WsReader {
         F: FnMut(Msg<'_>) -> bool,
     {
         let mut pos = 0;
-        while let Some((h, hlen, len)) = header(&data[pos..], self.max_frame)? {
+        while let Some((h, hlen, len)) = header(&data[pos..], self.max_frame as usize)? {
             let start = pos + hlen;
             let end = start + len;
             if end > data.len() {
@@ -391,8 +397,8 @@ impl WsReader {
                 let Some(p) = self.partial.as_mut() else {
                     return Err(WsError::Protocol("continuation frame without a message"));
                 };
-                if p.data.len() + payload.len() > self.max_message {
-                    return Err(WsError::TooBig(self.max_message));
+                if p.data.len() + payload.len() > self.max_message as usize {
+                    return Err(WsError::TooBig(self.max_message as usize));
                 }
                 p.data.extend_from_slice(payload);
                 if p.text {
@@ -414,8 +420,8 @@ impl WsReader {
                 if self.partial.is_some() {
                     return Err(WsError::Protocol("new message before the last one ended"));
                 }
-                if payload.len() > self.max_message {
-                    return Err(WsError::TooBig(self.max_message));
+                if payload.len() > self.max_message as usize {
+                    return Err(WsError::TooBig(self.max_message as usize));
                 }
                 let text = d == Data::Text;
                 if fin {
