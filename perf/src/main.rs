@@ -345,6 +345,12 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
     for (ws, id) in nodes.into_iter().zip(node_ids.iter()) {
         tokio::task::spawn_local(load::node_client(ws, id.clone(), node_stop));
     }
+    // Open loop: each connection sends when the pacer rings its bell (closed: never rung).
+    let mut bells = match plan.mode {
+        Mode::Open => load::start_pacer(&plan),
+        Mode::Closed => Vec::new(),
+    }
+    .into_iter();
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
@@ -353,7 +359,8 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
                 Some(node) => node.clone(),
                 None => load::session_key(i, shard, args.placement, args.shards),
             };
-            tokio::task::spawn_local(load::drive(ws, i, key, plan.clone(), stats.clone()))
+            let bell = bells.next().unwrap_or_default();
+            tokio::task::spawn_local(load::drive(ws, i, key, plan.clone(), stats.clone(), bell))
         })
         .collect();
 

@@ -7,6 +7,15 @@ use std::process::Command;
 use shardgate_bench::{InProcessGateway, BENCH_TOKEN};
 
 fn run(gw: &InProcessGateway, workload: &str, connections: usize) -> serde_json::Value {
+    run_with(gw, workload, connections, &[])
+}
+
+fn run_with(
+    gw: &InProcessGateway,
+    workload: &str,
+    connections: usize,
+    extra: &[&str],
+) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_shardgate-load"))
         .args([
             "--url",
@@ -26,6 +35,7 @@ fn run(gw: &InProcessGateway, workload: &str, connections: usize) -> serde_json:
             "3s",
             "--json",
         ])
+        .args(extra)
         .output()
         .expect("run shardgate-load");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -71,4 +81,17 @@ fn every_workload_runs_clean_against_the_gateway() {
     // node.invoke through built-in node clients.
     let r = run(&gw, "invoke", 3);
     assert_clean("invoke", &r);
+    // Open loop: the pacer sends on the planned schedule, 5 connections at 500/s in all.
+    let r = run_with(&gw, "agent", 5, &["--mode", "open", "--rate", "500"]);
+    assert_clean("open agent", &r);
+    let offered = r["offered_per_s"].as_f64().unwrap();
+    assert!(
+        (offered - 500.0).abs() < 25.0,
+        "open agent: offered {offered}/s: {r}"
+    );
+    let done = r["requests_per_s"].as_f64().unwrap();
+    assert!(
+        (done - 500.0).abs() < 25.0,
+        "open agent: completed {done}/s: {r}"
+    );
 }
