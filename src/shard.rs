@@ -220,7 +220,7 @@ pub struct GatewayShard {
     next_conn: Cell<u64>,
     /// Sessions this shard owns.
     pub sessions: SessionTable,
-    /// Queue state: dead letters, traces, counters.
+    /// Queue state: dead letters, counters, the durable journal.
     pub queue: crate::queue::QueueState,
     /// Node registry replica and the invokes pending on this shard's nodes.
     pub nodes: crate::node::NodeState,
