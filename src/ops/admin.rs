@@ -172,8 +172,7 @@ async fn latency(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayEr
     let pcts = parse_percentiles(p)?;
     let per = shard.gather(|s| latency_snapshot(s)).await;
     let merged = merge_latency(&per);
-    let mut all = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
-        .expect("valid histogram bounds");
+    let mut all = crate::ops::metrics::latency_histogram();
     let mut methods = serde_json::Map::new();
     for (m, h) in &merged {
         let _ = all.add(h);

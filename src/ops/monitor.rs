@@ -77,8 +77,7 @@ async fn evaluate(shard: &Rc<GatewayShard>, rule: &AlertRule) -> Option<(f64, bo
         "high_latency" => {
             let per = shard.gather(|s| latency_snapshot(s)).await;
             let merged = merge_latency(&per);
-            let mut all =
-                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).ok()?;
+            let mut all = crate::ops::metrics::latency_histogram();
             for h in merged.values() {
                 let _ = all.add(h);
             }
