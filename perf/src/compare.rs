@@ -65,7 +65,26 @@ fn load(path: &Path) -> Result<Vec<Value>, String> {
 
 /// Median, min and max of `key` over `runs`, if any run has it.
 fn summary(runs: &[Value], key: &str) -> Option<(f64, f64, f64)> {
-    let mut v: Vec<f64> = runs.iter().filter_map(|r| r.get(key)?.as_f64()).collect();
+    spread(runs.iter().filter_map(|r| r.get(key)?.as_f64()).collect())
+}
+
+/// The ratio of `key` run by run, subject over baseline: median, min and max. `perf/run`
+/// alternates the two, so run i of each ran back to back, and the machine's drift over an
+/// invocation (this VM's speed moves by tens of percent within minutes) moves both sides of
+/// a pair alike. `None` unless both have the same number (≥ 2) of runs.
+fn paired(a: &[Value], b: &[Value], key: &str) -> Option<(f64, f64, f64)> {
+    if a.len() != b.len() || a.len() < 2 {
+        return None;
+    }
+    let ratio = |x: &Value, y: &Value| {
+        let (x, y) = (x.get(key)?.as_f64()?, y.get(key)?.as_f64()?);
+        (y != 0.0).then(|| x / y)
+    };
+    spread(a.iter().zip(b).filter_map(|(x, y)| ratio(x, y)).collect())
+}
+
+/// Median, min and max of `v`.
+fn spread(mut v: Vec<f64>) -> Option<(f64, f64, f64)> {
     if v.is_empty() {
         return None;
     }
@@ -121,6 +140,25 @@ pub(crate) fn markdown(subject: &Path, baseline: &Path) -> Result<String, String
             cell(sb, *d, b.len())
         ));
     }
+    let pairs: Vec<String> = [
+        ("requests_per_s", "requests/s"),
+        (
+            "requests_per_server_cpu_s",
+            "requests per server CPU-second",
+        ),
+    ]
+    .iter()
+    .filter_map(|(key, name)| {
+        let (m, lo, hi) = paired(&a, &b, key)?;
+        Some(format!("{name} **{m:.2}×** ({lo:.2}–{hi:.2}×)"))
+    })
+    .collect();
+    if !pairs.is_empty() {
+        out.push_str(&format!(
+            "\nPaired ratios {la}/{lb}, run i of each (run back to back), median (min–max): {}.\n",
+            pairs.join("; ")
+        ));
+    }
     for (l, runs) in [(&la, &a), (&lb, &b)] {
         for r in runs.iter() {
             for k in ["first_error", "first_close"] {
@@ -145,5 +183,19 @@ mod tests {
         let runs = vec![json!({"x": 4}), json!({"x": 1})];
         assert_eq!(summary(&runs, "x"), Some((2.5, 1.0, 4.0)));
         assert_eq!(summary(&runs, "y"), None);
+    }
+
+    #[test]
+    fn paired_ratios_follow_the_run_order() {
+        let a = vec![json!({"x": 10.0}), json!({"x": 40.0}), json!({"x": 30.0})];
+        let b = vec![json!({"x": 20.0}), json!({"x": 50.0}), json!({"x": 30.0})];
+        assert_eq!(paired(&a, &b, "x"), Some((0.8, 0.5, 1.0)));
+        // Medians alone would say 30/30 = 1.0.
+        assert_eq!(
+            summary(&a, "x").unwrap().0 / summary(&b, "x").unwrap().0,
+            1.0
+        );
+        assert_eq!(paired(&a[..2], &b, "x"), None);
+        assert_eq!(paired(&a[..1], &b[..1], "x"), None);
     }
 }
