@@ -184,13 +184,8 @@ impl<T: Prefetch> Prefetch for Option<T> {
     }
 }
 
-impl Prefetch for &str {}
-impl Prefetch for () {}
-impl Prefetch for i32 {}
-impl Prefetch for i64 {}
-impl Prefetch for u32 {}
+/// Plain values (the criterion bench's ring holds `u64`s).
 impl Prefetch for u64 {}
-impl Prefetch for usize {}
 
 /// Rings made so far in this process (each ring's id).
 static RINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -458,6 +453,11 @@ impl<K: Hash + Eq + Prefetch, V: Prefetch> DedupRing<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The tests' keys and values.
+    impl Prefetch for &str {}
+    impl Prefetch for i32 {}
+    impl Prefetch for u32 {}
 
     /// A small deterministic random source for the model checks (xorshift64).
     fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {

@@ -199,6 +199,22 @@ pub fn negotiate(p: &ConnectParams, role: &str) -> Result<i64, GatewayError> {
     Ok(p.max_protocol.min(PROTOCOL_VERSION))
 }
 
+/// What the pairing store records for verified device `device_id` asking for `role`: its key,
+/// the client's self-description and the scopes asked for.
+fn approve_request(p: &ConnectParams, device_id: &str, role: &str) -> ApproveRequest {
+    let d = p.device.as_ref().expect("verified implies device");
+    ApproveRequest {
+        device_id: device_id.to_string(),
+        public_key: d.public_key.clone(),
+        display_name: p.client.display_name.as_deref().map(str::to_string),
+        platform: Some(p.client.platform.to_string()),
+        client_id: Some(p.client.id.to_string()),
+        client_mode: Some(p.client.mode.to_string()),
+        role: role.to_string(),
+        scopes: p.scopes.clone(),
+    }
+}
+
 /// Runs the whole admission of PROTOCOL.md §3 steps 3–9.
 pub fn admit(
     params: &Value,
@@ -329,19 +345,9 @@ pub fn admit(
     // default); others wait for an operator (a pending request, see `auth::pairing`).
     let covered = env.store.covers(&v.device_id, &role, &p.scopes);
     if !covered && !env.terms.auto_approve() {
-        let d = p.device.as_ref().expect("verified implies device");
         let is_repair = stored.is_some();
         let request_id = env.terms.pairing.file(
-            ApproveRequest {
-                device_id: v.device_id.clone(),
-                public_key: d.public_key.clone(),
-                display_name: p.client.display_name.as_deref().map(str::to_string),
-                platform: Some(p.client.platform.to_string()),
-                client_id: Some(p.client.id.to_string()),
-                client_mode: Some(p.client.mode.to_string()),
-                role: role.clone(),
-                scopes: p.scopes.clone(),
-            },
+            approve_request(&p, &v.device_id, &role),
             env.terms.peer_ip,
             env.terms.net,
             is_repair,
@@ -403,20 +409,10 @@ pub fn admit(
             shared,
         ));
     }
-    let d = p.device.as_ref().expect("verified implies device");
     let token = env
         .store
         .approve_with(
-            ApproveRequest {
-                device_id: v.device_id.clone(),
-                public_key: d.public_key.clone(),
-                display_name: p.client.display_name.as_deref().map(str::to_string),
-                platform: Some(p.client.platform.to_string()),
-                client_id: Some(p.client.id.to_string()),
-                client_mode: Some(p.client.mode.to_string()),
-                role: role.clone(),
-                scopes: p.scopes.clone(),
-            },
+            approve_request(&p, &v.device_id, &role),
             &env.terms.approve_terms(),
             env.now_ms,
         )
