@@ -259,6 +259,50 @@ pub fn res_ok<T: Serialize + ?Sized>(id: &str, payload: &T) -> String {
     res_ok_with(id, |s| push_json(s, payload))
 }
 
+/// Outbound frame buffers of this thread that were written and are free again: a frame is
+/// built in one taken from here and given back once the connection's writer has copied it into
+/// the socket ([`recycle`]), so a steady stream of frames allocates none. Most recently freed
+/// first (still in cache); at most [`POOL_BUFFERS`] of at most [`POOL_BUFFER_MAX`] bytes each
+/// are kept, so the pool stays under 2 MiB per thread whatever a burst did.
+mod pool {
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub(super) static FREE: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+}
+
+/// Buffers the frame pool keeps per thread.
+pub const POOL_BUFFERS: usize = 256;
+/// The largest buffer the frame pool keeps (bytes of capacity).
+pub const POOL_BUFFER_MAX: usize = 8 * 1024;
+
+/// An empty buffer for an outbound frame, with room for `capacity` bytes: from this thread's
+/// pool when it has one (grown if needed), else newly allocated.
+pub fn text_buf(capacity: usize) -> String {
+    let reused = pool::FREE.with_borrow_mut(Vec::pop);
+    match reused {
+        Some(mut s) => {
+            s.reserve(capacity);
+            s
+        }
+        None => String::with_capacity(capacity),
+    }
+}
+
+/// Gives a frame's buffer back to this thread's pool once its bytes were copied out.
+pub fn recycle(mut s: String) {
+    if s.capacity() == 0 || s.capacity() > POOL_BUFFER_MAX {
+        return;
+    }
+    s.clear();
+    pool::FREE.with_borrow_mut(|free| {
+        if free.len() < POOL_BUFFERS {
+            free.push(s);
+        }
+    });
+}
+
 /// A JSON value serialized once and shared (cheap to clone) by every frame that repeats it: a
 /// run's final answer, sent to its caller and replayed to duplicates from the dedup cache.
 #[derive(Debug, Clone, PartialEq)]
@@ -316,7 +360,7 @@ pub fn res_ok_with(id: &str, write: impl FnOnce(&mut String)) -> String {
 
 /// The one writer of a `res ok` frame, in a buffer of `capacity` bytes to start with.
 fn res_ok_sized(capacity: usize, id: &str, write: impl FnOnce(&mut String)) -> String {
-    let mut s = String::with_capacity(capacity);
+    let mut s = text_buf(capacity);
     s.push_str(r#"{"type":"res","id":"#);
     push_json_str(&mut s, id);
     s.push_str(r#","ok":true,"payload":"#);
@@ -377,7 +421,7 @@ pub fn open_event_raw(name: &str, payload: &str) -> String {
 /// The one writer of an event frame's start (`type`, `event`, `payload`), in a buffer of
 /// `capacity` bytes to start with.
 fn open_sized(capacity: usize, name: &str, write: impl FnOnce(&mut String)) -> String {
-    let mut s = String::with_capacity(capacity);
+    let mut s = text_buf(capacity);
     s.push_str(r#"{"type":"event","event":"#);
     push_json_str(&mut s, name);
     s.push_str(r#","payload":"#);
@@ -525,6 +569,29 @@ pub fn push_escaped(s: &mut String, v: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_buffers_are_reused_and_the_pool_is_bounded() {
+        pool::FREE.with_borrow_mut(Vec::clear);
+        let first = String::with_capacity(1000);
+        let ptr = first.as_ptr();
+        recycle(first);
+        let again = text_buf(10);
+        assert_eq!(again.as_ptr(), ptr, "the freed buffer is handed out again");
+        assert!(again.is_empty() && again.capacity() >= 1000);
+        // Too large to keep, or never allocated: not pooled.
+        recycle(String::with_capacity(POOL_BUFFER_MAX + 1));
+        recycle(String::new());
+        assert_eq!(pool::FREE.with_borrow(Vec::len), 0);
+        // A short pooled buffer grows to what the frame asks for.
+        recycle(String::with_capacity(8));
+        assert!(text_buf(4096).capacity() >= 4096);
+        for _ in 0..POOL_BUFFERS + 10 {
+            recycle(String::with_capacity(64));
+        }
+        assert_eq!(pool::FREE.with_borrow(Vec::len), POOL_BUFFERS);
+        pool::FREE.with_borrow_mut(Vec::clear);
+    }
 
     #[test]
     fn a_shared_event_and_its_tail_make_the_same_frame_as_event() {

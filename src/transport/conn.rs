@@ -91,6 +91,41 @@ pub struct Batch {
     pub close: Option<(u16, String)>,
 }
 
+impl Batch {
+    /// Gives the written frames' buffers, and the queue that held them, back to this thread's
+    /// pools ([`frame::recycle`], [`take_queue`]): the next frames and batches reuse them.
+    pub fn recycle(self) {
+        let mut frames = self.frames;
+        for f in frames.drain(..) {
+            if let Outbound::Text(t) = f {
+                frame::recycle(t);
+            }
+        }
+        if frames.capacity() <= QUEUE_KEEP {
+            FREE_QUEUES.with_borrow_mut(|free| {
+                if free.len() < frame::POOL_BUFFERS {
+                    free.push(frames);
+                }
+            });
+        }
+    }
+}
+
+/// The most frames a pooled queue has room for (a request's answer and events fit).
+const QUEUE_KEEP: usize = 64;
+
+thread_local! {
+    /// Emptied batch queues of this thread, reused by the next connection that queues a frame.
+    static FREE_QUEUES: RefCell<Vec<VecDeque<Outbound>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty queue with room for a request's few frames: a pooled one if there is one.
+fn take_queue() -> VecDeque<Outbound> {
+    FREE_QUEUES
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| VecDeque::with_capacity(8))
+}
+
 /// One connection's outbound state, owned by the connection's shard.
 pub struct Conn {
     /// Process-unique id (shard in the high bits).
@@ -192,7 +227,7 @@ impl Conn {
         self.buffered.set(self.buffered.get() + frame.len());
         let mut q = self.queue.borrow_mut();
         if q.capacity() == 0 {
-            q.reserve(8);
+            *q = take_queue();
         }
         q.push_back(frame);
         drop(q);
@@ -421,6 +456,33 @@ mod tests {
             c.closing.borrow().as_deref().unwrap(),
             &(1008, "slow consumer".to_string())
         );
+    }
+
+    #[test]
+    fn a_written_batch_gives_its_frame_buffers_and_queue_back() {
+        FREE_QUEUES.with_borrow_mut(Vec::clear);
+        let c = conn(10_000);
+        let mut text = frame::text_buf(64);
+        text.push_str(r#"{"type":"res"}"#);
+        let ptr = text.as_ptr();
+        c.push_frame(text);
+        c.push_event("tick", "{}", false, None);
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        let Poll::Ready(batch) = c.poll_batch(&mut cx) else {
+            panic!("two frames are queued");
+        };
+        assert_eq!(batch.frames.len(), 2);
+        batch.recycle();
+        assert_eq!(FREE_QUEUES.with_borrow(Vec::len), 1);
+        // The next frames are built in the freed buffers and queued in the freed queue.
+        let reused = [frame::text_buf(16), frame::text_buf(16)];
+        assert!(
+            reused.iter().any(|s| s.as_ptr() == ptr),
+            "the frame's buffer is reused"
+        );
+        c.push_frame("x".into());
+        assert_eq!(FREE_QUEUES.with_borrow(Vec::len), 0);
+        assert!(c.queue.borrow().capacity() >= 8);
     }
 
     #[test]

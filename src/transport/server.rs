@@ -488,7 +488,9 @@ async fn drive(
         match step {
             Step::Write(batch) => {
                 let wrote = write_batch(shard, conn, io, &batch).await;
-                if wrote.is_err() || batch.close.is_some() {
+                let close = batch.close.is_some();
+                batch.recycle();
+                if wrote.is_err() || close {
                     conn.mark_closed();
                     return Ended::Closed;
                 }
@@ -523,6 +525,7 @@ async fn finish(shard: &GatewayShard, conn: &Conn, rd: &mut WsReader, io: &Io) {
         if !conn.is_closed() {
             let batch = conn.next_batch().await;
             let wrote = write_batch(shard, conn, io, &batch).await;
+            batch.recycle();
             conn.mark_closed();
             if wrote.is_err() {
                 return Ok(());
