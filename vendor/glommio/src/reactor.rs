@@ -173,9 +173,213 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    /// shardgate patch: socket read readiness through one epoll instance (see [`EpollReads`]).
+    epoll_reads: RefCell<EpollReads>,
+}
+
+/// shardgate patch (see PATCHED.md): read readiness of stream sockets through one epoll
+/// instance per executor, instead of one io_uring poll request armed per socket after every
+/// receive. A socket is added once (edge-triggered) when its stream is made; a read that finds
+/// nothing leaves its waker here. One io_uring poll on the epoll descriptor says when any of
+/// them became readable; one `epoll_wait` then collects them all and wakes their readers. Under
+/// load that is one poll request and one system call per loop of the executor, not one poll
+/// request (with its source, submission and completion) per socket per receive.
+pub(crate) struct EpollReads {
+    /// The epoll instance; `-1` if it could not be made (reads then use io_uring polls).
+    epfd: RawFd,
+    /// By descriptor: its waiting reader, and whether it became readable since its reader
+    /// last drained it ([`Reactor::epoll_take_edge`]).
+    slots: Vec<EpollSlot>,
+    /// How many slots have a reader waiting.
+    waiting: usize,
+    /// The io_uring poll on `epfd`, while one is in flight.
+    armed: Option<Source>,
+    /// `epoll_wait` output.
+    events: Vec<libc::epoll_event>,
+}
+
+/// One descriptor's state in [`EpollReads`].
+#[derive(Default, Clone)]
+struct EpollSlot {
+    waker: Option<Waker>,
+    edge: bool,
+}
+
+/// Events taken per `epoll_wait`.
+const EPOLL_BATCH: usize = 256;
+
+impl EpollReads {
+    fn new() -> EpollReads {
+        // SAFETY: no pointer arguments; the result is checked.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        EpollReads {
+            epfd,
+            slots: Vec::new(),
+            waiting: 0,
+            armed: None,
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Drop for EpollReads {
+    fn drop(&mut self) {
+        if self.epfd >= 0 {
+            // SAFETY: `epfd` is ours and closed once.
+            unsafe { libc::close(self.epfd) };
+        }
+    }
 }
 
 impl Reactor {
+    /// shardgate patch: adds stream socket `fd` to the executor's epoll set (edge-triggered
+    /// read readiness). False if it could not be added: its reads then use io_uring polls.
+    pub(crate) fn epoll_add(&self, fd: RawFd) -> bool {
+        let ep = self.epoll_reads.borrow();
+        if ep.epfd < 0 || fd < 0 {
+            return false;
+        }
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        unsafe { libc::epoll_ctl(ep.epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) == 0 }
+    }
+
+    /// shardgate patch: removes `fd` (before it is closed: the number may be reused) and
+    /// forgets its waiting reader.
+    pub(crate) fn epoll_del(&self, fd: RawFd) {
+        let mut ep = self.epoll_reads.borrow_mut();
+        if ep.epfd < 0 {
+            return;
+        }
+        // SAFETY: a null event is allowed for EPOLL_CTL_DEL (Linux >= 2.6.9).
+        unsafe { libc::epoll_ctl(ep.epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        if let Some(slot) = ep.slots.get_mut(fd as usize) {
+            slot.edge = false;
+            if slot.waker.take().is_some() {
+                ep.waiting -= 1;
+            }
+        }
+    }
+
+    /// shardgate patch: whether `fd` became readable since the last call (and forgets it). A
+    /// reader that drained its socket (a receive shorter than its buffer) asks this before
+    /// trying again: no edge, nothing new, so it waits without a receive that would fail.
+    pub(crate) fn epoll_take_edge(&self, fd: RawFd) -> bool {
+        let mut ep = self.epoll_reads.borrow_mut();
+        ep.slots
+            .get_mut(fd as usize)
+            .is_some_and(|slot| std::mem::take(&mut slot.edge))
+    }
+
+    /// shardgate patch: `fd` (added with [`Reactor::epoll_add`]) would block on read: wake
+    /// `waker` when it becomes readable.
+    pub(crate) fn epoll_wait_readable(&self, fd: RawFd, waker: &Waker) {
+        let mut ep = self.epoll_reads.borrow_mut();
+        let i = fd as usize;
+        if ep.slots.len() <= i {
+            ep.slots.resize(i + 1, EpollSlot::default());
+        }
+        match &mut ep.slots[i].waker {
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            slot @ None => {
+                *slot = Some(waker.clone());
+                ep.waiting += 1;
+            }
+        }
+        if ep.armed.is_none() {
+            let epfd = ep.epfd;
+            ep.armed = Some(self.arm_epoll(epfd));
+        }
+    }
+
+    /// An io_uring poll on the epoll descriptor. Its completion wakes a no-op waker: that
+    /// counts as an event, so the executor does not go to sleep before
+    /// [`Reactor::process_epoll`] has collected the ready sockets.
+    fn arm_epoll(&self, epfd: RawFd) -> Source {
+        // Made outside any task (the reactor re-arms it between tasks): no task queue.
+        let src = sys::Source::new(
+            self.io_scheduler.requirements(),
+            epfd,
+            SourceType::PollAdd,
+            None,
+            None,
+        );
+        self.sys.poll_ready(&src, common_flags() | read_flags());
+        src.add_waiter_single(Waker::noop());
+        src
+    }
+
+    /// shardgate patch: once the poll on the epoll descriptor completed, collects the
+    /// readable sockets and wakes their readers; re-arms the poll while any reader waits.
+    /// Returns how many readers it woke.
+    fn process_epoll(&self) -> usize {
+        let mut wake: SmallVec<[Waker; 32]> = SmallVec::new();
+        {
+            let mut ep = self.epoll_reads.borrow_mut();
+            if ep.waiting == 0 {
+                return 0;
+            }
+            if let Some(src) = &ep.armed {
+                if src.result().is_none() {
+                    return 0;
+                }
+            }
+            ep.armed = None;
+            let epfd = ep.epfd;
+            let EpollReads {
+                slots,
+                waiting,
+                events,
+                ..
+            } = &mut *ep;
+            if events.capacity() < EPOLL_BATCH {
+                events.reserve_exact(EPOLL_BATCH);
+            }
+            loop {
+                // SAFETY: `events` has room for EPOLL_BATCH entries; the kernel writes at
+                // most that many and returns how many.
+                let n = unsafe {
+                    libc::epoll_wait(epfd, events.as_mut_ptr(), EPOLL_BATCH as i32, 0)
+                };
+                if n <= 0 {
+                    break;
+                }
+                // SAFETY: the kernel initialised the first `n` entries.
+                unsafe { events.set_len(n as usize) };
+                for ev in events.drain(..) {
+                    let Some(slot) = slots.get_mut(ev.u64 as usize) else {
+                        // Never waited on yet: its reader has not drained it.
+                        continue;
+                    };
+                    slot.edge = true;
+                    if let Some(w) = slot.waker.take() {
+                        *waiting -= 1;
+                        wake.push(w);
+                    }
+                }
+                if (n as usize) < EPOLL_BATCH {
+                    break;
+                }
+            }
+            if ep.waiting > 0 {
+                ep.armed = Some(self.arm_epoll(epfd));
+            }
+        }
+        let woke = wake.len();
+        for w in wake {
+            w.wake();
+        }
+        woke
+    }
+
     pub(crate) fn new(
         notifier: Arc<SleepNotifier>,
         io_memory: usize,
@@ -193,6 +397,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            epoll_reads: RefCell::new(EpollReads::new()),
         })
     }
 
@@ -852,6 +1057,7 @@ impl Reactor {
     pub(crate) fn spin_poll_io(&self) -> io::Result<bool> {
         let mut woke = 0;
         self.sys.poll_io(&mut woke)?;
+        woke += self.process_epoll();
         woke += self.process_timers().1;
         woke += self.process_shared_channels();
 
@@ -860,6 +1066,7 @@ impl Reactor {
 
     fn process_external_events(&self) -> (Option<Duration>, usize) {
         let (next_timer, mut woke) = self.process_timers();
+        woke += self.process_epoll();
         woke += self.process_shared_channels();
         (next_timer, woke)
     }

@@ -223,13 +223,33 @@ pub(crate) struct NonBufferedStream<S> {
     source_rx: Option<Source>,
     write_timeout: Timeout,
     read_timeout: Timeout,
+    /// shardgate patch: the descriptor, when it is in the executor's epoll set
+    /// ([`Reactor::epoll_add`]); `-1` when its reads wait on io_uring polls.
+    epoll_fd: RawFd,
+    /// shardgate patch: the last receive was shorter than its buffer, so the socket was
+    /// empty then; the next read tries again only after an epoll edge.
+    drained: bool,
+}
+
+impl<S> Drop for NonBufferedStream<S> {
+    fn drop(&mut self) {
+        if self.epoll_fd >= 0 {
+            if let Some(reactor) = self.reactor.upgrade() {
+                reactor.epoll_del(self.epoll_fd);
+            }
+        }
+    }
 }
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        if reactor.epoll_add(stream_fd) {
+            self.epoll_fd = stream_fd;
+        } else {
+            self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        }
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -260,6 +280,34 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
+
+        // shardgate patch: a socket in the epoll set is read until it would block, then
+        // waits for its next edge there (no io_uring poll per receive). With a read timeout
+        // it takes the io_uring path below, which keeps the timer.
+        if self.epoll_fd >= 0 && self.read_timeout.get().is_none() {
+            let fd = self.epoll_fd;
+            if self.drained && !reactor.epoll_take_edge(fd) {
+                reactor.epoll_wait_readable(fd, cx.waker());
+                return Poll::Pending;
+            }
+            self.drained = false;
+            return match super::yolo_recv(fd, buf) {
+                Some(Ok(n)) => {
+                    // Short: the socket is empty now; data arriving from here on makes an
+                    // edge (edge-triggered), data before it was in this receive.
+                    if n > 0 && n < buf.len() {
+                        self.drained = true;
+                        reactor.epoll_take_edge(fd);
+                    }
+                    Poll::Ready(Ok(n))
+                }
+                Some(Err(e)) => Poll::Ready(Err(e)),
+                None => {
+                    reactor.epoll_wait_readable(fd, cx.waker());
+                    Poll::Pending
+                }
+            };
+        }
 
         let no_pending_poll = self
             .source_rx
@@ -368,6 +416,8 @@ where
             source_rx: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
+            epoll_fd: -1,
+            drained: false,
         };
         stream.init();
         GlommioStream {
