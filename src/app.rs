@@ -189,6 +189,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         access,
         tls,
         started: Instant::now(),
+        started_us: shards::clock::monotonic_us(),
         started_ms: now_ms(),
         shards: shards_n,
         shutdown,

@@ -131,6 +131,8 @@ pub struct Shared {
     pub started: Instant,
     /// Process start, ms since epoch.
     pub started_ms: i64,
+    /// Process start on [`shards::clock::monotonic_us`] (the origin of [`Shared::mono_us`]).
+    pub started_us: u64,
     /// Number of shards.
     pub shards: usize,
     /// Set by SIGTERM/SIGINT.
@@ -157,7 +159,7 @@ impl Shared {
 
     /// A monotonic clock shared by every shard, microseconds since start.
     pub fn mono_us(&self) -> u64 {
-        self.started.elapsed().as_micros() as u64
+        shards::clock::monotonic_us().saturating_sub(self.started_us)
     }
 }
 
@@ -169,10 +171,7 @@ pub fn now_ms_coarse() -> i64 {
 
 /// Wall clock, ms since the epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    shards::clock::realtime_ms()
 }
 
 /// A record of a run in the run directory (on `owner(runId)`), for `agent.wait`.
