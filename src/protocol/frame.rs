@@ -532,6 +532,17 @@ pub fn push_json_str(s: &mut String, v: &str) {
     s.push('"');
 }
 
+/// Appends one of the gateway's own string constants (a status, a provider or model name) as
+/// a JSON string without scanning it for characters to escape: such a constant never has any
+/// (checked in debug builds).
+pub fn push_json_const(s: &mut String, v: &'static str) {
+    debug_assert!(!needs_escape(v.as_bytes()), "{v:?} needs escaping");
+    s.reserve(v.len() + 2);
+    s.push('"');
+    s.push_str(v);
+    s.push('"');
+}
+
 /// Appends `v` escaped as inside a JSON string literal, without the quotes: text built up
 /// piece by piece (a streamed answer) is escaped once per piece, not once per frame.
 pub fn push_escaped(s: &mut String, v: &str) {

@@ -591,9 +591,9 @@ impl FinalOk<'_> {
             s.push_str(r#"{"runId":"#);
             frame::push_json_str(s, self.run_id);
             s.push_str(r#","status":"#);
-            frame::push_json_str(s, self.status);
+            frame::push_json_const(s, self.status);
             s.push_str(r#","summary":"#);
-            frame::push_json_str(s, self.summary);
+            frame::push_json_const(s, self.summary);
             s.push_str(r#","sessionKey":"#);
             frame::push_json_str(s, self.session_key);
             s.push_str(r#","result":{"payloads":[{"text":"#);
@@ -606,9 +606,9 @@ impl FinalOk<'_> {
             s.push_str(r#","agentMeta":{"agentId":"#);
             frame::push_json_str(s, meta.agent_meta.agent_id);
             s.push_str(r#","provider":"#);
-            frame::push_json_str(s, meta.agent_meta.provider);
+            frame::push_json_const(s, meta.agent_meta.provider);
             s.push_str(r#","model":"#);
-            frame::push_json_str(s, meta.agent_meta.model);
+            frame::push_json_const(s, meta.agent_meta.model);
             s.push_str("}}}}");
         })
     }
@@ -646,7 +646,10 @@ impl Ack<'_> {
         s.push_str(r#"{"runId":"#);
         frame::push_json_str(s, self.run_id);
         member(s, r#","agentId":"#, self.agent_id);
-        member(s, r#","status":"#, self.status);
+        if let Some(status) = self.status {
+            s.push_str(r#","status":"#);
+            frame::push_json_const(s, status);
+        }
         if let Some(at) = self.accepted_at {
             s.push_str(r#","acceptedAt":"#);
             frame::push_int(s, at);
