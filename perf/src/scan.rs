@@ -34,40 +34,56 @@ pub(crate) struct Frame<'a> {
 
 /// Reads `text` as one frame; `None` when it is not a JSON object this scan can read.
 pub(crate) fn frame(text: &str) -> Option<Frame<'_>> {
+    let b = text.as_bytes();
     let mut f = Frame::default();
     let mut kind = None;
-    let mut payload = None;
-    let end = members(text.as_bytes(), 0, |key, value| {
-        let v = &text[value.clone()];
-        match key {
+    // The payload's status, state and runId, as written: read in the same pass that skips
+    // the payload (one walk over its bytes), kept only for answers and chat events.
+    let mut inner: [Option<&str>; 3] = [None; 3];
+    let end = members(b, 0, |key, v0| {
+        if key == b"payload" && b.get(v0) == Some(&b'{') {
+            return members(b, v0, |k, p0| {
+                let p1 = value_end(b, p0)?;
+                let slot = match k {
+                    b"status" => 0,
+                    b"state" => 1,
+                    b"runId" => 2,
+                    _ => return Some(p1),
+                };
+                inner[slot] = Some(&text[p0..p1]);
+                Some(p1)
+            });
+        }
+        let v1 = value_end(b, v0)?;
+        let v = &text[v0..v1];
+        let read = match key {
             b"type" => plain_str(v).map(|s| kind = Some(s)).is_some(),
             b"id" => opt(v, plain_str, &mut f.id),
             b"event" => opt(v, plain_str, &mut f.event),
             b"ok" => opt(v, boolean, &mut f.ok),
             b"seq" => opt(v, unsigned, &mut f.seq),
-            b"payload" => {
-                payload = v.starts_with('{').then_some(value.start);
-                true
-            }
             _ => true,
-        }
+        };
+        read.then_some(v1)
     })?;
     if !text[end..].trim_start().is_empty() {
         return None;
     }
     f.kind = kind?;
-    // Only answers (status) and chat events (state, runId) need the payload's members: the
-    // other events' payloads were skipped once and are not walked again.
-    if let Some(start) = payload.filter(|_| f.kind == "res" || f.event == Some("chat")) {
-        members(text.as_bytes(), start, |k, pv| {
-            let pv = &text[pv];
-            match k {
-                b"status" => opt(pv, plain_str, &mut f.status),
-                b"state" => opt(pv, plain_str, &mut f.state),
-                b"runId" => opt(pv, plain_str, &mut f.run_id),
-                _ => true,
+    // Only answers (status) and chat events (state, runId) need the payload's members.
+    if f.kind == "res" || f.event == Some("chat") {
+        let [status, state, run_id] = inner;
+        for (v, slot) in [
+            (status, &mut f.status),
+            (state, &mut f.state),
+            (run_id, &mut f.run_id),
+        ] {
+            if let Some(v) = v {
+                if !opt(v, plain_str, slot) {
+                    return None;
+                }
             }
-        })?;
+        }
     }
     Some(f)
 }
@@ -111,13 +127,13 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The object starting at `b[start]` (after whitespace): calls `each(key, value range)` for
-/// every member (the key as written, without quotes; the value's raw text) until `each`
-/// returns false. Returns the index just past the closing brace.
+/// The object starting at `b[start]` (after whitespace): calls `each(key, value start)` for
+/// every member (the key as written, without quotes), which returns the index just past the
+/// value (or `None` to give up). Returns the index just past the closing brace.
 fn members(
     b: &[u8],
     start: usize,
-    mut each: impl FnMut(&[u8], std::ops::Range<usize>) -> bool,
+    mut each: impl FnMut(&[u8], usize) -> Option<usize>,
 ) -> Option<usize> {
     let mut i = skip_ws(b, start);
     if b.get(i) != Some(&b'{') {
@@ -141,10 +157,7 @@ fn members(
             return None;
         }
         let v0 = skip_ws(b, i + 1);
-        let v1 = value_end(b, v0)?;
-        if !each(key, v0..v1) {
-            return None;
-        }
+        let v1 = each(key, v0)?;
         i = skip_ws(b, v1);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
