@@ -202,8 +202,14 @@ pub(crate) struct EpollReads {
 /// One descriptor's state in [`EpollReads`].
 #[derive(Default, Clone)]
 struct EpollSlot {
+    /// The reader waiting for the socket to become readable.
     waker: Option<Waker>,
+    /// An edge was seen since the reader last drained the socket.
     edge: bool,
+    /// The peer closed or the socket failed (`EPOLLRDHUP`/`EPOLLHUP`/`EPOLLERR`): sticky, so
+    /// a short read that took the last data does not also hide the end of the stream that
+    /// came under the same edge (the next read must see its 0 or its error).
+    hup: bool,
 }
 
 /// Events taken per `epoll_wait`.
@@ -259,6 +265,7 @@ impl Reactor {
         unsafe { libc::epoll_ctl(ep.epfd, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
         if let Some(slot) = ep.slots.get_mut(fd as usize) {
             slot.edge = false;
+            slot.hup = false;
             if slot.waker.take().is_some() {
                 ep.waiting -= 1;
             }
@@ -272,7 +279,7 @@ impl Reactor {
         let mut ep = self.epoll_reads.borrow_mut();
         ep.slots
             .get_mut(fd as usize)
-            .is_some_and(|slot| std::mem::take(&mut slot.edge))
+            .is_some_and(|slot| std::mem::take(&mut slot.edge) || slot.hup)
     }
 
     /// shardgate patch: `fd` (added with [`Reactor::epoll_add`]) would block on read: wake
@@ -355,11 +362,17 @@ impl Reactor {
                 // SAFETY: the kernel initialised the first `n` entries.
                 unsafe { events.set_len(n as usize) };
                 for ev in events.drain(..) {
-                    let Some(slot) = slots.get_mut(ev.u64 as usize) else {
-                        // Never waited on yet: its reader has not drained it.
-                        continue;
-                    };
+                    // A socket that has not waited yet (its first reads found data) gets its
+                    // slot now: dropping the edge would hang its next read.
+                    let i = ev.u64 as usize;
+                    if slots.len() <= i {
+                        slots.resize(i + 1, EpollSlot::default());
+                    }
+                    let slot = &mut slots[i];
                     slot.edge = true;
+                    if ev.events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+                        slot.hup = true;
+                    }
                     if let Some(w) = slot.waker.take() {
                         *waiting -= 1;
                         wake.push(w);
