@@ -1839,12 +1839,19 @@ impl Reactor {
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
+        //
+        // shardgate patch: only when the previous one fired. It counts main-ring
+        // completions (no deadline), so one kept across loops only preempts a loop early
+        // once per `ring_depth` completions, where cancelling and re-arming it on every loop
+        // cost three submissions and a cancellation per loop.
+        let armed = self.throughput_preemption_timeout_src.take();
+        let armed = armed.filter(|src| src.result().is_none());
+        self.throughput_preemption_timeout_src.set(Some(armed.unwrap_or_else(|| {
             main_ring.prepare_throughput_preemption_timer(
                 self.ring_depth() as u32,
                 self.eventfd_src.raw(),
-            ),
-        ));
+            )
+        })));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
