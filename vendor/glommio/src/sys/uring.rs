@@ -1237,6 +1237,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// shardgate patch: when the preemption timer in `latency_preemption_timeout_src` was
+    /// armed (`None`: none, or it is the sleep's user timer).
+    latency_preempt_armed_at: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1368,6 +1371,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preempt_armed_at: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1835,7 +1839,30 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // shardgate patch: except a preemption timer a recent loop armed that has not fired,
+        // when this loop wants one again (it cannot sleep then: `should_sleep` needs no
+        // preemption timer). It fires at most half a time slice before a fresh one would, a
+        // harmless early preemption; cancelling and re-arming it cost a cancellation, a
+        // submission and an extra `io_uring_enter` on every loop.
+        let now = Instant::now();
+        let kept = match (
+            self.latency_preempt_armed_at.take(),
+            self.latency_preemption_timeout_src.take(),
+            preempt_timer(),
+        ) {
+            (Some(at), Some(src), Some(slice))
+                if src.result().is_none() && now.saturating_duration_since(at) < slice / 2 =>
+            {
+                self.latency_preemption_timeout_src.set(Some(src));
+                self.latency_preempt_armed_at.set(Some(at));
+                true
+            }
+            (_, old, _) => {
+                drop(old);
+                false
+            }
+        };
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1902,9 +1929,12 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            if !kept {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preempt_armed_at.set(Some(now));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
