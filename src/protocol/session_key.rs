@@ -14,17 +14,29 @@ impl SessionKey {
     /// Normalises a request's key: lower-cased, `agent:` scoped (a bare key `k` becomes
     /// `agent:<default_agent>:k`, `main` the main session), legacy `:dm:` becomes `:direct:`.
     pub fn parse(raw: &str, default_agent: &str) -> Result<SessionKey, String> {
-        let k = raw.trim().to_ascii_lowercase();
-        if k.is_empty() {
+        // Every request's key comes through here: one pass over bytes and one allocation for
+        // the usual ASCII key (`tests::matches_the_plain_definition` holds it to the plain
+        // lower-case, check, prefix and rewrite steps).
+        let t = raw.trim();
+        if t.is_empty() {
             return Err("sessionKey must not be empty".into());
         }
-        if k.len() > MAX_KEY_LEN {
+        if t.len() > MAX_KEY_LEN {
             return Err(format!("sessionKey longer than {MAX_KEY_LEN} bytes"));
         }
-        if k.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        // For ASCII, control characters and whitespace are the bytes up to the space and DEL.
+        let bad = if t.is_ascii() {
+            t.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            t.chars().any(|c| c.is_control() || c.is_whitespace())
+        };
+        if bad {
             return Err("sessionKey must not contain whitespace or control characters".into());
         }
-        let full = if let Some(rest) = k.strip_prefix("agent:") {
+        let scoped = t.len() >= 6 && t.as_bytes()[..6].eq_ignore_ascii_case(b"agent:");
+        let full = if scoped {
+            let k = t.to_ascii_lowercase();
+            let rest = &k[6..];
             let (agent, tail) = rest.split_once(':').unwrap_or((rest, ""));
             if !valid_agent_id(agent) {
                 return Err(format!("invalid agent id {agent:?} in sessionKey"));
@@ -37,14 +49,16 @@ impl SessionKey {
                 (false, false) => k,
             }
         } else {
-            let mut full = String::with_capacity(7 + default_agent.len() + k.len());
-            for part in ["agent:", default_agent, ":", &k] {
+            let mut full = String::with_capacity(7 + default_agent.len() + t.len());
+            for part in ["agent:", default_agent, ":", t] {
                 full.push_str(part);
             }
+            let at = full.len() - t.len();
+            full[at..].make_ascii_lowercase();
             full
         };
         // Only legacy keys pay for the rewrite.
-        let full = if full.contains(":dm:") {
+        let full = if full.as_bytes().windows(4).any(|w| w == b":dm:") {
             full.replace(":dm:", ":direct:")
         } else {
             full
@@ -120,6 +134,96 @@ mod tests {
         assert!(SessionKey::parse("agent:", "main").is_err());
         assert!(SessionKey::parse("a b", "main").is_err());
         assert!(SessionKey::parse(&"x".repeat(600), "main").is_err());
+    }
+
+    /// The definition, step by step (lower-case, check, scope, rewrite), as `parse` was
+    /// written before it was made one pass.
+    fn plain(raw: &str, default_agent: &str) -> Result<String, String> {
+        let k = raw.trim().to_ascii_lowercase();
+        if k.is_empty() || k.len() > MAX_KEY_LEN {
+            return Err("size".into());
+        }
+        if k.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("chars".into());
+        }
+        let full = match k.strip_prefix("agent:") {
+            Some(rest) => {
+                let (agent, tail) = rest.split_once(':').unwrap_or((rest, ""));
+                if !valid_agent_id(agent) {
+                    return Err("agent".into());
+                }
+                match (rest.len() == agent.len(), tail.is_empty()) {
+                    (true, _) => format!("{k}:main"),
+                    (false, true) => return Err("tail".into()),
+                    (false, false) => k,
+                }
+            }
+            None => format!("agent:{default_agent}:{k}"),
+        }
+        .replace(":dm:", ":direct:");
+        if full.len() > MAX_KEY_LEN {
+            return Err("size".into());
+        }
+        Ok(full)
+    }
+
+    #[test]
+    fn matches_the_plain_definition() {
+        let keys = [
+            "main",
+            "Main",
+            "agent:main:main",
+            "AGENT:Ops:X",
+            "agent:ops",
+            "AGENT:ops",
+            "agent:",
+            "agent:ops:",
+            "agent::x",
+            "agent:-x:y",
+            "agenT:a_b-c:Q:DM:7",
+            "x:Dm:y",
+            ":dm:",
+            "a:dm",
+            "dm:x",
+            "telegram:group:42",
+            "  padded  ",
+            "\tx\t",
+            "a b",
+            "a\tb",
+            "a\u{7f}b",
+            "a\u{0}b",
+            "a\u{a0}b",
+            "a\u{2003}b",
+            "a\u{85}b",
+            "caf\u{c9}:\u{c9}t\u{e9}",
+            "Agent:Ops:X\u{c9}",
+            "\u{3000}k\u{3000}",
+            "agent:ops:a:b",
+            "AgEnT",
+            "agent",
+            "x",
+            ":",
+            "::",
+        ];
+        let long = [
+            "y".repeat(MAX_KEY_LEN),
+            "y".repeat(MAX_KEY_LEN - 11),
+            "y".repeat(MAX_KEY_LEN - 10),
+        ];
+        for k in keys.iter().copied().chain(long.iter().map(String::as_str)) {
+            for agent in ["main", "ops"] {
+                let ours = SessionKey::parse(k, agent).map(|s| s.0);
+                let theirs = plain(k, agent);
+                assert_eq!(
+                    ours.is_ok(),
+                    theirs.is_ok(),
+                    "{k:?}: {ours:?} vs {theirs:?}"
+                );
+                if let (Ok(a), Ok(b)) = (&ours, &theirs) {
+                    assert_eq!(a, b, "{k:?}");
+                }
+            }
+        }
     }
 
     #[test]
