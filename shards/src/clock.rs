@@ -35,24 +35,26 @@ pub fn coarse_ms() -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn coarse_clock_tracks_the_wall_clock() {
-        let precise = std::time::SystemTime::now()
+    /// The wall clock as std reads it, ms since the epoch.
+    fn std_ms() -> i64 {
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_millis() as i64;
+            .as_millis() as i64
+    }
+
+    #[test]
+    fn coarse_clock_tracks_the_wall_clock() {
+        let precise = std_ms();
         let coarse = super::coarse_ms().expect("CLOCK_REALTIME_COARSE");
         assert!((precise - coarse).abs() < 100, "{precise} vs {coarse}");
     }
 
     #[test]
     fn the_raw_clocks_read_what_std_reads() {
-        let std_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let theirs = std_ms();
         let ours = super::realtime_ms();
-        assert!((ours - std_ms).abs() < 100, "{ours} vs {std_ms}");
+        assert!((ours - theirs).abs() < 100, "{ours} vs {theirs}");
         // Same clock as Instant: an interval measured both ways agrees.
         let (t0, i0) = (super::monotonic_us(), std::time::Instant::now());
         while i0.elapsed() < std::time::Duration::from_millis(20) {

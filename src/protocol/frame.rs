@@ -290,15 +290,18 @@ pub fn text_buf(capacity: usize) -> String {
     }
 }
 
-/// Gives a frame's buffer back to this thread's pool once its bytes were copied out.
-pub fn recycle(mut s: String) {
-    if s.capacity() == 0 || s.capacity() > POOL_BUFFER_MAX {
-        return;
-    }
-    s.clear();
+/// Gives frames' buffers back to this thread's pool once their bytes were copied out (a
+/// written batch's at once: one look at the pool, not one per frame).
+pub fn recycle(texts: impl IntoIterator<Item = String>) {
     pool::FREE.with_borrow_mut(|free| {
-        if free.len() < POOL_BUFFERS {
-            free.push(s);
+        for mut s in texts {
+            if free.len() == POOL_BUFFERS {
+                return;
+            }
+            if s.capacity() != 0 && s.capacity() <= POOL_BUFFER_MAX {
+                s.clear();
+                free.push(s);
+            }
         }
     });
 }
@@ -586,20 +589,17 @@ mod tests {
         pool::FREE.with_borrow_mut(Vec::clear);
         let first = String::with_capacity(1000);
         let ptr = first.as_ptr();
-        recycle(first);
+        recycle([first]);
         let again = text_buf(10);
         assert_eq!(again.as_ptr(), ptr, "the freed buffer is handed out again");
         assert!(again.is_empty() && again.capacity() >= 1000);
         // Too large to keep, or never allocated: not pooled.
-        recycle(String::with_capacity(POOL_BUFFER_MAX + 1));
-        recycle(String::new());
+        recycle([String::with_capacity(POOL_BUFFER_MAX + 1), String::new()]);
         assert_eq!(pool::FREE.with_borrow(Vec::len), 0);
         // A short pooled buffer grows to what the frame asks for.
-        recycle(String::with_capacity(8));
+        recycle([String::with_capacity(8)]);
         assert!(text_buf(4096).capacity() >= 4096);
-        for _ in 0..POOL_BUFFERS + 10 {
-            recycle(String::with_capacity(64));
-        }
+        recycle((0..POOL_BUFFERS + 10).map(|_| String::with_capacity(64)));
         assert_eq!(pool::FREE.with_borrow(Vec::len), POOL_BUFFERS);
         pool::FREE.with_borrow_mut(Vec::clear);
     }

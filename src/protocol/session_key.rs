@@ -24,11 +24,13 @@ impl SessionKey {
         if t.len() > MAX_KEY_LEN {
             return Err(format!("sessionKey longer than {MAX_KEY_LEN} bytes"));
         }
-        // For ASCII, control characters and whitespace are the bytes up to the space and DEL.
-        let bad = if t.is_ascii() {
-            t.bytes().any(|b| b <= b' ' || b == 0x7f)
-        } else {
-            t.chars().any(|c| c.is_control() || c.is_whitespace())
+        // For ASCII, control characters and whitespace are the bytes up to the space and DEL:
+        // one pass over the bytes finds those or the first non-ASCII byte, and only text with
+        // the latter is checked again char by char.
+        let bad = match t.bytes().position(|b| b <= b' ' || b >= 0x7f) {
+            None => false,
+            Some(i) if t.as_bytes()[i] < 0x80 => true,
+            Some(_) => t.chars().any(|c| c.is_control() || c.is_whitespace()),
         };
         if bad {
             return Err("sessionKey must not contain whitespace or control characters".into());

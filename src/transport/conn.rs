@@ -96,11 +96,10 @@ impl Batch {
     /// pools ([`frame::recycle`], [`take_queue`]): the next frames and batches reuse them.
     pub fn recycle(self) {
         let mut frames = self.frames;
-        for f in frames.drain(..) {
-            if let Outbound::Text(t) = f {
-                frame::recycle(t);
-            }
-        }
+        frame::recycle(frames.drain(..).filter_map(|f| match f {
+            Outbound::Text(t) => Some(t),
+            _ => None,
+        }));
         if frames.capacity() <= QUEUE_KEEP {
             FREE_QUEUES.with_borrow_mut(|free| {
                 if free.len() < frame::POOL_BUFFERS {

@@ -197,6 +197,9 @@ pub(crate) struct EpollReads {
     armed: Option<Source>,
     /// `epoll_wait` output.
     events: Vec<libc::epoll_event>,
+    /// The readers one collection wakes, kept between collections (no allocation per loop
+    /// however many sockets become readable at once).
+    woken: Vec<Waker>,
 }
 
 /// One descriptor's state in [`EpollReads`].
@@ -225,6 +228,7 @@ impl EpollReads {
             waiting: 0,
             armed: None,
             events: Vec::new(),
+            woken: Vec::new(),
         }
     }
 }
@@ -328,7 +332,7 @@ impl Reactor {
     /// readable sockets and wakes their readers; re-arms the poll while any reader waits.
     /// Returns how many readers it woke.
     fn process_epoll(&self) -> usize {
-        let mut wake: SmallVec<[Waker; 32]> = SmallVec::new();
+        let mut wake;
         {
             let mut ep = self.epoll_reads.borrow_mut();
             if ep.waiting == 0 {
@@ -340,6 +344,8 @@ impl Reactor {
                 }
             }
             ep.armed = None;
+            // Woken after the borrow ends (a waker may touch this set again).
+            wake = std::mem::take(&mut ep.woken);
             let epfd = ep.epfd;
             let EpollReads {
                 slots,
@@ -387,9 +393,10 @@ impl Reactor {
             }
         }
         let woke = wake.len();
-        for w in wake {
+        for w in wake.drain(..) {
             w.wake();
         }
+        self.epoll_reads.borrow_mut().woken = wake;
         woke
     }
 

@@ -1845,13 +1845,15 @@ impl Reactor {
         // preemption timer). It fires at most half a time slice before a fresh one would, a
         // harmless early preemption; cancelling and re-arming it cost a cancellation, a
         // submission and an extra `io_uring_enter` on every loop.
-        let now = Instant::now();
+        // Read only when this loop wants a preemption timer (not on the way to sleep).
+        let wanted = preempt_timer();
+        let now = wanted.map(|_| Instant::now());
         let kept = match (
             self.latency_preempt_armed_at.take(),
             self.latency_preemption_timeout_src.take(),
-            preempt_timer(),
+            wanted.zip(now),
         ) {
-            (Some(at), Some(src), Some(slice))
+            (Some(at), Some(src), Some((slice, now)))
                 if src.result().is_none() && now.saturating_duration_since(at) < slice / 2 =>
             {
                 self.latency_preemption_timeout_src.set(Some(src));
@@ -1932,7 +1934,7 @@ impl Reactor {
             if !kept {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                self.latency_preempt_armed_at.set(Some(now));
+                self.latency_preempt_armed_at.set(now);
                 flush_rings!(lat_ring, main_ring)?;
             }
         }
