@@ -33,6 +33,49 @@ pub fn coarse_ms() -> Option<i64> {
     read(libc::CLOCK_REALTIME_COARSE).map(|ts| ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000)
 }
 
+thread_local! {
+    /// The wall clock held by a live [`WallFreeze`] on this thread, or 0.
+    static FROZEN_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Holds [`wall_ms`] at one reading while it lives, for code that runs without yielding and
+/// stamps several records with the wall clock (one request's acceptance, run start, events and
+/// end): one `clock_gettime` instead of one per stamp. At millisecond resolution the held value
+/// is as good as a fresh one for as long as the code does not wait, so never hold it across an
+/// `.await`: the executor would run other tasks under the stale reading.
+#[derive(Debug)]
+#[must_use = "the clock is held only while the guard lives"]
+pub struct WallFreeze {
+    prev: i64,
+}
+
+impl WallFreeze {
+    /// Reads the wall clock once and holds it until the guard drops (nested guards restore the
+    /// outer reading).
+    pub fn hold() -> WallFreeze {
+        let now = realtime_ms();
+        WallFreeze {
+            prev: FROZEN_MS.with(|f| f.replace(now)),
+        }
+    }
+}
+
+impl Drop for WallFreeze {
+    fn drop(&mut self) {
+        FROZEN_MS.with(|f| f.set(self.prev));
+    }
+}
+
+/// The reading a live [`WallFreeze`] holds on this thread, if any.
+pub fn wall_ms_held() -> Option<i64> {
+    Some(FROZEN_MS.with(|f| f.get())).filter(|&ms| ms != 0)
+}
+
+/// Milliseconds since the epoch: the reading a live [`WallFreeze`] holds, else [`realtime_ms`].
+pub fn wall_ms() -> i64 {
+    wall_ms_held().unwrap_or_else(realtime_ms)
+}
+
 #[cfg(test)]
 mod tests {
     /// The wall clock as std reads it, ms since the epoch.
@@ -48,6 +91,31 @@ mod tests {
         let precise = std_ms();
         let coarse = super::coarse_ms().expect("CLOCK_REALTIME_COARSE");
         assert!((precise - coarse).abs() < 100, "{precise} vs {coarse}");
+    }
+
+    #[test]
+    fn a_freeze_holds_the_wall_clock_until_it_drops() {
+        let outer = super::WallFreeze::hold();
+        let held = super::wall_ms();
+        // Past the next millisecond: a fresh reading would differ.
+        while super::realtime_ms() <= held + 1 {
+            std::hint::spin_loop();
+        }
+        assert_eq!(super::wall_ms(), held);
+        {
+            let _inner = super::WallFreeze::hold();
+            assert!(super::wall_ms() > held);
+        }
+        assert_eq!(
+            super::wall_ms(),
+            held,
+            "the inner guard restores the outer reading"
+        );
+        drop(outer);
+        assert!(
+            super::wall_ms() > held + 1,
+            "no guard: the clock is read again"
+        );
     }
 
     #[test]

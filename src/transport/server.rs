@@ -927,6 +927,9 @@ async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsRead
 }
 
 fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
+    // A request is handled without yielding (a run that waits goes on in its own task): one
+    // wall-clock reading stamps its acceptance, its session, and an inline run's events.
+    let _clock = shards::clock::WallFreeze::hold();
     let auth = match conn.auth.borrow().as_ref() {
         Some(a) => a.clone(),
         None => return,
