@@ -1240,6 +1240,10 @@ pub(crate) struct Reactor {
     /// shardgate patch: when the preemption timer in `latency_preemption_timeout_src` was
     /// armed (`None`: none, or it is the sleep's user timer).
     latency_preempt_armed_at: Cell<Option<Instant>>,
+    /// shardgate patch: the timeout armed on the latency ring when the executor went to sleep
+    /// with a user timer pending, and the deadline it stands for. Kept across loops and sleeps
+    /// until it fires (or the next timer moves), not cancelled and re-armed on every sleep.
+    sleep_timeout_src: Cell<Option<(Source, Instant)>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1372,6 +1376,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preempt_armed_at: Cell::new(None),
+            sleep_timeout_src: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1833,38 +1838,30 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // Upstream cancels the old timer here, whether or not the executor will sleep, and
+        // arms a new one on the way out of every loop (or on the way to sleep, for the user
+        // timer): a cancellation, a submission and an `io_uring_enter` per loop.
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        //
-        // shardgate patch: except a preemption timer a recent loop armed that has not fired,
-        // when this loop wants one again (it cannot sleep then: `should_sleep` needs no
-        // preemption timer). It fires at most half a time slice before a fresh one would, a
-        // harmless early preemption; cancelling and re-arming it cost a cancellation, a
-        // submission and an extra `io_uring_enter` on every loop.
-        // Read only when this loop wants a preemption timer (not on the way to sleep).
+        // shardgate patch: the preemption timer and the sleep's user timer have a slot each
+        // and are kept while they have not fired. A kept preemption timer is re-armed once it
+        // is half a time slice old when this loop wants one; when the loop wants none (on the
+        // way to sleep) it stays armed and may wake the executor once, early and harmlessly
+        // (the loop finds nothing to do and sleeps again). The user timer: see below.
         let wanted = preempt_timer();
-        let now = wanted.map(|_| Instant::now());
-        let kept = match (
-            self.latency_preempt_armed_at.take(),
-            self.latency_preemption_timeout_src.take(),
-            wanted.zip(now),
-        ) {
-            (Some(at), Some(src), Some((slice, now)))
-                if src.result().is_none() && now.saturating_duration_since(at) < slice / 2 =>
+        let mut now = None;
+        let mut now = move || *now.get_or_insert_with(Instant::now);
+        let armed_at = self.latency_preempt_armed_at.take();
+        let armed = self.latency_preemption_timeout_src.take();
+        match (armed, armed_at) {
+            (Some(src), Some(at))
+                if src.result().is_none()
+                    && wanted.map_or(true, |slice| now().saturating_duration_since(at) < slice / 2) =>
             {
                 self.latency_preemption_timeout_src.set(Some(src));
                 self.latency_preempt_armed_at.set(Some(at));
-                true
             }
-            (_, old, _) => {
-                drop(old);
-                false
-            }
-        };
+            (old, _) => drop(old),
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1901,10 +1898,38 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+            //
+            // shardgate patch: the user timer's deadline does not move until it fires (the
+            // timer wheel reports the time left to the same instant), so the timeout armed
+            // for it by an earlier sleep is kept while it has not fired and ends at most
+            // 50 µs after the next deadline (a fresh one would end as late: the wheel's
+            // "time left" was read a moment ago) and at most 1 ms before it (it would wake
+            // the executor early; then it has fired, and the next sleep arms the right one).
+            // Upstream armed one on every sleep and cancelled it on the next loop.
+            let kept = self.sleep_timeout_src.take();
+            match user_timer {
+                Some(dur) => {
+                    let deadline = now() + dur;
+                    match kept {
+                        Some((src, at))
+                            if src.result().is_none()
+                                && at <= deadline + Duration::from_micros(50)
+                                && at + Duration::from_millis(1) >= deadline =>
+                        {
+                            self.sleep_timeout_src.set(Some((src, at)));
+                        }
+                        old => {
+                            drop(old);
+                            let src = lat_ring.prepare_latency_preemption_timer(dur);
+                            self.sleep_timeout_src.set(Some((src, deadline)));
+                            flush_cancellations!(into &mut 0; lat_ring);
+                            assert!(flush_rings!(lat_ring)? > 0);
+                            // The cancelled one's completions (no task waits on them).
+                            consume_rings!(into &mut 0; lat_ring);
+                        }
+                    }
+                }
+                None => drop(kept),
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1931,11 +1956,18 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if !kept {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-                self.latency_preempt_armed_at.set(now);
-                flush_rings!(lat_ring, main_ring)?;
+            let armed = self.latency_preemption_timeout_src.take();
+            match armed {
+                Some(src) if src.result().is_none() => {
+                    self.latency_preemption_timeout_src.set(Some(src))
+                }
+                old => {
+                    drop(old);
+                    self.latency_preemption_timeout_src
+                        .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                    self.latency_preempt_armed_at.set(Some(Instant::now()));
+                    flush_rings!(lat_ring, main_ring)?;
+                }
             }
         }
 
