@@ -1076,6 +1076,9 @@ impl Reactor {
     /// This doesn't ever sleep, and does not touch the preemption timer.
     pub(crate) fn spin_poll_io(&self) -> io::Result<bool> {
         let mut woke = 0;
+        // shardgate patch: with COOP_TASKRUN rings, completions are posted only when this
+        // thread enters the kernel, which a spinning executor otherwise never does.
+        self.sys.run_task_work();
         self.sys.poll_io(&mut woke)?;
         woke += self.process_epoll();
         woke += self.process_timers().1;

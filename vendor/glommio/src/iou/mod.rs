@@ -95,6 +95,9 @@ bitflags::bitflags! {
         /// Do not interrupt a task running in userspace when a completion arrives (no
         /// inter-processor interrupt); it runs at the next kernel entry. Linux 5.19+.
         const COOP_TASKRUN = 1 << 8;
+        /// With `COOP_TASKRUN`: the kernel flags `IORING_SQ_TASKRUN` in the submission ring
+        /// while completions wait for the task to enter the kernel. Linux 5.19+.
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

@@ -897,12 +897,14 @@ struct SleepableRing {
 
 /// A ring for the executor thread alone: with `COOP_TASKRUN` a completion does not send an
 /// inter-processor interrupt to the running executor (it is handled at its next system call,
-/// and the executor makes one at least every loop). Kernels older than 5.19 reject the flag
-/// with EINVAL: then the ring is made without it.
+/// and the executor makes one at least every loop). `TASKRUN_FLAG` makes the kernel say so in
+/// the ring when completions wait for that system call, so that a spinning executor, which
+/// makes none, can enter the kernel for them (`SleepableRing::run_task_work`). Kernels older
+/// than 5.19 reject the flags with EINVAL: then the ring is made without them.
 fn new_sleepable_ring(entries: u32) -> io::Result<iou::IoUring> {
     match iou::IoUring::new_with_flags(
         entries,
-        iou::SetupFlags::COOP_TASKRUN,
+        iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
         iou::SetupFeatures::empty(),
     ) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(entries),
@@ -933,6 +935,37 @@ impl SleepableRing {
 
     fn ring_fd(&self) -> RawFd {
         self.ring.raw().ring_fd
+    }
+
+    /// shardgate patch: if the kernel flagged completions waiting for this thread to enter it
+    /// (`IORING_SQ_TASKRUN`, see [`new_sleepable_ring`]), enters it to have them posted.
+    /// Returns whether it did. A busy executor needs none of this (its sends and receives
+    /// enter the kernel); a spinning one makes no other system call.
+    fn run_task_work(&mut self) -> bool {
+        let raw = self.ring.raw();
+        // SAFETY: `kflags` points into the ring's shared mapping, alive as long as the ring;
+        // the kernel updates it concurrently, hence the atomic load.
+        let flags = unsafe {
+            (*(raw.sq.kflags as *const std::sync::atomic::AtomicU32))
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        if flags & uring_sys::IORING_SQ_TASKRUN == 0 {
+            return false;
+        }
+        // SAFETY: io_uring_enter on our own ring, submitting nothing: it runs pending task
+        // work, which posts the completions, and returns.
+        unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                raw.ring_fd,
+                0u32,
+                0u32,
+                uring_sys::IORING_ENTER_GETEVENTS,
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+            );
+        }
+        true
     }
 
     /// This function prepares a timer that fires unconditionally after a
@@ -1758,6 +1791,14 @@ impl Reactor {
             None,
         );
         ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+    }
+
+    /// shardgate patch: for a spinning executor, enters the kernel when a sleepable ring has
+    /// completions waiting for it (see `SleepableRing::run_task_work`), so that `poll_io`
+    /// then finds them.
+    pub(crate) fn run_task_work(&self) {
+        self.main_ring.borrow_mut().run_task_work();
+        self.latency_ring.borrow_mut().run_task_work();
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
