@@ -689,15 +689,31 @@ impl Default for OrderingConfig {
 }
 
 /// `network`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct NetworkConfig {
     /// `network.websocket`
     pub websocket: WebSocketNetConfig,
     /// How long a shard with nothing to do keeps polling its rings before it sleeps, µs
     /// (0 = sleep at once). Trades CPU for latency: see tuning.md "Busy polling". Only
-    /// pinned shards spin. Default 0.
+    /// pinned shards spin. Default [`DEFAULT_SPIN_BEFORE_PARK_US`].
     pub spin_before_park_us: u64,
+}
+
+/// A shard polls this long (µs) before it sleeps: at a moderate request rate it then answers
+/// without being woken (p50 26 µs instead of 59 µs, p99 0.5 ms instead of 2.0 ms at 35 000
+/// `agent` requests/s on one core here), and an idle one spins 50 µs after each burst of work
+/// (0.05% of a core at 10 requests/s). The cost: up to the whole core under a steady moderate
+/// load that would otherwise leave it partly idle (tuning.md, "Busy polling").
+pub const DEFAULT_SPIN_BEFORE_PARK_US: u64 = 50;
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            websocket: WebSocketNetConfig::default(),
+            spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
+        }
+    }
 }
 
 /// `network.websocket`
