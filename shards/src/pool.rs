@@ -4,7 +4,7 @@
 //! gets a [`ShardCtx`] with its id, the shard count and its joined mesh halves.
 
 use glommio::channels::channel_mesh::{MeshBuilder, Receivers, Senders};
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::memlock::{self, IoMemoryPlan};
 use crate::ShardId;
@@ -79,6 +79,38 @@ pub fn available_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// The CPUs the calling thread may run on: its affinity mask, which `taskset`, `numactl` and a
+/// container's cpuset (Kubernetes' static CPU manager, `docker --cpuset-cpus`) restrict.
+/// `None` if it cannot be read.
+pub fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most `size_of::<cpu_set_t>()` bytes into `set`.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return None;
+    }
+    Some(
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `cpu` is below CPU_SETSIZE, the set's size in bits.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect(),
+    )
+}
+
+/// Where pinned shards go: spread over the CPUs the process may use. glommio's `MaxSpread`
+/// picks from every online CPU unless given a set, which pinned a shard of a process confined
+/// to CPU 1 (`taskset -c 1`) onto CPU 0, and would fail to start under a cpuset that forbids
+/// the CPU it picks.
+fn spread_over_allowed(shards: usize, allowed: Option<&[usize]>) -> PoolPlacement {
+    let set = allowed.and_then(|allowed| {
+        CpuSet::online()
+            .ok()
+            .map(|online| online.filter(|l| allowed.contains(&l.cpu)))
+    });
+    PoolPlacement::MaxSpread(shards, set)
+}
+
 /// Plans io memory for `shards` shards under the current memlock limit.
 pub fn io_memory_plan(shards: usize) -> Result<IoMemoryPlan, PoolError> {
     let limit = memlock::memlock_limit();
@@ -101,8 +133,10 @@ where
     Fut: std::future::Future<Output = R> + 'static,
 {
     let shards = cfg.shards.max(1);
-    let placement = if cfg.pin && shards <= available_cpus() {
-        PoolPlacement::MaxSpread(shards, None)
+    let allowed = allowed_cpus();
+    let pinnable = allowed.as_ref().map_or(usize::MAX, Vec::len);
+    let placement = if cfg.pin && shards <= available_cpus().min(pinnable) {
+        spread_over_allowed(shards, allowed.as_deref())
     } else {
         PoolPlacement::Unbound(shards)
     };
