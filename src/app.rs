@@ -175,11 +175,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
     );
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    let stop_signals = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
+    for sig in stop_signals {
         // A second signal while draining exits at once.
         signal_hook::flag::register_conditional_shutdown(sig, 1, shutdown.clone())?;
         signal_hook::flag::register(sig, shutdown.clone())?;
     }
+    // The handlers above set the flag; this iterator's thread then wakes the shards waiting
+    // for it (`StopWaiters`), which a signal handler may not do.
+    let mut stop_seen = signal_hook::iterator::Signals::new(stop_signals)?;
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         store,
@@ -193,6 +197,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         started_ms: now_ms(),
         shards: shards_n,
         shutdown,
+        stop_waiters: Default::default(),
         drained: AtomicUsize::new(0),
         instance_id: uuid::Uuid::new_v4().to_string(),
         port: AtomicU16::new(addr.port()),
@@ -200,6 +205,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         host: host_name(),
         shedding: AtomicBool::new(false),
     });
+    let waker_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("stop-signal".into())
+        .spawn(move || {
+            for _ in stop_seen.forever() {
+                waker_shared.stop_waiters.wake_all();
+            }
+        })?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let pool_cfg = PoolConfig {
         shards: shards_n,
@@ -263,12 +276,6 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
-}
-
-async fn wait_flag(flag: &AtomicBool) {
-    while !flag.load(Ordering::Relaxed) {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn shard_main(
@@ -343,8 +350,8 @@ async fn shard_main(
         glommio::spawn_local(crate::ops::monitor::alert_loop(shard.clone())).detach();
         glommio::spawn_local(crate::ops::deps::check_loop(shard.clone())).detach();
     }
-    crate::transport::server::accept_loop(shard.clone(), listener, wait_flag(&shared.shutdown))
-        .await;
+    let stop = shared.stop_waiters.wait(&shared.shutdown);
+    crate::transport::server::accept_loop(shard.clone(), listener, stop).await;
     drain(&shard).await;
     ticker.cancel();
     purger.cancel();
