@@ -133,10 +133,10 @@ where
     Fut: std::future::Future<Output = R> + 'static,
 {
     let shards = cfg.shards.max(1);
-    let allowed = allowed_cpus();
-    let pinnable = allowed.as_ref().map_or(usize::MAX, Vec::len);
-    let placement = if cfg.pin && shards <= available_cpus().min(pinnable) {
-        spread_over_allowed(shards, allowed.as_deref())
+    // `available_cpus` counts the affinity mask (and a cgroup CPU quota), so the shards fit
+    // in the allowed CPUs whenever they fit in it.
+    let placement = if cfg.pin && shards <= available_cpus() {
+        spread_over_allowed(shards, allowed_cpus().as_deref())
     } else {
         PoolPlacement::Unbound(shards)
     };

@@ -38,7 +38,9 @@ fn a_spinning_executor_answers_within_a_scheduler_tick() {
         rtts.sort();
         rtts[ROUNDS / 2]
     });
-    LocalExecutorBuilder::new(Placement::Fixed(0))
+    // Pinned (glommio spins only on a pinned executor) to a CPU this process may use.
+    let cpu = shards::pool::allowed_cpus().map_or(0, |cpus| cpus[0]);
+    LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .spin_before_park(SPIN)
         .spawn(move || async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -102,7 +102,7 @@ impl Batch {
         }));
         if frames.capacity() <= QUEUE_KEEP {
             FREE_QUEUES.with_borrow_mut(|free| {
-                if free.len() < frame::POOL_BUFFERS {
+                if free.len() < QUEUES_KEPT {
                     free.push(frames);
                 }
             });
@@ -112,6 +112,8 @@ impl Batch {
 
 /// The most frames a pooled queue has room for (a request's answer and events fit).
 const QUEUE_KEEP: usize = 64;
+/// Emptied queues kept per thread (each with room for at most [`QUEUE_KEEP`] frames).
+const QUEUES_KEPT: usize = 256;
 
 thread_local! {
     /// Emptied batch queues of this thread, reused by the next connection that queues a frame.

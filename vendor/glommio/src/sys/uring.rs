@@ -938,10 +938,10 @@ impl SleepableRing {
     }
 
     /// shardgate patch: if the kernel flagged completions waiting for this thread to enter it
-    /// (`IORING_SQ_TASKRUN`, see [`new_sleepable_ring`]), enters it to have them posted.
-    /// Returns whether it did. A busy executor needs none of this (its sends and receives
-    /// enter the kernel); a spinning one makes no other system call.
-    fn run_task_work(&mut self) -> bool {
+    /// (`IORING_SQ_TASKRUN`, see [`new_sleepable_ring`]), enters it to have them posted. A
+    /// busy executor needs none of this (its sends and receives enter the kernel); a spinning
+    /// one makes no other system call.
+    fn run_task_work(&mut self) {
         let raw = self.ring.raw();
         // SAFETY: `kflags` points into the ring's shared mapping, alive as long as the ring;
         // the kernel updates it concurrently, hence the atomic load.
@@ -949,23 +949,19 @@ impl SleepableRing {
             (*(raw.sq.kflags as *const std::sync::atomic::AtomicU32))
                 .load(std::sync::atomic::Ordering::Acquire)
         };
-        if flags & uring_sys::IORING_SQ_TASKRUN == 0 {
-            return false;
+        if flags & uring_sys::IORING_SQ_TASKRUN != 0 {
+            // SAFETY: io_uring_enter on our own ring, submitting nothing: it runs pending
+            // task work, which posts the completions, and returns.
+            unsafe {
+                uring_sys::syscalls::io_uring_enter(
+                    raw.ring_fd,
+                    0,
+                    0,
+                    uring_sys::IORING_ENTER_GETEVENTS,
+                    std::ptr::null(),
+                );
+            }
         }
-        // SAFETY: io_uring_enter on our own ring, submitting nothing: it runs pending task
-        // work, which posts the completions, and returns.
-        unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_enter,
-                raw.ring_fd,
-                0u32,
-                0u32,
-                uring_sys::IORING_ENTER_GETEVENTS,
-                std::ptr::null::<libc::c_void>(),
-                0usize,
-            );
-        }
-        true
     }
 
     /// This function prepares a timer that fires unconditionally after a
@@ -1271,7 +1267,7 @@ pub(crate) struct Reactor {
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
     /// shardgate patch: when the preemption timer in `latency_preemption_timeout_src` was
-    /// armed (`None`: none, or it is the sleep's user timer).
+    /// armed (`None`: none is).
     latency_preempt_armed_at: Cell<Option<Instant>>,
     /// shardgate patch: the timeout armed on the latency ring when the executor went to sleep
     /// with a user timer pending, and the deadline it stands for. Kept across loops and sleeps
@@ -1948,29 +1944,32 @@ impl Reactor {
             // the executor early; then it has fired, and the next sleep arms the right one).
             // Upstream armed one on every sleep and cancelled it on the next loop.
             let kept = self.sleep_timeout_src.take();
-            match user_timer {
-                Some(dur) => {
-                    let deadline = now() + dur;
-                    match kept {
-                        Some((src, at))
-                            if src.result().is_none()
-                                && at <= deadline + Duration::from_micros(50)
-                                && at + Duration::from_millis(1) >= deadline =>
-                        {
-                            self.sleep_timeout_src.set(Some((src, at)));
-                        }
-                        old => {
-                            drop(old);
-                            let src = lat_ring.prepare_latency_preemption_timer(dur);
-                            self.sleep_timeout_src.set(Some((src, deadline)));
-                            flush_cancellations!(into &mut 0; lat_ring);
-                            assert!(flush_rings!(lat_ring)? > 0);
-                            // The cancelled one's completions (no task waits on them).
-                            consume_rings!(into &mut 0; lat_ring);
-                        }
+            let keep = |(src, at): &(Source, Instant), deadline: Instant| {
+                src.result().is_none()
+                    && *at <= deadline + Duration::from_micros(50)
+                    && *at + Duration::from_millis(1) >= deadline
+            };
+            match (kept, user_timer.map(|dur| (dur, now() + dur))) {
+                (Some(kept), Some((_, deadline))) if keep(&kept, deadline) => {
+                    self.sleep_timeout_src.set(Some(kept));
+                }
+                (old, next) => {
+                    let cancelled = old.as_ref().is_some_and(|(src, _)| src.result().is_none());
+                    drop(old);
+                    if let Some((dur, deadline)) = next {
+                        let src = lat_ring.prepare_latency_preemption_timer(dur);
+                        self.sleep_timeout_src.set(Some((src, deadline)));
+                    }
+                    if cancelled || next.is_some() {
+                        // Out before sleeping: the new timeout, and the cancellation of the
+                        // old one (else it may wake the executor for nothing).
+                        flush_cancellations!(into &mut 0; lat_ring);
+                        let submitted = flush_rings!(lat_ring)?;
+                        assert!(next.is_none() || submitted > 0);
+                        // The cancelled one's completions (no task waits on them).
+                        consume_rings!(into &mut 0; lat_ring);
                     }
                 }
-                None => drop(kept),
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
