@@ -16,10 +16,17 @@
 //! `--read-buffer BYTES` sets tungstenite's per-connection read buffer (default 128 KiB,
 //! allocated eagerly: it dominates idle memory per connection).
 //!
+//! `--pad BYTES` adds a `"pad"` string of BYTES spaces to every answer but `connect`'s, so the
+//! one frame carries as many bytes as the gateway's several (`agent`: about 1 100 bytes in five
+//! frames). A loopback send costs more with more bytes (the kernel copies them and the reader
+//! copies them again), so this is the like-for-like echo when the question is what the
+//! gateway's own work costs beyond moving the protocol's bytes.
+//!
 //! Prints `baseline-echo ready listen=ADDR pid=PID` on stdout once listening.
 
 use std::borrow::Cow;
 use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -49,7 +56,7 @@ fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
-fn reply(text: &str, conn: u64) -> Option<String> {
+fn reply(text: &str, conn: u64, pad: &str) -> Option<String> {
     let req: Req<'_> = serde_json::from_str(text).ok()?;
     if req.kind != "req" {
         return None;
@@ -59,11 +66,16 @@ fn reply(text: &str, conn: u64) -> Option<String> {
         Some("connect") => format!(
             r#"{{"type":"res","id":{id},"ok":true,"payload":{{"type":"hello-ok","protocol":4,"server":{{"version":"baseline-echo","connId":"c{conn}"}},"features":{{"methods":[],"events":[]}},"snapshot":{{}},"policy":{{"maxPayload":26214400,"maxBufferedBytes":52428800,"tickIntervalMs":30000}}}}}}"#
         ),
-        _ => format!(r#"{{"type":"res","id":{id},"ok":true,"payload":{{"status":"ok"}}}}"#),
+        _ if pad.is_empty() => {
+            format!(r#"{{"type":"res","id":{id},"ok":true,"payload":{{"status":"ok"}}}}"#)
+        }
+        _ => format!(
+            r#"{{"type":"res","id":{id},"ok":true,"payload":{{"status":"ok","pad":"{pad}"}}}}"#
+        ),
     })
 }
 
-async fn serve(stream: TcpStream, conn: u64, cfg: WebSocketConfig) {
+async fn serve(stream: TcpStream, conn: u64, cfg: WebSocketConfig, pad: Arc<str>) {
     let _ = stream.set_nodelay(true);
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(cfg)).await else {
         return;
@@ -78,7 +90,7 @@ async fn serve(stream: TcpStream, conn: u64, cfg: WebSocketConfig) {
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Text(t)) => {
-                if let Some(r) = reply(t.as_str(), conn) {
+                if let Some(r) = reply(t.as_str(), conn, &pad) {
                     if ws.send(Message::text(r)).await.is_err() {
                         return;
                     }
@@ -94,6 +106,7 @@ fn main() {
     let mut port: u16 = 0;
     // tungstenite's default (128 KiB, allocated eagerly per connection) unless told otherwise.
     let mut cfg = WebSocketConfig::default();
+    let mut pad = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -110,8 +123,14 @@ fn main() {
                         .expect("--read-buffer needs a byte count"),
                 )
             }
+            "--pad" => {
+                pad = args
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("--pad needs a byte count")
+            }
             "-h" | "--help" => {
-                println!("baseline-echo [--port P] [--read-buffer BYTES]   (127.0.0.1; 0 = any free port)");
+                println!("baseline-echo [--port P] [--read-buffer BYTES] [--pad BYTES]   (127.0.0.1; 0 = any free port)");
                 return;
             }
             other => panic!("unknown argument {other}"),
@@ -132,15 +151,37 @@ fn main() {
         );
         let _ = std::io::stdout().flush();
         let mut conn = 0u64;
+        let pad: Arc<str> = " ".repeat(pad).into();
         loop {
             match listener.accept().await {
                 Ok((s, _)) => {
                     conn += 1;
-                    tokio::spawn(serve(s, conn, cfg));
+                    tokio::spawn(serve(s, conn, cfg, pad.clone()));
                 }
                 // EMFILE and friends: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply;
+
+    #[test]
+    fn a_padded_answer_is_valid_json_carrying_the_pad() {
+        let req = r#"{"type":"req","id":"7","method":"agent","params":{}}"#;
+        let plain = reply(req, 1, "").expect("an answer");
+        let pad = " ".repeat(1000);
+        let padded = reply(req, 1, &pad).expect("an answer");
+        let v: serde_json::Value = serde_json::from_str(&padded).expect("valid JSON");
+        assert_eq!(v["id"], "7");
+        assert_eq!(v["payload"]["status"], "ok");
+        assert_eq!(v["payload"]["pad"].as_str().map(str::len), Some(1000));
+        assert!(padded.len() >= plain.len() + 1000);
+        // `connect` stays minimal: the handshake is not what is measured.
+        let hello = reply(r#"{"type":"req","id":"c","method":"connect"}"#, 1, &pad).unwrap();
+        assert!(!hello.contains("pad"));
+    }
 }
