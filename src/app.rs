@@ -255,12 +255,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     // executors are then left parked and the process exits from here: tearing down io_uring
     // executors with operations still registered is not safe (glommio), and nothing is left
     // to flush.
+    // The shards hold every sender: if the pool ends (every executor gone), the channel
+    // disconnects, so this waits without waking up to check on it.
     let mut stopped = 0;
     while stopped < shards_n {
-        match ready_rx.recv_timeout(Duration::from_millis(200)) {
+        match ready_rx.recv() {
             Ok(_) => stopped += 1,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !pool.is_finished() => {}
-            Err(_) => {
+            Err(std::sync::mpsc::RecvError) => {
                 return match pool.join() {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => bail!("{e}"),

@@ -1320,6 +1320,11 @@ impl LocalExecutor {
         self.reactor.need_preempt()
     }
 
+    /// shardgate patch: whether a task queue has a task to run.
+    fn has_runnable_queue(&self) -> bool {
+        !self.queues.borrow().active_executors.is_empty()
+    }
+
     fn run_task_queues(&self) -> bool {
         let mut ran = false;
         loop {
@@ -1496,9 +1501,22 @@ impl LocalExecutor {
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
-                                this.parker
-                                    .park()
-                                    .expect("Failed to park! This is actually pretty bad!");
+                                // shardgate patch: park again while the wake-up left no
+                                // task to run. The preemption timer is kept armed across
+                                // sleeps (see `Reactor::wait`); when it fires in an idle
+                                // executor, going round the loop would re-arm it (and spin
+                                // first), waking an idle executor every time slice.
+                                loop {
+                                    this.parker
+                                        .park()
+                                        .expect("Failed to park! This is actually pretty bad!");
+                                    if this.has_runnable_queue() {
+                                        break;
+                                    }
+                                    // Consumed by a wake from another thread: without it
+                                    // the next park would not sleep.
+                                    this.reactor.sys.install_eventfd();
+                                }
                                 break;
                             }
                         }
