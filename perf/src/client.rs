@@ -26,8 +26,11 @@ pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
     /// Shared token.
     pub(crate) token: String,
-    /// Spread source addresses over 127.0.0.1 ..= 127.0.0.N (loopback targets only).
+    /// Spread source addresses over 127.0.0.F ..= 127.0.0.(F+N-1) (loopback targets only).
     pub(crate) source_ips: u8,
+    /// F above: the first source address's last byte (1 unless this process is one of a
+    /// fleet: each takes addresses of its own).
+    pub(crate) source_ip_first: u8,
     /// tungstenite read buffer (eagerly allocated per connection).
     pub(crate) read_buffer: usize,
     /// Whole-handshake timeout.
@@ -40,6 +43,7 @@ impl Target {
         url: &str,
         token: &str,
         source_ips: u8,
+        source_ip_first: u8,
         read_buffer: usize,
     ) -> Result<Self, String> {
         let rest = url
@@ -56,6 +60,7 @@ impl Target {
             addr,
             token: token.to_owned(),
             source_ips: source_ips.max(1),
+            source_ip_first: source_ip_first.max(1),
             read_buffer,
             timeout: Duration::from_secs(15),
         })
@@ -139,8 +144,9 @@ pub(crate) async fn connect_as(
 
 async fn connect_inner(t: &Target, idx: usize, role: Role<'_>) -> Result<Connected, String> {
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    if t.source_ips > 1 && t.addr.ip().is_loopback() {
-        let last = 1 + (idx % usize::from(t.source_ips)) as u8;
+    if (t.source_ips > 1 || t.source_ip_first > 1) && t.addr.ip().is_loopback() {
+        let spread = (idx % usize::from(t.source_ips)) as u8;
+        let last = t.source_ip_first.saturating_add(spread);
         sock.bind(SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
             0,

@@ -18,7 +18,7 @@ pub(crate) async fn run(args: &Args, n: usize) -> Result<serde_json::Value, Stri
     let capped = n.min(MAX_CONNS_PER_PROCESS);
     if capped < n {
         eprintln!(
-            "shardgate-load: --idle {n} capped at {MAX_CONNS_PER_PROCESS} (20 000 fds per process here); run several processes for more"
+            "shardgate-load: --idle {n} capped at {MAX_CONNS_PER_PROCESS} in one process (20 000 fds per process here)"
         );
     }
     let n = capped.max(1);
@@ -26,6 +26,7 @@ pub(crate) async fn run(args: &Args, n: usize) -> Result<serde_json::Value, Stri
         &args.url,
         &args.token,
         args.source_ips,
+        args.source_ip_first,
         args.read_buffer.unwrap_or(4096),
     )?;
     let device = (!args.no_device).then(DeviceIdentity::generate);
@@ -58,6 +59,22 @@ pub(crate) async fn run(args: &Args, n: usize) -> Result<serde_json::Value, Stri
             }
             dropped.set(dropped.get() + 1);
         });
+    }
+    if args.fleet_child {
+        // One process of a fleet: the parent samples the server once all are connected.
+        let grown = procstat::rss_kib("self")
+            .zip(me_before)
+            .map(|(a, b)| a as f64 - b as f64);
+        crate::fleet::child_ready(json!({
+            "connections": open,
+            "failed": failed,
+            "first_error": first_err,
+            "handshake_s": handshake_s,
+            "client_read_buffer": target.read_buffer,
+            "load_rss_delta_kib": grown,
+        }))
+        .await?;
+        return Ok(json!({"frames_pushed": pushed.get(), "closed_by_server": dropped.get()}));
     }
     tokio::time::sleep(args.settle).await;
     let after = server.as_deref().and_then(procstat::sample);

@@ -8,14 +8,16 @@
 //! seconds and RSS read from `/proc/<pid>` before and after the window (`--server-pid`).
 //!
 //! `--idle N` opens N connections that only complete the handshake and reports the server's
-//! RSS growth per connection. One process may hold at most 20 000 fds here, so a single
-//! `shardgate-load` caps connections at 19 000; bigger tests need several processes.
+//! RSS growth per connection. One process may hold at most 20 000 fds here, so one process
+//! opens at most 19 000 connections (`--max-per-process`); above that the run is spread over
+//! several processes (`fleet`), each from source addresses of its own, and reported as one.
 //!
 //! `--compare SUBJECT.jsonl BASELINE.jsonl` turns JSON lines of repeated runs into the
 //! markdown table of `perf/reports/` (median, min–max, ratio of medians).
 
 mod client;
 mod compare;
+mod fleet;
 mod idle;
 mod load;
 mod procstat;
@@ -43,80 +45,92 @@ pub(crate) const MAX_CONNS_PER_PROCESS: usize = 19_000;
 pub(crate) struct Args {
     /// Gateway WebSocket URL.
     #[arg(long, default_value = "ws://127.0.0.1:18789/")]
-    url: String,
+    pub(crate) url: String,
     /// Shared token (`connect.params.auth.token`).
     #[arg(long, env = "SHARDGATE_TOKEN", default_value = "")]
-    token: String,
-    /// Connections (at most 19 000 per process).
+    pub(crate) token: String,
+    /// Connections. Above `--max-per-process` the run is spread over several processes.
     #[arg(long, default_value_t = 100)]
-    connections: usize,
+    pub(crate) connections: usize,
+    /// Most connections (and node clients) one process opens; a run with more is spread over
+    /// several processes of this program, each on source addresses of its own (loopback
+    /// targets: 127.0.0.x), started and measured together and reported as one run.
+    #[arg(long, default_value_t = MAX_CONNS_PER_PROCESS)]
+    pub(crate) max_per_process: usize,
+    /// One process of a fleet (internal): first source address's last byte.
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub(crate) source_ip_first: u8,
+    /// One process of a fleet (internal): report readiness, wait for `go` on stdin, print
+    /// raw counts and histograms.
+    #[arg(long, hide = true)]
+    pub(crate) fleet_child: bool,
     /// Measurement window, e.g. `10s`, `500ms`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Time between the last connection being ready and the window.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    warmup: Duration,
+    pub(crate) warmup: Duration,
     /// How long after the window outstanding requests may still finish.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    drain: Duration,
+    pub(crate) drain: Duration,
     /// Request type.
     #[arg(long, value_enum, default_value_t = Workload::Health)]
-    workload: Workload,
+    pub(crate) workload: Workload,
     /// Closed loop (`--inflight` per connection) or open loop (`--rate`).
     #[arg(long, value_enum, default_value_t = Mode::Closed)]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// Open loop: total requests per second over all connections.
     #[arg(long)]
-    rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Closed loop: requests outstanding per connection (pipelining).
     #[arg(long, default_value_t = 1)]
-    inflight: usize,
+    pub(crate) inflight: usize,
     /// Words in the message (one `agent`/`chat` delta per word). Default: agent 1, chat 20.
     #[arg(long)]
-    words: Option<usize>,
+    pub(crate) words: Option<usize>,
     /// Where each connection's session lives: `any` (`perf-<n>`, wherever it hashes), `same`
     /// (a key owned by the connection's own shard) or `cross` (owned by another shard).
     #[arg(long, value_enum, default_value_t = load::Placement::Any)]
-    placement: load::Placement,
+    pub(crate) placement: load::Placement,
     /// The gateway's shard count (for `--placement same|cross`).
     #[arg(long, default_value_t = 1)]
-    shards: usize,
+    pub(crate) shards: usize,
     /// Server process to read CPU time and RSS from (/proc/PID).
     #[arg(long)]
-    server_pid: Option<u32>,
+    pub(crate) server_pid: Option<u32>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Name of the target in the output (e.g. `shardgate`, `baseline`).
     #[arg(long, default_value = "target")]
-    label: String,
+    pub(crate) label: String,
     /// Idle mode: open N connections that only handshake, report server RSS per connection.
     #[arg(long, value_name = "N")]
-    idle: Option<usize>,
+    pub(crate) idle: Option<usize>,
     /// Idle mode: wait this long after the last handshake before sampling RSS.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    settle: Duration,
+    pub(crate) settle: Duration,
     /// Idle mode: keep the connections open this long after sampling.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    hold: Duration,
+    pub(crate) hold: Duration,
     /// Spread connections over source addresses 127.0.0.1..=127.0.0.N (loopback targets).
     #[arg(long, default_value_t = 1)]
-    source_ips: u8,
+    pub(crate) source_ips: u8,
     /// Handshakes in flight at once (shardgate allows 32 unauthenticated sockets per IP).
     #[arg(long, default_value_t = 16)]
-    connect_concurrency: usize,
+    pub(crate) connect_concurrency: usize,
     /// Connect with the token only (no device proof: shardgate then grants no scopes, so
     /// only `health` works).
     #[arg(long)]
-    no_device: bool,
+    pub(crate) no_device: bool,
     /// Client read buffer per connection, bytes (tungstenite allocates it eagerly, and
     /// zero-fills this many bytes before every read: 64 KiB made that memset 9-14% of the load
     /// generator's CPU). Default 16 KiB under load, 4 KiB in idle mode.
     #[arg(long)]
-    read_buffer: Option<usize>,
+    pub(crate) read_buffer: Option<usize>,
     /// Print the markdown comparison of two JSON-lines files (repeated runs) and exit.
     #[arg(long, num_args = 2, value_names = ["SUBJECT", "BASELINE"])]
-    compare: Option<Vec<PathBuf>>,
+    pub(crate) compare: Option<Vec<PathBuf>>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -146,21 +160,27 @@ fn main() {
         }
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
-    let out = local.block_on(&rt, async {
-        if let Some(n) = args.idle {
-            idle::run(&args, n).await
-        } else {
-            run_load(&args).await
-        }
-    });
+    let wanted = args.idle.unwrap_or(args.connections);
+    let out = if !args.fleet_child && wanted > args.max_per_process.clamp(1, MAX_CONNS_PER_PROCESS)
+    {
+        fleet::run(&args)
+    } else {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            if let Some(n) = args.idle {
+                idle::run(&args, n).await
+            } else {
+                run_load(&args).await
+            }
+        })
+    };
     match out {
         Ok(v) => {
-            if args.json {
+            if args.json || args.fleet_child {
                 println!("{v}");
             } else {
                 print_table(&v);
@@ -274,7 +294,7 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
     let n = args.connections;
     if n == 0 || n > MAX_CONNS_PER_PROCESS {
         return Err(format!(
-            "--connections must be 1..={MAX_CONNS_PER_PROCESS} (fd limit 20 000 per process; run several processes for more)"
+            "--connections must be 1..={MAX_CONNS_PER_PROCESS} in one process (fd limit 20 000 per process; more are spread over processes by --max-per-process)"
         ));
     }
     if args.mode == Mode::Open && args.rate.is_none_or(|r| r <= 0.0) {
@@ -284,6 +304,7 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         &args.url,
         &args.token,
         args.source_ips,
+        args.source_ip_first,
         args.read_buffer.unwrap_or(16 * 1024),
     )?;
     let device = (!args.no_device).then(DeviceIdentity::generate);
@@ -318,6 +339,9 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         .map(|i| format!("w{i}"))
         .collect::<Vec<_>>()
         .join(" ");
+    if args.fleet_child {
+        fleet::child_ready(json!({"ready": true})).await?;
+    }
     let ready = Instant::now();
     let start = ready + args.warmup;
     let end = start + args.duration;
@@ -379,16 +403,56 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
     }
     let window = (t1 - start).as_secs_f64().max(1e-9);
     let st = stats.borrow();
+    let load_cpu_s = me0.zip(me1).map(|(a, b)| b - a);
+    if args.fleet_child {
+        return Ok(fleet::raw(&st, window, load_cpu_s));
+    }
+    let server = before.zip(s0).zip(s1).map(|((b, s0), s1)| (b, s0, s1));
+    let measured = Measured {
+        window,
+        load_cpu_s,
+        machine: m0.zip(m1),
+        server,
+    };
+    Ok(render(args, words, plan.inflight, &st, &measured))
+}
+
+/// What was measured around a window besides the client's own counts.
+pub(crate) struct Measured {
+    /// The window, seconds.
+    pub(crate) window: f64,
+    /// CPU seconds of the load generator (all its processes) in the window.
+    pub(crate) load_cpu_s: Option<f64>,
+    /// The machine's busy and steal seconds at the window's start and end.
+    pub(crate) machine: Option<((f64, f64), (f64, f64))>,
+    /// The server before connecting, at the window's start and at its end.
+    pub(crate) server: Option<(
+        procstat::ProcSample,
+        procstat::ProcSample,
+        procstat::ProcSample,
+    )>,
+}
+
+/// The report of a load run (one JSON object), from its counts and what was measured.
+pub(crate) fn render(
+    args: &Args,
+    words: usize,
+    inflight: usize,
+    st: &Stats,
+    m: &Measured,
+) -> serde_json::Value {
+    let window = m.window;
     let h = &st.hist;
     let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let req_s = st.completed as f64 / window;
+    let open = args.mode == Mode::Open;
     let mut v = json!({
         "label": args.label,
         "kind": "load",
         "workload": args.workload,
         "mode": args.mode,
-        "connections": n,
-        "inflight": if args.mode == Mode::Closed { json!(plan.inflight) } else { json!(null) },
+        "connections": args.connections,
+        "inflight": if open { json!(null) } else { json!(inflight) },
         "rate": args.rate,
         "words": words,
         "placement": args.placement,
@@ -406,8 +470,8 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         "max_us": h.max() as f64 / 1000.0,
         "mean_us": h.mean() / 1000.0,
         "latency_samples": h.len(),
-        "send_lag_p99_us": if args.mode == Mode::Open { json!(st.send_lag.value_at_quantile(0.99) as f64 / 1000.0) } else { json!(null) },
-        "send_lag_max_us": if args.mode == Mode::Open { json!(st.send_lag.max() as f64 / 1000.0) } else { json!(null) },
+        "send_lag_p99_us": if open { json!(st.send_lag.value_at_quantile(0.99) as f64 / 1000.0) } else { json!(null) },
+        "send_lag_max_us": if open { json!(st.send_lag.max() as f64 / 1000.0) } else { json!(null) },
         "errors": st.errors,
         "first_error": st.first_error,
         "incomplete": st.incomplete,
@@ -415,21 +479,18 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         "bad_frames": st.bad_frames,
         "closed_early": st.closed_early,
         "first_close": st.first_close,
-        "load_cpu_util": match (me0, me1) { (Some(a), Some(b)) => json!((b - a) / window), _ => json!(null) },
+        "load_cpu_util": m.load_cpu_s.map(|c| c / window),
     });
-    if let (Some(m0), Some(m1)) = (m0, m1) {
+    if let Some((m0, m1)) = m.machine {
         v["machine_busy_cores"] = json!((m1.0 - m0.0) / window);
         v["steal_cores"] = json!((m1.1 - m0.1) / window);
         // Whatever ran besides the server and us (other builds on a shared machine) skews a run.
-        let ours = match (s0, s1, me0, me1) {
-            (Some(a), Some(b), Some(c), Some(d)) => Some((b.cpu_s - a.cpu_s) + (d - c)),
-            _ => None,
-        };
-        if let Some(ours) = ours {
+        let server_cpu = m.server.as_ref().map(|(_, a, b)| b.cpu_s - a.cpu_s);
+        if let Some(ours) = server_cpu.zip(m.load_cpu_s).map(|(a, b)| a + b) {
             v["other_busy_cores"] = json!(((m1.0 - m0.0) - ours).max(0.0) / window);
         }
     }
-    if let (Some(b), Some(s0), Some(s1)) = (before, s0, s1) {
+    if let Some((b, s0, s1)) = &m.server {
         let cpu = s1.cpu_s - s0.cpu_s;
         v["server_cpu_s"] = json!(cpu);
         v["server_cpu_util"] = json!(cpu / window);
@@ -441,7 +502,7 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         v["server_rss_before_kib"] = json!(b.rss_kib);
         v["server_rss_after_kib"] = json!(s1.rss_kib);
     }
-    Ok(v)
+    v
 }
 
 fn print_table(v: &serde_json::Value) {

@@ -95,3 +95,53 @@ fn every_workload_runs_clean_against_the_gateway() {
         "open agent: completed {done}/s: {r}"
     );
 }
+
+/// More connections than one process may open: the run is spread over several processes
+/// (here with a cap of 3 per process instead of 19 000) and reported as one.
+#[test]
+fn a_run_above_the_per_process_cap_is_spread_over_processes() {
+    let gw = InProcessGateway::start();
+    let r = run_with(&gw, "agent", 9, &["--max-per-process", "3"]);
+    assert_clean("agent over 3 processes", &r);
+    assert_eq!(r["processes"], 3, "{r}");
+    assert_eq!(r["connections"], 9, "{r}");
+    // Every request counted once, with its latency: the merged histogram has them all.
+    assert!(r["latency_samples"].as_u64().unwrap() >= r["requests"].as_u64().unwrap());
+    assert!(r["p99_us"].as_f64().unwrap() > 0.0, "{r}");
+    // Open loop: the rate is split between the processes and adds up.
+    let r = run_with(
+        &gw,
+        "agent",
+        6,
+        &["--max-per-process", "2", "--mode", "open", "--rate", "300"],
+    );
+    assert_clean("open agent over 3 processes", &r);
+    assert_eq!(r["processes"], 3, "{r}");
+    let offered = r["offered_per_s"].as_f64().unwrap();
+    assert!((offered - 300.0).abs() < 20.0, "offered {offered}/s: {r}");
+    // Idle connections too: all of them open at once.
+    let out = Command::new(env!("CARGO_BIN_EXE_shardgate-load"))
+        .args(["--url", &gw.url(), "--token", BENCH_TOKEN])
+        .args([
+            "--idle",
+            "6",
+            "--max-per-process",
+            "2",
+            "--settle",
+            "100ms",
+            "--json",
+        ])
+        .output()
+        .expect("run shardgate-load");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "idle: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("idle JSON");
+    assert_eq!(r["processes"], 3, "{r}");
+    assert_eq!(r["connections"], 6, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["closed_by_server"], 0, "{r}");
+}
