@@ -145,3 +145,35 @@ fn a_run_above_the_per_process_cap_is_spread_over_processes() {
     assert_eq!(r["failed"], 0, "{r}");
     assert_eq!(r["closed_by_server"], 0, "{r}");
 }
+
+/// `shardgate gateway stress -- ARGS` runs this load generator with the command's URL and
+/// token. The `shardgate` binary is the workspace's, built next to `shardgate-load`.
+#[test]
+fn gateway_stress_runs_the_load_generator() {
+    let gw = InProcessGateway::start();
+    let shardgate =
+        std::path::Path::new(env!("CARGO_BIN_EXE_shardgate-load")).with_file_name("shardgate");
+    assert!(
+        shardgate.is_file(),
+        "{} missing: `cargo test --workspace` builds it",
+        shardgate.display()
+    );
+    let url = gw.url();
+    let out = Command::new(&shardgate)
+        .args(["gateway", "stress", "--url", url.trim_end_matches('/')])
+        .args(["--token", BENCH_TOKEN, "--json", "--"])
+        .args(["--workload", "agent", "--connections", "3"])
+        .args(["--warmup", "100ms", "--duration", "500ms"])
+        .output()
+        .expect("run shardgate gateway stress");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("load JSON");
+    assert_clean("gateway stress", &r);
+    assert_eq!(r["workload"], "agent", "{r}");
+    assert_eq!(r["connections"], 3, "{r}");
+}

@@ -105,7 +105,10 @@ pub enum GatewayCmd {
         #[arg(long, default_value = "10s")]
         duration: String,
     },
-    /// Drive real load (agent runs) and report throughput and latency.
+    /// Drive real load (agent runs) and report throughput and latency. Arguments after `--`
+    /// run the full load generator instead (`shardgate-load`, next to this binary: workloads,
+    /// open loop, percentiles, server CPU; see `shardgate-load --help`), with this command's
+    /// --url and --token, e.g. `shardgate gateway stress -- --workload chat --connections 100`.
     Stress {
         /// Total agent runs.
         #[arg(long, default_value_t = 1000)]
@@ -113,6 +116,9 @@ pub enum GatewayCmd {
         /// Parallel connections.
         #[arg(long, default_value_t = 10)]
         concurrency: u64,
+        /// `shardgate-load` arguments (after `--`).
+        #[arg(last = true, value_name = "LOAD_ARGS")]
+        load: Vec<String>,
     },
     /// Security audit of the running configuration.
     Audit {
@@ -497,7 +503,9 @@ pub(super) fn gateway(cmd: GatewayCmd, t: &Target) -> Result<(), String> {
         GatewayCmd::Stress {
             messages,
             concurrency,
-        } => stress(t, messages, concurrency)?,
+            load,
+        } if load.is_empty() => stress(t, messages, concurrency)?,
+        GatewayCmd::Stress { load, .. } => load_generator(t, &load)?,
         GatewayCmd::Audit { security: _ } => {
             let v = call(t, "gateway.audit", json!({}))?;
             out(t, &v, |v| {
@@ -514,6 +522,39 @@ pub(super) fn gateway(cmd: GatewayCmd, t: &Target) -> Result<(), String> {
                 }
             });
         }
+    }
+    Ok(())
+}
+
+/// `gateway stress -- ARGS`: runs `shardgate-load` (built next to this binary by the
+/// workspace) with `ARGS`, this command's URL (`ws://host:port/`) and its token (through the
+/// environment, not the command line), and exits with its status.
+fn load_generator(t: &Target, args: &[String]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let load = exe.with_file_name("shardgate-load");
+    if !load.is_file() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p shardgate-perf`",
+            load.display()
+        ));
+    }
+    let mut url = t.url.clone();
+    if !url.ends_with('/') {
+        url.push('/');
+    }
+    let mut cmd = std::process::Command::new(&load);
+    cmd.arg("--url").arg(&url).args(args);
+    if let Some(token) = &t.token {
+        cmd.env("SHARDGATE_TOKEN", token);
+    }
+    if t.json && !args.iter().any(|a| a == "--json") {
+        cmd.arg("--json");
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{}: {e}", load.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
     }
     Ok(())
 }
