@@ -64,7 +64,7 @@ fn add_pairs(h: &mut Histogram<u64>, pairs: &Value) -> Result<(), String> {
 
 /// A child's result: its raw counts, for the parent to merge.
 pub(crate) fn raw(st: &Stats, window: f64, load_cpu_s: Option<f64>) -> Value {
-    json!({
+    let mut v = json!({
         "window": window,
         "load_cpu_s": load_cpu_s,
         "hist": hist_pairs(&st.hist),
@@ -73,14 +73,9 @@ pub(crate) fn raw(st: &Stats, window: f64, load_cpu_s: Option<f64>) -> Value {
         "sent": st.sent,
         "events": st.events,
         "frames": st.frames,
-        "errors": st.errors,
-        "first_error": st.first_error,
-        "incomplete": st.incomplete,
-        "seq_gaps": st.seq_gaps,
-        "bad_frames": st.bad_frames,
-        "closed_early": st.closed_early,
-        "first_close": st.first_close,
-    })
+    });
+    st.put_counters(&mut v);
+    v
 }
 
 /// Adds a child's raw counts to `st`.

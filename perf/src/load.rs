@@ -144,6 +144,18 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
+    /// Writes the failure counters into report `v` (a load report and a fleet child's raw
+    /// counts name them alike).
+    pub(crate) fn put_counters(&self, v: &mut serde_json::Value) {
+        v["errors"] = self.errors.into();
+        v["first_error"] = self.first_error.clone().into();
+        v["incomplete"] = self.incomplete.into();
+        v["seq_gaps"] = self.seq_gaps.into();
+        v["bad_frames"] = self.bad_frames.into();
+        v["closed_early"] = self.closed_early.into();
+        v["first_close"] = self.first_close.clone().into();
+    }
+
     pub(crate) fn new() -> Self {
         Stats {
             hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),

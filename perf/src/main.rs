@@ -472,15 +472,9 @@ pub(crate) fn render(
         "latency_samples": h.len(),
         "send_lag_p99_us": if open { json!(st.send_lag.value_at_quantile(0.99) as f64 / 1000.0) } else { json!(null) },
         "send_lag_max_us": if open { json!(st.send_lag.max() as f64 / 1000.0) } else { json!(null) },
-        "errors": st.errors,
-        "first_error": st.first_error,
-        "incomplete": st.incomplete,
-        "seq_gaps": st.seq_gaps,
-        "bad_frames": st.bad_frames,
-        "closed_early": st.closed_early,
-        "first_close": st.first_close,
         "load_cpu_util": m.load_cpu_s.map(|c| c / window),
     });
+    st.put_counters(&mut v);
     if let Some((m0, m1)) = m.machine {
         v["machine_busy_cores"] = json!((m1.0 - m0.0) / window);
         v["steal_cores"] = json!((m1.1 - m0.1) / window);
