@@ -205,7 +205,8 @@ impl Shared {
 
 /// Wall clock, ms since the epoch, at one kernel tick's resolution (1–4 ms) for a fraction of
 /// the cost ([`shards::clock::coarse_ms`]). For per-minute counters, never for wire timestamps.
-/// Under a [`shards::clock::WallFreeze`], the held reading (finer than a tick, and already paid).
+/// Under a [`shards::clock::WallFreeze`] already read, the held reading (finer than a tick, and
+/// already paid).
 pub fn now_ms_coarse() -> i64 {
     match shards::clock::wall_ms_held() {
         Some(held) => held,

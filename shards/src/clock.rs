@@ -33,16 +33,23 @@ pub fn coarse_ms() -> Option<i64> {
     read(libc::CLOCK_REALTIME_COARSE).map(|ts| ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000)
 }
 
+/// [`FROZEN_MS`] while no [`WallFreeze`] lives on this thread.
+const NOT_HELD: i64 = 0;
+/// [`FROZEN_MS`] while a [`WallFreeze`] lives but nothing has read the clock under it yet.
+const HELD_UNREAD: i64 = i64::MIN;
+
 thread_local! {
-    /// The wall clock held by a live [`WallFreeze`] on this thread, or 0.
-    static FROZEN_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+    /// The wall clock held by a live [`WallFreeze`] on this thread ([`NOT_HELD`] without
+    /// one, [`HELD_UNREAD`] until the first read under it).
+    static FROZEN_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(NOT_HELD) };
 }
 
 /// Holds [`wall_ms`] at one reading while it lives, for code that runs without yielding and
 /// stamps several records with the wall clock (one request's acceptance, run start, events and
-/// end): one `clock_gettime` instead of one per stamp. At millisecond resolution the held value
-/// is as good as a fresh one for as long as the code does not wait, so never hold it across an
-/// `.await`: the executor would run other tasks under the stale reading.
+/// end): one `clock_gettime` instead of one per stamp, taken at the first stamp (code that
+/// stamps nothing reads no clock). At millisecond resolution the held value is as good as a
+/// fresh one for as long as the code does not wait, so never hold it across an `.await`: the
+/// executor would run other tasks under the stale reading.
 #[derive(Debug)]
 #[must_use = "the clock is held only while the guard lives"]
 pub struct WallFreeze {
@@ -50,12 +57,11 @@ pub struct WallFreeze {
 }
 
 impl WallFreeze {
-    /// Reads the wall clock once and holds it until the guard drops (nested guards restore the
-    /// outer reading).
+    /// Holds the wall clock from its first read until the guard drops (nested guards restore
+    /// the outer reading).
     pub fn hold() -> WallFreeze {
-        let now = realtime_ms();
         WallFreeze {
-            prev: FROZEN_MS.with(|f| f.replace(now)),
+            prev: FROZEN_MS.with(|f| f.replace(HELD_UNREAD)),
         }
     }
 }
@@ -66,14 +72,23 @@ impl Drop for WallFreeze {
     }
 }
 
-/// The reading a live [`WallFreeze`] holds on this thread, if any.
+/// The reading a live [`WallFreeze`] holds on this thread, if one was taken under it.
 pub fn wall_ms_held() -> Option<i64> {
-    Some(FROZEN_MS.with(|f| f.get())).filter(|&ms| ms != 0)
+    Some(FROZEN_MS.with(|f| f.get())).filter(|&ms| ms != NOT_HELD && ms != HELD_UNREAD)
 }
 
-/// Milliseconds since the epoch: the reading a live [`WallFreeze`] holds, else [`realtime_ms`].
+/// Milliseconds since the epoch: the reading a live [`WallFreeze`] holds (taken now if this
+/// is the first read under it), else [`realtime_ms`].
 pub fn wall_ms() -> i64 {
-    wall_ms_held().unwrap_or_else(realtime_ms)
+    FROZEN_MS.with(|f| match f.get() {
+        NOT_HELD => realtime_ms(),
+        HELD_UNREAD => {
+            let now = realtime_ms();
+            f.set(now);
+            now
+        }
+        held => held,
+    })
 }
 
 #[cfg(test)]
@@ -116,6 +131,14 @@ mod tests {
             super::wall_ms() > held + 1,
             "no guard: the clock is read again"
         );
+    }
+
+    #[test]
+    fn a_freeze_reads_the_clock_only_when_asked() {
+        let _held = super::WallFreeze::hold();
+        assert_eq!(super::wall_ms_held(), None, "nothing read yet");
+        let first = super::wall_ms();
+        assert_eq!(super::wall_ms_held(), Some(first));
     }
 
     #[test]
