@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::load::{Mode, Stats};
+use crate::load::Stats;
 use crate::{procstat, render, Args, Measured, MAX_CONNS_PER_PROCESS};
 
 /// A child: says it is ready (with `v`) and waits for the parent's word on stdin.
@@ -134,18 +134,17 @@ fn child_args(args: &Args, share: usize, rate: Option<f64>, first_ip: u8) -> Vec
         a.extend(["--idle".into(), share.to_string()]);
         return a;
     }
-    let value = |v: &dyn erased::Named| v.name();
     a.extend([
         "--connections".into(),
         share.to_string(),
         "--workload".into(),
-        value(&args.workload),
+        value_name(&args.workload),
         "--mode".into(),
-        value(&args.mode),
+        value_name(&args.mode),
         "--inflight".into(),
         args.inflight.to_string(),
         "--placement".into(),
-        value(&args.placement),
+        value_name(&args.placement),
         "--shards".into(),
         args.shards.to_string(),
         "--duration".into(),
@@ -164,21 +163,11 @@ fn child_args(args: &Args, share: usize, rate: Option<f64>, first_ip: u8) -> Vec
     a
 }
 
-/// Names of the value enums as clap parses them.
-mod erased {
-    use clap::ValueEnum;
-
-    pub(crate) trait Named {
-        fn name(&self) -> String;
-    }
-
-    impl<T: ValueEnum> Named for T {
-        fn name(&self) -> String {
-            self.to_possible_value()
-                .map(|v| v.get_name().to_owned())
-                .unwrap_or_default()
-        }
-    }
+/// A value enum's name as clap parses it.
+fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 struct Proc {
@@ -234,8 +223,8 @@ pub(crate) fn run(args: &Args) -> Result<Value, String> {
     let per = args.max_per_process.clamp(1, MAX_CONNS_PER_PROCESS);
     let n = args.idle.unwrap_or(args.connections);
     let k = n.div_ceil(per);
-    if args.mode == Mode::Open && args.idle.is_none() && args.rate.is_none_or(|r| r <= 0.0) {
-        return Err("--mode open needs --rate R (requests/s over all connections)".into());
+    if args.idle.is_none() {
+        args.check_rate()?;
     }
     // Source addresses: child i takes `source_ips` of its own, after the previous child's.
     let ips = usize::from(args.source_ips.max(1));
@@ -289,17 +278,13 @@ pub(crate) fn run(args: &Args) -> Result<Value, String> {
         window = window.max(r["window"].as_f64().unwrap_or(0.0));
         load_cpu = load_cpu.zip(r["load_cpu_s"].as_f64()).map(|(a, b)| a + b);
     }
-    let words = args.words.unwrap_or(match args.workload {
-        crate::load::Workload::Chat => 20,
-        _ => 1,
-    });
     let measured = Measured {
         window: window.max(1e-9),
         load_cpu_s: load_cpu,
         machine: m0.zip(m1),
         server: before.zip(s0).zip(s1).map(|((b, s0), s1)| (b, s0, s1)),
     };
-    let mut v = render(args, words, args.inflight.max(1), &st, &measured);
+    let mut v = render(args, args.words(), args.inflight.max(1), &st, &measured);
     v["processes"] = json!(k);
     Ok(v)
 }

@@ -133,6 +133,24 @@ pub(crate) struct Args {
     pub(crate) compare: Option<Vec<PathBuf>>,
 }
 
+impl Args {
+    /// Words per message: `--words`, else 20 for `chat` and 1 otherwise.
+    pub(crate) fn words(&self) -> usize {
+        self.words.unwrap_or(match self.workload {
+            Workload::Chat => 20,
+            _ => 1,
+        })
+    }
+
+    /// An open loop needs a positive `--rate`.
+    pub(crate) fn check_rate(&self) -> Result<(), String> {
+        if self.mode == Mode::Open && self.rate.is_none_or(|r| r <= 0.0) {
+            return Err("--mode open needs --rate R (requests/s over all connections)".into());
+        }
+        Ok(())
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -297,9 +315,7 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
             "--connections must be 1..={MAX_CONNS_PER_PROCESS} in one process (fd limit 20 000 per process; more are spread over processes by --max-per-process)"
         ));
     }
-    if args.mode == Mode::Open && args.rate.is_none_or(|r| r <= 0.0) {
-        return Err("--mode open needs --rate R (requests/s over all connections)".into());
-    }
+    args.check_rate()?;
     let target = Target::new(
         &args.url,
         &args.token,
@@ -331,10 +347,7 @@ async fn run_load(args: &Args) -> Result<serde_json::Value, String> {
         }
         wait_nodes_listed(&mut conns, &node_ids).await?;
     }
-    let words = args.words.unwrap_or(match args.workload {
-        Workload::Chat => 20,
-        _ => 1,
-    });
+    let words = args.words();
     let message = (1..=words.max(1))
         .map(|i| format!("w{i}"))
         .collect::<Vec<_>>()

@@ -16,35 +16,27 @@ fn run_with(
     connections: usize,
     extra: &[&str],
 ) -> serde_json::Value {
+    let connections = connections.to_string();
+    let mut args = vec!["--workload", workload, "--connections", &connections];
+    args.extend(["--warmup", "200ms", "--duration", "1s", "--drain", "3s"]);
+    args.extend(extra);
+    load(gw, workload, &args)
+}
+
+/// One `shardgate-load --json` run against `gw` with `args`; its report.
+fn load(gw: &InProcessGateway, what: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_shardgate-load"))
-        .args([
-            "--url",
-            &gw.url(),
-            "--token",
-            BENCH_TOKEN,
-            "--workload",
-            workload,
-        ])
-        .args(["--connections", &connections.to_string()])
-        .args([
-            "--warmup",
-            "200ms",
-            "--duration",
-            "1s",
-            "--drain",
-            "3s",
-            "--json",
-        ])
-        .args(extra)
+        .args(["--url", &gw.url(), "--token", BENCH_TOKEN, "--json"])
+        .args(args)
         .output()
         .expect("run shardgate-load");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "{workload}: {stdout}\n{}",
+        "{what}: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{workload}: {e}: {stdout}"))
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
 }
 
 fn assert_clean(workload: &str, r: &serde_json::Value) {
@@ -121,26 +113,8 @@ fn a_run_above_the_per_process_cap_is_spread_over_processes() {
     let offered = r["offered_per_s"].as_f64().unwrap();
     assert!((offered - 300.0).abs() < 20.0, "offered {offered}/s: {r}");
     // Idle connections too: all of them open at once.
-    let out = Command::new(env!("CARGO_BIN_EXE_shardgate-load"))
-        .args(["--url", &gw.url(), "--token", BENCH_TOKEN])
-        .args([
-            "--idle",
-            "6",
-            "--max-per-process",
-            "2",
-            "--settle",
-            "100ms",
-            "--json",
-        ])
-        .output()
-        .expect("run shardgate-load");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "idle: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("idle JSON");
+    let idle = ["--idle", "6", "--max-per-process", "2", "--settle", "100ms"];
+    let r = load(&gw, "idle", &idle);
     assert_eq!(r["processes"], 3, "{r}");
     assert_eq!(r["connections"], 6, "{r}");
     assert_eq!(r["failed"], 0, "{r}");
