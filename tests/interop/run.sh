@@ -113,8 +113,9 @@ openclaw() {
   local home="$WORK/home-$name"
   mkdir -p "$home"
   local rc=0
+  # shellcheck disable=SC2086 # OPENCLAW_EXTRA_ENV is a list of NAME=VALUE words
   env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$home" TMPDIR="$home" LANG=C.UTF-8 \
-    NO_COLOR=1 FORCE_COLOR=0 \
+    NO_COLOR=1 FORCE_COLOR=0 ${OPENCLAW_EXTRA_ENV:-} \
     timeout $(( CALL_TIMEOUT_MS / 1000 + 60 )) \
     "$NODE" "$OPENCLAW_MJS" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null || rc=$?
   echo "$rc" >"$WORK/$name.rc"
@@ -142,6 +143,12 @@ check() {
     for (const w of warnings) console.log("WARN " + w);
     for (const p of problems) console.log("FAILREASON " + p);
   ' "$WORK/$name.out" "$rc" "$want_rc")"
+  report "$name" "$verdict"
+}
+
+# report <name> <verdict>: prints the PASS/FAIL line of a check from its FAILREASON/WARN lines.
+report() {
+  local name="$1" verdict="$2"
   local reasons warns
   reasons="$(grep '^FAILREASON ' <<<"$verdict" | sed 's/^FAILREASON /  - /' || true)"
   warns="$(grep '^WARN ' <<<"$verdict" | sed 's/^WARN /  ~ /' || true)"
@@ -159,6 +166,43 @@ check() {
   return 1
 }
 
+
+# check_text <name> <expected-rc> <js-body>: like check, for commands whose output is text for
+# a person: the JS body gets `text` (stdout) and `err` (stderr) and asserts what a user sees.
+check_text() {
+  local name="$1" want_rc="$2" js="$3"
+  local rc; rc="$(cat "$WORK/$name.rc")"
+  local verdict
+  verdict="$("$NODE" -e '
+    const fs = require("fs");
+    const [file, errFile, rc, wantRc] = process.argv.slice(1);
+    const problems = [], warnings = [];
+    const fail = (m) => problems.push(m), warn = (m) => warnings.push(m);
+    if (rc !== wantRc) fail(`exit status ${rc}, want ${wantRc}`);
+    const text = fs.readFileSync(file, "utf8").replace(/\x1b\[[0-9;]*[A-Za-z]/g, "");
+    const err = fs.readFileSync(errFile, "utf8");
+    const has = (s) => text.includes(s) || fail(`output lacks ${JSON.stringify(s)}`);
+    const lacks = (s) => !text.includes(s) || fail(`output shows ${JSON.stringify(s)}`);
+    try { (function (text, err, fail, warn, has, lacks) {'"$js"'})(text, err, fail, warn, has, lacks); } catch (e) { fail(`check threw: ${e.message}`); }
+    for (const w of warnings) console.log("WARN " + w);
+    for (const p of problems) console.log("FAILREASON " + p);
+  ' "$WORK/$name.out" "$WORK/$name.err" "$rc" "$want_rc")"
+  report "$name" "$verdict"
+}
+
+# openclaw_remote <name> <args…>: like openclaw, for commands that find the gateway in
+# openclaw.json (health, status, doctor, channels status, agent, models list): the state dir
+# says gateway.mode "remote" with our URL and token.
+openclaw_remote() {
+  local name="$1"; shift
+  local state="$WORK/home-$name/.openclaw"
+  mkdir -p "$state"
+  cat >"$state/openclaw.json" <<JSON
+{ "gateway": { "mode": "remote", "remote": { "url": "$URL", "token": "$TOKEN" } } }
+JSON
+  OPENCLAW_EXTRA_ENV="OPENCLAW_STATE_DIR=$state" openclaw "$name" "$@"
+}
+
 COMMON=(--url "$URL" --token "$TOKEN" --json --timeout "$CALL_TIMEOUT_MS")
 # A fresh shardgate has an empty dedup cache, so the brief's fixed keys work. A long-lived
 # external gateway would replay the cached result of an earlier run for the same key (that
@@ -169,60 +213,16 @@ K1="k1$KEY_SUFFIX"
 K2="k2$KEY_SUFFIX"
 export K1 K2
 
-# ---------------------------------------------------------------- calls
+# ---------------------------------------------------------------- cases
+# Each file in cases/ is one area (sourced in name order); SHARDGATE_INTEROP_CASES is a glob
+# over their names to run only some (e.g. SHARDGATE_INTEROP_CASES='*nodes*').
 log "running openclaw $OPENCLAW_VERSION against $URL"
-
-openclaw health gateway call health "${COMMON[@]}"
-check health 0 '
-  if (!isObj(out)) return fail("payload is not an object");
-  if (out.ok !== true) fail("payload.ok is not true");
-  if (typeof out.ts !== "number") fail("payload.ts is not a number");
-  for (const k of ["durationMs", "channels", "defaultAgentId", "agents", "sessions"]) if (!(k in out)) warn(`health payload lacks ${k} (OpenClaw has it)`);
-' || true
-
-openclaw status gateway call status "${COMMON[@]}"
-check status 0 '
-  if (!isObj(out)) return fail("payload is not an object");
-  if (Object.keys(out).length === 0) fail("payload is an empty object");
-  for (const k of ["runtimeVersion", "heartbeat", "channelSummary", "queuedSystemEvents", "sessions"]) if (!(k in out)) warn(`status payload lacks ${k} (OpenClaw has it)`);
-' || true
-
-openclaw system-presence gateway call system-presence "${COMMON[@]}"
-check system-presence 0 '
-  if (!Array.isArray(out)) return fail("payload is not a JSON array (OpenClaw returns a bare array of presence entries)");
-  if (out.length === 0) warn("presence list is empty (OpenClaw always lists the gateway itself, reason \"self\")");
-  out.forEach((e, i) => {
-    if (!isObj(e)) return fail(`entry ${i} is not an object`);
-    if (typeof e.ts !== "number") fail(`entry ${i}: ts is not a number`);
-    if (typeof e.text !== "string") fail(`entry ${i}: text is not a string`);
-    for (const k of ["host", "version", "platform", "mode", "reason"]) if (!(k in e)) warn(`entry ${i} lacks ${k}`);
-  });
-' || true
-
-openclaw agent gateway call agent --expect-final --params "{\"message\":\"hi\",\"idempotencyKey\":\"$K1\"}" "${COMMON[@]}"
-check agent 0 '
-  if (!isObj(out)) return fail("final payload is not an object");
-  if (out.status !== "ok") fail(`final status is ${JSON.stringify(out.status)}, want "ok"`);
-  if (out.runId !== process.env.K1) fail(`runId is ${JSON.stringify(out.runId)}, want ${process.env.K1} (runId = idempotencyKey)`);
-  if (typeof out.summary !== "string") warn("final payload lacks summary (OpenClaw: \"completed\")");
-  if (!("result" in out)) warn("final payload lacks result");
-' || true
-
-openclaw agent-accepted gateway call agent --params "{\"message\":\"hi again\",\"idempotencyKey\":\"$K2\"}" "${COMMON[@]}"
-check agent-accepted 0 '
-  if (!isObj(out)) return fail("payload is not an object");
-  if (out.status !== "accepted") fail(`status is ${JSON.stringify(out.status)}, want "accepted" (first res of agent)`);
-  if (out.runId !== process.env.K2) fail(`runId is ${JSON.stringify(out.runId)}, want ${process.env.K2}`);
-  if (typeof out.acceptedAt !== "number") warn("acceptedAt is not a number");
-' || true
-
-openclaw bad-token gateway call health --url "$URL" --token "not-$TOKEN" --json --timeout "$CALL_TIMEOUT_MS"
-check bad-token 1 '
-  if (!isObj(out) || out.ok !== false || !isObj(out.error)) return fail("want {ok:false,error:{…}} on stdout");
-  if (out.error.type !== "gateway_request_error") fail(`error.type ${JSON.stringify(out.error.type)}, want "gateway_request_error" (a res ok:false to connect, not a dropped socket)`);
-  if (out.error.code !== "INVALID_REQUEST") fail(`error.code ${JSON.stringify(out.error.code)}, want "INVALID_REQUEST"`);
-  if (!isObj(out.error.details) || out.error.details.code !== "AUTH_TOKEN_MISMATCH") fail("error.details.code is not AUTH_TOKEN_MISMATCH");
-' || true
+for case_file in "$HERE"/cases/${SHARDGATE_INTEROP_CASES:-*}.sh; do
+  [[ -f "$case_file" ]] || continue
+  log "cases: $(basename "$case_file")"
+  # shellcheck source=/dev/null
+  source "$case_file"
+done
 
 # ---------------------------------------------------------------- verdict
 if [[ -n "$SERVER_PID" ]] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
