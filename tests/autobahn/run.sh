@@ -96,6 +96,9 @@ else
     [[ -x "$BIN" ]] || { log "server binary $BIN not found; build it first (cargo build --release)"; exit 1; }
     mkdir -p "$WORK/state"
     log "starting $BIN"
+    # The files exist before the server starts: the background job opens them itself, maybe
+    # after the first read of the wait loop below.
+    : >"$WORK/server.out"; : >"$WORK/server.err"
     setsid "$BIN" serve --port 0 --state-dir "$WORK/state" --dangerously-enable-ws-echo \
         >"$WORK/server.out" 2>"$WORK/server.err" </dev/null &
     SERVER_PID=$!
@@ -104,7 +107,7 @@ else
     LISTEN=""
     deadline=$((SECONDS + READY_TIMEOUT))
     while [[ -z "$LISTEN" ]]; do
-        LISTEN="$(sed -n 's/^shardgate ready listen=\([^ ]*\).*/\1/p' "$WORK/server.out" | head -n1)"
+        LISTEN="$(sed -n 's/^shardgate ready listen=\([^ ]*\).*/\1/p' "$WORK/server.out" 2>/dev/null | head -n1 || true)"
         [[ -n "$LISTEN" ]] && break
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
             log "server exited before printing its ready line"; dump_server_logs; exit 1
