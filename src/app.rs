@@ -288,7 +288,7 @@ async fn shard_main(
     // The shard owns its sending half from the start; receiving starts only once the shard
     // exists, because a peer that started sooner may already have sent (a gather, a
     // delivery) and glommio runs the receive loop at once (see `shards::mesh`).
-    let mesh = Mesh::new(ctx.senders);
+    let mesh = Mesh::new(ctx.senders, shared.config.network.mesh_outbox_limit);
     let shard = GatewayShard::new(ctx.id, shared.clone(), mesh.clone());
     let on = shard.clone();
     mesh.receive(ctx.receivers, move |from, msg| on.on_mesh(from, msg));

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use shards::mesh::Mesh;
+use shards::mesh::{Class, Mesh, MeshStats, SendError};
 use shards::ShardId;
 
 use crate::auth::limits::PeerLimits;
@@ -157,6 +157,10 @@ pub struct Shared {
 /// them ([`StopWaiters::wake_all`]), so a shard does not poll the flag on a timer (a wake-up
 /// every 50 ms per shard, and with the default spin before sleeping, 50 µs of polling each).
 #[derive(Debug, Default)]
+#[expect(
+    clippy::disallowed_types,
+    reason = "the signal thread, outside the pool, hands the shards their wake-up; locked once per waiter and once at shutdown"
+)]
 pub struct StopWaiters(std::sync::Mutex<Vec<std::task::Waker>>);
 
 impl StopWaiters {
@@ -352,11 +356,43 @@ impl GatewayShard {
         shards::route::owner(key, self.shards())
     }
 
-    /// Sends a mesh message to another shard (in order per destination).
-    pub fn send_mesh(&self, to: ShardId, msg: MeshMsg) {
-        if self.mesh.send(to, msg).is_err() {
-            tracing::warn!(shard = %self.id, to = %to, "mesh send to invalid shard");
+    /// Sends a mesh message to another shard (in order per destination), or hands it back
+    /// ([`SendError`]): a request ([`MeshMsg::Call`]) is new work and is refused first when
+    /// the peer falls behind; answers and control messages get the mesh's headroom.
+    pub fn send_mesh(&self, to: ShardId, msg: MeshMsg) -> Result<(), SendError<MeshMsg>> {
+        let class = match msg {
+            MeshMsg::Call(_) => Class::Work,
+            MeshMsg::Deliver(..) | MeshMsg::Control(_) => Class::Answer,
+        };
+        self.mesh.try_send(to, msg, class)
+    }
+
+    /// Counts and logs a mesh message that could not be sent and has no caller to answer:
+    /// never a silent drop.
+    fn mesh_refused(&self, to: ShardId, err: SendError<MeshMsg>) {
+        let reason = match &err {
+            SendError::Full(_) => "full",
+            SendError::Closed(_) => "closed",
+            SendError::NotAPeer(_) => "not_a_peer",
+        };
+        let msg = err.into_inner();
+        self.metrics.mesh_lost(reason);
+        // Expected only while stopping (a closed peer); otherwise the peer is stuck.
+        if reason == "closed"
+            && self
+                .shared
+                .shutdown
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::debug!(shard = %self.id, to = %to, ?msg, "mesh message to a stopped shard");
+        } else {
+            tracing::warn!(shard = %self.id, to = %to, ?msg, reason, "mesh message not delivered");
         }
+    }
+
+    /// This shard's mesh send counters.
+    pub fn mesh_stats(&self) -> MeshStats {
+        self.mesh.stats()
     }
 
     /// Runs `f` on shard `to` (directly when local).
@@ -367,8 +403,8 @@ impl GatewayShard {
     ) {
         if to == self.id {
             f(self);
-        } else {
-            self.send_mesh(to, MeshMsg::Control(Box::new(f)));
+        } else if let Err(e) = self.send_mesh(to, MeshMsg::Control(Box::new(f))) {
+            self.mesh_refused(to, e);
         }
     }
 
@@ -451,7 +487,19 @@ impl GatewayShard {
         if to.shard == self.id {
             self.deliver_local(to.id, out);
         } else {
-            self.send_mesh(to.shard, MeshMsg::Deliver(to.id, out));
+            match self.send_mesh(to.shard, MeshMsg::Deliver(to.id, out)) {
+                Ok(()) => {}
+                // Skippable under backpressure by the protocol: counted as skipped.
+                Err(SendError::Full(MeshMsg::Deliver(
+                    _,
+                    Out::Event {
+                        droppable: true, ..
+                    },
+                ))) => {
+                    self.metrics.mesh_lost("event_skipped");
+                }
+                Err(e) => self.mesh_refused(to.shard, e),
+            }
         }
     }
 
@@ -539,7 +587,7 @@ impl GatewayShard {
             self.pending.borrow_mut().insert(pid, tx);
             let origin = self.id;
             let f = f.clone();
-            self.on_shard(ShardId(s), move |remote| {
+            let ask = MeshMsg::Control(Box::new(move |remote: &Rc<GatewayShard>| {
                 let v = f(remote);
                 remote.on_shard(origin, move |home| {
                     let tx = home.pending.borrow_mut().remove(&pid);
@@ -547,7 +595,12 @@ impl GatewayShard {
                         let _ = tx.send(v);
                     }
                 });
-            });
+            }));
+            if let Err(e) = self.send_mesh(ShardId(s), ask) {
+                // The answer would never come: the shard reads as unavailable below.
+                self.pending.borrow_mut().remove(&pid);
+                self.mesh_refused(ShardId(s), e);
+            }
             rxs.push(Some(rx));
         }
         let mut out = Vec::with_capacity(rxs.len());

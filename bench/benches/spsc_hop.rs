@@ -38,12 +38,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use glommio::channels::local_channel;
-use shards::mesh::Mesh;
+use shards::mesh::{Class, Mesh};
 use shards::pool::{self, PoolConfig, ShardCtx};
 use shards::ShardId;
 
 /// Messages in flight in the batched case.
 const BATCH: u64 = 1000;
+/// The outbox bound: a whole batch fits, as the gateway's default (4096) holds its bursts.
+const OUTBOX_LIMIT: usize = 4096;
 /// Tells shard B to stop (it echoes it first, so A knows B has seen it).
 const STOP: u64 = u64::MAX;
 /// A round trip (or a batch) slower than this is a stall.
@@ -74,10 +76,10 @@ static HANGS: AtomicU64 = AtomicU64::new(0);
 async fn echo(ctx: ShardCtx<u64>) {
     let (stop_tx, stop_rx) = local_channel::new_bounded::<()>(1);
     let stop_tx = Rc::new(stop_tx);
-    let mesh = Mesh::new(ctx.senders);
+    let mesh = Mesh::new(ctx.senders, OUTBOX_LIMIT);
     let echo = mesh.clone();
     mesh.receive(ctx.receivers, move |from: ShardId, msg: u64| {
-        let _ = echo.send(from, msg);
+        let _ = echo.try_send(from, msg, Class::Answer);
         if msg == STOP {
             let _ = stop_tx.try_send(());
         }
@@ -94,7 +96,7 @@ async fn driver(ctx: ShardCtx<u64>, control: Control) {
         .expect("one driver shard");
     let (tx, rx) = local_channel::new_unbounded::<u64>();
     let tx = Rc::new(tx);
-    let mesh = Mesh::new(ctx.senders);
+    let mesh = Mesh::new(ctx.senders, OUTBOX_LIMIT);
     mesh.receive(ctx.receivers, move |_from: ShardId, msg: u64| {
         let _ = tx.try_send(msg);
     });
@@ -111,7 +113,8 @@ async fn driver(ctx: ShardCtx<u64>, control: Control) {
             Cmd::Latency(n) => {
                 for i in 0..n {
                     let t = Instant::now();
-                    mesh.send(peer, i).expect("peer in range");
+                    mesh.try_send(peer, i, Class::Work)
+                        .expect("the outbox holds a batch");
                     let back = rx.recv().await.expect("reply");
                     judge(t);
                     debug_assert_eq!(back, i);
@@ -121,7 +124,8 @@ async fn driver(ctx: ShardCtx<u64>, control: Control) {
                 for _ in 0..n {
                     let t = Instant::now();
                     for i in 0..BATCH {
-                        mesh.send(peer, i).expect("peer in range");
+                        mesh.try_send(peer, i, Class::Work)
+                            .expect("the outbox holds a batch");
                     }
                     for i in 0..BATCH {
                         let back = rx.recv().await.expect("reply");
@@ -135,7 +139,8 @@ async fn driver(ctx: ShardCtx<u64>, control: Control) {
             break;
         }
     }
-    mesh.send(peer, STOP).expect("peer in range");
+    mesh.try_send(peer, STOP, Class::Work)
+        .expect("peer in range");
     while rx.recv().await.is_some_and(|m| m != STOP) {}
 }
 

@@ -10,8 +10,9 @@
 //! - [`pool`] starts the shards, sizing io_uring registered memory to fit `RLIMIT_MEMLOCK`
 //!   ([`memlock`]).
 //! - [`mesh`] is a full mesh of bounded SPSC channels, one per ordered pair of shards, joined
-//!   once at start. A send to a full channel waits in a per-peer outbox, so the order of
-//!   messages from one shard to another is the order they were sent.
+//!   once at start. A send to a full channel waits in a bounded per-peer outbox, so the order of
+//!   messages from one shard to another is the order they were sent; past the bound, or to a
+//!   closed peer, the send hands the message back and the caller answers for it.
 //! - [`route`] maps a key (a session key) to the shard that owns it: a fixed FNV-1a hash
 //!   fed to jump consistent hashing, identical on every shard and across restarts.
 //! - [`id`] is the shard id type.

@@ -11,7 +11,7 @@
 //!   (each shard refills at rate/N), so the sum over the gateway never exceeds the configured
 //!   rate; the price is that a client whose connections all sit on one shard gets rate/N.
 //!   `perConnection` is exact, since a connection lives on one shard.
-#![allow(
+#![expect(
     clippy::disallowed_types,
     reason = "Access is touched per connection, never per frame; exact across shards"
 )]

@@ -263,7 +263,7 @@ fn normalize_metadata(value: Option<&str>) -> String {
 /// `v3|deviceId|clientId|clientMode|role|scopes|signedAt|token|nonce|platform|deviceFamily`,
 /// scopes joined by `,`, platform and device family normalised (trimmed, ASCII
 /// lower-case, `""` when absent).
-#[allow(
+#[expect(
     clippy::too_many_arguments,
     reason = "one argument per payload field, in payload order"
 )]
@@ -289,7 +289,7 @@ pub fn payload_v3(
 
 /// The legacy v2 signed payload:
 /// `v2|deviceId|clientId|clientMode|role|scopes|signedAt|token|nonce`.
-#[allow(
+#[expect(
     clippy::too_many_arguments,
     reason = "one argument per payload field, in payload order"
 )]
@@ -367,7 +367,7 @@ impl DeviceIdentity {
     /// Builds the `device` object of `connect.params`
     /// (`{id, publicKey, signature, signedAt, nonce}`), signing the v3 payload.
     /// `token` must be the token the request presents (see [`DeviceProof::token`]).
-    #[allow(
+    #[expect(
         clippy::too_many_arguments,
         reason = "one argument per signed connect field"
     )]
@@ -401,7 +401,7 @@ impl DeviceIdentity {
 
     /// Like [`DeviceIdentity::sign_connect`] but signs the legacy v2 payload,
     /// as older clients do.
-    #[allow(
+    #[expect(
         clippy::too_many_arguments,
         reason = "one argument per signed connect field"
     )]

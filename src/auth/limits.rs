@@ -3,7 +3,7 @@
 //! Touched once per connection (accept, hello, close) and once per failed auth, never per
 //! frame, so a mutex is cheap here; it keeps the per-IP view exact across shards.
 
-#![allow(
+#![expect(
     clippy::disallowed_types,
     reason = "per-connection, not per-frame; exact across shards"
 )]

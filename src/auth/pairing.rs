@@ -14,7 +14,7 @@
 //!   token, and a paired device that proves its key *and* the shared secret gets a fresh one
 //!   (as in OpenClaw). To shut a device out, `device.pair.remove` it (its live connections
 //!   are closed).
-#![allow(
+#![expect(
     clippy::disallowed_types,
     reason = "pending requests are shared by all shards and touched at connect/pairing only"
 )]

@@ -20,7 +20,7 @@
 //! The store is shared by every shard, so its state sits behind a
 //! `std::sync::Mutex`. That is tolerable only because it is touched at connect
 //! and pairing time, never per frame; it must not be called from a hot path.
-#![allow(
+#![expect(
     clippy::disallowed_types,
     reason = "one process-wide store shared by all shards, used only at connect/pairing time"
 )]
@@ -1201,7 +1201,7 @@ mod tests {
     }
 
     #[test]
-    #[allow(
+    #[expect(
         clippy::disallowed_methods,
         reason = "the test plays two shard threads"
     )]

@@ -9,7 +9,7 @@
 //! The replay guard is process-wide (a code must not work twice on two shards) and touched
 //! only at connect, so it sits behind a mutex. It lives in memory: after a restart a code of
 //! the current 30 s step could be used once more; a restart takes longer than that window.
-#![allow(
+#![expect(
     clippy::disallowed_types,
     reason = "touched at connect only, exact across shards"
 )]

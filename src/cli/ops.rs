@@ -570,7 +570,8 @@ fn stress(t: &Target, messages: u64, concurrency: u64) -> Result<(), String> {
     for w in 0..concurrency {
         let share = messages / concurrency + u64::from(w < messages % concurrency);
         let (t, done, failed, tag) = (t.clone(), done.clone(), failed.clone(), run_tag.clone());
-        handles.push(std::thread::spawn(move || -> Result<Vec<u64>, String> {
+        let client = std::thread::Builder::new().name(format!("stress-{w}"));
+        let handle = client.spawn(move || -> Result<Vec<u64>, String> {
             let mut c = connect(&t)?;
             let mut lat = Vec::with_capacity(share as usize);
             for i in 0..share {
@@ -589,7 +590,8 @@ fn stress(t: &Target, messages: u64, concurrency: u64) -> Result<(), String> {
             }
             c.close();
             Ok(lat)
-        }));
+        });
+        handles.push(handle.map_err(|e| format!("cannot start a client thread: {e}"))?);
     }
     let mut last = 0;
     while done.load(Ordering::Relaxed) < messages && handles.iter().any(|h| !h.is_finished()) {

@@ -402,6 +402,9 @@ pub struct GatewayConfig {
     pub drain_timeout_ms: u64,
     /// Serve a plain WebSocket echo at `/echo` (conformance testing only). Default false.
     pub dangerously_enable_ws_echo: bool,
+    /// Serve the fault-injection routes under `/dangerously/` (tests only: they let anyone
+    /// who reaches the port stall a shard). Default false.
+    pub dangerously_enable_test_hooks: bool,
     /// Node command policy.
     pub nodes: NodesConfig,
     /// Dependency health checks.
@@ -461,6 +464,7 @@ impl Default for GatewayConfig {
             auth_failures_per_minute: 10,
             drain_timeout_ms: 10_000,
             dangerously_enable_ws_echo: false,
+            dangerously_enable_test_hooks: false,
             nodes: NodesConfig::default(),
             health: HealthConfig::default(),
             node_capabilities: Default::default(),
@@ -698,7 +702,17 @@ pub struct NetworkConfig {
     /// (0 = sleep at once). Trades CPU for latency: see tuning.md "Busy polling". Only
     /// pinned shards spin. Default [`DEFAULT_SPIN_BEFORE_PARK_US`].
     pub spin_before_park_us: u64,
+    /// How many requests one shard may have waiting for another shard that is not keeping
+    /// up (messages, per peer). Past it a request to a session owned there is answered
+    /// `UNAVAILABLE` (`SHARD_BUSY`, `retryAfterMs`) instead of growing memory without limit;
+    /// answers already owed get 4 times as much room. Each waiting message is one pointer plus
+    /// the request (a few hundred bytes). Default [`DEFAULT_MESH_OUTBOX_LIMIT`].
+    pub mesh_outbox_limit: usize,
 }
+
+/// Requests waiting for one slow peer shard: at tens of thousands of requests a second a
+/// shard drains this in a fraction of a millisecond, so only a stuck owner reaches it.
+pub const DEFAULT_MESH_OUTBOX_LIMIT: usize = 4096;
 
 /// A shard polls this long (µs) before it sleeps: at a moderate request rate it then answers
 /// without being woken (p50 26 µs instead of 59 µs, p99 0.5 ms instead of 2.0 ms at 35 000
@@ -712,6 +726,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             websocket: WebSocketNetConfig::default(),
             spin_before_park_us: DEFAULT_SPIN_BEFORE_PARK_US,
+            mesh_outbox_limit: DEFAULT_MESH_OUTBOX_LIMIT,
         }
     }
 }
@@ -981,6 +996,12 @@ impl Config {
             return bad(
                 "network.websocket.compression",
                 "permessage-deflate is not supported yet; set false".into(),
+            );
+        }
+        if self.network.mesh_outbox_limit == 0 {
+            return bad(
+                "network.meshOutboxLimit",
+                "must be at least 1 (requests waiting for a slow shard)".into(),
             );
         }
         if self.network.spin_before_park_us > 1_000_000 {

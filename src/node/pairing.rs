@@ -17,7 +17,7 @@
 //! - One pending request per node: asking again with the same commands and caps returns the
 //!   same id; asking with a different set supersedes the old request.
 //! - Approved sets persist in `<state_dir>/nodes/paired.json` (written atomically, `0600`).
-#![allow(
+#![expect(
     clippy::disallowed_types,
     reason = "node pairing state is shared by all shards and touched at connect/pairing only"
 )]

@@ -290,6 +290,14 @@ pub fn audit(cfg: &Config, state_dir: &Path) -> Vec<Finding> {
             "an unauthenticated echo endpoint is served at /echo".into(),
         );
     }
+    if g.dangerously_enable_test_hooks {
+        add(
+            "test-hooks-enabled",
+            Severity::High,
+            "gateway.dangerouslyEnableTestHooks",
+            "anyone who reaches the port can stall the gateway's shards (/dangerously/)".into(),
+        );
+    }
     if cfg.storage.encryption.as_deref().unwrap_or("none") == "none"
         && cfg.queue.backend == "journal"
     {

@@ -40,6 +40,10 @@ pub struct ShardMetrics {
     pub latency: RefCell<Latencies>,
     /// Per-minute counters for the last 24 hours.
     pub minutes: RefCell<MinuteRing>,
+    /// Mesh messages this shard could not hand to a peer, by what became of them
+    /// (`call_refused`: answered SHARD_BUSY; `event_skipped`: a skippable event; `full`,
+    /// `closed`: lost and logged).
+    pub mesh_lost: RefCell<BTreeMap<&'static str, u64>>,
 }
 
 /// The largest latency a histogram holds, µs (10 minutes).
@@ -179,6 +183,11 @@ impl ShardMetrics {
             .events += n;
     }
 
+    /// Counts a mesh message not handed to its peer (see [`ShardMetrics::mesh_lost`]).
+    pub fn mesh_lost(&self, what: &'static str) {
+        *self.mesh_lost.borrow_mut().entry(what).or_insert(0) += 1;
+    }
+
     /// Counts a security refusal (see [`ShardMetrics::refusals`]).
     pub fn refusal(&self, reason: &'static str) {
         *self.refusals.borrow_mut().entry(reason).or_insert(0) += 1;
@@ -248,6 +257,17 @@ pub fn snapshot(s: &GatewayShard) -> Value {
         "queue": s.queue.stats_json(),
         "dedupEntries": d.len(), "dedupEvictedLive": d.evicted_live,
         "nodes": s.nodes.registry.borrow().len(),
+        "mesh": mesh_json(s),
+    })
+}
+
+/// A shard's mesh counters: sends, outbox backlog, refusals and what became of them.
+fn mesh_json(s: &GatewayShard) -> Value {
+    let st = s.mesh_stats();
+    json!({
+        "sent": st.sent, "backlog": st.backlog, "refusedFull": st.refused_full,
+        "refusedClosed": st.refused_closed, "lostOnClose": st.lost_on_close,
+        "lost": s.metrics.mesh_lost.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -397,6 +417,61 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
         "counter",
         "Requests refused before dispatch.",
         vec![(String::new(), sum(&per, |v| v["refused"].as_u64()))],
+    );
+    let mesh = |key: &str| -> Vec<(String, u64)> {
+        per.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    format!("{{shard=\"{i}\"}}"),
+                    v["mesh"][key].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    metric(
+        "shardgate_mesh_sent_total",
+        "counter",
+        "Messages sent to other shards, by sending shard.",
+        mesh("sent"),
+    );
+    metric(
+        "shardgate_mesh_backlog",
+        "gauge",
+        "Messages waiting in a shard's outboxes for slow peers (bounded).",
+        mesh("backlog"),
+    );
+    metric(
+        "shardgate_mesh_refused_total",
+        "counter",
+        "Sends a peer's outbox refused, by sending shard (full or closed peer).",
+        per.iter()
+            .enumerate()
+            .flat_map(|(i, v)| {
+                [("full", "refusedFull"), ("closed", "refusedClosed")].map(|(r, k)| {
+                    (
+                        format!("{{shard=\"{i}\",reason=\"{r}\"}}"),
+                        v["mesh"][k].as_u64().unwrap_or(0),
+                    )
+                })
+            })
+            .collect(),
+    );
+    let mut lost: BTreeMap<String, u64> = BTreeMap::new();
+    for v in &per {
+        for (k, x) in v["mesh"]["lost"].as_object().into_iter().flatten() {
+            *lost.entry(k.clone()).or_insert(0) += x.as_u64().unwrap_or(0);
+        }
+        *lost.entry("lost_on_close".into()).or_insert(0) +=
+            v["mesh"]["lostOnClose"].as_u64().unwrap_or(0);
+    }
+    metric(
+        "shardgate_mesh_undelivered_total",
+        "counter",
+        "Mesh messages not delivered, by outcome (call_refused: answered SHARD_BUSY).",
+        lost.into_iter()
+            .map(|(r, v)| (format!("{{outcome=\"{r}\"}}"), v))
+            .collect(),
     );
     metric(
         "shardgate_sessions",

@@ -5,3 +5,4 @@ pub mod audit;
 pub mod deps;
 pub mod metrics;
 pub mod monitor;
+pub mod test_hooks;

@@ -113,6 +113,11 @@ pub enum GatewayError {
         /// When to try again.
         retry_after_ms: u64,
     },
+    /// The shard that owns the session is not keeping up (its mesh outbox is full).
+    ShardBusy {
+        /// When to try again.
+        retry_after_ms: u64,
+    },
     /// The gateway is stopping.
     ShuttingDown,
     /// A run failed in the agent.
@@ -212,7 +217,7 @@ fn detail(code: &str) -> Option<Value> {
 
 impl GatewayError {
     /// The single mapping of every variant to the wire.
-    #[allow(
+    #[expect(
         clippy::type_complexity,
         reason = "one tuple per arm keeps the table readable"
     )]
@@ -443,6 +448,14 @@ impl GatewayError {
                 Unavailable,
                 "queue is full".into(),
                 detail("QUEUE_FULL"),
+                true,
+                Some(*retry_after_ms),
+                None,
+            ),
+            E::ShardBusy { retry_after_ms } => (
+                Unavailable,
+                "the session's shard is busy".into(),
+                detail("SHARD_BUSY"),
                 true,
                 Some(*retry_after_ms),
                 None,

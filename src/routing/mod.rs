@@ -155,9 +155,32 @@ fn route_session(
     if owner == shard.id {
         run_owned(shard, call);
     } else {
-        shard.send_mesh(owner, MeshMsg::Call(Box::new(call)));
+        match shard.send_mesh(owner, MeshMsg::Call(Box::new(call))) {
+            Ok(()) => {}
+            Err(refused) => refuse_call(&shard, refused),
+        }
     }
 }
+
+/// Answers a request the owner shard's mesh outbox did not take: retry later when the owner
+/// is behind, or the gateway is stopping when it has closed.
+fn refuse_call(shard: &GatewayShard, refused: shards::mesh::SendError<MeshMsg>) {
+    use shards::mesh::SendError;
+    let err = match &refused {
+        SendError::Full(_) => GatewayError::ShardBusy {
+            retry_after_ms: SHARD_BUSY_RETRY_MS,
+        },
+        SendError::Closed(_) | SendError::NotAPeer(_) => GatewayError::ShuttingDown,
+    };
+    if let MeshMsg::Call(call) = refused.into_inner() {
+        shard.metrics.mesh_lost("call_refused");
+        shard.reply_err(&call.reply, &err);
+    }
+}
+
+/// The retry hint of a request refused because its owner shard is behind: about the time an
+/// owner takes to drain a full outbox at its usual rate (tens of thousands a second).
+const SHARD_BUSY_RETRY_MS: u64 = 50;
 
 /// Any other method: answered on this shard.
 fn dispatch_local(

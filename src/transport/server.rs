@@ -357,6 +357,18 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 guard,
             });
         }
+        ("POST", path, None)
+            if cfg.gateway.dangerously_enable_test_hooks && path.starts_with("/dangerously/") =>
+        {
+            let (status, body) = crate::ops::test_hooks::call(shard, path);
+            let reason = match status {
+                200 => "OK",
+                400 => "Bad Request",
+                409 => "Conflict",
+                _ => "Not Found",
+            };
+            http::respond(&mut stream, status, reason, "text/plain", &body).await;
+        }
         ("GET", "/metrics", None) => {
             let text = crate::ops::metrics::render(shard).await;
             http::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &text).await;

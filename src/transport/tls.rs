@@ -16,7 +16,7 @@
 //!   written files, a key that does not match) keeps the old config and logs why.
 //!
 //! The current config sits behind a mutex taken once per TLS accept, never per frame.
-#![allow(
+#![expect(
     clippy::disallowed_types,
     reason = "the acceptor config is read once per TLS accept and swapped on rotation"
 )]
