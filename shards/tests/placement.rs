@@ -2,6 +2,11 @@
 //! (or in a container whose cpuset is one CPU) had its shard pinned to CPU 0 by glommio's
 //! `MaxSpread`, which picks from every online CPU.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the test plays a thread outside the shard pool"
+)]
+
 use shards::memlock;
 use shards::pool::{self, allowed_cpus, PoolConfig, ShardCtx};
 

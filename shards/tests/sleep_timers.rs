@@ -4,6 +4,11 @@
 //! kept timeout ends too late and must be replaced, or the executor sleeps through the new
 //! timer's deadline.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the test plays a thread outside the shard pool"
+)]
+
 use std::net::TcpStream as StdStream;
 use std::time::{Duration, Instant};
 

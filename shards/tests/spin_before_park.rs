@@ -4,6 +4,11 @@
 //! without change 6 it saw a completion only at the next timer interrupt (a scheduler tick,
 //! 1–4 ms) or when its spin ran out, so the spin meant to cut latency added to it.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the test plays a thread outside the shard pool"
+)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream as StdStream;
 use std::time::{Duration, Instant};
