@@ -68,9 +68,6 @@ pub struct PoolConfig {
     pub max_size: usize,
     /// Workers per agent below which `workers.status` reports the pool degraded. Default 0.
     pub min_size: usize,
-    /// Reserved: idle workers are kept connected (they hold no gateway resources but a
-    /// socket). Default "5m".
-    pub idle_timeout: Millis,
     /// Longest wait for a live worker, and for its `worker.pong`. Default "5s".
     pub connection_timeout: Millis,
     /// Ping a worker (`worker.ping` → `worker.pong`) before handing it a run. Default true.
@@ -82,7 +79,6 @@ impl Default for PoolConfig {
         PoolConfig {
             max_size: 100,
             min_size: 0,
-            idle_timeout: Millis(300_000),
             connection_timeout: Millis(5_000),
             test_on_borrow: true,
         }
@@ -177,9 +173,6 @@ pub struct MemoryConfig {
 pub struct CachingConfig {
     /// Sessions: idle ones expire after `ttl`; past `maxSize` (all shards) the oldest idle go.
     pub session: CacheLimit,
-    /// Routing: accepted for the seed's shape; routing is a fixed hash, there is nothing to
-    /// cache (no effect).
-    pub routing: CacheLimit,
     /// Messages: per-session history bound (`maxSize` overrides `agents.historyLimit`) and age.
     pub message: CacheLimit,
 }
@@ -649,12 +642,12 @@ impl Default for DeadLetterConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct DedupConfig {
-    /// `message_id` (the idempotencyKey). Default.
-    pub strategy: String,
+    /// What identifies a duplicate. Default `message_id`.
+    pub strategy: DedupStrategy,
     /// Default "5m".
     pub window: Millis,
-    /// `memory` (default).
-    pub storage: String,
+    /// Where the window is kept. Default `memory`.
+    pub storage: DedupStorage,
     /// Entries per shard before the oldest is evicted. Default 65536.
     pub capacity: usize,
 }
@@ -662,20 +655,46 @@ pub struct DedupConfig {
 impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
-            strategy: "message_id".into(),
+            strategy: DedupStrategy::MessageId,
             window: Millis(300_000),
-            storage: "memory".into(),
+            storage: DedupStorage::Memory,
             capacity: 65_536,
         }
     }
+}
+
+/// `deduplication.strategy`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupStrategy {
+    /// `method:idempotencyKey`: a retry with the same key joins the running call or replays
+    /// its answer (the only strategy OpenClaw clients need: they send the key).
+    MessageId,
+}
+
+/// `deduplication.storage`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupStorage {
+    /// A ring per owner shard (answers of finished runs are also replayed from the journal
+    /// after a restart when `queue.backend` is `journal`).
+    Memory,
+}
+
+/// `ordering.guarantee`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderingGuarantee {
+    /// One FIFO lane per session on its owner shard; sessions run independently.
+    PerSession,
 }
 
 /// `ordering`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct OrderingConfig {
-    /// `per_session` (default).
-    pub guarantee: String,
+    /// What is kept in order. Default `per_session`.
+    pub guarantee: OrderingGuarantee,
     /// Runs waiting per session before a retryable refusal. Default 100.
     pub buffer_size: usize,
     /// Default "10s".
@@ -685,7 +704,7 @@ pub struct OrderingConfig {
 impl Default for OrderingConfig {
     fn default() -> Self {
         OrderingConfig {
-            guarantee: "per_session".into(),
+            guarantee: OrderingGuarantee::PerSession,
             buffer_size: 100,
             timeout: Millis(10_000),
         }
@@ -1161,6 +1180,44 @@ mod tests {
             e.to_string().contains("queue.retryPolicy.initialDelay"),
             "{e}"
         );
+    }
+
+    /// Keys the gateway has no behaviour for are not accepted silently: a value it cannot
+    /// honour refuses the start with the key's path, and a key that was removed warns.
+    #[test]
+    fn every_key_is_honoured_refused_or_warned() {
+        for (text, key) in [
+            (
+                "{deduplication: {strategy: 'content_hash'}}",
+                "deduplication.strategy",
+            ),
+            (
+                "{deduplication: {storage: 'redis'}}",
+                "deduplication.storage",
+            ),
+            ("{ordering: {guarantee: 'global'}}", "ordering.guarantee"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let l = parse(
+            "{deduplication: {strategy: 'message_id', storage: 'memory'}, ordering: {guarantee: 'per_session'}}",
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let l = parse(
+            "{memory: {caching: {routing: {maxSize: 5}}}, connections: {pool: {idleTimeout: '5m'}}}",
+        )
+        .unwrap();
+        assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+        assert!(
+            l.warnings[0].contains("memory.caching.routing")
+                || l.warnings[1].contains("memory.caching.routing")
+        );
+        assert!(l
+            .warnings
+            .iter()
+            .any(|w| w.contains("connections.pool.idleTimeout")));
     }
 
     #[test]
