@@ -377,6 +377,13 @@ pub struct GatewayConfig {
     /// Longest a write may wait for a peer that stopped reading (its socket full), ms; then
     /// the connection is dropped. Default 30000.
     pub write_timeout_ms: u64,
+    /// After answering a UI client's `chat.send` (`client.mode` "ui" or "webchat": OpenClaw's
+    /// TUI, the Control UI), that connection's later frames wait this long, ms, so the client
+    /// has handled the answer before the run's first event. Without it the TUI stays
+    /// "waiting" after an instant (echo) reply. Default 50: longer than a UI's busy spell
+    /// after a send (5 ms did it here) and too short for a person to see; raise it on a
+    /// heavily loaded host, 0 turns the pause off. Other clients never wait.
+    pub ui_chat_ack_pause_ms: u64,
     /// Largest message before authentication, bytes. Default 65536.
     pub preauth_max_payload: usize,
     /// Largest message after `hello-ok`, bytes (advertised as `policy.maxPayload`).
@@ -450,6 +457,7 @@ impl Default for GatewayConfig {
             tick_interval_ms: 30_000,
             handshake_timeout_ms: 10_000,
             write_timeout_ms: 30_000,
+            ui_chat_ack_pause_ms: 50,
             preauth_max_payload: 64 * 1024,
             max_payload: 26_214_400,
             max_buffered_bytes: 52_428_800,

@@ -621,6 +621,8 @@ impl FinalOk<'_> {
 struct Ack<'a> {
     run_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    session_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     agent_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'static str>,
@@ -645,6 +647,7 @@ impl Ack<'_> {
         };
         s.push_str(r#"{"runId":"#);
         frame::push_json_str(s, self.run_id);
+        member(s, r#","sessionKey":"#, self.session_key);
         member(s, r#","agentId":"#, self.agent_id);
         if let Some(status) = self.status {
             s.push_str(r#","status":"#);
@@ -666,6 +669,7 @@ impl Ack<'_> {
 fn ack_for<'a>(kind: &'a JobKind, idem: &'a str, key: &'a SessionKey, now: i64) -> Ack<'a> {
     let ack = Ack {
         run_id: idem,
+        session_key: None,
         agent_id: None,
         status: None,
         accepted_at: None,
@@ -674,7 +678,9 @@ fn ack_for<'a>(kind: &'a JobKind, idem: &'a str, key: &'a SessionKey, now: i64) 
         duplicate: false,
     };
     match kind {
+        // OpenClaw's `accepted` names the session the run went to.
         JobKind::Agent => Ack {
+            session_key: Some(key.as_str()),
             agent_id: Some(key.agent_id()),
             status: Some("accepted"),
             accepted_at: Some(now),

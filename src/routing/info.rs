@@ -99,10 +99,35 @@ pub(super) async fn local(
                 .into_iter()
                 .flat_map(|v| v.as_array().cloned().unwrap_or_default())
                 .collect();
+            // As OpenClaw: archived sessions only when asked for (`archived: "all"`/true,
+            // or "only"); `agentId` narrows to one agent.
+            let archived = match p.get("archived") {
+                Some(Value::Bool(true)) => Some(true),
+                Some(Value::String(s)) if s == "all" => Some(true),
+                Some(Value::String(s)) if s == "only" => None,
+                _ => Some(false),
+            };
+            let agent = p.get("agentId").and_then(|v| v.as_str());
+            all.retain(|r| {
+                let is_archived = r["archived"] == true;
+                let shown = match archived {
+                    Some(true) => true,
+                    Some(false) => !is_archived,
+                    None => is_archived,
+                };
+                shown && agent.is_none_or(|a| r["agentId"] == a)
+            });
             all.sort_by(|a, b| b["updatedAt"].as_i64().cmp(&a["updatedAt"].as_i64()));
             let limit = p.get("limit").and_then(|v| v.as_u64()).unwrap_or(1000) as usize;
+            let offset = p.get("offset").and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+            let total = all.len();
+            all.drain(..offset.min(total));
             all.truncate(limit);
-            json!({"count": all.len(), "sessions": all})
+            let next = offset + all.len();
+            json!({"count": all.len(), "totalCount": total, "hasMore": next < total,
+                   "nextOffset": (next < total).then_some(next), "sessions": all,
+                   "defaults": {"modelProvider": crate::session::MODEL_PROVIDER,
+                                "model": crate::session::MODEL, "contextTokens": Value::Null}})
         }
         "sessions.subscribe" | "sessions.unsubscribe" => {
             let on = method == "sessions.subscribe";

@@ -17,6 +17,7 @@ use crate::queue::{self, JobKind, Submit};
 use crate::shard::{now_ms, Call, Caller, GatewayShard, MeshMsg, ReplyTo};
 
 mod info;
+mod session_ops;
 
 pub use info::health as health_snapshot;
 
@@ -116,7 +117,9 @@ pub fn dispatch(
     match method.as_str() {
         "agent" | "send" | "chat.send" | "chat.history" | "chat.abort" | "sessions.get"
         | "sessions.create" | "sessions.send" | "sessions.abort" | "sessions.reset"
-        | "sessions.delete" => route_session(shard, caller, reply, method, params),
+        | "sessions.delete" | "sessions.describe" | "sessions.patch" | "sessions.compact" => {
+            route_session(shard, caller, reply, method, params)
+        }
         _ => dispatch_local(shard, caller, reply, method, params.into_json()),
     }
 }
@@ -310,6 +313,9 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
                 None => Ok(json!({"ok": true, "key": key.as_str(), "deleted": false})),
             }
         }
+        "sessions.describe" => Ok(session_ops::describe(&shard, key)),
+        "sessions.patch" => session_ops::patch(&shard, key, &params),
+        "sessions.compact" => session_ops::compact(&shard, key, &params),
         m => Err(GatewayError::UnknownMethod(m.to_string())),
     };
     match r {

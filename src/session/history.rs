@@ -162,6 +162,13 @@ impl History {
         }
     }
 
+    /// Keeps the newest `n` messages (`sessions.compact {maxLines}`).
+    pub fn keep_last(&mut self, n: usize) {
+        while self.messages.len() > n {
+            self.pop_front();
+        }
+    }
+
     /// Drops every message.
     pub fn clear(&mut self) {
         self.messages.clear();

@@ -18,6 +18,12 @@ use crate::queue::Job;
 use crate::shard::ReplyTo;
 pub use history::{History, HistoryEntry};
 
+/// The provider and model a session reports (`sessions.list` defaults, rows): the echo
+/// agent, as `models.list` names it.
+pub const MODEL_PROVIDER: &str = "shardgate";
+/// See [`MODEL_PROVIDER`].
+pub const MODEL: &str = "echo";
+
 /// Abort flag of the running job.
 #[derive(Debug)]
 pub struct RunCtl {
@@ -43,6 +49,8 @@ pub struct Session {
     pub updated_at: Cell<i64>,
     /// Optional label.
     pub label: RefCell<Option<String>>,
+    /// When `sessions.patch {archived: true}` archived it, ms (listed only when asked for).
+    pub archived_at: Cell<Option<i64>>,
     /// Messages, oldest first, bounded by `agents.historyLimit`.
     pub history: RefCell<History>,
     /// Jobs waiting, FIFO.
@@ -66,6 +74,7 @@ impl Session {
             created_at: now,
             updated_at: Cell::new(now),
             label: RefCell::new(None),
+            archived_at: Cell::new(None),
             history: RefCell::new(History::default()),
             lane: RefCell::new(VecDeque::new()),
             running: Cell::new(false),
@@ -75,8 +84,10 @@ impl Session {
         }
     }
 
-    /// The `sessions.list`/`sessions.get` row.
+    /// The `sessions.list`/`sessions.get`/`sessions.describe` row (OpenClaw's keys where we
+    /// have the fact: `kind`, `isMain`, `archived`, the model).
     pub fn row(&self) -> Value {
+        let is_main = self.key.as_str() == SessionKey::main(self.key.agent_id()).as_str();
         json!({
             "key": self.key.as_str(),
             "sessionKey": self.key.as_str(),
@@ -88,6 +99,12 @@ impl Session {
             "messageCount": self.history.borrow().len(),
             "running": self.current.borrow().as_ref().map(|c| c.run_id.clone()),
             "queued": self.lane.borrow().len(),
+            "kind": "direct",
+            "isMain": is_main,
+            "archived": self.archived_at.get().is_some(),
+            "archivedAt": self.archived_at.get(),
+            "modelProvider": MODEL_PROVIDER,
+            "model": MODEL,
         })
     }
 

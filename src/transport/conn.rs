@@ -5,11 +5,14 @@
 //! Invariants: `seq` is assigned when an event is accepted into the buffer, so a skipped
 //! droppable event never burns a number and the client sees 1, 2, 3, … without gaps. Only
 //! droppable events are ever skipped; anything else over the bound closes 1008 "slow consumer".
+//! Frames leave in the order they were queued; a [`Fence`] only delays, never reorders.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use crate::protocol::frame;
 use crate::protocol::handshake::ClientInfo;
@@ -127,6 +130,67 @@ fn take_queue() -> VecDeque<Outbound> {
         .unwrap_or_else(|| VecDeque::with_capacity(8))
 }
 
+/// A pause in a connection's output after one response ([`Conn::hold_after_response`]): the
+/// response leaves in a write of its own, and whatever was queued after it waits `hold`.
+///
+/// Why: a client that learns of a run from the response to the request that started it
+/// (OpenClaw's TUI and its `chat.send`) must have handled that response before the run's
+/// first event. The echo agent answers within the same turn, so without a pause the response
+/// and the whole run reach the client in one read, which it handles before the response (a
+/// Node client resolves the request's promise only after the read is processed): the TUI then
+/// stays "waiting" for a run that already ended. A write of its own is not enough: the client
+/// is busy for a few ms after sending (it renders), and frames written meanwhile land in the
+/// same read. A model's latency hides this with a real agent; an instant one must wait.
+#[derive(Debug)]
+struct Fence {
+    /// `"id":"<request id>"` as the response spells it, until the response is written.
+    id_json: Option<String>,
+    /// How long the frames queued after the response wait.
+    hold: Duration,
+    /// Started when the response is written: later frames wait until it fires.
+    timer: Option<glommio::timer::Timer>,
+}
+
+/// What a [`Fence`] lets [`Conn::poll_batch`] take.
+enum Gate {
+    /// Nothing yet: the pause runs.
+    Hold,
+    /// The frames up to and including this index (the response); the rest waits.
+    Upto(usize),
+    /// Everything queued (the response is not queued yet; the fence stays).
+    All,
+    /// Everything, and the fence is done.
+    Done,
+}
+
+impl Fence {
+    fn gate(&mut self, cx: &mut std::task::Context<'_>, q: &VecDeque<Outbound>) -> Gate {
+        if let Some(t) = &mut self.timer {
+            if Pin::new(t).poll(cx).is_pending() {
+                return Gate::Hold;
+            }
+            self.timer = None;
+        }
+        let Some(id) = &self.id_json else {
+            return Gate::Done;
+        };
+        // A response is any frame but an event that names the request's id (`res_err`'s keys
+        // are sorted, so the id is not at a fixed place).
+        let is_response = |f: &Outbound| matches!(f, Outbound::Text(t) if !t.starts_with(EVENT_PREFIX) && t.contains(id.as_str()));
+        match q.iter().position(is_response) {
+            Some(i) => {
+                self.id_json = None;
+                self.timer = Some(glommio::timer::Timer::new(self.hold));
+                Gate::Upto(i)
+            }
+            None => Gate::All,
+        }
+    }
+}
+
+/// How every event frame begins ([`frame::open_event`]).
+const EVENT_PREFIX: &str = r#"{"type":"event""#;
+
 /// One connection's outbound state, owned by the connection's shard.
 pub struct Conn {
     /// Process-unique id (shard in the high bits).
@@ -143,6 +207,8 @@ pub struct Conn {
     seed: Cell<bool>,
     /// Close code and reason once asked to close (boxed: rare, and every connection has one).
     closing: RefCell<Option<Box<(u16, String)>>>,
+    /// A pause after a response, when one was asked for (boxed: rare).
+    fence: Cell<Option<Box<Fence>>>,
     closed: Cell<bool>,
     /// The peer sent its close frame (ours then ends the close handshake).
     peer_closed: Cell<bool>,
@@ -182,6 +248,7 @@ impl Conn {
             waker: Cell::new(None),
             seed: Cell::new(false),
             closing: RefCell::new(None),
+            fence: Cell::new(None),
             closed: Cell::new(false),
             peer_closed: Cell::new(false),
             auth: RefCell::new(None),
@@ -307,6 +374,28 @@ impl Conn {
         self.append(Outbound::Text(text));
     }
 
+    /// Writes the response to request `req_id` in a write of its own and holds every frame
+    /// queued after it back for `hold` ([`Fence`]). Frames queued before the response go with
+    /// it. One pause at a time: asked again before the last one's response was written, the
+    /// new request gets none. A close ends a pause at once.
+    pub fn hold_after_response(&self, req_id: &str, hold: Duration) {
+        let mut fence = self.fence.take().unwrap_or_else(|| {
+            Box::new(Fence {
+                id_json: None,
+                hold,
+                timer: None,
+            })
+        });
+        if fence.id_json.is_none() {
+            let mut id = String::with_capacity(req_id.len() + 8);
+            id.push_str(r#""id":"#);
+            frame::push_json_str(&mut id, req_id);
+            fence.id_json = Some(id);
+            fence.hold = hold;
+        }
+        self.fence.set(Some(fence));
+    }
+
     /// Asks the writer to send what is queued, then close with `code`/`reason`.
     pub fn close(&self, code: u16, reason: &str) {
         let mut c = self.closing.borrow_mut();
@@ -372,6 +461,32 @@ impl Conn {
             // Left in place: the connection stays "closing" until it is marked closed (nothing
             // more is written after a batch that carries the close).
             let close = self.closing.borrow().as_deref().cloned();
+            // A pause (rare) holds frames back until its timer fires; closing ends it.
+            if let Some(mut fence) = self.fence.take() {
+                let gate = if close.is_some() || self.closed.get() {
+                    Gate::Done
+                } else {
+                    fence.gate(cx, &q)
+                };
+                match gate {
+                    Gate::Done => {}
+                    Gate::All => self.fence.set(Some(fence)),
+                    Gate::Hold => {
+                        self.fence.set(Some(fence));
+                        self.waker.set(Some(cx.waker().clone()));
+                        return Poll::Pending;
+                    }
+                    Gate::Upto(i) => {
+                        self.fence.set(Some(fence));
+                        let rest = q.split_off(i + 1);
+                        let frames = std::mem::replace(&mut *q, rest);
+                        return Poll::Ready(Batch {
+                            frames,
+                            close: None,
+                        });
+                    }
+                }
+            }
             if q.is_empty() && close.is_none() {
                 if self.closed.get() {
                     return Poll::Ready(Batch {

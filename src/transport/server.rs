@@ -999,6 +999,9 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
         let key = format!("seed:{}:{}", conn.conn_uuid, req.id);
         req.params.set_str("idempotencyKey", key);
     }
+    if req.method == "chat.send" && matches!(&*auth.client.mode, "ui" | "webchat") {
+        pause_after_chat_ack(shard, conn, &req.id);
+    }
     let caller = Caller {
         conn: shard.conn_ref(conn.id),
         auth,
@@ -1009,6 +1012,15 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
         req_id: req.id,
     };
     crate::routing::dispatch(shard.clone(), caller, reply, req.method, req.params);
+}
+
+/// A UI client learns of its run from the answer to `chat.send`: the run's events wait
+/// `gateway.uiChatAckPauseMs` after it ([`super::conn::Conn::hold_after_response`]).
+fn pause_after_chat_ack(shard: &GatewayShard, conn: &Conn, req_id: &str) {
+    let ms = shard.config().gateway.ui_chat_ack_pause_ms;
+    if ms > 0 {
+        conn.hold_after_response(req_id, Duration::from_millis(ms));
+    }
 }
 
 /// Writes a batch (and its close frame, unless the close is 1006: the peer is gone). The

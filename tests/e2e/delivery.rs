@@ -453,3 +453,81 @@ fn session_seq_reorders_and_skips_a_gap_after_the_ordering_timeout() {
         "{t}"
     );
 }
+
+#[test]
+fn sessions_describe_patch_archive_and_compact_as_openclaw() {
+    let gw = Gateway::standard(None);
+    let mut c = gw.operator(&[ADMIN]);
+    // Two sessions, so that both shards are likely to own one.
+    for key in ["life-a", "life-b"] {
+        for i in 0..3 {
+            c.request_ok(
+                "chat.send",
+                json!({"sessionKey": key, "message": format!("m{i}"), "idempotencyKey": format!("{key}-{i}")}),
+            );
+            c.wait_event("chat final", |e| {
+                e["event"] == "chat"
+                    && e["payload"]["state"] == "final"
+                    && e["payload"]["runId"] == format!("{key}-{i}").as_str()
+            });
+        }
+        let full = format!("agent:main:{key}");
+        let d = c.request_ok("sessions.describe", json!({"key": key}));
+        let s = &d["session"];
+        assert_eq!(s["key"], full.as_str(), "{d}");
+        assert_eq!(
+            (s["archived"].clone(), s["isMain"].clone()),
+            (json!(false), json!(false))
+        );
+        let sid = s["sessionId"].as_str().expect("sessionId").to_string();
+
+        // Archiving wants the incarnation the caller saw.
+        let e = c.request_err("sessions.patch", json!({"key": key, "archived": true}));
+        assert!(
+            e["message"].as_str().unwrap().contains("expectedSessionId"),
+            "{e}"
+        );
+        let p = c.request_ok(
+            "sessions.patch",
+            json!({"key": key, "archived": true, "expectedSessionId": sid}),
+        );
+        assert_eq!(p["ok"], true);
+        assert!(p["entry"]["archivedAt"].is_i64(), "{p}");
+        let listed = |c: &mut crate::support::Client, archived: Value| {
+            let l = c.request_ok("sessions.list", json!({"archived": archived}));
+            l["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["key"] == full.as_str())
+        };
+        assert!(
+            !listed(&mut c, Value::Null),
+            "archived rows are not listed by default"
+        );
+        assert!(listed(&mut c, json!("all")));
+
+        // 6 messages (3 user, 3 echo): keep the newest 2.
+        let k = c.request_ok("sessions.compact", json!({"key": key, "maxLines": 2}));
+        assert_eq!(
+            (k["compacted"].clone(), k["kept"].clone()),
+            (json!(true), json!(2)),
+            "{k}"
+        );
+        let h = c.request_ok("chat.history", json!({"sessionKey": key}));
+        let texts: Vec<&str> = h["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["content"][0]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["m2", "m2"], "{h}");
+        let k = c.request_ok("sessions.compact", json!({"key": key, "maxLines": 2}));
+        assert_eq!(k["compacted"], false, "{k}");
+    }
+    let none = c.request_ok(
+        "sessions.describe",
+        json!({"key": "agent:main:nothing-here"}),
+    );
+    assert_eq!(none, json!({"session": null}));
+}

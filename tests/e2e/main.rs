@@ -20,4 +20,5 @@ mod ops;
 mod routing;
 mod rpc;
 mod security;
+mod ui_pause;
 mod workers;

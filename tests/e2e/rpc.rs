@@ -178,6 +178,8 @@ fn agent_two_res_same_id() {
     assert_eq!(p["runId"], "k-two");
     assert_eq!(p["status"], "accepted");
     assert_eq!(p["agentId"], "main");
+    // OpenClaw names the (canonical) session the run went to.
+    assert_eq!(p["sessionKey"], "agent:main:e2e-agent", "{p}");
     assert!(p["acceptedAt"].is_i64() || p["acceptedAt"].is_u64(), "{p}");
 
     let fin = c.wait_res(&id);

@@ -685,6 +685,13 @@ impl Client {
 
     // ----- receiving -----
 
+    /// The socket itself, to watch how bytes arrive (read boundaries). Only once nothing is
+    /// on its way: bytes the client has buffered already are not seen here.
+    pub(crate) fn socket(&mut self) -> &mut TcpStream {
+        assert!(self.pending.is_empty(), "frames read and not yet consumed");
+        self.ws.get_mut()
+    }
+
     fn read_one(&mut self, timeout: Duration) -> Result<Incoming, String> {
         let deadline = Instant::now() + timeout;
         loop {
