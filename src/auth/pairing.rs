@@ -284,7 +284,7 @@ fn emit(shard: &Rc<GatewayShard>, name: &'static str, payload: Value) {
 }
 
 /// Closes the live connections of a device (for one role, or all), on every shard.
-fn close_device(
+pub(crate) fn close_device(
     shard: &Rc<GatewayShard>,
     device_id: &str,
     role: Option<&str>,
@@ -319,6 +319,7 @@ pub fn handles(method: &str) -> bool {
             | "device.token.rotate"
             | "device.token.revoke"
             | "device.mfa.enroll"
+            | "device.pair.setupCode"
     )
 }
 
@@ -375,6 +376,7 @@ pub fn call(
     let now = now_ms();
     let by = caller.auth.actor();
     match method {
+        "device.pair.setupCode" => super::bootstrap::setup_code(shard, p),
         "device.pair.list" => {
             let pending: Vec<Value> = shared
                 .pairing
@@ -430,6 +432,14 @@ pub fn call(
         "device.pair.remove" => {
             let dev = param(p, "deviceId")?;
             let removed = shared.store.remove(dev).map_err(store_err)?;
+            // A node's approved surface belongs to its device (as in OpenClaw).
+            let node_removed = shared.node_pairing.remove(dev, now).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "node pairing store");
+                false
+            });
+            if node_removed {
+                crate::node::pairing::sync(shard, dev);
+            }
             if removed {
                 tracing::info!(device = %dev, by = %by, "device unpaired");
                 close_device(shard, dev, None, "device removed");

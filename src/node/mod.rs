@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub mod caps;
+pub mod catalog;
 pub mod pairing;
 pub mod worker;
 
@@ -47,12 +48,21 @@ pub struct NodeInfo {
     pub conn: ConnRef,
     /// Its `node.list` row.
     pub row: Value,
-    /// Declared commands.
+    /// Commands it declared (at connect or by `node.pair.request`).
+    pub declared: Vec<String>,
+    /// Capabilities it declared.
+    pub declared_caps: Vec<String>,
+    /// Its effective commands: the declared ones its approved surface holds (all declared
+    /// ones when it is not gated). Only these are invoked.
     pub commands: Vec<String>,
+    /// Its effective capabilities, likewise.
+    pub caps: Vec<String>,
+    /// Whether its surface needs an operator's approval (`gateway.nodes.requirePairing`;
+    /// agent workers are not gated).
+    pub gated: bool,
     /// For agent workers (`client.mode: "worker"`): the agents it serves.
     pub agents: Vec<String>,
-    /// Its operator-approved command set (`node.pair.*`), `None` if never paired. With
-    /// `gateway.nodes.requirePairing`, only these commands are invoked.
+    /// Its operator-approved command set (`node.pair.*`), `None` if never approved.
     pub approved: Option<Vec<String>>,
     /// Its pending `node.pair.request`, if any.
     pub pending_request: Option<String>,
@@ -118,7 +128,15 @@ pub fn node_id(adm: &Admission) -> String {
 }
 
 /// Announces a node that just completed its handshake on `conn`.
-pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_params: &Value) {
+/// `bootstrapped`: it authenticated with a setup code's bootstrap token, which approves its
+/// declared surface as well (as in OpenClaw).
+pub fn node_up(
+    shard: &Rc<GatewayShard>,
+    conn: ConnRef,
+    adm: &Admission,
+    raw_params: &Value,
+    bootstrapped: bool,
+) {
     let id = node_id(adm);
     let node_type = raw_params
         .get("nodeType")
@@ -154,24 +172,39 @@ pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_par
     let mut row = row;
     row["worker"] = json!(!agents.is_empty());
     row["agents"] = json!(agents);
+    if let Some(path) = raw_params.get("pathEnv").filter(|v| v.is_string()) {
+        row["pathEnv"] = path.clone();
+    }
+    if let Some(f) = &adm.client.device_family {
+        row["deviceFamily"] = json!(f);
+    }
+    row["clientMode"] = json!(adm.client.mode);
+    let gated = shard.config().gateway.nodes.require_pairing && &*adm.client.mode != "worker";
     let info = NodeInfo {
         node_id: id.clone(),
         conn,
         row,
-        commands: adm.params.commands.clone(),
+        declared: adm.params.commands.clone(),
+        declared_caps: adm.params.caps.clone(),
+        // Nothing is invocable before the pairing view is applied (below, on every shard).
+        commands: if gated {
+            Vec::new()
+        } else {
+            adm.params.commands.clone()
+        },
+        caps: if gated {
+            Vec::new()
+        } else {
+            adm.params.caps.clone()
+        },
+        gated,
         agents,
         approved: None,
         pending_request: None,
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
-    if &*adm.client.mode != "worker" {
-        pairing::on_connect(
-            shard,
-            &id,
-            &adm.params.commands,
-            &adm.params.caps,
-            adm.client.display_name.as_deref().map(str::to_string),
-        );
+    if gated {
+        pairing::on_connect(shard, &id, adm, bootstrapped);
     }
     shard.broadcast(move |s| {
         s.nodes
@@ -224,28 +257,33 @@ fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
     }
 }
 
-/// `node.list`
-pub fn list(shard: &GatewayShard) -> Value {
-    let nodes: Vec<Value> = shard
-        .nodes
-        .registry
-        .borrow()
-        .values()
-        .map(|n| n.row.clone())
-        .collect();
-    json!({"count": nodes.len(), "nodes": nodes})
+/// Whether a caller may act on pairing requests (and so sees their details).
+pub fn may_pair(auth: &crate::transport::conn::ConnAuth) -> bool {
+    auth.role == "operator"
+        && auth
+            .scopes
+            .iter()
+            .any(|s| s == crate::protocol::authz::PAIRING || s == crate::protocol::authz::ADMIN)
 }
 
-/// `node.describe {nodeId}`
-pub fn describe(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
+/// `node.list`: every known node (see [`catalog`]). `with_pending`: the caller may act on
+/// pairing requests, so it sees the pending request's id and surface.
+pub fn list(shard: &GatewayShard, with_pending: bool) -> Value {
+    let nodes = catalog::rows(shard, with_pending);
+    json!({"ts": now_ms(), "count": nodes.len(), "nodes": nodes})
+}
+
+/// `node.describe {nodeId}`: the node's catalog row, its fields at the top level.
+pub fn describe(
+    shard: &GatewayShard,
+    p: &Value,
+    with_pending: bool,
+) -> Result<Value, GatewayError> {
     let id = str_param(p, "nodeId")?;
-    shard
-        .nodes
-        .registry
-        .borrow()
-        .get(id)
-        .map(|n| json!({"node": n.row}))
-        .ok_or_else(|| GatewayError::NotFound(format!("unknown node: {id}")))
+    let mut row = catalog::row(shard, id, with_pending)
+        .ok_or_else(|| GatewayError::InvalidParams("unknown nodeId".into()))?;
+    row["ts"] = json!(now_ms());
+    Ok(row)
 }
 
 /// Whether the gateway's allow/deny lists let `command` through.
@@ -276,28 +314,37 @@ fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
     let node_id = str_param(p, "nodeId")?.to_string();
     let command = str_param(p, "command")?.to_string();
     let idem = str_param(p, "idempotencyKey")?.to_string();
-    let node = shard
-        .nodes
-        .registry
-        .borrow()
-        .get(&node_id)
-        .cloned()
-        .ok_or_else(|| GatewayError::NodeUnavailable(format!("node not connected: {node_id}")))?;
+    let live = shard.nodes.registry.borrow().get(&node_id).cloned();
+    // OpenClaw's order: a node whose surface was never approved has no pairing generation
+    // to invoke under (`PAIRING_CHANGED`), connected or not; then it must be connected.
+    let gated = live
+        .as_ref()
+        .map_or(shard.config().gateway.nodes.require_pairing, |n| n.gated);
+    if gated && shard.shared.node_pairing.approved(&node_id).is_none() {
+        return Err(GatewayError::NodePairingChanged);
+    }
+    let node = live.ok_or_else(|| GatewayError::NodeNotConnected(node_id.clone()))?;
     if !command_allowed(shard, &command) {
         return Err(GatewayError::InvalidParams(format!(
             "command not allowed by gateway policy: {command}"
         )));
     }
-    if !node.commands.is_empty() && !node.commands.iter().any(|c| c == &command) {
-        return Err(GatewayError::InvalidParams(format!(
-            "node {node_id} does not declare command {command}"
-        )));
-    }
-    if shard.config().gateway.nodes.require_pairing
-        && !node.approved.as_ref().is_some_and(|a| a.contains(&command))
-    {
-        return Err(GatewayError::NodeCommandNotApproved {
-            node_id,
+    if !node.commands.iter().any(|c| c == &command) {
+        let platform = node.row["platform"].as_str().unwrap_or("unknown");
+        let (reason, hint) = if node.commands.is_empty() && node.declared.contains(&command) {
+            ("node did not declare commands", "node command not allowed: the node's declared command surface is pending approval; run `openclaw nodes pending`, then `openclaw nodes approve <requestId>`".to_string())
+        } else if node.commands.is_empty() {
+            (
+                "node did not declare commands",
+                "node command not allowed: the node did not declare any supported commands"
+                    .to_string(),
+            )
+        } else {
+            ("command not declared by node", format!("node command not allowed: the node (platform: {platform}) does not support \"{command}\""))
+        };
+        return Err(GatewayError::NodeCommandNotAllowed {
+            message: hint,
+            reason,
             command,
             request_id: node.pending_request.clone(),
         });

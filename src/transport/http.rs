@@ -82,8 +82,20 @@ pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
     ctype: &str,
     body: &str,
 ) {
+    respond_with(s, status, reason, ctype, "", body).await
+}
+
+/// [`respond`] with extra header lines (each ending in `\r\n`).
+pub async fn respond_with<S: futures_lite::AsyncWrite + Unpin>(
+    s: &mut S,
+    status: u16,
+    reason: &str,
+    ctype: &str,
+    extra_headers: &str,
+    body: &str,
+) {
     let text = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = s.write_all(text.as_bytes()).await;
