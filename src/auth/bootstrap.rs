@@ -414,9 +414,15 @@ pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError
 
 /// `GET /j/<code>`: the setup payload of a live join code, once. `None` (404) for anything
 /// else: another method, a query string, a malformed, unknown, used or expired code.
-pub fn join(shard: &GatewayShard, method: &str, path: &str, now_ms: i64) -> Option<String> {
+pub fn join(
+    shard: &GatewayShard,
+    method: &str,
+    path: &str,
+    has_query: bool,
+    now_ms: i64,
+) -> Option<String> {
     let code = path.strip_prefix("/j/")?;
-    if method != "GET" || code.contains('?') {
+    if method != "GET" || has_query {
         return None;
     }
     shard.shared.bootstrap.redeem_join(code, now_ms)

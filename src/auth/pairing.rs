@@ -440,21 +440,32 @@ pub fn call(
             if node_removed {
                 crate::node::pairing::sync(shard, dev);
             }
-            if removed {
-                tracing::info!(device = %dev, by = %by, "device unpaired");
-                close_device(shard, dev, None, "device removed");
+            if !removed && !node_removed {
+                return Err(GatewayError::InvalidParams("unknown deviceId".into()));
             }
-            Ok(json!({"deviceId": dev, "removed": removed}))
+            tracing::info!(device = %dev, by = %by, "device unpaired");
+            close_device(shard, dev, None, "device removed");
+            Ok(json!({"deviceId": dev, "removed": true}))
         }
         "device.token.rotate" => {
             let dev = param(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             let t = shared.store.rotate(dev, role, now).map_err(store_err)?;
             tracing::info!(device = %dev, role = %role, by = %by, "device token rotated");
-            Ok(
-                json!({"deviceId": dev, "role": role, "token": t.token, "scopes": t.scopes,
-                      "rotatedAtMs": t.rotated_at_ms, "expiresAtMs": t.expires_at_ms}),
-            )
+            // The new token goes back in band only to the device itself (OpenClaw: another
+            // operator never sees a device's credential), and the sessions of the old token
+            // end (but not the caller's own, which must receive the new token).
+            let own = caller.auth.device_id.as_deref() == Some(dev);
+            if !own {
+                close_device(shard, dev, Some(role), "device token rotated");
+            }
+            let mut out = json!({"deviceId": dev, "role": role, "scopes": t.scopes,
+                                 "rotatedAtMs": t.rotated_at_ms, "expiresAtMs": t.expires_at_ms,
+                                 "tokenDelivery": if own { "in-band" } else { "withheld-cross-device" }});
+            if own {
+                out["token"] = json!(t.token);
+            }
+            Ok(out)
         }
         "device.token.revoke" => {
             let dev = param(p, "deviceId")?;

@@ -165,8 +165,10 @@ impl NodePairRequest {
             o["silent"] = json!(true);
         }
         if let Some(a) = &self.approved {
+            let new: Vec<&String> = self.commands.iter().filter(|c| !a.contains(c)).collect();
             o["isRepair"] = json!(true);
             o["approvedCommands"] = json!(a);
+            o["newCommands"] = json!(new);
         }
         o["ts"] = json!(self.created_at_ms);
         o
@@ -768,16 +770,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::default();
         let np = NodePairing::open(dir.path(), &cfg).unwrap();
-        let Filed::Pending { request, new, .. } = np.file("n1", &s(&["a"]), &[], None, 0) else {
+        let Filed::Pending { request, new, .. } =
+            np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 0)
+        else {
             panic!("expected pending")
         };
         assert!(new);
         assert!(matches!(
-            np.file("n1", &s(&["a"]), &[], None, 1),
+            np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 1),
             Filed::Pending { new: false, .. }
         ));
         np.approve(&request.request_id, "op", 2).unwrap().unwrap();
-        assert_eq!(np.file("n1", &s(&["a"]), &[], None, 3), Filed::Covered);
+        assert_eq!(
+            np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 3),
+            Filed::Covered
+        );
+        // Declaring less than approved is no change; a new capability is.
+        assert_eq!(
+            np.file("n1", &[], &[], NodeMeta::default(), false, 3),
+            Filed::Covered
+        );
+        assert!(matches!(
+            np.file(
+                "n1",
+                &s(&["a"]),
+                &s(&["camera"]),
+                NodeMeta::default(),
+                false,
+                3
+            ),
+            Filed::Pending { new: true, .. }
+        ));
+        np.reject(&np.pending_for("n1", 3).unwrap().request_id, 3);
         let path = dir.path().join("nodes").join(FILE);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -786,12 +810,15 @@ mod tests {
         );
         let again = NodePairing::open(dir.path(), &cfg).unwrap();
         assert_eq!(again.approved("n1").unwrap().commands, s(&["a"]));
-        let Filed::Pending { request, .. } = again.file("n1", &s(&["a", "b"]), &[], None, 4) else {
+        let Filed::Pending { request, .. } =
+            again.file("n1", &s(&["a", "b"]), &[], NodeMeta::default(), false, 4)
+        else {
             panic!("new command needs re-approval")
         };
         assert_eq!(request.approved, Some(s(&["a"])));
         assert_eq!(request.to_json()["newCommands"], json!(["b"]));
-        let Filed::Pending { superseded, .. } = again.file("n1", &s(&["a", "c"]), &[], None, 5)
+        let Filed::Pending { superseded, .. } =
+            again.file("n1", &s(&["a", "c"]), &[], NodeMeta::default(), false, 5)
         else {
             panic!()
         };

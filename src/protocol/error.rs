@@ -592,10 +592,12 @@ impl GatewayError {
                 None,
                 Some((1008, "unauthorized")),
             ),
+            // OpenClaw's words and code: the CLI recognises an unknown request by them
+            // (`devices approve` then says "No pending device request matches …").
             E::ApprovalNotFound(id) => (
-                ApprovalNotFound,
-                format!("unknown pairing request: {id}"),
-                detail("APPROVAL_NOT_FOUND"),
+                InvalidRequest,
+                "unknown requestId".into(),
+                Some(json!({"code": "APPROVAL_NOT_FOUND", "requestId": id})),
                 false,
                 None,
                 None,

@@ -12,6 +12,8 @@ pub struct Head {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The request target had a query string (`?…`).
+    pub has_query: bool,
     /// `Sec-WebSocket-Key` when this is a WebSocket upgrade.
     pub ws_key: Option<String>,
     /// `Origin` (browsers send it; checked against `access.allowedOrigins`).
@@ -54,11 +56,12 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
                         host = Some(v.trim().to_string());
                     }
                 }
-                let path = req.path.unwrap_or("/");
-                let path = path.split('?').next().unwrap_or("/").to_string();
+                let target = req.path.unwrap_or("/");
+                let path = target.split('?').next().unwrap_or("/").to_string();
                 return Ok(Some(Head {
                     method: req.method.unwrap_or("").to_string(),
                     path,
+                    has_query: target.contains('?'),
                     ws_key: if upgrade { key } else { None },
                     origin,
                     host,

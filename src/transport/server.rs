@@ -372,13 +372,15 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                     "Too Many Requests",
                     r#"{"error":"rate_limited"}"#.to_owned(),
                 ),
-                None => match crate::auth::bootstrap::join(shard, method, path, now) {
-                    Some(payload) => (200, "OK", payload),
-                    None => {
-                        shard.shared.limits.record_failure(peer.ip(), now);
-                        (404, "Not Found", r#"{"error":"not_found"}"#.to_owned())
+                None => {
+                    match crate::auth::bootstrap::join(shard, method, path, head.has_query, now) {
+                        Some(payload) => (200, "OK", payload),
+                        None => {
+                            shard.shared.limits.record_failure(peer.ip(), now);
+                            (404, "Not Found", r#"{"error":"not_found"}"#.to_owned())
+                        }
                     }
-                },
+                }
             };
             http::respond_with(
                 &mut stream,

@@ -12,4 +12,5 @@ mod ops;
 mod routing;
 mod rpc;
 mod security;
+mod setup_codes;
 mod workers;
