@@ -189,7 +189,7 @@ pub enum Filed {
     /// A request is pending; `new` when it was just filed, `superseded` the request it replaced.
     Pending {
         /// The pending request.
-        request: NodePairRequest,
+        request: Box<NodePairRequest>,
         /// Just filed (announce it).
         new: bool,
         /// An older request of the same node it replaced.
@@ -293,7 +293,7 @@ impl NodePairing {
         if let Some(r) = &old {
             if r.commands == commands && r.caps == caps {
                 return Filed::Pending {
-                    request: r.clone(),
+                    request: Box::new(r.clone()),
                     new: false,
                     superseded: None,
                 };
@@ -313,7 +313,7 @@ impl NodePairing {
         g.pending
             .insert(request.request_id.clone(), request.clone());
         Filed::Pending {
-            request,
+            request: Box::new(request),
             new: true,
             superseded: old.map(|r| r.request_id),
         }
