@@ -500,9 +500,65 @@ pub fn result(
     Ok(json!({"ok": true}))
 }
 
+/// What the OpenClaw node host reports about itself right after its hello:
+/// `node.skills.update {skills}` and `node.pluginTools.update {tools}` (acknowledged, nothing
+/// here uses them), and `node.runnerInventory.update` (worker hosting), which OpenClaw
+/// refuses while the node's surface awaits approval — the node host retries it until then.
+pub fn host_update(
+    shard: &Rc<GatewayShard>,
+    node: &str,
+    method: &str,
+    p: &Value,
+) -> Result<Value, GatewayError> {
+    match method {
+        "node.skills.update" => {
+            Ok(json!({"nodeId": node, "skills": p.get("skills").cloned().unwrap_or(json!([]))}))
+        }
+        "node.pluginTools.update" => {
+            Ok(json!({"nodeId": node, "tools": p.get("tools").cloned().unwrap_or(json!([]))}))
+        }
+        _ => {
+            let gated = shard
+                .nodes
+                .registry
+                .borrow()
+                .get(node)
+                .is_some_and(|n| n.gated);
+            let np = &shard.shared.node_pairing;
+            match np.pending_for(node, now_ms()) {
+                Some(r) if gated && np.approved(node).is_none() => Err(GatewayError::NodeUnavailable(format!(
+                    "node capability surface is awaiting operator approval; run `openclaw nodes approve {}` (see `openclaw nodes pending`), then this node retries automatically",
+                    r.request_id
+                ))),
+                _ => Ok(json!({"nodeId": node})),
+            }
+        }
+    }
+}
+
 /// `node.event {event, payload}` from a node: passed to operators as a droppable event.
+/// `node.host.stats` (the node host's load, memory and disk, every minute) is kept on the
+/// node's row as `hostStats`, as OpenClaw shows it.
 pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
     let name = str_param(p, "event")?.to_string();
+    if name == "node.host.stats" {
+        let stats = p
+            .get("payloadJSON")
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .or_else(|| p.get("payload").cloned())
+            .filter(Value::is_object);
+        if let Some(mut stats) = stats {
+            stats["updatedAtMs"] = json!(now_ms());
+            let (id, text) = (node.to_owned(), stats.to_string());
+            shard.broadcast(move |s| {
+                if let Some(n) = s.nodes.registry.borrow_mut().get_mut(&id) {
+                    n.row["hostStats"] = serde_json::from_str(&text).unwrap_or_default();
+                }
+            });
+            return Ok(json!({"ok": true, "event": name, "handled": true, "reason": "updated"}));
+        }
+    }
     let payload =
         json!({"nodeId": node, "event": name, "payload": p.get("payload"), "ts": now_ms()})
             .to_string();
