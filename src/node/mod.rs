@@ -57,8 +57,7 @@ pub struct NodeInfo {
     pub commands: Vec<String>,
     /// Its effective capabilities, likewise.
     pub caps: Vec<String>,
-    /// Whether its surface needs an operator's approval (`gateway.nodes.requirePairing`;
-    /// agent workers are not gated).
+    /// Whether its surface needs an operator's approval (`gateway.nodes.requirePairing`).
     pub gated: bool,
     /// For agent workers (`client.mode: "worker"`): the agents it serves.
     pub agents: Vec<String>,
@@ -179,7 +178,11 @@ pub fn node_up(
         row["deviceFamily"] = json!(f);
     }
     row["clientMode"] = json!(adm.client.mode);
-    let gated = shard.config().gateway.nodes.require_pairing && &*adm.client.mode != "worker";
+    // Agent workers are gated too: calling itself a worker must not open a way around the
+    // approval of a node's commands. A worker declaring no command files no request (it has
+    // nothing to invoke; its agent runs go through `worker.run.*`).
+    let gated = shard.config().gateway.nodes.require_pairing;
+    let files_request = gated && !(&*adm.client.mode == "worker" && adm.params.commands.is_empty());
     let info = NodeInfo {
         node_id: id.clone(),
         conn,
@@ -203,7 +206,7 @@ pub fn node_up(
         pending_request: None,
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
-    if gated {
+    if files_request {
         pairing::on_connect(shard, &id, adm, bootstrapped);
     }
     shard.broadcast(move |s| {
