@@ -434,10 +434,12 @@ pub struct CapabilityConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct NodesConfig {
-    /// Commands nodes may be invoked with (empty = any declared command). `prefix*` matches
-    /// a prefix.
+    /// Commands a node may put up for approval beyond its platform's defaults (OpenClaw's
+    /// `gateway.nodes.commands.allow`; see `node::policy`). `prefix*` matches a prefix, `*`
+    /// anything. Commands OpenClaw deems dangerous (camera.snap, screen.record, sms.send, …)
+    /// and plugin ones (file.write, dir.fetch, …) are admitted only when listed here.
     pub allow_commands: Vec<String>,
-    /// Commands never invoked, even when declared and allowed.
+    /// Commands never admitted nor invoked, even when declared and approved.
     pub deny_commands: Vec<String>,
     /// Nodes need an operator's approval (`node.pair.*`) of their command surface before any
     /// command is invoked (OpenClaw always does this). Default true. A new node files a

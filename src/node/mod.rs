@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 pub mod caps;
 pub mod catalog;
 pub mod pairing;
+pub mod policy;
 pub mod worker;
 
 use crate::protocol::error::GatewayError;
@@ -183,23 +184,31 @@ pub fn node_up(
     // nothing to invoke; its agent runs go through `worker.run.*`).
     let gated = shard.config().gateway.nodes.require_pairing;
     let files_request = gated && !(&*adm.client.mode == "worker" && adm.params.commands.is_empty());
+    // Commands outside the platform's allowlist are withheld from the start (OpenClaw).
+    let (declared, declared_caps, withheld) = policy::admit_surface(
+        &shard.config().gateway.nodes,
+        Some(&adm.client.platform),
+        adm.client.device_family.as_deref(),
+        &adm.params.caps,
+        &adm.params.commands,
+    );
+    if !withheld.is_empty() {
+        tracing::warn!(shard = %shard.id, node = %id, commands = ?withheld,
+            "node command surface withheld (not in the platform allowlist; see gateway.nodes.allowCommands)");
+    }
     let info = NodeInfo {
         node_id: id.clone(),
         conn,
         row,
-        declared: adm.params.commands.clone(),
-        declared_caps: adm.params.caps.clone(),
         // Nothing is invocable before the pairing view is applied (below, on every shard).
-        commands: if gated {
-            Vec::new()
-        } else {
-            adm.params.commands.clone()
-        },
+        commands: if gated { Vec::new() } else { declared.clone() },
         caps: if gated {
             Vec::new()
         } else {
-            adm.params.caps.clone()
+            declared_caps.clone()
         },
+        declared: declared.clone(),
+        declared_caps: declared_caps.clone(),
         gated,
         agents,
         approved: None,
@@ -207,7 +216,7 @@ pub fn node_up(
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
     if files_request {
-        pairing::on_connect(shard, &id, adm, bootstrapped);
+        pairing::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
     }
     shard.broadcast(move |s| {
         s.nodes
@@ -289,19 +298,22 @@ pub fn describe(
     Ok(row)
 }
 
-/// Whether the gateway's allow/deny lists let `command` through.
+/// Whether `gateway.nodes.denyCommands` lets `command` through (checked again at invoke: a
+/// command denied after its approval is not run).
 fn command_allowed(shard: &GatewayShard, command: &str) -> bool {
-    let n = &shard.config().gateway.nodes;
     let matches = |pat: &String| {
         pat == command
             || pat
                 .strip_suffix('*')
                 .is_some_and(|p| command.starts_with(p))
     };
-    if n.deny_commands.iter().any(matches) {
-        return false;
-    }
-    n.allow_commands.is_empty() || n.allow_commands.iter().any(matches)
+    !shard
+        .config()
+        .gateway
+        .nodes
+        .deny_commands
+        .iter()
+        .any(matches)
 }
 
 /// A checked invoke, ready to hand to the node's shard.

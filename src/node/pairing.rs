@@ -516,7 +516,15 @@ fn announce(shard: &Rc<GatewayShard>, filed: &Filed) {
 /// files a request when the declared surface is not covered by its approval. A node that
 /// authenticated with a setup code's bootstrap token has its first surface approved at once
 /// (OpenClaw: the operator approved it by minting the code).
-pub fn on_connect(shard: &Rc<GatewayShard>, node_id: &str, adm: &Admission, bootstrapped: bool) {
+/// `commands` and `caps`: its declared surface after the platform policy ([`super::policy`]).
+pub fn on_connect(
+    shard: &Rc<GatewayShard>,
+    node_id: &str,
+    adm: &Admission,
+    commands: &[String],
+    caps: &[String],
+    bootstrapped: bool,
+) {
     let c = &adm.client;
     let meta = NodeMeta {
         client_id: Some(c.id.to_string()),
@@ -529,14 +537,7 @@ pub fn on_connect(shard: &Rc<GatewayShard>, node_id: &str, adm: &Admission, boot
     let np = &shard.shared.node_pairing;
     let now = now_ms();
     let first = np.approved(node_id).is_none();
-    let filed = np.file(
-        node_id,
-        &adm.params.commands,
-        &adm.params.caps,
-        meta,
-        false,
-        now,
-    );
+    let filed = np.file(node_id, commands, caps, meta, false, now);
     if let (true, true, Filed::Pending { request, .. }) = (bootstrapped, first, &filed) {
         match np.approve(&request.request_id, "bootstrap", now) {
             Ok(Some((r, a))) => {

@@ -8,6 +8,10 @@ use shardgate::auth::device::DeviceIdentity;
 
 use crate::support::{operators_on_each_shard, Client, ConnectOpts, Gateway, ADMIN, READ, WRITE};
 
+/// Lets test nodes (platform linux) put any command up for approval: the platform defaults
+/// would withhold the made-up ones (`x`, `echo`) and OpenClaw's dangerous ones (camera.snap).
+const ALLOW_ALL: &str = "{gateway: {nodes: {allowCommands: ['*']}}}";
+
 fn connect_node(gw: &Gateway, commands: &[&str]) -> (Client, String) {
     let id = DeviceIdentity::generate();
     let o = ConnectOpts {
@@ -91,7 +95,7 @@ fn approve_node(gw: &Gateway, op: &mut Client, node_id: &str, command: &str) {
 
 #[test]
 fn invoke_round_trip_across_shards() {
-    let gw = Gateway::standard(None);
+    let gw = Gateway::standard(Some(ALLOW_ALL));
     let (mut node, node_id) = connect_node(&gw, &["camera.snap"]);
     let mut ops = operators_on_each_shard(&gw, &[READ, WRITE], 2);
     // An operator on the other shard than the node.
@@ -126,7 +130,7 @@ fn invoke_round_trip_across_shards() {
 
 #[test]
 fn invoke_times_out_and_disconnect_fails_pending() {
-    let gw = Gateway::standard(None);
+    let gw = Gateway::standard(Some(ALLOW_ALL));
     let (mut node, node_id) = connect_node(&gw, &["x"]);
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &node_id, true);
@@ -158,11 +162,14 @@ fn invoke_times_out_and_disconnect_fails_pending() {
 
 #[test]
 fn command_policy_refuses_denied_and_undeclared_commands() {
-    let gw = Gateway::standard(Some("{gateway: {nodes: {denyCommands: ['system.*']}}}"));
+    let gw = Gateway::standard(Some(
+        "{gateway: {nodes: {allowCommands: ['camera.snap'], denyCommands: ['system.*']}}}",
+    ));
     let (_node, node_id) = connect_node(&gw, &["camera.snap", "system.run"]);
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &node_id, true);
-    approve_node(&gw, &mut op, &node_id, "system.run");
+    // system.run is denied: withheld at connect, never approved nor run.
+    approve_node(&gw, &mut op, &node_id, "camera.snap");
     let e = op.request_err(
         "node.invoke",
         json!({"nodeId": node_id, "command": "system.run", "idempotencyKey": "p-1"}),
@@ -302,7 +309,7 @@ fn connect_capable_node(gw: &Gateway, node_type: &str, caps: &[&str]) -> (Client
     (c, id.device_id())
 }
 
-const CAPS: &str = "{gateway: {nodeCapabilities: {
+const CAPS: &str = "{gateway: {nodes: {allowCommands: ['camera.snap']}, nodeCapabilities: {
     camera: {providers: ['node:ios', 'node:macos'], fallback: 'host', preference: 'local_first'},
     vision: {providers: ['node:vision'], required: true}}}}";
 
@@ -388,7 +395,7 @@ fn required_capability_without_provider_is_a_clear_error() {
 // ---------------------------------------------------------------------------------------------
 
 const PAIRING: &str = "operator.pairing";
-const REQUIRE_PAIRING: &str = "{gateway: {nodes: {requirePairing: true}}}"; // the default
+const REQUIRE_PAIRING: &str = "{gateway: {nodes: {requirePairing: true, allowCommands: ['*']}}}";
 
 /// Connects a node with a given device identity (so it can reconnect as the same node).
 fn connect_node_as(gw_port: u16, id: &DeviceIdentity, commands: &[&str]) -> Client {
@@ -697,7 +704,7 @@ fn node_pair_verify_and_approvals_survive_restart() {
 fn node_invoke_round_trip_latency_is_reported() {
     const N: usize = 500;
     const WARMUP: usize = 50;
-    let gw = Gateway::standard(None);
+    let gw = Gateway::standard(Some(ALLOW_ALL));
     let (mut node, node_id) = connect_node(&gw, &["echo"]);
     let other = 1 - node.shard();
     let mut ops = operators_on_each_shard(&gw, &[READ, WRITE], 2);

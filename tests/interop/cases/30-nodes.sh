@@ -70,6 +70,9 @@ else
     const r = out.filter((x) => x.clientId === "node-host").sort((a, b) => b.ts - a.ts)[0];
     if (!r) return fail("no pending request from the node host (clientId node-host)");
     for (const c of ["system.run", "system.which"]) if (!(r.commands || []).includes(c)) fail(`pending commands lack ${c}`);
+    // The platform policy withholds the file-transfer/workspace commands (no opt-in given).
+    for (const c of ["dir.fetch", "file.write", "workspace.memory"]) if ((r.commands || []).includes(c)) fail(`pending commands include withheld ${c}`);
+    if ((r.commands || []).length !== 13) fail(`${(r.commands || []).length} pending commands, OpenClaw files 13 for the Linux node host`);
     if (!(r.caps || []).includes("system")) fail("pending caps lack system");
     if (r.clientMode !== "node") fail(`clientMode ${r.clientMode}, want node`);
     if (typeof r.requestId !== "string" || typeof r.nodeId !== "string") fail("requestId/nodeId missing");
@@ -94,14 +97,14 @@ else
   openclaw nodes-status-pending nodes status "${CONN[@]}"
   check_text nodes-status-pending 0 '
     has("paired · connected"); has("approval pending");
-    has(`Run openclaw nodes approve ${process.env.REQ}`);
-    lacks("unpaired"); lacks("disconnected");
+    has(`Run openclaw nodes approve ${process.env.REQ}`); lacks("unpaired");
   ' || true
 
   openclaw nodes-describe-pending nodes describe --node "$NODE_ID" "${CONN[@]}"
   check_text nodes-describe-pending 0 '
     has("node-host/node"); has("paired · connected"); has("approval pending");
     has("(none effective)"); has("Pending commands"); has("- system.run"); has("- system.which");
+    lacks("- file.write"); lacks("- dir.fetch");
     has(`openclaw nodes approve ${process.env.REQ}`);
   ' || true
 
