@@ -160,6 +160,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let pairing = crate::auth::pairing::Pairing::new(&config);
     let node_pairing = crate::node::pairing::NodePairing::open(&state_dir, &config)
         .context("paired node store")?;
+    let bootstrap =
+        crate::auth::bootstrap::Bootstrap::open(&state_dir).context("setup code store")?;
     let plan = shards::pool::io_memory_plan(shards_n).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
         memlock_kib = plan.memlock_limit / 1024,
@@ -190,6 +192,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         limits: PeerLimits::default(),
         pairing,
         node_pairing,
+        bootstrap,
+        listen: addr,
         access,
         tls,
         started: Instant::now(),

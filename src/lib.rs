@@ -24,7 +24,8 @@
 //! - Shard state is `!Send` (`Rc`, `RefCell`); other shards reach it only through the mesh.
 //! - Process-wide state ([`shard::Shared`]) is read-mostly: config, the paired-device store,
 //!   pre-auth limits per IP, pending pairing requests and the TOTP replay guard
-//!   ([`auth::pairing`]), the IP allowlist and connections per IP ([`auth::access`]), the TLS
+//!   ([`auth::pairing`]), node surface approvals ([`node::pairing`]), setup codes
+//!   ([`auth::bootstrap`]), the IP allowlist and connections per IP ([`auth::access`]), the TLS
 //!   acceptor config ([`transport::tls`]). Each is touched per connection, never per frame.
 //! - Request rate limits are per shard ([`auth::access::ShardLimiter`], no lock): `global` and
 //!   `perIp` budgets are split evenly over the shards.

@@ -123,6 +123,10 @@ pub struct Shared {
     pub pairing: crate::auth::pairing::Pairing,
     /// Node pairing: pending `node.pair.request`s and approved command sets.
     pub node_pairing: crate::node::pairing::NodePairing,
+    /// Setup codes: bootstrap tokens (hashed) and join codes.
+    pub bootstrap: crate::auth::bootstrap::Bootstrap,
+    /// The address the gateway listens on (the port resolved when 0 was asked for).
+    pub listen: std::net::SocketAddr,
     /// IP allowlist, connections per IP, origins, network classes.
     pub access: crate::auth::access::Access,
     /// TLS acceptor state (when `gateway.tls.enabled`), reloaded on rotation.

@@ -163,6 +163,7 @@ fn connect_params_never_panic_and_admit_only_verified() {
                 client_cert: None,
                 cert_auth: false,
             },
+            bootstrap: None,
         };
         execs += 1;
         if let Ok((adm, _)) = handshake::admit(&p, &env) {

@@ -110,8 +110,10 @@ pub(crate) async fn next_text(ws: &mut Ws) -> Result<String, String> {
     }
 }
 
-/// The command the built-in node clients declare and answer (`--workload invoke`).
-pub(crate) const NODE_COMMAND: &str = "perf.echo";
+/// The command the built-in node clients declare and answer (`--workload invoke`; they echo
+/// the params whatever the command). A command of a Linux node's default allowlist, so a
+/// gateway with OpenClaw's node command policy admits it without configuration.
+pub(crate) const NODE_COMMAND: &str = "system.which";
 
 /// Who a connection is.
 #[derive(Clone, Copy)]
@@ -187,7 +189,7 @@ async fn connect_inner(t: &Target, idx: usize, role: Role<'_>) -> Result<Connect
     let mut params = serde_json::json!({
         "minProtocol": 4,
         "maxProtocol": 4,
-        "client": {"id": client_id, "version": "1", "platform": "linux", "mode": mode},
+        "client": {"id": client_id, "version": "1", "platform": "linux", "deviceFamily": "Linux", "mode": mode},
         "role": role_name,
         "scopes": scopes,
         "auth": {"token": t.token},
@@ -205,7 +207,7 @@ async fn connect_inner(t: &Target, idx: usize, role: Role<'_>) -> Result<Connect
             &scopes,
             &t.token,
             Some("linux"),
-            None,
+            Some("Linux"),
         );
     }
     let req = serde_json::json!({"type": "req", "id": "c1", "method": "connect", "params": params});

@@ -241,12 +241,77 @@ pub(crate) async fn open_many(
     Ok((conns, failed, first_err))
 }
 
-/// Waits (at most 10 s) until `node.list` shows every node in `ids`, asked on one connection
-/// of each shard the connections landed on (the registry reaches shards by broadcast). A
-/// server without a node registry (the baseline) is not waited for.
+/// One request on a connection; its `res` (events before it are skipped).
+async fn rpc(
+    ws: &mut client::Ws,
+    id: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let req = json!({"type": "req", "id": id, "method": method, "params": params});
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        req.to_string(),
+    ))
+    .await
+    .map_err(|e| format!("{method}: {e}"))?;
+    loop {
+        let text = client::next_text(ws).await?;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if v["type"] == "res" && v["id"] == id {
+            return Ok(v);
+        }
+    }
+}
+
+/// Approves the node surfaces the built-in node clients filed at connect (a gateway gates
+/// every node's commands on an operator's approval, as OpenClaw does), then waits (at most
+/// 10 s) until `node.list` shows every node in `ids` connected with its command effective,
+/// asked on one connection of each shard the connections landed on (the registry reaches
+/// shards by broadcast). A server without a node registry (the baseline) is not waited for.
 async fn wait_nodes_listed(conns: &mut [client::Connected], ids: &[String]) -> Result<(), String> {
-    let mut seen_shards = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
+    if let Some((ws, _)) = conns.first_mut() {
+        let mut pending: Vec<String> = ids.to_vec();
+        let mut n = 0u64;
+        while !pending.is_empty() {
+            n += 1;
+            let l = rpc(ws, &format!("pl{n}"), "node.pair.list", json!({})).await?;
+            // No node pairing here (the baseline echo, or an ungated gateway).
+            let Some(reqs) = l["payload"]["pending"].as_array() else {
+                break;
+            };
+            for r in reqs {
+                let node = r["nodeId"].as_str().unwrap_or_default();
+                if pending.iter().any(|p| p == node) {
+                    n += 1;
+                    let a = rpc(
+                        ws,
+                        &format!("pa{n}"),
+                        "node.pair.approve",
+                        json!({"requestId": r["requestId"]}),
+                    )
+                    .await?;
+                    if a["ok"] != true {
+                        return Err(format!("node.pair.approve: {a}"));
+                    }
+                    pending.retain(|p| p != node);
+                }
+            }
+            let paired = l["payload"]["paired"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            pending.retain(|p| !paired.iter().any(|x| x["nodeId"] == p.as_str()));
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} node surfaces never pending for approval",
+                    pending.len()
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut seen_shards = Vec::new();
     for (ws, shard) in conns.iter_mut() {
         if seen_shards.contains(shard) {
             continue;
@@ -255,38 +320,27 @@ async fn wait_nodes_listed(conns: &mut [client::Connected], ids: &[String]) -> R
         let mut n = 0u64;
         loop {
             n += 1;
-            let req =
-                json!({"type": "req", "id": format!("nl{n}"), "method": "node.list", "params": {}});
-            ws.send(tokio_tungstenite::tungstenite::Message::text(
-                req.to_string(),
-            ))
-            .await
-            .map_err(|e| format!("node.list: {e}"))?;
-            let listed = loop {
-                let text = client::next_text(ws).await?;
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                if v["type"] == "res" && v["id"] == format!("nl{n}") {
-                    // No node registry (the baseline echo answers every request alike).
-                    if !v["payload"]["nodes"].is_array() {
-                        return Ok(());
-                    }
-                    break v["payload"]["nodes"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|x| x["nodeId"].as_str().map(str::to_owned))
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default();
-                }
+            let v = rpc(ws, &format!("nl{n}"), "node.list", json!({})).await?;
+            // No node registry (the baseline echo answers every request alike).
+            let Some(nodes) = v["payload"]["nodes"].as_array() else {
+                return Ok(());
             };
-            if ids.iter().all(|id| listed.contains(id)) {
+            let ready = |id: &String| {
+                nodes.iter().any(|x| {
+                    x["nodeId"] == id.as_str()
+                        && x["connected"] != false
+                        && x["commands"]
+                            .as_array()
+                            .is_none_or(|c| c.iter().any(|c| c == client::NODE_COMMAND))
+                })
+            };
+            let listed = ids.iter().filter(|id| ready(id)).count();
+            if listed == ids.len() {
                 break;
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "nodes not listed within 10 s on shard {shard:?} ({} of {})",
-                    listed.len(),
+                    "nodes not listed within 10 s on shard {shard:?} ({listed} of {})",
                     ids.len()
                 ));
             }

@@ -2,6 +2,7 @@
 //! per-IP limits that apply before a connection is authenticated.
 
 pub mod access;
+pub mod bootstrap;
 pub mod device;
 pub mod limits;
 pub mod pairing;

@@ -284,7 +284,7 @@ fn emit(shard: &Rc<GatewayShard>, name: &'static str, payload: Value) {
 }
 
 /// Closes the live connections of a device (for one role, or all), on every shard.
-fn close_device(
+pub(crate) fn close_device(
     shard: &Rc<GatewayShard>,
     device_id: &str,
     role: Option<&str>,
@@ -319,6 +319,7 @@ pub fn handles(method: &str) -> bool {
             | "device.token.rotate"
             | "device.token.revoke"
             | "device.mfa.enroll"
+            | "device.pair.setupCode"
     )
 }
 
@@ -375,6 +376,7 @@ pub fn call(
     let now = now_ms();
     let by = caller.auth.actor();
     match method {
+        "device.pair.setupCode" => super::bootstrap::setup_code(shard, p),
         "device.pair.list" => {
             let pending: Vec<Value> = shared
                 .pairing
@@ -430,21 +432,40 @@ pub fn call(
         "device.pair.remove" => {
             let dev = param(p, "deviceId")?;
             let removed = shared.store.remove(dev).map_err(store_err)?;
-            if removed {
-                tracing::info!(device = %dev, by = %by, "device unpaired");
-                close_device(shard, dev, None, "device removed");
+            // A node's approved surface belongs to its device (as in OpenClaw).
+            let node_removed = shared.node_pairing.remove(dev, now).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "node pairing store");
+                false
+            });
+            if node_removed {
+                crate::node::pairing::sync(shard, dev);
             }
-            Ok(json!({"deviceId": dev, "removed": removed}))
+            if !removed && !node_removed {
+                return Err(GatewayError::InvalidParams("unknown deviceId".into()));
+            }
+            tracing::info!(device = %dev, by = %by, "device unpaired");
+            close_device(shard, dev, None, "device removed");
+            Ok(json!({"deviceId": dev, "removed": true}))
         }
         "device.token.rotate" => {
             let dev = param(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             let t = shared.store.rotate(dev, role, now).map_err(store_err)?;
             tracing::info!(device = %dev, role = %role, by = %by, "device token rotated");
-            Ok(
-                json!({"deviceId": dev, "role": role, "token": t.token, "scopes": t.scopes,
-                      "rotatedAtMs": t.rotated_at_ms, "expiresAtMs": t.expires_at_ms}),
-            )
+            // The new token goes back in band only to the device itself (OpenClaw: another
+            // operator never sees a device's credential), and the sessions of the old token
+            // end (but not the caller's own, which must receive the new token).
+            let own = caller.auth.device_id.as_deref() == Some(dev);
+            if !own {
+                close_device(shard, dev, Some(role), "device token rotated");
+            }
+            let mut out = json!({"deviceId": dev, "role": role, "scopes": t.scopes,
+                                 "rotatedAtMs": t.rotated_at_ms, "expiresAtMs": t.expires_at_ms,
+                                 "tokenDelivery": if own { "in-band" } else { "withheld-cross-device" }});
+            if own {
+                out["token"] = json!(t.token);
+            }
+            Ok(out)
         }
         "device.token.revoke" => {
             let dev = param(p, "deviceId")?;

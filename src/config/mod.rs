@@ -434,18 +434,32 @@ pub struct CapabilityConfig {
 }
 
 /// `gateway.nodes`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct NodesConfig {
-    /// Commands nodes may be invoked with (empty = any declared command). `prefix*` matches
-    /// a prefix.
+    /// Commands a node may put up for approval beyond its platform's defaults (OpenClaw's
+    /// `gateway.nodes.commands.allow`; see `node::policy`). `prefix*` matches a prefix, `*`
+    /// anything. Commands OpenClaw deems dangerous (camera.snap, screen.record, sms.send, …)
+    /// and plugin ones (file.write, dir.fetch, …) are admitted only when listed here.
     pub allow_commands: Vec<String>,
-    /// Commands never invoked, even when declared and allowed.
+    /// Commands never admitted nor invoked, even when declared and approved.
     pub deny_commands: Vec<String>,
-    /// Nodes need an operator's approval (`node.pair.*`) of their command set; a node
-    /// declaring commands outside its approved set files a request at connect and keeps only
-    /// the approved set meanwhile.
+    /// Nodes need an operator's approval (`node.pair.*`) of their command surface before any
+    /// command is invoked (OpenClaw always does this). Default true. A new node files a
+    /// request at connect and has no effective command until approved; a node declaring more
+    /// than its approval keeps the approved part meanwhile. Setting it false lets any node
+    /// that passed device pairing be invoked with whatever it declares.
     pub require_pairing: bool,
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        NodesConfig {
+            allow_commands: Vec::new(),
+            deny_commands: Vec::new(),
+            require_pairing: true,
+        }
+    }
 }
 
 impl Default for GatewayConfig {

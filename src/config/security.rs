@@ -31,6 +31,15 @@ pub struct PairingConfig {
     pub lan_ranges: Vec<String>,
     /// How long a pairing request waits for an operator before it is forgotten. Default "5m".
     pub pending_ttl: Millis,
+    /// How long a setup code (`device.pair.setupCode`, `openclaw devices join-code`) and its
+    /// bootstrap token stay redeemable. Default "10m" (OpenClaw's). Each is single-use
+    /// either way; a longer life leaves a bearer credential valid for longer.
+    pub setup_code_ttl: Millis,
+    /// The gateway URL written into setup codes (`ws://…` or `wss://…`; OpenClaw's
+    /// `plugins.entries.device-pair.config.publicUrl`). Default null: the bound address when
+    /// the gateway listens beyond loopback; a loopback-only gateway refuses to mint codes
+    /// (a code naming 127.0.0.1 is of no use to another machine), as OpenClaw does.
+    pub public_url: Option<String>,
 }
 
 impl Default for PairingConfig {
@@ -40,6 +49,8 @@ impl Default for PairingConfig {
             policies: PairingPolicies::default(),
             lan_ranges: DEFAULT_LAN_RANGES.iter().map(|s| s.to_string()).collect(),
             pending_ttl: Millis(300_000),
+            setup_code_ttl: Millis(600_000),
+            public_url: None,
         }
     }
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub mod caps;
+pub mod catalog;
 pub mod pairing;
+pub mod policy;
 pub mod worker;
 
 use crate::protocol::error::GatewayError;
@@ -47,12 +49,20 @@ pub struct NodeInfo {
     pub conn: ConnRef,
     /// Its `node.list` row.
     pub row: Value,
-    /// Declared commands.
+    /// Commands it declared (at connect or by `node.pair.request`).
+    pub declared: Vec<String>,
+    /// Capabilities it declared.
+    pub declared_caps: Vec<String>,
+    /// Its effective commands: the declared ones its approved surface holds (all declared
+    /// ones when it is not gated). Only these are invoked.
     pub commands: Vec<String>,
+    /// Its effective capabilities, likewise.
+    pub caps: Vec<String>,
+    /// Whether its surface needs an operator's approval (`gateway.nodes.requirePairing`).
+    pub gated: bool,
     /// For agent workers (`client.mode: "worker"`): the agents it serves.
     pub agents: Vec<String>,
-    /// Its operator-approved command set (`node.pair.*`), `None` if never paired. With
-    /// `gateway.nodes.requirePairing`, only these commands are invoked.
+    /// Its operator-approved command set (`node.pair.*`), `None` if never approved.
     pub approved: Option<Vec<String>>,
     /// Its pending `node.pair.request`, if any.
     pub pending_request: Option<String>,
@@ -118,7 +128,15 @@ pub fn node_id(adm: &Admission) -> String {
 }
 
 /// Announces a node that just completed its handshake on `conn`.
-pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_params: &Value) {
+/// `bootstrapped`: it authenticated with a setup code's bootstrap token, which approves its
+/// declared surface as well (as in OpenClaw).
+pub fn node_up(
+    shard: &Rc<GatewayShard>,
+    conn: ConnRef,
+    adm: &Admission,
+    raw_params: &Value,
+    bootstrapped: bool,
+) {
     let id = node_id(adm);
     let node_type = raw_params
         .get("nodeType")
@@ -154,24 +172,51 @@ pub fn node_up(shard: &Rc<GatewayShard>, conn: ConnRef, adm: &Admission, raw_par
     let mut row = row;
     row["worker"] = json!(!agents.is_empty());
     row["agents"] = json!(agents);
+    if let Some(path) = raw_params.get("pathEnv").filter(|v| v.is_string()) {
+        row["pathEnv"] = path.clone();
+    }
+    if let Some(f) = &adm.client.device_family {
+        row["deviceFamily"] = json!(f);
+    }
+    row["clientMode"] = json!(adm.client.mode);
+    // Agent workers are gated too: calling itself a worker must not open a way around the
+    // approval of a node's commands. A worker declaring no command files no request (it has
+    // nothing to invoke; its agent runs go through `worker.run.*`).
+    let gated = shard.config().gateway.nodes.require_pairing;
+    let files_request = gated && !(&*adm.client.mode == "worker" && adm.params.commands.is_empty());
+    // Commands outside the platform's allowlist are withheld from the start (OpenClaw).
+    let (declared, declared_caps, withheld) = policy::admit_surface(
+        &shard.config().gateway.nodes,
+        Some(&adm.client.platform),
+        adm.client.device_family.as_deref(),
+        &adm.params.caps,
+        &adm.params.commands,
+    );
+    if !withheld.is_empty() {
+        tracing::warn!(shard = %shard.id, node = %id, commands = ?withheld,
+            "node command surface withheld (not in the platform allowlist; see gateway.nodes.allowCommands)");
+    }
     let info = NodeInfo {
         node_id: id.clone(),
         conn,
         row,
-        commands: adm.params.commands.clone(),
+        // Nothing is invocable before the pairing view is applied (below, on every shard).
+        commands: if gated { Vec::new() } else { declared.clone() },
+        caps: if gated {
+            Vec::new()
+        } else {
+            declared_caps.clone()
+        },
+        declared: declared.clone(),
+        declared_caps: declared_caps.clone(),
+        gated,
         agents,
         approved: None,
         pending_request: None,
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
-    if &*adm.client.mode != "worker" {
-        pairing::on_connect(
-            shard,
-            &id,
-            &adm.params.commands,
-            &adm.params.caps,
-            adm.client.display_name.as_deref().map(str::to_string),
-        );
+    if files_request {
+        pairing::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
     }
     shard.broadcast(move |s| {
         s.nodes
@@ -224,43 +269,51 @@ fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
     }
 }
 
-/// `node.list`
-pub fn list(shard: &GatewayShard) -> Value {
-    let nodes: Vec<Value> = shard
-        .nodes
-        .registry
-        .borrow()
-        .values()
-        .map(|n| n.row.clone())
-        .collect();
-    json!({"count": nodes.len(), "nodes": nodes})
+/// Whether a caller may act on pairing requests (and so sees their details).
+pub fn may_pair(auth: &crate::transport::conn::ConnAuth) -> bool {
+    auth.role == "operator"
+        && auth
+            .scopes
+            .iter()
+            .any(|s| s == crate::protocol::authz::PAIRING || s == crate::protocol::authz::ADMIN)
 }
 
-/// `node.describe {nodeId}`
-pub fn describe(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
+/// `node.list`: every known node (see [`catalog`]). `with_pending`: the caller may act on
+/// pairing requests, so it sees the pending request's id and surface.
+pub fn list(shard: &GatewayShard, with_pending: bool) -> Value {
+    let nodes = catalog::rows(shard, with_pending);
+    json!({"ts": now_ms(), "count": nodes.len(), "nodes": nodes})
+}
+
+/// `node.describe {nodeId}`: the node's catalog row, its fields at the top level.
+pub fn describe(
+    shard: &GatewayShard,
+    p: &Value,
+    with_pending: bool,
+) -> Result<Value, GatewayError> {
     let id = str_param(p, "nodeId")?;
-    shard
-        .nodes
-        .registry
-        .borrow()
-        .get(id)
-        .map(|n| json!({"node": n.row}))
-        .ok_or_else(|| GatewayError::NotFound(format!("unknown node: {id}")))
+    let mut row = catalog::row(shard, id, with_pending)
+        .ok_or_else(|| GatewayError::InvalidParams("unknown nodeId".into()))?;
+    row["ts"] = json!(now_ms());
+    Ok(row)
 }
 
-/// Whether the gateway's allow/deny lists let `command` through.
+/// Whether `gateway.nodes.denyCommands` lets `command` through (checked again at invoke: a
+/// command denied after its approval is not run).
 fn command_allowed(shard: &GatewayShard, command: &str) -> bool {
-    let n = &shard.config().gateway.nodes;
     let matches = |pat: &String| {
         pat == command
             || pat
                 .strip_suffix('*')
                 .is_some_and(|p| command.starts_with(p))
     };
-    if n.deny_commands.iter().any(matches) {
-        return false;
-    }
-    n.allow_commands.is_empty() || n.allow_commands.iter().any(matches)
+    !shard
+        .config()
+        .gateway
+        .nodes
+        .deny_commands
+        .iter()
+        .any(matches)
 }
 
 /// A checked invoke, ready to hand to the node's shard.
@@ -276,28 +329,37 @@ fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
     let node_id = str_param(p, "nodeId")?.to_string();
     let command = str_param(p, "command")?.to_string();
     let idem = str_param(p, "idempotencyKey")?.to_string();
-    let node = shard
-        .nodes
-        .registry
-        .borrow()
-        .get(&node_id)
-        .cloned()
-        .ok_or_else(|| GatewayError::NodeUnavailable(format!("node not connected: {node_id}")))?;
+    let live = shard.nodes.registry.borrow().get(&node_id).cloned();
+    // OpenClaw's order: a node whose surface was never approved has no pairing generation
+    // to invoke under (`PAIRING_CHANGED`), connected or not; then it must be connected.
+    let gated = live
+        .as_ref()
+        .map_or(shard.config().gateway.nodes.require_pairing, |n| n.gated);
+    if gated && shard.shared.node_pairing.approved(&node_id).is_none() {
+        return Err(GatewayError::NodePairingChanged);
+    }
+    let node = live.ok_or_else(|| GatewayError::NodeNotConnected(node_id.clone()))?;
     if !command_allowed(shard, &command) {
         return Err(GatewayError::InvalidParams(format!(
             "command not allowed by gateway policy: {command}"
         )));
     }
-    if !node.commands.is_empty() && !node.commands.iter().any(|c| c == &command) {
-        return Err(GatewayError::InvalidParams(format!(
-            "node {node_id} does not declare command {command}"
-        )));
-    }
-    if shard.config().gateway.nodes.require_pairing
-        && !node.approved.as_ref().is_some_and(|a| a.contains(&command))
-    {
-        return Err(GatewayError::NodeCommandNotApproved {
-            node_id,
+    if !node.commands.iter().any(|c| c == &command) {
+        let platform = node.row["platform"].as_str().unwrap_or("unknown");
+        let (reason, hint) = if node.commands.is_empty() && node.declared.contains(&command) {
+            ("node did not declare commands", "node command not allowed: the node's declared command surface is pending approval; run `openclaw nodes pending`, then `openclaw nodes approve <requestId>`".to_string())
+        } else if node.commands.is_empty() {
+            (
+                "node did not declare commands",
+                "node command not allowed: the node did not declare any supported commands"
+                    .to_string(),
+            )
+        } else {
+            ("command not declared by node", format!("node command not allowed: the node (platform: {platform}) does not support \"{command}\""))
+        };
+        return Err(GatewayError::NodeCommandNotAllowed {
+            message: hint,
+            reason,
             command,
             request_id: node.pending_request.clone(),
         });
@@ -453,9 +515,65 @@ pub fn result(
     Ok(json!({"ok": true}))
 }
 
+/// What the OpenClaw node host reports about itself right after its hello:
+/// `node.skills.update {skills}` and `node.pluginTools.update {tools}` (acknowledged, nothing
+/// here uses them), and `node.runnerInventory.update` (worker hosting), which OpenClaw
+/// refuses while the node's surface awaits approval — the node host retries it until then.
+pub fn host_update(
+    shard: &Rc<GatewayShard>,
+    node: &str,
+    method: &str,
+    p: &Value,
+) -> Result<Value, GatewayError> {
+    match method {
+        "node.skills.update" => {
+            Ok(json!({"nodeId": node, "skills": p.get("skills").cloned().unwrap_or(json!([]))}))
+        }
+        "node.pluginTools.update" => {
+            Ok(json!({"nodeId": node, "tools": p.get("tools").cloned().unwrap_or(json!([]))}))
+        }
+        _ => {
+            let gated = shard
+                .nodes
+                .registry
+                .borrow()
+                .get(node)
+                .is_some_and(|n| n.gated);
+            let np = &shard.shared.node_pairing;
+            match np.pending_for(node, now_ms()) {
+                Some(r) if gated && np.approved(node).is_none() => Err(GatewayError::NodeUnavailable(format!(
+                    "node capability surface is awaiting operator approval; run `openclaw nodes approve {}` (see `openclaw nodes pending`), then this node retries automatically",
+                    r.request_id
+                ))),
+                _ => Ok(json!({"nodeId": node})),
+            }
+        }
+    }
+}
+
 /// `node.event {event, payload}` from a node: passed to operators as a droppable event.
+/// `node.host.stats` (the node host's load, memory and disk, every minute) is kept on the
+/// node's row as `hostStats`, as OpenClaw shows it.
 pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
     let name = str_param(p, "event")?.to_string();
+    if name == "node.host.stats" {
+        let stats = p
+            .get("payloadJSON")
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            .or_else(|| p.get("payload").cloned())
+            .filter(Value::is_object);
+        if let Some(mut stats) = stats {
+            stats["updatedAtMs"] = json!(now_ms());
+            let (id, text) = (node.to_owned(), stats.to_string());
+            shard.broadcast(move |s| {
+                if let Some(n) = s.nodes.registry.borrow_mut().get_mut(&id) {
+                    n.row["hostStats"] = serde_json::from_str(&text).unwrap_or_default();
+                }
+            });
+            return Ok(json!({"ok": true, "event": name, "handled": true, "reason": "updated"}));
+        }
+    }
     let payload =
         json!({"nodeId": node, "event": name, "payload": p.get("payload"), "ts": now_ms()})
             .to_string();

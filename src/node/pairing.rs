@@ -35,10 +35,55 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
+use crate::protocol::handshake::Admission;
 use crate::shard::{now_ms, Caller, GatewayShard};
 use crate::transport::conn::Conn;
 
-/// The approved command set of a node, as persisted.
+/// What a node says about itself at connect (`client.*`), kept with its requests and its
+/// approval so a node that is gone still shows by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeMeta {
+    /// `client.id` (`node-host`, `openclaw-ios`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `client.mode`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_mode: Option<String>,
+    /// `client.displayName`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `client.platform`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// `client.version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `client.deviceFamily`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_family: Option<String>,
+}
+
+impl NodeMeta {
+    /// Adds the fields to a wire object (OpenClaw's names; absent ones are left out).
+    fn put(&self, o: &mut Value) {
+        let fields = [
+            ("clientId", &self.client_id),
+            ("clientMode", &self.client_mode),
+            ("displayName", &self.display_name),
+            ("platform", &self.platform),
+            ("version", &self.version),
+            ("deviceFamily", &self.device_family),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                o[k] = json!(v);
+            }
+        }
+    }
+}
+
+/// The approved command surface of a node, as persisted (OpenClaw's paired node record).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovedNode {
@@ -49,55 +94,84 @@ pub struct ApprovedNode {
     /// Capabilities it declared when approved.
     #[serde(default)]
     pub caps: Vec<String>,
-    /// Its display name when approved.
+    /// Its self-description when approved.
+    #[serde(flatten, default)]
+    pub meta: NodeMeta,
+    /// When its surface was first approved, ms since the epoch.
     #[serde(default)]
-    pub display_name: Option<String>,
+    pub created_at_ms: i64,
     /// When approved, ms since the epoch.
     pub approved_at_ms: i64,
     /// The approving operator (device id or client id).
     #[serde(default)]
     pub approved_by: Option<String>,
+    /// When the node was last seen (its connect before the approval), ms since the epoch.
+    #[serde(default)]
+    pub last_seen_at_ms: Option<i64>,
 }
 
 impl ApprovedNode {
-    fn to_json(&self) -> Value {
-        json!({"nodeId": self.node_id, "commands": self.commands, "caps": self.caps,
-               "displayName": self.display_name, "approvedAtMs": self.approved_at_ms,
-               "approvedBy": self.approved_by})
+    /// The wire shape (`node.pair.list` `paired[]`, `node.pair.approve` `node`).
+    pub fn to_json(&self) -> Value {
+        let mut o = json!({"nodeId": self.node_id});
+        self.meta.put(&mut o);
+        o["caps"] = json!(self.caps);
+        o["commands"] = json!(self.commands);
+        o["createdAtMs"] = json!(self.created_at_ms);
+        o["approvedAtMs"] = json!(self.approved_at_ms);
+        if let Some(t) = self.last_seen_at_ms {
+            o["lastSeenAtMs"] = json!(t);
+            o["lastSeenReason"] = json!("connect");
+        }
+        o
     }
 }
 
-/// A node waiting for an operator.
+/// A node waiting for an operator to approve its command surface.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodePairRequest {
     /// The id an operator approves.
     pub request_id: String,
     /// The node.
     pub node_id: String,
-    /// The command set asked for.
+    /// The command set asked for (sorted, unique).
     pub commands: Vec<String>,
-    /// Declared capabilities.
+    /// Declared capabilities (sorted, unique).
     pub caps: Vec<String>,
-    /// Display name.
-    pub display_name: Option<String>,
-    /// The approved set when it asked (empty if never paired).
+    /// Its self-description.
+    pub meta: NodeMeta,
+    /// The approved set when it asked (`None` if never paired).
     pub approved: Option<Vec<String>>,
+    /// Filed at the connect of a device approved without an operator (loopback, bootstrap):
+    /// clients show it quietly.
+    pub silent: bool,
     /// When it asked, ms since the epoch.
     pub created_at_ms: i64,
 }
 
 impl NodePairRequest {
-    /// The wire shape (`node.pair.list`, `node.pair.requested`).
+    /// The wire shape (`node.pair.list` `pending[]`, `node.pair.requested`).
     pub fn to_json(&self) -> Value {
-        let new: Vec<&String> = self
-            .commands
-            .iter()
-            .filter(|c| !self.approved.as_ref().is_some_and(|a| a.contains(c)))
-            .collect();
-        json!({"requestId": self.request_id, "nodeId": self.node_id, "commands": self.commands,
-               "caps": self.caps, "displayName": self.display_name,
-               "approvedCommands": self.approved, "newCommands": new,
-               "isRepair": self.approved.is_some(), "ts": self.created_at_ms})
+        let mut o = json!({"requestId": self.request_id, "nodeId": self.node_id});
+        self.meta.put(&mut o);
+        o["caps"] = json!(self.caps);
+        o["commands"] = json!(self.commands);
+        // Approving a surface that can run commands on the node takes admin as well.
+        o["requiredApproveScopes"] = json!([
+            crate::protocol::authz::PAIRING,
+            crate::protocol::authz::ADMIN
+        ]);
+        if self.silent {
+            o["silent"] = json!(true);
+        }
+        if let Some(a) = &self.approved {
+            let new: Vec<&String> = self.commands.iter().filter(|c| !a.contains(c)).collect();
+            o["isRepair"] = json!(true);
+            o["approvedCommands"] = json!(a);
+            o["newCommands"] = json!(new);
+        }
+        o["ts"] = json!(self.created_at_ms);
+        o
     }
 }
 
@@ -115,7 +189,7 @@ pub enum Filed {
     /// A request is pending; `new` when it was just filed, `superseded` the request it replaced.
     Pending {
         /// The pending request.
-        request: NodePairRequest,
+        request: Box<NodePairRequest>,
         /// Just filed (announce it).
         new: bool,
         /// An older request of the same node it replaced.
@@ -192,31 +266,34 @@ impl NodePairing {
             .cloned()
     }
 
-    /// Files a request for `commands` (or finds the approved set covers them).
+    /// Files a request for `commands` and `caps` (or finds the approved surface covers them).
+    /// `commands` and `caps` are normalised (sorted, unique) here.
     pub fn file(
         &self,
         node_id: &str,
         commands: &[String],
         caps: &[String],
-        display_name: Option<String>,
+        meta: NodeMeta,
+        silent: bool,
         now_ms: i64,
     ) -> Filed {
+        let commands = sorted_unique(commands);
+        let caps = sorted_unique(caps);
         let mut g = self.lock(now_ms);
-        let approved = g.approved.get(node_id).map(|a| a.commands.clone());
-        if approved
-            .as_ref()
-            .is_some_and(|a| commands.iter().all(|c| a.contains(c)))
-        {
+        let approved = g.approved.get(node_id).cloned();
+        // OpenClaw's rule: a surface counts as changed when it declares a command or a
+        // capability the approval does not hold; dropping some is no change.
+        if approved.as_ref().is_some_and(|a| {
+            commands.iter().all(|c| a.commands.contains(c))
+                && caps.iter().all(|c| a.caps.contains(c))
+        }) {
             return Filed::Covered;
         }
-        let mut commands = commands.to_vec();
-        commands.sort();
-        commands.dedup();
         let old = g.pending.values().find(|r| r.node_id == node_id).cloned();
         if let Some(r) = &old {
             if r.commands == commands && r.caps == caps {
                 return Filed::Pending {
-                    request: r.clone(),
+                    request: Box::new(r.clone()),
                     new: false,
                     superseded: None,
                 };
@@ -227,15 +304,16 @@ impl NodePairing {
             request_id: uuid::Uuid::new_v4().to_string(),
             node_id: node_id.to_owned(),
             commands,
-            caps: caps.to_vec(),
-            display_name,
-            approved,
+            caps,
+            meta,
+            approved: approved.map(|a| a.commands),
+            silent,
             created_at_ms: now_ms,
         };
         g.pending
             .insert(request.request_id.clone(), request.clone());
         Filed::Pending {
-            request,
+            request: Box::new(request),
             new: true,
             superseded: old.map(|r| r.request_id),
         }
@@ -270,9 +348,14 @@ impl NodePairing {
             node_id: r.node_id.clone(),
             commands: r.commands.clone(),
             caps: r.caps.clone(),
-            display_name: r.display_name.clone(),
+            meta: r.meta.clone(),
+            created_at_ms: g
+                .approved
+                .get(&r.node_id)
+                .map_or(now_ms, |old| old.created_at_ms),
             approved_at_ms: now_ms,
             approved_by: Some(by.to_owned()),
+            last_seen_at_ms: Some(r.created_at_ms),
         };
         let mut next = g.approved.clone();
         next.insert(r.node_id.clone(), a.clone());
@@ -280,6 +363,23 @@ impl NodePairing {
         g.approved = next;
         g.pending.remove(request_id);
         Ok(Some((r, a)))
+    }
+
+    /// Forgets a node's approval and pending request (`node.pair.remove`); whether it had
+    /// either.
+    pub fn remove(&self, node_id: &str, now_ms: i64) -> Result<bool, io::Error> {
+        let mut g = self.lock(now_ms);
+        let before = g.pending.len();
+        g.pending.retain(|_, r| r.node_id != node_id);
+        let had_pending = g.pending.len() != before;
+        if !g.approved.contains_key(node_id) {
+            return Ok(had_pending);
+        }
+        let mut next = g.approved.clone();
+        next.remove(node_id);
+        self.persist(&next)?;
+        g.approved = next;
+        Ok(true)
     }
 
     /// Writes the approved sets atomically: a new `0600` temp file in the same directory,
@@ -306,32 +406,53 @@ impl NodePairing {
     }
 }
 
+fn sorted_unique(v: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = v
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 // ---------------------------------------------------------------------------------------------
 // Registry replicas and events
 // ---------------------------------------------------------------------------------------------
 
 /// Refreshes the pairing view of `node_id` in this shard's registry replica from the shared
-/// state (and, with `declared`, replaces its declared commands).
-fn apply(s: &GatewayShard, node_id: &str, declared: Option<&[String]>) {
+/// state (and, with `declared`, replaces its declared commands and caps first): a gated
+/// node's effective surface is what it declares *and* its approval holds.
+fn apply(s: &GatewayShard, node_id: &str, declared: Option<(&[String], &[String])>) {
     let approved = s.shared.node_pairing.approved(node_id);
     let pending = s.shared.node_pairing.pending_for(node_id, now_ms());
     let mut reg = s.nodes.registry.borrow_mut();
     let Some(n) = reg.get_mut(node_id) else {
         return;
     };
-    if let Some(d) = declared {
-        n.commands = d.to_vec();
-        n.row["commands"] = json!(d);
+    if let Some((commands, caps)) = declared {
+        n.declared = commands.to_vec();
+        n.declared_caps = caps.to_vec();
     }
+    if n.gated {
+        let keep = |declared: &[String], approved: Option<&Vec<String>>| -> Vec<String> {
+            declared
+                .iter()
+                .filter(|c| approved.is_some_and(|a| a.contains(c)))
+                .cloned()
+                .collect()
+        };
+        n.commands = keep(&n.declared, approved.as_ref().map(|a| &a.commands));
+        n.caps = keep(&n.declared_caps, approved.as_ref().map(|a| &a.caps));
+    } else {
+        n.commands = n.declared.clone();
+        n.caps = n.declared_caps.clone();
+    }
+    n.row["commands"] = json!(n.commands);
+    n.row["caps"] = json!(n.caps);
     n.approved = approved.map(|a| a.commands);
     n.pending_request = pending.map(|r| r.request_id);
-    n.row["approvedCommands"] = json!(n.approved);
-    n.row["pairing"] = json!(match (&n.approved, &n.pending_request) {
-        (_, Some(_)) => "pending",
-        (Some(_), None) => "paired",
-        (None, None) => "unpaired",
-    });
-    n.row["pendingRequestId"] = json!(n.pending_request);
 }
 
 /// Refreshes the pairing view of a node in every shard's registry.
@@ -391,22 +512,49 @@ fn announce(shard: &Rc<GatewayShard>, filed: &Filed) {
     );
 }
 
-/// At node connect (on the node's shard, before its registry entry is broadcast): with
-/// `requirePairing`, files a request when the declared commands exceed the approved set.
+/// At the connect of a gated node (on its shard, before its registry entry is broadcast):
+/// files a request when the declared surface is not covered by its approval. A node that
+/// authenticated with a setup code's bootstrap token has its first surface approved at once
+/// (OpenClaw: the operator approved it by minting the code).
+/// `commands` and `caps`: its declared surface after the platform policy ([`super::policy`]).
 pub fn on_connect(
     shard: &Rc<GatewayShard>,
     node_id: &str,
+    adm: &Admission,
     commands: &[String],
     caps: &[String],
-    display_name: Option<String>,
+    bootstrapped: bool,
 ) {
-    if !shard.config().gateway.nodes.require_pairing {
-        return;
+    let c = &adm.client;
+    let meta = NodeMeta {
+        client_id: Some(c.id.to_string()),
+        client_mode: Some(c.mode.to_string()),
+        display_name: c.display_name.as_deref().map(str::to_owned),
+        platform: Some(c.platform.to_string()),
+        version: Some(c.version.to_string()),
+        device_family: c.device_family.as_deref().map(str::to_owned),
+    };
+    let np = &shard.shared.node_pairing;
+    let now = now_ms();
+    let first = np.approved(node_id).is_none();
+    let filed = np.file(node_id, commands, caps, meta, false, now);
+    if let (true, true, Filed::Pending { request, .. }) = (bootstrapped, first, &filed) {
+        match np.approve(&request.request_id, "bootstrap", now) {
+            Ok(Some((r, a))) => {
+                tracing::info!(shard = %shard.id, node = %node_id, commands = ?a.commands,
+                    "node capability surface approved by its bootstrap token");
+                emit(
+                    shard,
+                    "node.pair.resolved",
+                    node_id,
+                    json!({"requestId": r.request_id, "nodeId": node_id, "decision": "approved", "ts": now}),
+                );
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "node pairing store"),
+        }
     }
-    let filed = shard
-        .shared
-        .node_pairing
-        .file(node_id, commands, caps, display_name, now_ms());
     announce(shard, &filed);
 }
 
@@ -423,6 +571,7 @@ pub fn handles(method: &str) -> bool {
             | "node.pair.approve"
             | "node.pair.reject"
             | "node.pair.verify"
+            | "node.pair.remove"
     )
 }
 
@@ -475,16 +624,32 @@ pub fn call(
             };
             let commands = strings(p, "commands")?;
             let caps = strings(p, "caps")?;
-            let display_name = p
-                .get("displayName")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned);
-            let filed = np.file(&node_id, &commands, &caps, display_name, now);
+            let live = shard
+                .nodes
+                .registry
+                .borrow()
+                .get(&node_id)
+                .map(|n| n.row.clone());
+            let from = |k: &str| {
+                p.get(k)
+                    .or_else(|| live.as_ref().and_then(|r| r.get(k)))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            let meta = NodeMeta {
+                client_id: from("clientId"),
+                client_mode: from("clientMode"),
+                display_name: from("displayName"),
+                platform: from("platform"),
+                version: from("version"),
+                device_family: from("deviceFamily"),
+            };
+            let filed = np.file(&node_id, &commands, &caps, meta, false, now);
             announce(shard, &filed);
             if is_node {
-                // The request re-declares the node's commands.
+                // The request re-declares the node's surface.
                 let id = node_id.clone();
-                shard.broadcast(move |s| apply(s, &id, Some(&commands)));
+                shard.broadcast(move |s| apply(s, &id, Some((&commands, &caps))));
             } else {
                 sync(shard, &node_id);
             }
@@ -518,8 +683,7 @@ pub fn call(
                 shard,
                 "node.pair.resolved",
                 &r.node_id,
-                json!({"requestId": id, "nodeId": r.node_id, "decision": "approved",
-                       "commands": a.commands, "ts": now}),
+                json!({"requestId": id, "nodeId": r.node_id, "decision": "approved", "ts": now}),
             );
             Ok(json!({"requestId": id, "node": a.to_json()}))
         }
@@ -544,7 +708,7 @@ pub fn call(
             let approved = np.approved(node_id);
             let pending = np.pending_for(node_id, now);
             let live = shard.nodes.registry.borrow().get(node_id).cloned();
-            let declared = live.as_ref().map(|n| n.commands.clone());
+            let declared = live.as_ref().map(|n| n.declared.clone());
             let unapproved: Vec<String> = declared
                 .iter()
                 .flatten()
@@ -565,6 +729,31 @@ pub fn call(
                 "requirePairing": shard.config().gateway.nodes.require_pairing,
             }))
         }
+        "node.pair.remove" => {
+            // OpenClaw keeps a node's surface in its device record, so removing the node
+            // unpairs a device paired only as a node, and closes its node connections.
+            let node_id = param(p, "nodeId")?;
+            let store = &shard.shared.store;
+            let device_node_only = store
+                .get(node_id)
+                .is_some_and(|d| d.roles.iter().all(|r| r == "node"));
+            let mut removed = np.remove(node_id, now).map_err(|e| {
+                tracing::error!(error = %e, "node pairing store");
+                GatewayError::AgentFailed(format!("node pairing store: {e}"))
+            })?;
+            if device_node_only {
+                removed |= store
+                    .remove(node_id)
+                    .map_err(|e| GatewayError::AgentFailed(format!("pairing store: {e}")))?;
+            }
+            if !removed {
+                return Err(GatewayError::InvalidParams("unknown nodeId".into()));
+            }
+            tracing::info!(node = %node_id, by = %me, "node unpaired");
+            sync(shard, node_id);
+            crate::auth::pairing::close_device(shard, node_id, Some("node"), "node removed");
+            Ok(json!({"nodeId": node_id}))
+        }
         other => Err(GatewayError::UnknownMethod(other.to_owned())),
     }
 }
@@ -582,16 +771,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::default();
         let np = NodePairing::open(dir.path(), &cfg).unwrap();
-        let Filed::Pending { request, new, .. } = np.file("n1", &s(&["a"]), &[], None, 0) else {
+        let Filed::Pending { request, new, .. } =
+            np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 0)
+        else {
             panic!("expected pending")
         };
         assert!(new);
         assert!(matches!(
-            np.file("n1", &s(&["a"]), &[], None, 1),
+            np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 1),
             Filed::Pending { new: false, .. }
         ));
         np.approve(&request.request_id, "op", 2).unwrap().unwrap();
-        assert_eq!(np.file("n1", &s(&["a"]), &[], None, 3), Filed::Covered);
+        assert_eq!(
+            np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 3),
+            Filed::Covered
+        );
+        // Declaring less than approved is no change; a new capability is.
+        assert_eq!(
+            np.file("n1", &[], &[], NodeMeta::default(), false, 3),
+            Filed::Covered
+        );
+        assert!(matches!(
+            np.file(
+                "n1",
+                &s(&["a"]),
+                &s(&["camera"]),
+                NodeMeta::default(),
+                false,
+                3
+            ),
+            Filed::Pending { new: true, .. }
+        ));
+        np.reject(&np.pending_for("n1", 3).unwrap().request_id, 3);
         let path = dir.path().join("nodes").join(FILE);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
@@ -600,12 +811,15 @@ mod tests {
         );
         let again = NodePairing::open(dir.path(), &cfg).unwrap();
         assert_eq!(again.approved("n1").unwrap().commands, s(&["a"]));
-        let Filed::Pending { request, .. } = again.file("n1", &s(&["a", "b"]), &[], None, 4) else {
+        let Filed::Pending { request, .. } =
+            again.file("n1", &s(&["a", "b"]), &[], NodeMeta::default(), false, 4)
+        else {
             panic!("new command needs re-approval")
         };
         assert_eq!(request.approved, Some(s(&["a"])));
         assert_eq!(request.to_json()["newCommands"], json!(["b"]));
-        let Filed::Pending { superseded, .. } = again.file("n1", &s(&["a", "c"]), &[], None, 5)
+        let Filed::Pending { superseded, .. } =
+            again.file("n1", &s(&["a", "c"]), &[], NodeMeta::default(), false, 5)
         else {
             panic!()
         };

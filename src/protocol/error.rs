@@ -165,16 +165,26 @@ pub enum GatewayError {
     DeviceCertMismatch,
     /// No pending pairing request has this id (unknown, resolved or expired).
     ApprovalNotFound(String),
-    /// `node.invoke` of a command outside the node's approved set
-    /// (`gateway.nodes.requirePairing`).
-    NodeCommandNotApproved {
-        /// The node.
-        node_id: String,
+    /// `node.invoke` of a node whose command surface was never approved (OpenClaw: no
+    /// pairing generation to invoke under).
+    NodePairingChanged,
+    /// `node.invoke` of an approved node that is not connected.
+    NodeNotConnected(String),
+    /// `node.invoke` of a command outside the node's effective surface (declared and
+    /// approved).
+    NodeCommandNotAllowed {
+        /// OpenClaw's hint for the reason.
+        message: String,
+        /// `command not declared by node` or `node did not declare commands`.
+        reason: &'static str,
         /// The refused command.
         command: String,
-        /// The pending `node.pair.request` that would approve it, if any.
+        /// The pending request that would approve it, if any.
         request_id: Option<String>,
     },
+    /// A bootstrap token (setup code) that is unknown, expired, already used, or not for
+    /// this role.
+    BootstrapTokenInvalid,
 }
 
 /// How an error appears on the wire.
@@ -210,6 +220,9 @@ impl WireError {
         e
     }
 }
+
+/// OpenClaw's words for a refused setup code (also the close reason, < 123 bytes).
+const BOOTSTRAP_INVALID: &str = "unauthorized: setup code invalid, expired, revoked, or already used (create a new code; review `openclaw devices list`)";
 
 fn detail(code: &str) -> Option<Value> {
     Some(json!({ "code": code }))
@@ -592,33 +605,57 @@ impl GatewayError {
                 None,
                 Some((1008, "unauthorized")),
             ),
+            // OpenClaw's words and code: the CLI recognises an unknown request by them
+            // (`devices approve` then says "No pending device request matches …").
             E::ApprovalNotFound(id) => (
-                ApprovalNotFound,
-                format!("unknown pairing request: {id}"),
-                detail("APPROVAL_NOT_FOUND"),
+                InvalidRequest,
+                "unknown requestId".into(),
+                Some(json!({"code": "APPROVAL_NOT_FOUND", "requestId": id})),
                 false,
                 None,
                 None,
             ),
-            E::NodeCommandNotApproved {
-                node_id,
-                command,
-                request_id,
-            } => (
-                NotPaired,
-                match request_id {
-                    Some(r) => format!(
-                        "command {command} is not approved for node {node_id}: pairing request {r} awaits an operator"
-                    ),
-                    None => format!(
-                        "command {command} is not approved for node {node_id}: node not paired for it"
-                    ),
-                },
-                Some(json!({"code": "NODE_COMMAND_NOT_APPROVED", "nodeId": node_id,
-                            "command": command, "requestId": request_id})),
+            E::NodePairingChanged => (
+                Unavailable,
+                "node pairing changed while invocation was active".into(),
+                detail("PAIRING_CHANGED"),
+                true,
+                None,
+                None,
+            ),
+            E::NodeNotConnected(_) => (
+                Unavailable,
+                "node not connected".into(),
+                Some(json!({"code": "NOT_CONNECTED",
+                            "nodeError": {"code": "NOT_CONNECTED", "message": "node not connected"},
+                            "nodeCommandDispatched": false})),
                 false,
                 None,
                 None,
+            ),
+            E::NodeCommandNotAllowed {
+                message,
+                reason,
+                command,
+                request_id,
+            } => (
+                InvalidRequest,
+                message.clone(),
+                Some(json!({"reason": reason, "command": command, "requestId": request_id})),
+                false,
+                None,
+                None,
+            ),
+            E::BootstrapTokenInvalid => (
+                InvalidRequest,
+                BOOTSTRAP_INVALID.into(),
+                Some(json!({"code": "AUTH_BOOTSTRAP_TOKEN_INVALID",
+                            "authReason": "bootstrap_token_invalid",
+                            "canRetryWithDeviceToken": false,
+                            "recommendedNextStep": "review_auth_configuration"})),
+                false,
+                None,
+                Some((1008, BOOTSTRAP_INVALID)),
             ),
         };
         WireError {
@@ -649,6 +686,7 @@ mod tests {
             GatewayError::PreauthTooLarge,
             GatewayError::SlowConsumer,
             GatewayError::RepeatedUnauthorized,
+            GatewayError::BootstrapTokenInvalid,
         ];
         for e in all {
             let w = e.wire();

@@ -145,6 +145,8 @@ pub struct HandshakeEnv<'a> {
     pub store: &'a PairingStore,
     /// The pairing policy of the peer's network, MFA, mTLS (see `auth::pairing`).
     pub terms: PeerTerms<'a>,
+    /// Setup codes' bootstrap tokens (`auth.bootstrapToken`); `None` accepts none.
+    pub bootstrap: Option<&'a crate::auth::bootstrap::Bootstrap>,
 }
 
 /// Outcome of the shared-secret check, so the caller can count failures per IP.
@@ -158,6 +160,8 @@ pub enum SharedAuth {
     Open,
     /// A client certificate verified by the gateway's client CA (`certificate` method).
     Certificate,
+    /// A setup code's bootstrap token (consumed): pairs the device as a node.
+    Bootstrap,
 }
 
 /// Compares two secrets in constant time (length leaks, content does not).
@@ -266,48 +270,68 @@ pub fn admit(
         None => None,
     };
 
-    // Shared secret, or a device token standing in for it.
+    // Shared secret, or a device token standing in for it, or a setup code's bootstrap token
+    // (alone: a client holding the secret or a device token does not spend a code).
     let mode = env.auth.effective_mode();
-    let shared = match mode {
-        AuthMode::None if env.terms.policy.require_token => {
-            // `requireToken`: auth mode none does not apply to peers from this network.
-            match (&auth.device_token, &verified) {
-                (Some(dt), Some(v)) => {
-                    check_device_token(env.store, &v.device_id, &role, dt, env.now_ms)?;
-                    SharedAuth::DeviceToken
-                }
-                _ if env.terms.cert_authenticated() => SharedAuth::Certificate,
-                (Some(_), None) => return Err(GatewayError::DeviceIdentityRequired),
-                (None, _) => return Err(GatewayError::AuthTokenMissing),
-            }
+    let bootstrap_only = auth.token.is_none()
+        && auth.password.is_none()
+        && auth.device_token.is_none()
+        && auth.bootstrap_token.is_some();
+    let shared = if bootstrap_only {
+        let Some(v) = &verified else {
+            return Err(GatewayError::DeviceIdentityRequired);
+        };
+        let token = auth.bootstrap_token.as_deref().unwrap_or_default();
+        let ok = env
+            .bootstrap
+            .is_some_and(|b| b.consume(token, &role, env.now_ms));
+        if !ok || !p.scopes.is_empty() {
+            return Err(GatewayError::BootstrapTokenInvalid);
         }
-        AuthMode::None => SharedAuth::Open,
-        AuthMode::Token | AuthMode::Password => {
-            let (given, expected, missing, mismatch) = if mode == AuthMode::Token {
-                (
-                    auth.token.as_deref(),
-                    env.auth.token.as_deref().unwrap_or(""),
-                    GatewayError::AuthTokenMissing,
-                    GatewayError::AuthTokenMismatch,
-                )
-            } else {
-                (
-                    auth.password.as_deref(),
-                    env.auth.password.as_deref().unwrap_or(""),
-                    GatewayError::AuthPasswordMissing,
-                    GatewayError::AuthPasswordMismatch,
-                )
-            };
-            match (given, &auth.device_token, &verified) {
-                (Some(g), _, _) if ct_eq(g, expected) => SharedAuth::Secret,
-                (Some(_), _, _) => return Err(mismatch),
-                (None, Some(dt), Some(v)) => {
-                    check_device_token(env.store, &v.device_id, &role, dt, env.now_ms)?;
-                    SharedAuth::DeviceToken
+        tracing::info!(device = %v.device_id, role = %role, "setup code redeemed");
+        SharedAuth::Bootstrap
+    } else {
+        match mode {
+            AuthMode::None if env.terms.policy.require_token => {
+                // `requireToken`: auth mode none does not apply to peers from this network.
+                match (&auth.device_token, &verified) {
+                    (Some(dt), Some(v)) => {
+                        check_device_token(env.store, &v.device_id, &role, dt, env.now_ms)?;
+                        SharedAuth::DeviceToken
+                    }
+                    _ if env.terms.cert_authenticated() => SharedAuth::Certificate,
+                    (Some(_), None) => return Err(GatewayError::DeviceIdentityRequired),
+                    (None, _) => return Err(GatewayError::AuthTokenMissing),
                 }
-                (None, Some(_), None) => return Err(GatewayError::DeviceIdentityRequired),
-                (None, None, _) if env.terms.cert_authenticated() => SharedAuth::Certificate,
-                (None, None, _) => return Err(missing),
+            }
+            AuthMode::None => SharedAuth::Open,
+            AuthMode::Token | AuthMode::Password => {
+                let (given, expected, missing, mismatch) = if mode == AuthMode::Token {
+                    (
+                        auth.token.as_deref(),
+                        env.auth.token.as_deref().unwrap_or(""),
+                        GatewayError::AuthTokenMissing,
+                        GatewayError::AuthTokenMismatch,
+                    )
+                } else {
+                    (
+                        auth.password.as_deref(),
+                        env.auth.password.as_deref().unwrap_or(""),
+                        GatewayError::AuthPasswordMissing,
+                        GatewayError::AuthPasswordMismatch,
+                    )
+                };
+                match (given, &auth.device_token, &verified) {
+                    (Some(g), _, _) if ct_eq(g, expected) => SharedAuth::Secret,
+                    (Some(_), _, _) => return Err(mismatch),
+                    (None, Some(dt), Some(v)) => {
+                        check_device_token(env.store, &v.device_id, &role, dt, env.now_ms)?;
+                        SharedAuth::DeviceToken
+                    }
+                    (None, Some(_), None) => return Err(GatewayError::DeviceIdentityRequired),
+                    (None, None, _) if env.terms.cert_authenticated() => SharedAuth::Certificate,
+                    (None, None, _) => return Err(missing),
+                }
             }
         }
     };
@@ -344,7 +368,8 @@ pub fn admit(
     // asking for more) is approved silently when its network's policy says so (loopback by
     // default); others wait for an operator (a pending request, see `auth::pairing`).
     let covered = env.store.covers(&v.device_id, &role, &p.scopes);
-    if !covered && !env.terms.auto_approve() {
+    // A redeemed setup code is the operator's approval, given in advance.
+    if !covered && !env.terms.auto_approve() && shared != SharedAuth::Bootstrap {
         let is_repair = stored.is_some();
         let request_id = env.terms.pairing.file(
             approve_request(&p, &v.device_id, &role),

@@ -75,11 +75,11 @@ pub(super) async fn local(
                 "gateway": h["gateway"],
             })
         }
-        "node.list" => crate::node::list(shard),
+        "node.list" => crate::node::list(shard, crate::node::may_pair(&caller.auth)),
         "workers.status" => crate::node::worker::status(shard),
         "capabilities.status" => crate::node::caps::status(shard),
         "capability.invoke" => crate::node::caps::invoke(shard, p).await?,
-        "node.describe" => crate::node::describe(shard, p)?,
+        "node.describe" => crate::node::describe(shard, p, crate::node::may_pair(&caller.auth))?,
         "system-presence" => Value::Array(shard.presence_list()),
         "last-heartbeat" => shard.last_heartbeat.borrow().clone().unwrap_or(Value::Null),
         "gateway.identity.get" => json!({

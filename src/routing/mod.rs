@@ -222,12 +222,16 @@ fn dispatch_local(
                 Err(e) => shard.reply_err(&reply, &e),
             }
         }
-        "node.invoke.result" | "node.event" => {
+        "node.invoke.result"
+        | "node.event"
+        | "node.runnerInventory.update"
+        | "node.skills.update"
+        | "node.pluginTools.update" => {
             let me = caller.auth.actor();
-            let r = if method == "node.event" {
-                crate::node::event(&shard, me, &params)
-            } else {
-                crate::node::result(&shard, me, &params)
+            let r = match method.as_str() {
+                "node.event" => crate::node::event(&shard, me, &params),
+                "node.invoke.result" => crate::node::result(&shard, me, &params),
+                m => crate::node::host_update(&shard, me, m, &params),
             };
             match r {
                 Ok(v) => shard.reply_ok(&reply, &v),

@@ -12,6 +12,8 @@ pub struct Head {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The request target had a query string (`?…`).
+    pub has_query: bool,
     /// `Sec-WebSocket-Key` when this is a WebSocket upgrade.
     pub ws_key: Option<String>,
     /// `Origin` (browsers send it; checked against `access.allowedOrigins`).
@@ -54,11 +56,12 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
                         host = Some(v.trim().to_string());
                     }
                 }
-                let path = req.path.unwrap_or("/");
-                let path = path.split('?').next().unwrap_or("/").to_string();
+                let target = req.path.unwrap_or("/");
+                let path = target.split('?').next().unwrap_or("/").to_string();
                 return Ok(Some(Head {
                     method: req.method.unwrap_or("").to_string(),
                     path,
+                    has_query: target.contains('?'),
                     ws_key: if upgrade { key } else { None },
                     origin,
                     host,
@@ -82,8 +85,20 @@ pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
     ctype: &str,
     body: &str,
 ) {
+    respond_with(s, status, reason, ctype, "", body).await
+}
+
+/// [`respond`] with extra header lines (each ending in `\r\n`).
+pub async fn respond_with<S: futures_lite::AsyncWrite + Unpin>(
+    s: &mut S,
+    status: u16,
+    reason: &str,
+    ctype: &str,
+    extra_headers: &str,
+    body: &str,
+) {
     let text = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = s.write_all(text.as_bytes()).await;

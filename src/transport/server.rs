@@ -369,6 +369,41 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             };
             http::respond(&mut stream, status, reason, "text/plain", &body).await;
         }
+        (method, path, None) if path == "/j" || path.starts_with("/j/") => {
+            // Setup-code join URLs (`openclaw devices join-code`): burned by the first GET;
+            // misses count as auth failures of the peer (guessing costs a lockout).
+            let now = now_ms();
+            let blocked = shard.shared.limits.auth_blocked(
+                peer.ip(),
+                cfg.gateway.auth_failures_per_minute,
+                now,
+            );
+            let (status, reason, body) = match blocked {
+                Some(_) => (
+                    429,
+                    "Too Many Requests",
+                    r#"{"error":"rate_limited"}"#.to_owned(),
+                ),
+                None => {
+                    match crate::auth::bootstrap::join(shard, method, path, head.has_query, now) {
+                        Some(payload) => (200, "OK", payload),
+                        None => {
+                            shard.shared.limits.record_failure(peer.ip(), now);
+                            (404, "Not Found", r#"{"error":"not_found"}"#.to_owned())
+                        }
+                    }
+                }
+            };
+            http::respond_with(
+                &mut stream,
+                status,
+                reason,
+                "application/json; charset=utf-8",
+                "Cache-Control: no-store\r\n",
+                &body,
+            )
+            .await;
+        }
         ("GET", "/metrics", None) => {
             let text = crate::ops::metrics::render(shard).await;
             http::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &text).await;
@@ -728,6 +763,7 @@ async fn handshake_phase(
                 .iter()
                 .any(|m| m == "certificate"),
         },
+        bootstrap: Some(&shard.shared.bootstrap),
     };
     if seed {
         // The seed dialect has no device identity and gets read+write with the shared
@@ -804,7 +840,13 @@ async fn handshake_phase(
                 Some(sv),
             );
             if adm.role == "node" {
-                crate::node::node_up(shard, shard.conn_ref(conn.id), &adm, &params);
+                crate::node::node_up(
+                    shard,
+                    shard.conn_ref(conn.id),
+                    &adm,
+                    &params,
+                    shared_auth == SharedAuth::Bootstrap,
+                );
             }
             if crate::shard::presence_visible(&auth) {
                 let entry = presence_entry(&adm, peer);
@@ -821,6 +863,7 @@ async fn handshake_phase(
                 GatewayError::AuthTokenMismatch
                     | GatewayError::AuthPasswordMismatch
                     | GatewayError::DeviceTokenMismatch
+                    | GatewayError::BootstrapTokenInvalid
                     | GatewayError::MfaInvalid
                     | GatewayError::MfaReplayed
             ) {
@@ -867,7 +910,7 @@ async fn hello_ok(
     let cfg = shard.config();
     let health = crate::routing::health_snapshot(shard).await;
     let mut auth = json!({
-        "method": match shared_auth { SharedAuth::DeviceToken => "device-token", SharedAuth::Certificate => "certificate", SharedAuth::Open => "none", SharedAuth::Secret => cfg.gateway.auth.effective_mode().as_str() },
+        "method": match shared_auth { SharedAuth::DeviceToken => "device-token", SharedAuth::Certificate => "certificate", SharedAuth::Open => "none", SharedAuth::Bootstrap => "bootstrap-token", SharedAuth::Secret => cfg.gateway.auth.effective_mode().as_str() },
         "role": adm.role, "scopes": adm.scopes,
     });
     if let Some((tok, issued)) = &adm.device_token {

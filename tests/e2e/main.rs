@@ -21,4 +21,5 @@ mod routing;
 mod rpc;
 mod security;
 mod ui_pause;
+mod setup_codes;
 mod workers;

@@ -8,6 +8,10 @@ use shardgate::auth::device::DeviceIdentity;
 
 use crate::support::{operators_on_each_shard, Client, ConnectOpts, Gateway, ADMIN, READ, WRITE};
 
+/// Lets test nodes (platform linux) put any command up for approval: the platform defaults
+/// would withhold the made-up ones (`x`, `echo`) and OpenClaw's dangerous ones (camera.snap).
+const ALLOW_ALL: &str = "{gateway: {nodes: {allowCommands: ['*']}}}";
+
 fn connect_node(gw: &Gateway, commands: &[&str]) -> (Client, String) {
     let id = DeviceIdentity::generate();
     let o = ConnectOpts {
@@ -27,6 +31,8 @@ fn connect_node(gw: &Gateway, commands: &[&str]) -> (Client, String) {
     (c, id.device_id())
 }
 
+/// Waits until `op`'s shard lists the node as connected (`present`) or not. A node that was
+/// paired stays listed after it leaves, with `connected: false`.
 fn wait_listed(op: &mut Client, node: &str, present: bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -35,7 +41,7 @@ fn wait_listed(op: &mut Client, node: &str, present: bool) {
             .as_array()
             .unwrap()
             .iter()
-            .any(|n| n["nodeId"] == node);
+            .any(|n| n["nodeId"] == node && n["connected"] == true);
         if has == present {
             return;
         }
@@ -47,18 +53,59 @@ fn wait_listed(op: &mut Client, node: &str, present: bool) {
     }
 }
 
+/// Approves the node's pending surface (as a pairing operator of its own) and waits until
+/// `op`'s shard sees it approved with `command` effective.
+fn approve_node(gw: &Gateway, op: &mut Client, node_id: &str, command: &str) {
+    let mut pairer = gw.operator(&["operator.pairing"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rid = loop {
+        let l = pairer.request_ok("node.pair.list", json!({}));
+        let found = l["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["nodeId"] == node_id)
+            .map(|r| r["requestId"].clone());
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pending request for {node_id}: {l}"
+        );
+    };
+    pairer.request_ok("node.pair.approve", json!({"requestId": rid}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = op.request_ok("node.describe", json!({"nodeId": node_id}));
+        let effective = d["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == command);
+        if d["approvalState"] == "approved" && effective {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{node_id} never approved with {command}: {d}"
+        );
+    }
+}
+
 #[test]
 fn invoke_round_trip_across_shards() {
-    let gw = Gateway::standard(None);
+    let gw = Gateway::standard(Some(ALLOW_ALL));
     let (mut node, node_id) = connect_node(&gw, &["camera.snap"]);
     let mut ops = operators_on_each_shard(&gw, &[READ, WRITE], 2);
     // An operator on the other shard than the node.
     let other = 1 - node.shard();
     let op = &mut ops[other][0];
     wait_listed(op, &node_id, true);
+    approve_node(&gw, op, &node_id, "camera.snap");
     let d = op.request_ok("node.describe", json!({"nodeId": node_id}));
-    assert_eq!(d["node"]["nodeType"], "raspberry-pi");
-    assert_eq!(d["node"]["family"], "headless");
+    assert_eq!(d["nodeType"], "raspberry-pi", "{d}");
+    assert_eq!(d["family"], "headless");
     let id = op.call("node.invoke", json!({"nodeId": node_id, "command": "camera.snap", "params": {"q": 1}, "idempotencyKey": "inv-1"}));
     let req = node.wait_event_named("node.invoke.request");
     let p = &req["payload"];
@@ -83,10 +130,11 @@ fn invoke_round_trip_across_shards() {
 
 #[test]
 fn invoke_times_out_and_disconnect_fails_pending() {
-    let gw = Gateway::standard(None);
-    let (mut node, node_id) = connect_node(&gw, &[]);
+    let gw = Gateway::standard(Some(ALLOW_ALL));
+    let (mut node, node_id) = connect_node(&gw, &["x"]);
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &node_id, true);
+    approve_node(&gw, &mut op, &node_id, "x");
     let e = op.request_err(
         "node.invoke",
         json!({"nodeId": node_id, "command": "x", "timeoutMs": 100, "idempotencyKey": "t-1"}),
@@ -114,10 +162,14 @@ fn invoke_times_out_and_disconnect_fails_pending() {
 
 #[test]
 fn command_policy_refuses_denied_and_undeclared_commands() {
-    let gw = Gateway::standard(Some("{gateway: {nodes: {denyCommands: ['system.*']}}}"));
+    let gw = Gateway::standard(Some(
+        "{gateway: {nodes: {allowCommands: ['camera.snap'], denyCommands: ['system.*']}}}",
+    ));
     let (_node, node_id) = connect_node(&gw, &["camera.snap", "system.run"]);
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &node_id, true);
+    // system.run is denied: withheld at connect, never approved nor run.
+    approve_node(&gw, &mut op, &node_id, "camera.snap");
     let e = op.request_err(
         "node.invoke",
         json!({"nodeId": node_id, "command": "system.run", "idempotencyKey": "p-1"}),
@@ -130,15 +182,103 @@ fn command_policy_refuses_denied_and_undeclared_commands() {
         "node.invoke",
         json!({"nodeId": node_id, "command": "mic.record", "idempotencyKey": "p-2"}),
     );
-    assert!(
-        e["message"].as_str().unwrap().contains("does not declare"),
+    assert_eq!(
+        e["message"],
+        "node command not allowed: the node (platform: linux) does not support \"mic.record\"",
         "{e}"
     );
+    assert_eq!(e["details"]["reason"], "command not declared by node");
     let e = op.request_err(
         "node.invoke",
         json!({"nodeId": "nope", "command": "x", "idempotencyKey": "p-3"}),
     );
     assert_eq!(e["code"], "UNAVAILABLE");
+}
+
+/// Issue 20: a new node's surface waits for an operator; until then nothing runs on it.
+/// Once approved it is invoked; after it leaves it stays listed, disconnected.
+#[test]
+fn unapproved_node_is_refused_until_approved_and_stays_listed_after_it_leaves() {
+    let gw = Gateway::standard(None);
+    let (mut node, node_id) = connect_node(&gw, &["system.run", "system.which"]);
+    let mut op = gw.operator(&[READ, WRITE]);
+    let mut pairer = gw.operator(&[READ, "operator.pairing"]);
+    wait_listed(&mut op, &node_id, true);
+    // As `openclaw nodes status` reads it: paired device, connected, approval pending,
+    // nothing effective. Only a pairing operator sees the request's details.
+    let row = |c: &mut Client| {
+        let l = c.request_ok("node.list", json!({}));
+        l["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["nodeId"] == node_id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{node_id} not listed: {l}"))
+    };
+    let r = row(&mut op);
+    assert_eq!(
+        (&r["paired"], &r["connected"], &r["approvalState"]),
+        (&json!(true), &json!(true), &json!("pending-approval")),
+        "{r}"
+    );
+    assert_eq!(r["commands"], json!([]), "{r}");
+    assert!(
+        r.get("pendingRequestId").is_none(),
+        "read scope sees no request: {r}"
+    );
+    let r = row(&mut pairer);
+    assert_eq!(
+        r["pendingDeclaredCommands"],
+        json!(["system.run", "system.which"]),
+        "{r}"
+    );
+    let rid = r["pendingRequestId"].clone();
+    // Refused before approval: nothing reaches the node.
+    assert_pairing_changed(&mut op, &node_id, "system.run");
+    assert!(node.events_named("node.invoke.request").is_empty());
+    // Approved: invoked; describe answers at the top level.
+    pairer.request_ok("node.pair.approve", json!({"requestId": rid}));
+    wait_pairing(&mut op, &node_id, "approved");
+    invoke_answered(&mut op, &mut node, &node_id, "system.which");
+    let d = op.request_ok("node.describe", json!({"nodeId": node_id}));
+    assert_eq!(d["nodeId"], node_id.as_str(), "{d}");
+    assert_eq!(d["caps"], json!(["camera"]), "{d}");
+    assert_eq!(d["commands"], json!(["system.run", "system.which"]));
+    // Gone: still listed, disconnected; invoking it says so.
+    drop(node);
+    wait_listed(&mut op, &node_id, false);
+    let r = row(&mut op);
+    assert_eq!(
+        (&r["paired"], &r["connected"], &r["approvalState"]),
+        (&json!(true), &json!(false), &json!("approved")),
+        "{r}"
+    );
+    assert_eq!(r["commands"], json!(["system.run", "system.which"]), "{r}");
+    let e = op.request_err(
+        "node.invoke",
+        json!({"nodeId": node_id, "command": "system.which", "idempotencyKey": "gone-1"}),
+    );
+    assert_eq!(
+        (&e["code"], &e["message"], &e["details"]["code"]),
+        (
+            &json!("UNAVAILABLE"),
+            &json!("node not connected"),
+            &json!("NOT_CONNECTED")
+        ),
+        "{e}"
+    );
+    // Removing the node forgets it.
+    pairer.request_ok("node.pair.remove", json!({"nodeId": node_id}));
+    let l = op.request_ok("node.list", json!({}));
+    assert!(
+        !l["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["nodeId"] == node_id.as_str()),
+        "{l}"
+    );
 }
 
 #[test]
@@ -169,7 +309,7 @@ fn connect_capable_node(gw: &Gateway, node_type: &str, caps: &[&str]) -> (Client
     (c, id.device_id())
 }
 
-const CAPS: &str = "{gateway: {nodeCapabilities: {
+const CAPS: &str = "{gateway: {nodes: {allowCommands: ['camera.snap']}, nodeCapabilities: {
     camera: {providers: ['node:ios', 'node:macos'], fallback: 'host', preference: 'local_first'},
     vision: {providers: ['node:vision'], required: true}}}}";
 
@@ -181,6 +321,8 @@ fn capability_prefers_first_provider_then_falls_back_when_it_drops() {
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &phone_id, true);
     wait_listed(&mut op, &mac_id, true);
+    approve_node(&gw, &mut op, &phone_id, "camera.snap");
+    approve_node(&gw, &mut op, &mac_id, "camera.snap");
     let st = op.request_ok("capabilities.status", json!({}));
     let cam = st["capabilities"]
         .as_array()
@@ -249,11 +391,11 @@ fn required_capability_without_provider_is_a_clear_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Node pairing (`gateway.nodes.requirePairing`, `node.pair.*`)
+// Node pairing (`gateway.nodes.requirePairing`, on by default; `node.pair.*`)
 // ---------------------------------------------------------------------------------------------
 
 const PAIRING: &str = "operator.pairing";
-const REQUIRE_PAIRING: &str = "{gateway: {nodes: {requirePairing: true}}}";
+const REQUIRE_PAIRING: &str = "{gateway: {nodes: {requirePairing: true, allowCommands: ['*']}}}";
 
 /// Connects a node with a given device identity (so it can reconnect as the same node).
 fn connect_node_as(gw_port: u16, id: &DeviceIdentity, commands: &[&str]) -> Client {
@@ -274,13 +416,13 @@ fn connect_node_as(gw_port: u16, id: &DeviceIdentity, commands: &[&str]) -> Clie
     c
 }
 
-/// Waits until `op`'s shard sees the node's pairing state as `state`.
+/// Waits until `op`'s shard sees the node's `approvalState` as `state`.
 fn wait_pairing(op: &mut Client, node: &str, state: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let r = op.request("node.describe", json!({"nodeId": node}));
-        if r["ok"] == true && r["payload"]["node"]["pairing"] == state {
-            return r["payload"]["node"].clone();
+        if r["ok"] == true && r["payload"]["approvalState"] == state {
+            return r["payload"].clone();
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -318,17 +460,35 @@ fn invoke_answered(op: &mut Client, node: &mut Client, node_id: &str, command: &
     res
 }
 
-fn assert_not_approved(op: &mut Client, node_id: &str, command: &str, request: Option<&str>) {
+/// A never-approved node: OpenClaw's `PAIRING_CHANGED` (no pairing to invoke under).
+fn assert_pairing_changed(op: &mut Client, node_id: &str, command: &str) {
     let e = op.request_err(
         "node.invoke",
         json!({"nodeId": node_id, "command": command, "idempotencyKey": uuid::Uuid::new_v4().to_string()}),
     );
-    assert_eq!(e["code"], "NOT_PAIRED", "{e}");
-    assert_eq!(e["details"]["code"], "NODE_COMMAND_NOT_APPROVED", "{e}");
+    assert_eq!(e["code"], "UNAVAILABLE", "{e}");
+    assert_eq!(e["details"]["code"], "PAIRING_CHANGED", "{e}");
+    assert_eq!(e["retryable"], true, "{e}");
+    assert_eq!(
+        e["message"],
+        "node pairing changed while invocation was active"
+    );
+}
+
+/// An approved node asked for a command outside its effective surface.
+fn assert_not_allowed(op: &mut Client, node_id: &str, command: &str, request: Option<&str>) {
+    let e = op.request_err(
+        "node.invoke",
+        json!({"nodeId": node_id, "command": command, "idempotencyKey": uuid::Uuid::new_v4().to_string()}),
+    );
+    assert_eq!(e["code"], "INVALID_REQUEST", "{e}");
     assert_eq!(e["details"]["command"], command);
     assert_eq!(e["details"]["requestId"], json!(request), "{e}");
     assert!(
-        e["message"].as_str().unwrap().contains("is not approved"),
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("node command not allowed"),
         "{e}"
     );
 }
@@ -346,12 +506,19 @@ fn node_pairing_approve_makes_commands_usable_across_shards() {
     let ev = wait_node_event(op, "node.pair.requested", &node_id);
     let rid = ev["requestId"].as_str().unwrap().to_string();
     assert_eq!(ev["commands"], json!(["camera.snap"]), "{ev}");
-    assert_eq!(ev["isRepair"], false);
+    assert_eq!(ev["clientId"], "node-host", "{ev}");
+    assert_eq!(
+        ev["requiredApproveScopes"],
+        json!(["operator.pairing", "operator.admin"])
+    );
+    assert!(ev.get("isRepair").is_none(), "{ev}");
     wait_listed(op, &node_id, true);
-    let row = wait_pairing(op, &node_id, "pending");
+    let row = wait_pairing(op, &node_id, "pending-approval");
     assert_eq!(row["pendingRequestId"], rid.as_str());
+    assert_eq!(row["pendingDeclaredCommands"], json!(["camera.snap"]));
+    assert_eq!(row["commands"], json!([]), "nothing effective: {row}");
     // Pending: the node has no approved command.
-    assert_not_approved(op, &node_id, "camera.snap", Some(&rid));
+    assert_pairing_changed(op, &node_id, "camera.snap");
     let l = op.request_ok("node.pair.list", json!({}));
     let pending = l["pending"].as_array().unwrap();
     assert_eq!(pending.len(), 1, "{l}");
@@ -369,15 +536,14 @@ fn node_pairing_approve_makes_commands_usable_across_shards() {
     let ev = wait_node_event(&mut node, "node.pair.resolved", &node_id);
     assert_eq!(ev["decision"], "approved", "the node hears it too");
     // Approved: usable from the other shard.
-    wait_pairing(op, &node_id, "paired");
+    wait_pairing(op, &node_id, "approved");
     invoke_answered(op, &mut node, &node_id, "camera.snap");
     let l = op.request_ok("node.pair.list", json!({}));
     assert!(l["pending"].as_array().unwrap().is_empty(), "{l}");
     assert_eq!(l["paired"][0]["nodeId"], node_id.as_str(), "{l}");
-    assert_eq!(
-        op.request_err("node.pair.approve", json!({"requestId": rid}))["code"],
-        "APPROVAL_NOT_FOUND"
-    );
+    let e = op.request_err("node.pair.approve", json!({"requestId": rid}));
+    assert_eq!(e["message"], "unknown requestId", "{e}");
+    assert_eq!(e["details"]["code"], "APPROVAL_NOT_FOUND");
 }
 
 #[test]
@@ -399,8 +565,8 @@ fn node_pairing_reject_keeps_commands_refused() {
         wait_node_event(&mut node, "node.pair.resolved", &node_id)["decision"],
         "rejected"
     );
-    wait_pairing(&mut op, &node_id, "unpaired");
-    assert_not_approved(&mut op, &node_id, "system.run", None);
+    wait_pairing(&mut op, &node_id, "unapproved");
+    assert_pairing_changed(&mut op, &node_id, "system.run");
     let l = op.request_ok("node.pair.list", json!({}));
     assert!(l["pending"].as_array().unwrap().is_empty(), "{l}");
     assert!(l["paired"].as_array().unwrap().is_empty(), "{l}");
@@ -408,10 +574,9 @@ fn node_pairing_reject_keeps_commands_refused() {
     assert_eq!(v["paired"], false, "{v}");
     assert_eq!(v["verified"], false);
     assert_eq!(v["unapprovedCommands"], json!(["system.run"]));
-    assert_eq!(
-        op.request_err("node.pair.reject", json!({"requestId": rid}))["code"],
-        "APPROVAL_NOT_FOUND"
-    );
+    let e = op.request_err("node.pair.reject", json!({"requestId": rid}));
+    assert_eq!(e["code"], "INVALID_REQUEST", "{e}");
+    assert_eq!(e["details"]["code"], "APPROVAL_NOT_FOUND");
 }
 
 #[test]
@@ -423,7 +588,7 @@ fn node_declaring_new_commands_keeps_approved_set_until_reapproved() {
     let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
     let rid = wait_node_event(&mut op, "node.pair.requested", &node_id)["requestId"].clone();
     op.request_ok("node.pair.approve", json!({"requestId": rid}));
-    wait_pairing(&mut op, &node_id, "paired");
+    wait_pairing(&mut op, &node_id, "approved");
     invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
 
     // The live node asks for one more command.
@@ -438,10 +603,10 @@ fn node_declaring_new_commands_keeps_approved_set_until_reapproved() {
     assert_eq!(ev["isRepair"], true);
     assert_eq!(ev["newCommands"], json!(["screen.record"]), "{ev}");
     assert_eq!(ev["approvedCommands"], json!(["camera.snap"]));
-    wait_pairing(&mut op, &node_id, "pending");
+    wait_pairing(&mut op, &node_id, "pending-reapproval");
     // Meanwhile: the approved command works, the new one is refused.
     invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
-    assert_not_approved(&mut op, &node_id, "screen.record", Some(&rid2));
+    assert_not_allowed(&mut op, &node_id, "screen.record", Some(&rid2));
     // A node may not ask for another node.
     let e = node.request_err(
         "node.pair.request",
@@ -453,7 +618,7 @@ fn node_declaring_new_commands_keeps_approved_set_until_reapproved() {
     );
 
     op.request_ok("node.pair.approve", json!({"requestId": rid2}));
-    wait_pairing(&mut op, &node_id, "paired");
+    wait_pairing(&mut op, &node_id, "approved");
     invoke_answered(&mut op, &mut node, &node_id, "screen.record");
     invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
 
@@ -469,9 +634,9 @@ fn node_declaring_new_commands_keeps_approved_set_until_reapproved() {
     assert_eq!(ev["newCommands"], json!(["location.get"]), "{ev}");
     let rid3 = ev["requestId"].as_str().unwrap().to_string();
     wait_listed(&mut op, &node_id, true);
-    wait_pairing(&mut op, &node_id, "pending");
+    wait_pairing(&mut op, &node_id, "pending-reapproval");
     invoke_answered(&mut op, &mut node, &node_id, "screen.record");
-    assert_not_approved(&mut op, &node_id, "location.get", Some(&rid3));
+    assert_not_allowed(&mut op, &node_id, "location.get", Some(&rid3));
 }
 
 #[test]
@@ -515,7 +680,7 @@ fn node_pair_verify_and_approvals_survive_restart() {
     let mut op = gw.operator(&[READ, WRITE, ADMIN]);
     let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
     wait_listed(&mut op, &node_id, true);
-    wait_pairing(&mut op, &node_id, "paired");
+    wait_pairing(&mut op, &node_id, "approved");
     invoke_answered(&mut op, &mut node, &node_id, "camera.snap");
     let v = op.request_ok("node.pair.verify", json!({"nodeId": node_id}));
     assert_eq!(v["verified"], true, "{v}");
@@ -539,13 +704,14 @@ fn node_pair_verify_and_approvals_survive_restart() {
 fn node_invoke_round_trip_latency_is_reported() {
     const N: usize = 500;
     const WARMUP: usize = 50;
-    let gw = Gateway::standard(None);
+    let gw = Gateway::standard(Some(ALLOW_ALL));
     let (mut node, node_id) = connect_node(&gw, &["echo"]);
     let other = 1 - node.shard();
     let mut ops = operators_on_each_shard(&gw, &[READ, WRITE], 2);
     let mut op = ops[other].remove(0);
     assert_ne!(op.shard(), node.shard());
     wait_listed(&mut op, &node_id, true);
+    approve_node(&gw, &mut op, &node_id, "echo");
     let nid = node_id.clone();
     let answerer = std::thread::spawn(move || {
         for _ in 0..N + WARMUP {

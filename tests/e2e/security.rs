@@ -198,7 +198,12 @@ fn rejected_request_is_gone_and_a_new_attempt_files_a_new_one() {
     });
     assert_eq!(ev["payload"]["decision"], "rejected");
     let e = admin.request_err("device.pair.approve", json!({"requestId": rid}));
-    assert_eq!(e["code"], "APPROVAL_NOT_FOUND", "{e}");
+    assert_eq!(e["code"], "INVALID_REQUEST", "{e}");
+    assert_eq!(
+        e["message"], "unknown requestId",
+        "OpenClaw's words, which its CLI reads"
+    );
+    assert_eq!(e["details"]["code"], "APPROVAL_NOT_FOUND", "{e}");
     let (_c, res) = dev_connect(ip, gw.port, &id, &read_opts(), None);
     assert_eq!(res["error"]["details"]["code"], "PAIRING_REQUIRED");
     assert_ne!(res["error"]["details"]["requestId"], rid.as_str());
@@ -405,27 +410,53 @@ fn revoked_device_token_refused_and_its_connection_closed() {
 }
 
 #[test]
-fn rotated_device_token_replaces_the_old_one() {
+fn rotated_device_token_replaces_the_old_one_and_reaches_only_its_device() {
     let gw = Gateway::standard(None);
     let id = DeviceIdentity::generate();
-    let c = Client::connect_with_device(gw.port, &id, &read_opts());
+    let own = ConnectOpts {
+        scopes: scopes(&[READ, "operator.pairing"]),
+        ..Default::default()
+    };
+    let mut c = Client::connect_with_device(gw.port, &id, &own);
     let old = c.hello["auth"]["deviceToken"].as_str().unwrap().to_string();
-    let mut admin = gw.operator(&["operator.pairing"]);
-    let r = admin.request_ok("device.token.rotate", json!({"deviceId": id.device_id()}));
+    // The device rotates its own token: the new one comes back in band.
+    let r = c.request_ok("device.token.rotate", json!({"deviceId": id.device_id()}));
+    assert_eq!(r["tokenDelivery"], "in-band", "{r}");
     let new = r["token"].as_str().unwrap().to_string();
     assert_ne!(new, old);
-    let (mut c, res) = dev_connect(loopback(), gw.port, &id, &device_token_opts(&old), None);
+    let (mut c2, res) = dev_connect(loopback(), gw.port, &id, &device_token_opts(&old), None);
     refused(
-        &mut c,
+        &mut c2,
         &res,
         "INVALID_REQUEST",
         "AUTH_DEVICE_TOKEN_MISMATCH",
         1008,
     );
-    let (_c, res) = dev_connect(loopback(), gw.port, &id, &device_token_opts(&new), None);
+    let (_c3, res) = dev_connect(loopback(), gw.port, &id, &device_token_opts(&new), None);
     assert_eq!(res["ok"], true, "{res}");
+    // Another operator rotates it: the token is withheld (OpenClaw), the device's sessions
+    // of that role end.
+    let mut admin = gw.operator(&["operator.pairing"]);
+    let r = admin.request_ok("device.token.rotate", json!({"deviceId": id.device_id()}));
+    assert_eq!(r["tokenDelivery"], "withheld-cross-device", "{r}");
+    assert!(
+        r.get("token").is_none(),
+        "a device token reached another operator: {r}"
+    );
+    let (code, reason) = c.expect_close();
+    assert_eq!((code, reason.as_str()), (1008, "device token rotated"));
+    let (mut c4, res) = dev_connect(loopback(), gw.port, &id, &device_token_opts(&new), None);
+    refused(
+        &mut c4,
+        &res,
+        "INVALID_REQUEST",
+        "AUTH_DEVICE_TOKEN_MISMATCH",
+        1008,
+    );
     let e = admin.request_err("device.token.rotate", json!({"deviceId": "nope"}));
     assert_eq!(e["details"]["code"], "NOT_FOUND", "{e}");
+    let e = admin.request_err("device.pair.remove", json!({"deviceId": "nope"}));
+    assert_eq!(e["message"], "unknown deviceId", "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,487 @@
+//! Setup codes (OpenClaw's `device.pair.setupCode`, `openclaw devices join-code`,
+//! `openclaw connect`): an operator mints a short-lived, single-use *bootstrap token* for a new
+//! machine; the machine presents it as `auth.bootstrapToken` in its `connect` and is paired as
+//! a node (device and command surface) without waiting for an operator.
+//!
+//! Two things are handed out:
+//! - the **setup code**: base64url (no padding) of the JSON `{url, bootstrapToken,
+//!   expiresAtMs}` (OpenClaw's `encodePairingSetupCode`), optionally as `oc-pair://<code>`;
+//! - a **join URL** `http(s)://<gateway>/j/<shortcode>`: a 128-bit random shortcode (22
+//!   base64url characters) under which `GET /j/<shortcode>` answers that JSON payload once,
+//!   then forgets it (404 `{"error":"not_found"}` for a used, expired or unknown code).
+//!
+//! Invariants a reader must keep:
+//! - Tokens are stored only as SHA-256 hashes, in memory and in
+//!   `<state_dir>/devices/bootstrap.json` (`0600`, written atomically); a presented token is
+//!   hashed and compared with every live record in constant time ([`subtle`]).
+//! - A token expires `gateway.pairing.setupCodeTtl` (10 min) after it was minted and is
+//!   consumed by the first successful connect that presents it: expired, used and unknown
+//!   tokens are one refusal (`AUTH_BOOTSTRAP_TOKEN_INVALID`), so a caller learns nothing.
+//! - A join code holds the payload with the raw token, so join codes live in memory only
+//!   (a restart burns them) and are burned by their first `GET`.
+//! - The tables are process-wide (any shard mints, any shard redeems) behind one mutex,
+//!   touched only when codes are minted or redeemed, never per frame.
+#![allow(
+    clippy::disallowed_types,
+    reason = "setup codes are shared by all shards and touched only when minted or redeemed"
+)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::protocol::error::GatewayError;
+use crate::shard::{now_ms, GatewayShard};
+
+/// The only profile minted here: a node (role `node`, no operator scopes).
+pub const NODE_PROFILE: &str = "node";
+
+/// A minted token, as persisted (no token, only its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    /// Hex SHA-256 of the token.
+    token_sha256: String,
+    /// Correlates the code with its outcome (`device.pair.setupStatus` in OpenClaw).
+    setup_id: String,
+    /// What the token admits: [`NODE_PROFILE`].
+    profile: String,
+    issued_at_ms: i64,
+    expires_at_ms: i64,
+}
+
+/// A freshly minted token: the only time the raw token exists on the gateway.
+#[derive(Clone, PartialEq)]
+pub struct Issued {
+    /// The bearer token (43 base64url characters, 256 bits).
+    pub token: String,
+    /// Its setup id.
+    pub setup_id: String,
+    /// When it stops being accepted, ms since the epoch.
+    pub expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("token", &"<redacted>")
+            .field("setup_id", &self.setup_id)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+/// What a join code serves until its first `GET`.
+struct JoinCode {
+    payload: String,
+    expires_at_ms: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    tokens: Vec<Record>,
+    join: BTreeMap<String, JoinCode>,
+}
+
+impl Inner {
+    fn prune(&mut self, now_ms: i64) {
+        self.tokens.retain(|r| r.expires_at_ms > now_ms);
+        self.join.retain(|_, j| j.expires_at_ms > now_ms);
+    }
+}
+
+/// Process-wide setup codes.
+pub struct Bootstrap {
+    inner: Mutex<Inner>,
+    /// `<state_dir>/devices`; `None` keeps tokens in memory only (tests).
+    dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bootstrap").finish_non_exhaustive()
+    }
+}
+
+const FILE: &str = "bootstrap.json";
+
+fn random_b64url(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// OpenClaw's shortcode shape: 22 base64url characters.
+pub fn is_join_code(s: &str) -> bool {
+    s.len() == 22
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The setup code of a payload: base64url of its JSON, no padding.
+pub fn encode_setup_code(payload: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string())
+}
+
+impl Bootstrap {
+    /// Loads the live token hashes of `<state_dir>/devices/bootstrap.json`.
+    pub fn open(state_dir: &Path) -> io::Result<Bootstrap> {
+        let dir = state_dir.join("devices");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let tokens = match fs::read(dir.join(FILE)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", dir.join(FILE).display()),
+                )
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Bootstrap {
+            inner: Mutex::new(Inner {
+                tokens,
+                join: BTreeMap::new(),
+            }),
+            dir: Some(dir),
+        })
+    }
+
+    /// In memory only (tests).
+    pub fn in_memory() -> Bootstrap {
+        Bootstrap {
+            inner: Mutex::new(Inner::default()),
+            dir: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mints a token for `profile`, valid `ttl_ms` (persisted before it is handed out).
+    pub fn issue(&self, profile: &str, ttl_ms: i64, now_ms: i64) -> io::Result<Issued> {
+        let issued = Issued {
+            token: random_b64url(32),
+            setup_id: uuid::Uuid::new_v4().to_string(),
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+        };
+        let mut g = self.lock();
+        g.prune(now_ms);
+        let mut next = g.tokens.clone();
+        next.push(Record {
+            token_sha256: sha256_hex(&issued.token),
+            setup_id: issued.setup_id.clone(),
+            profile: profile.to_owned(),
+            issued_at_ms: now_ms,
+            expires_at_ms: issued.expires_at_ms,
+        });
+        self.persist(&next)?;
+        g.tokens = next;
+        Ok(issued)
+    }
+
+    /// Consumes `token` if it is live and admits `role`: true once, false ever after (and
+    /// for an expired, unknown or wrong-role token). Every live record is compared, in
+    /// constant time, so the answer's timing does not depend on which one matched.
+    pub fn consume(&self, token: &str, role: &str, now_ms: i64) -> bool {
+        let presented = Sha256::digest(token.trim().as_bytes());
+        let mut g = self.lock();
+        g.prune(now_ms);
+        let mut hit = None;
+        for (i, r) in g.tokens.iter().enumerate() {
+            let stored = hex::decode(&r.token_sha256).unwrap_or_default();
+            if bool::from(stored.as_slice().ct_eq(presented.as_slice())) {
+                hit = Some(i);
+            }
+        }
+        let Some(i) = hit else { return false };
+        // A node profile admits only the node role.
+        if g.tokens[i].profile == NODE_PROFILE && role != "node" {
+            return false;
+        }
+        let mut next = g.tokens.clone();
+        next.remove(i);
+        if let Err(e) = self.persist(&next) {
+            // Not consumed durably: refuse rather than risk a second use after a restart.
+            tracing::error!(error = %e, "bootstrap token store");
+            return false;
+        }
+        g.tokens = next;
+        true
+    }
+
+    /// Registers `payload` under a new join code valid until `expires_at_ms`.
+    pub fn register_join(&self, payload: &Value, expires_at_ms: i64, now_ms: i64) -> String {
+        let code = random_b64url(16);
+        let mut g = self.lock();
+        g.prune(now_ms);
+        g.join.insert(
+            code.clone(),
+            JoinCode {
+                payload: payload.to_string(),
+                expires_at_ms,
+            },
+        );
+        code
+    }
+
+    /// Burns a join code: its payload the first time, `None` after (or when expired).
+    pub fn redeem_join(&self, code: &str, now_ms: i64) -> Option<String> {
+        if !is_join_code(code) {
+            return None;
+        }
+        let mut g = self.lock();
+        g.prune(now_ms);
+        g.join.remove(code).map(|j| j.payload)
+    }
+
+    /// Writes the token hashes atomically: a new `0600` temp file, fsync, rename, fsync of
+    /// the directory.
+    fn persist(&self, tokens: &[Record]) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut bytes = serde_json::to_vec_pretty(tokens)?;
+        bytes.push(b'\n');
+        let tmp = dir.join(format!(".{FILE}.{}.tmp", uuid::Uuid::new_v4()));
+        let write_tmp = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        };
+        if let Err(e) = write_tmp().and_then(|()| fs::rename(&tmp, dir.join(FILE))) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        File::open(dir).and_then(|d| d.sync_all())
+    }
+}
+
+/// The payload of a setup code.
+pub fn payload(url: &str, issued: &Issued) -> Value {
+    json!({"url": url, "bootstrapToken": issued.token, "expiresAtMs": issued.expires_at_ms})
+}
+
+// ---------------------------------------------------------------------------------------------
+// device.pair.setupCode and GET /j/<code>
+// ---------------------------------------------------------------------------------------------
+
+fn invalid(msg: &str) -> GatewayError {
+    GatewayError::InvalidParams(msg.to_owned())
+}
+
+/// `http(s)://` → `ws(s)://`; a bare host gets `scheme`. `None` when it is no gateway URL.
+fn normalize_url(raw: &str, scheme: &str) -> Option<String> {
+    let raw = raw.trim().trim_end_matches('/');
+    let (s, rest) = match raw.split_once("://") {
+        Some(("ws" | "http", r)) => ("ws", r),
+        Some(("wss" | "https", r)) => ("wss", r),
+        Some(_) => return None,
+        None => (scheme, raw),
+    };
+    (!rest.is_empty() && !rest.contains(char::is_whitespace)).then(|| format!("{s}://{rest}"))
+}
+
+/// The gateway URL a setup code carries, and where it came from.
+fn gateway_url(shard: &GatewayShard, p: &Value) -> Result<(String, &'static str), GatewayError> {
+    let cfg = shard.config();
+    let scheme = if cfg.gateway.tls.enabled { "wss" } else { "ws" };
+    let requested = p.get("publicUrl").and_then(Value::as_str);
+    let (raw, source) = match (requested, &cfg.gateway.pairing.public_url) {
+        (Some(u), _) => (u.to_owned(), "request.publicUrl"),
+        (None, Some(u)) => (u.clone(), "gateway.pairing.publicUrl"),
+        (None, None) => {
+            let ip = shard.shared.listen.ip();
+            if ip.is_loopback() || ip.is_unspecified() {
+                return Err(invalid(
+                    "Gateway is only bound to loopback. Set gateway.pairing.publicUrl (OpenClaw: plugins.entries.device-pair.config.publicUrl) to the URL other machines reach it at.",
+                ));
+            }
+            (
+                format!("{scheme}://{}", shard.shared.listen),
+                "gateway.host",
+            )
+        }
+    };
+    normalize_url(&raw, scheme)
+        .map(|u| (u, source))
+        .ok_or_else(|| invalid("Configured publicUrl is invalid."))
+}
+
+/// The join URL base of a gateway URL: `wss` → `https`, loopback `ws` → `http`.
+fn join_base(url: &str) -> Result<String, GatewayError> {
+    if let Some(rest) = url.strip_prefix("wss://") {
+        return Ok(format!("https://{rest}"));
+    }
+    let rest = url.strip_prefix("ws://").unwrap_or(url);
+    let host = rest
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(rest, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(format!("http://{rest}"))
+    } else {
+        Err(invalid("Join URLs require a TLS gateway endpoint, except for loopback. Use the setup code directly for plaintext LAN pairing."))
+    }
+}
+
+/// `device.pair.setupCode {bootstrapProfile?, joinUrl?, includeQr?, publicUrl?}` (admin):
+/// mints a bootstrap token for a new node, with its setup code and, with `joinUrl: true`,
+/// a single-use join URL. Only the `node` profile is minted here.
+pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
+    let cfg = shard.config();
+    let join = p.get("joinUrl").and_then(Value::as_bool) == Some(true);
+    match p.get("bootstrapProfile").and_then(Value::as_str) {
+        None | Some(NODE_PROFILE) => {}
+        Some(_) if join => return Err(invalid("Join URLs require bootstrapProfile=node.")),
+        Some(other) => {
+            return Err(invalid(&format!(
+                "bootstrapProfile {other:?} is not supported here (only \"node\")"
+            )))
+        }
+    }
+    let auth = match cfg.gateway.auth.effective_mode() {
+        crate::config::AuthMode::Token => "token",
+        crate::config::AuthMode::Password => "password",
+        other => {
+            return Err(invalid(&format!(
+                "Pairing setup requires gateway.auth.mode \"token\" or \"password\"; current mode is \"{}\".",
+                other.as_str()
+            )))
+        }
+    };
+    let (url, source) = gateway_url(shard, p)?;
+    let join_base = if join { Some(join_base(&url)?) } else { None };
+    let now = now_ms();
+    let issued = shard
+        .shared
+        .bootstrap
+        .issue(
+            NODE_PROFILE,
+            cfg.gateway.pairing.setup_code_ttl.0 as i64,
+            now,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "setup code store");
+            GatewayError::AgentFailed(format!("setup code store: {e}"))
+        })?;
+    let body = payload(&url, &issued);
+    let mut out = json!({
+        "setupId": issued.setup_id,
+        "expiresAtMs": issued.expires_at_ms,
+        "setupCode": encode_setup_code(&body),
+        "gatewayUrl": url,
+        "auth": auth,
+        "urlSource": source,
+        "access": NODE_PROFILE,
+    });
+    if let Some(base) = join_base {
+        let code = shard
+            .shared
+            .bootstrap
+            .register_join(&body, issued.expires_at_ms, now);
+        out["joinUrl"] = json!(format!("{base}/j/{code}"));
+    }
+    tracing::info!(setup = %issued.setup_id, join, "setup code minted");
+    Ok(out)
+}
+
+/// `GET /j/<code>`: the setup payload of a live join code, once. `None` (404) for anything
+/// else: another method, a query string, a malformed, unknown, used or expired code.
+pub fn join(
+    shard: &GatewayShard,
+    method: &str,
+    path: &str,
+    has_query: bool,
+    now_ms: i64,
+) -> Option<String> {
+    let code = path.strip_prefix("/j/")?;
+    if method != "GET" || has_query {
+        return None;
+    }
+    shard.shared.bootstrap.redeem_join(code, now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_single_use_expiring_and_role_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bootstrap::open(dir.path()).unwrap();
+        let t = b.issue(NODE_PROFILE, 1_000, 10_000).unwrap();
+        assert_eq!(t.token.len(), 43);
+        let on_disk = fs::read_to_string(dir.path().join("devices").join(FILE)).unwrap();
+        assert!(!on_disk.contains(&t.token), "raw token at rest");
+        assert!(on_disk.contains(&sha256_hex(&t.token)));
+        assert!(
+            !b.consume(&t.token, "operator", 10_001),
+            "node token as operator"
+        );
+        assert!(!b.consume("nope", "node", 10_001));
+        // Survives a restart (hash only), then is consumed once.
+        let b = Bootstrap::open(dir.path()).unwrap();
+        assert!(b.consume(&t.token, "node", 10_500));
+        assert!(!b.consume(&t.token, "node", 10_501), "reused");
+        let late = b.issue(NODE_PROFILE, 1_000, 20_000).unwrap();
+        assert!(
+            !b.consume(&late.token, "node", 21_000),
+            "expired at its deadline"
+        );
+    }
+
+    #[test]
+    fn join_code_is_burned_by_its_first_get() {
+        let b = Bootstrap::in_memory();
+        let code = b.register_join(&json!({"url": "ws://h:1"}), 5_000, 0);
+        assert!(is_join_code(&code), "{code}");
+        assert!(b.redeem_join("short", 1).is_none());
+        assert_eq!(
+            b.redeem_join(&code, 1).as_deref(),
+            Some(r#"{"url":"ws://h:1"}"#)
+        );
+        assert!(b.redeem_join(&code, 2).is_none());
+        let old = b.register_join(&json!({}), 5_000, 0);
+        assert!(b.redeem_join(&old, 5_000).is_none(), "expired");
+    }
+
+    #[test]
+    fn setup_code_is_unpadded_base64url_json() {
+        let code = encode_setup_code(&json!({"url": "ws://a", "bootstrapToken": "t"}));
+        assert!(!code.contains('=') && !code.contains('+') && !code.contains('/'));
+        let back = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(code)
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&back).unwrap()["bootstrapToken"],
+            "t"
+        );
+    }
+}
