@@ -160,6 +160,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let pairing = crate::auth::pairing::Pairing::new(&config);
     let node_pairing = crate::node::pairing::NodePairing::open(&state_dir, &config)
         .context("paired node store")?;
+    let identity = crate::auth::identity::GatewayIdentity::load_or_create(&state_dir, now_ms())
+        .map_err(|e| anyhow::anyhow!("gateway identity: {e}"))?;
     let plan = shards::pool::io_memory_plan(shards_n).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
         memlock_kib = plan.memlock_limit / 1024,
@@ -204,6 +206,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         queued: AtomicUsize::new(0),
         host: host_name(),
         shedding: AtomicBool::new(false),
+        identity,
     });
     let waker_shared = shared.clone();
     std::thread::Builder::new()

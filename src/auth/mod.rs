@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod device;
+pub mod identity;
 pub mod limits;
 pub mod pairing;
 pub mod store;

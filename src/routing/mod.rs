@@ -115,8 +115,10 @@ pub fn dispatch(
     }
     match method.as_str() {
         "agent" | "send" | "chat.send" | "chat.history" | "chat.abort" | "sessions.get"
-        | "sessions.create" | "sessions.send" | "sessions.abort" | "sessions.reset"
-        | "sessions.delete" => route_session(shard, caller, reply, method, params),
+        | "sessions.describe" | "sessions.create" | "sessions.send" | "sessions.abort"
+        | "sessions.reset" | "sessions.delete" => {
+            route_session(shard, caller, reply, method, params)
+        }
         _ => dispatch_local(shard, caller, reply, method, params.into_json()),
     }
 }
@@ -252,6 +254,10 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
             .get(key.as_str())
             .map(|s| json!({"session": s.row()}))
             .ok_or_else(|| GatewayError::NotFound(format!("session not found: {key}"))),
+        // OpenClaw answers `{session: null}` for a key it does not know.
+        "sessions.describe" => {
+            Ok(json!({"session": shard.sessions.get(key.as_str()).map(|s| s.row())}))
+        }
         "sessions.create" => {
             let (s, created) = shard.sessions.get_or_create(key, now_ms());
             if let Some(l) = str_param(&params, "label") {
