@@ -42,8 +42,7 @@ pub async fn call(
         // deep probe, so `openclaw doctor` skips it rather than reporting a failure.
         "doctor.memory.status" => json!({"agentId": agent, "searchRuntimeRegistered": false,
             "embedding": {"ok": false, "checked": false, "error": "shardgate has no memory search"}}),
-        "cron.list" => json!({"jobs": [], "total": 0, "offset": 0, "limit": 0, "hasMore": false,
-                              "nextOffset": null, "deliveryPreviews": {}}),
+        "cron.list" => cron_list(p),
         "cron.status" => json!({"enabled": false, "triggersEnabled": false, "storage": "none",
                                 "jobs": 0, "nextWakeAtMs": null}),
         "exec.approvals.get" => json!({
@@ -102,6 +101,15 @@ fn wake(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
         q.push_back(text.clone());
     });
     Ok(json!({"ok": true}))
+}
+
+/// `cron.list {offset?, limit?}`: no cron here, so an empty, complete page. The CLI checks
+/// a page as OpenClaw makes it: a revision, the offset it asked for, a limit of at least 1.
+fn cron_list(p: &Value) -> Value {
+    let int = |k: &str| p.get(k).and_then(Value::as_u64);
+    json!({"jobs": [], "snapshotRevision": "none", "total": 0, "offset": int("offset").unwrap_or(0),
+           "limit": int("limit").unwrap_or(200).clamp(1, 1000), "hasMore": false,
+           "nextOffset": null, "deliveryPreviews": {}})
 }
 
 /// `usage.cost {days?}`: one row of zeros per day (shardgate's agents spend no tokens).

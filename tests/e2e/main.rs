@@ -3,6 +3,7 @@
 
 mod support;
 
+mod compat;
 mod delivery;
 mod handshake;
 mod lifecycle;
