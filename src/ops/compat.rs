@@ -28,7 +28,9 @@ pub async fn call(
     let cfg = shard.config();
     let agent = cfg.agents.default_agent.as_str();
     Some(Ok(match method {
-        "logs.tail" => return Some(logs(shard, p).await),
+        // Boxed: the file read's future would otherwise widen every connection-local
+        // request's task (`spawned_futures_stay_small` in lib.rs).
+        "logs.tail" => return Some(Box::pin(logs(shard, p)).await),
         "system.info" => system_info::info(shard),
         "wake" => return Some(wake(shard, p)),
         "agents.list" => catalog::agents(cfg),
