@@ -162,6 +162,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .context("paired node store")?;
     let bootstrap =
         crate::auth::bootstrap::Bootstrap::open(&state_dir).context("setup code store")?;
+    let identity = crate::auth::identity::GatewayIdentity::load_or_create(&state_dir, now_ms())
+        .map_err(|e| anyhow::anyhow!("gateway identity: {e}"))?;
     let plan = shards::pool::io_memory_plan(shards_n).map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(
         memlock_kib = plan.memlock_limit / 1024,
@@ -208,6 +210,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         queued: AtomicUsize::new(0),
         host: host_name(),
         shedding: AtomicBool::new(false),
+        identity,
     });
     let waker_shared = shared.clone();
     std::thread::Builder::new()

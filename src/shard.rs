@@ -155,6 +155,8 @@ pub struct Shared {
     pub host: String,
     /// Set while over the memory cap: new connections and runs are refused.
     pub shedding: AtomicBool,
+    /// The gateway's own Ed25519 identity (`gateway.identity.get`), kept in the state dir.
+    pub identity: crate::auth::identity::GatewayIdentity,
 }
 
 /// The shards' wakers waiting for the shutdown flag: the thread that sees the signal wakes
@@ -298,8 +300,10 @@ pub struct GatewayShard {
     pub deps: crate::ops::deps::Deps,
     /// Alert states (shard 0 evaluates them).
     pub alert_state: RefCell<Vec<(String, bool)>>,
-    /// Last `system-event` heartbeat text seen here.
-    pub last_heartbeat: RefCell<Option<Value>>,
+    /// System events queued by `wake` for the default agent's main session, oldest first
+    /// (the same on every shard: `wake` broadcasts). No heartbeat runs here to consume them,
+    /// so they stay queued, bounded as in OpenClaw; `status.queuedSystemEvents` shows them.
+    pub system_events: RefCell<std::collections::VecDeque<String>>,
 }
 
 impl std::fmt::Debug for GatewayShard {
@@ -339,7 +343,7 @@ impl GatewayShard {
             inflight: Cell::new(0),
             pending: RefCell::new(HashMap::new()),
             next_pending: Cell::new(1),
-            last_heartbeat: RefCell::new(None),
+            system_events: RefCell::new(Default::default()),
             alert_state: RefCell::new(Vec::new()),
             deps: Default::default(),
         })

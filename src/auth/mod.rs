@@ -4,6 +4,7 @@
 pub mod access;
 pub mod bootstrap;
 pub mod device;
+pub mod identity;
 pub mod limits;
 pub mod pairing;
 pub mod store;

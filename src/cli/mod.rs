@@ -139,7 +139,8 @@ pub struct ServeArgs {
 }
 
 /// Logs go to stderr and, when a state dir is known, to `<stateDir>/logs/shardgate.log.<date>`
-/// (rotated daily, 7 files kept) for `shardgate logs --grep`. The returned guard flushes the
+/// (rotated daily, 7 files kept; one JSON object per line, see [`crate::ops::log_lines`]) for
+/// `shardgate logs --grep` and the `logs.tail` method. The returned guard flushes the
 /// file writer when dropped.
 fn init_logs(
     format: LogFormat,
@@ -177,6 +178,7 @@ fn init_logs(
                         Some(
                             tracing_subscriber::fmt::layer()
                                 .with_ansi(false)
+                                .event_format(crate::ops::log_lines::OpenClawLines)
                                 .with_writer(w)
                                 .with_filter(filter())
                                 .boxed(),

@@ -236,7 +236,7 @@ pub(super) fn gateway(cmd: GatewayCmd, t: &Target) -> Result<(), String> {
             out(t, &v, |v| {
                 let g = &v["gateway"];
                 print_kv(&[
-                    ("version", s(&v["runtimeVersion"])),
+                    ("version", s(&v["shardgateVersion"])),
                     ("pid", s(&v["pid"])),
                     (
                         "uptime",

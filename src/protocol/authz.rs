@@ -12,6 +12,10 @@ pub const ADMIN: &str = "operator.admin";
 pub const APPROVALS: &str = "operator.approvals";
 /// Pairing scope.
 pub const PAIRING: &str = "operator.pairing";
+/// Questions scope (`question.*`).
+pub const QUESTIONS: &str = "operator.questions";
+/// Talk scope (`talk.*`).
+pub const TALK: &str = "operator.talk";
 
 /// What a method requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +112,37 @@ pub const METHODS: &[(&str, Need)] = &[
     ("gateway.latency", Need::Scope(ADMIN)),
     ("gateway.diagnose", Need::Scope(ADMIN)),
     ("gateway.profile", Need::Scope(ADMIN)),
+    // Operations and catalogs real OpenClaw clients call (src/ops/compat.rs); scopes as
+    // OpenClaw's method table has them.
+    ("logs.tail", Need::Scope(READ)),
+    ("system.info", Need::Scope(READ)),
+    ("diagnostics.stability", Need::Scope(READ)),
+    ("doctor.memory.status", Need::Scope(READ)),
+    ("wake", Need::Scope(WRITE)),
+    ("cron.list", Need::Scope(READ)),
+    ("cron.status", Need::Scope(READ)),
+    ("exec.approvals.get", Need::Scope(ADMIN)),
+    ("plugin.approval.list", Need::Scope(APPROVALS)),
+    ("question.list", Need::Scope(QUESTIONS)),
+    ("agents.list", Need::Scope(READ)),
+    ("agent.identity.get", Need::Scope(READ)),
+    ("commands.list", Need::Scope(READ)),
+    ("tools.catalog", Need::Scope(READ)),
+    ("skills.status", Need::Scope(READ)),
+    ("hooks.status", Need::Scope(READ)),
+    ("usage.status", Need::Scope(READ)),
+    ("usage.cost", Need::Scope(READ)),
+    ("tasks.list", Need::Scope(READ)),
+    ("taskSuggestions.list", Need::Scope(READ)),
+    ("talk.config", Need::Scope(TALK)),
+    ("update.status", Need::Scope(ADMIN)),
+    ("voicewake.get", Need::Scope(READ)),
 ];
+
+/// Server capabilities this gateway really serves. Listed in `hello-ok.features.capabilities`;
+/// a client checks them before calling (`openclaw models list` needs
+/// `published-model-catalog`: `models.list` answers the models runs use, with details).
+pub const CAPABILITIES: &[&str] = &["published-model-catalog"];
 
 /// Events this gateway emits. Listed in `hello-ok.features.events`.
 pub const EVENTS: &[&str] = &[

@@ -126,6 +126,8 @@ pub enum GatewayError {
     NodeUnavailable(String),
     /// Over the memory cap: new work is refused until it recovers.
     Overloaded,
+    /// The gateway's log file could not be read (`logs.tail`).
+    LogReadFailed(String),
     /// No provider of a capability answered.
     CapabilityUnavailable {
         /// The capability.
@@ -512,6 +514,15 @@ impl GatewayError {
                 detail("OVERLOADED"),
                 true,
                 Some(1000),
+                None,
+            ),
+            // OpenClaw: UNAVAILABLE "log read failed: …", no details code.
+            E::LogReadFailed(why) => (
+                Unavailable,
+                format!("log read failed: {why}"),
+                None,
+                false,
+                None,
                 None,
             ),
             E::NodeUnavailable(why) => (

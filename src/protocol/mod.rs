@@ -15,3 +15,8 @@ pub use session_key::SessionKey;
 pub const PROTOCOL_VERSION: i64 = 4;
 /// The oldest version accepted from nodes and probes.
 pub const MIN_PROBE_PROTOCOL: i64 = 3;
+/// The OpenClaw release whose protocol and CLI this gateway is built against. Reported where
+/// OpenClaw clients compare their own version with the gateway's (hello-ok `server.version`,
+/// `status.runtimeVersion`), so a matching CLI warns of no skew; shardgate's own version is
+/// beside it as `shardgateVersion`.
+pub const OPENCLAW_COMPAT_VERSION: &str = "2026.9.6";

@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 use crate::protocol::error::GatewayError;
 use crate::shard::{now_ms, Caller, GatewayShard};
 
+/// What `health` names as the session store: sessions are kept in memory on their owner shard.
+const SESSION_STORE: &str = "memory";
+
 /// The `health` payload (also `hello-ok.snapshot.health` and the `health` event).
 pub async fn health(shard: &Rc<GatewayShard>) -> Value {
     let t0 = std::time::Instant::now();
@@ -42,8 +45,10 @@ pub async fn health(shard: &Rc<GatewayShard>) -> Value {
         "channels": {}, "channelOrder": [], "channelLabels": {},
         "heartbeatSeconds": 0,
         "defaultAgentId": agent,
-        "agents": [{"agentId": agent, "isDefault": true, "sessions": {"count": sessions, "recent": []}}],
-        "sessions": {"count": sessions, "recent": []},
+        // `path` names the session store, as OpenClaw's does (`openclaw health` prints it):
+        // sessions live in memory on their owner shard.
+        "agents": [{"agentId": agent, "isDefault": true, "sessions": {"path": SESSION_STORE, "count": sessions, "recent": []}}],
+        "sessions": {"path": SESSION_STORE, "count": sessions, "recent": []},
         "gateway": {"version": env!("CARGO_PKG_VERSION"), "uptimeMs": shard.shared.uptime_ms(),
                     "shards": shard.shards(), "connections": connections, "perShard": per_shard},
     })
@@ -59,16 +64,20 @@ pub(super) async fn local(
     if let Some(r) = crate::ops::admin::call(shard, method, p).await {
         return r;
     }
+    if let Some(r) = crate::ops::compat::call(shard, method, p).await {
+        return r;
+    }
     let cfg = shard.config();
     Ok(match method {
         "health" => health(shard).await,
         "status" => {
             let h = health(shard).await;
             json!({
-                "runtimeVersion": env!("CARGO_PKG_VERSION"),
+                "runtimeVersion": crate::protocol::OPENCLAW_COMPAT_VERSION,
+                "shardgateVersion": env!("CARGO_PKG_VERSION"),
                 "heartbeat": {"defaultAgentId": cfg.agents.default_agent, "agents": []},
                 "channelSummary": [],
-                "queuedSystemEvents": [],
+                "queuedSystemEvents": shard.system_events.borrow().iter().collect::<Vec<_>>(),
                 "sessions": {"count": h["sessions"]["count"], "recent": [],
                              "byAgent": [{"agentId": cfg.agents.default_agent, "count": h["sessions"]["count"], "recent": []}]},
                 "pid": std::process::id(),
@@ -81,16 +90,14 @@ pub(super) async fn local(
         "capability.invoke" => crate::node::caps::invoke(shard, p).await?,
         "node.describe" => crate::node::describe(shard, p, crate::node::may_pair(&caller.auth))?,
         "system-presence" => Value::Array(shard.presence_list()),
-        "last-heartbeat" => shard.last_heartbeat.borrow().clone().unwrap_or(Value::Null),
+        // The last heartbeat run's outcome; heartbeats are disabled here (no heartbeat
+        // runner), and OpenClaw answers null until one has run.
+        "last-heartbeat" => Value::Null,
         "gateway.identity.get" => json!({
-            "instanceId": shard.shared.instance_id, "host": shard.shared.host,
-            "version": env!("CARGO_PKG_VERSION"), "name": "shardgate", "protocol": crate::protocol::PROTOCOL_VERSION,
+            "deviceId": shard.shared.identity.device_id, "publicKey": shard.shared.identity.public_key,
         }),
         "channels.status" => {
             json!({"ts": now_ms(), "channels": {}, "channelOrder": [], "channelLabels": {}})
-        }
-        "models.list" => {
-            json!({"models": [{"id": "echo", "name": "echo", "provider": "shardgate", "contextWindow": 0}]})
         }
         "config.get" => json!({"config": cfg.redacted_json(), "path": Value::Null}),
         "sessions.list" => {
@@ -145,11 +152,9 @@ pub(super) async fn local(
                     ))
                 }
             };
-            let ev = json!({"text": text, "ts": now_ms(), "deviceId": caller.auth.device_id, "host": p.get("host")});
-            let ev2 = ev.clone();
-            shard.broadcast(move |s| {
-                *s.last_heartbeat.borrow_mut() = Some(ev2.clone());
-            });
+            // A presence line from a client, not a heartbeat (those come from a heartbeat
+            // run, which shardgate does not have): logged, and `last-heartbeat` stays null.
+            tracing::debug!(shard = %shard.id, device = ?caller.auth.device_id, len = text.len(), "system-event");
             json!({"ok": true})
         }
         "queue.status" => {

@@ -923,11 +923,12 @@ async fn hello_ok(
     json!({
         "type": "hello-ok",
         "protocol": adm.protocol.min(PROTOCOL_VERSION),
-        "server": {"version": env!("CARGO_PKG_VERSION"), "connId": conn.conn_uuid.to_string(), "name": "shardgate", "shard": shard.id.0},
+        "server": {"version": crate::protocol::OPENCLAW_COMPAT_VERSION, "shardgateVersion": env!("CARGO_PKG_VERSION"),
+                   "connId": conn.conn_uuid.to_string(), "name": "shardgate", "shard": shard.id.0},
         "features": {
             "methods": authz::METHODS.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
             "events": authz::EVENTS,
-            "capabilities": [],
+            "capabilities": authz::CAPABILITIES,
         },
         "snapshot": {
             "presence": shard.presence_list(),

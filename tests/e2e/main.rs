@@ -10,6 +10,7 @@
 
 mod support;
 
+mod compat;
 mod delivery;
 mod handshake;
 mod lifecycle;
@@ -20,6 +21,6 @@ mod ops;
 mod routing;
 mod rpc;
 mod security;
-mod ui_pause;
 mod setup_codes;
+mod ui_pause;
 mod workers;
