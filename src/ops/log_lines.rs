@@ -95,6 +95,10 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt as _;
 
     #[derive(Clone, Default)]
+    #[expect(
+        clippy::disallowed_types,
+        reason = "tracing's writer must be Send; the test reads what it wrote"
+    )]
     struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
