@@ -346,7 +346,7 @@ async fn shard_main(
                 glommio::timer::sleep(Duration::from_millis(period)).await;
                 crate::ops::deps::trim_caches(&shard, now_ms());
                 crate::queue::purge_dead(&shard, now_ms());
-                shard.sessions.dedup.borrow_mut().expire(now_ms());
+                shard.queue.core.borrow_mut().dedup.expire(now_ms());
                 // The run ring keeps traces, and runs for `agent.wait`, within the dedup window.
                 shard.runs.borrow_mut().expire(now_ms());
             }

@@ -42,6 +42,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod delivery;
 pub mod node;
 pub mod ops;
 pub mod protocol;

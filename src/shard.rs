@@ -317,8 +317,8 @@ impl std::fmt::Debug for GatewayShard {
 impl GatewayShard {
     /// A shard with no connections yet.
     pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
-        let sessions = SessionTable::new(&shared.config);
-        let queue = crate::queue::QueueState::default();
+        let sessions = SessionTable::new();
+        let queue = crate::queue::QueueState::new(&shared.config);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         let runs = shards::dedup::DedupRing::new(
             shared.config.deduplication.capacity,

@@ -246,7 +246,8 @@ pub fn snapshot(s: &GatewayShard) -> Value {
             *by_role.entry(a.role.clone()).or_insert(0) += 1;
         }
     }
-    let d = s.sessions.dedup.borrow();
+    let core = s.queue.core.borrow();
+    let d = &core.dedup;
     json!({
         "requests": m.requests.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "refused": m.refused.get(), "accepted": m.accepted.get(), "hellos": m.hellos.get(),

@@ -179,7 +179,8 @@ pub(super) async fn local(
             }
             let dedup = shard
                 .gather(|s| {
-                    let d = s.sessions.dedup.borrow();
+                    let core = s.queue.core.borrow();
+                    let d = &core.dedup;
                     json!({"entries": d.len(), "capacity": d.capacity(), "evictedLive": d.evicted_live, "expired": d.expired})
                 })
                 .await;
@@ -200,7 +201,7 @@ pub(super) async fn local(
                 .gather(move |s| {
                     let id = s.id.0;
                     if dead {
-                        Value::Array(s.queue.dead.borrow().iter().map(|d| d.row(id)).collect())
+                        Value::Array(s.queue.core.borrow().dead.iter().map(|d| d.row(id)).collect())
                     } else {
                         let mut v = Vec::new();
                         for sess in s.sessions.map.borrow().values() {

@@ -1,5 +1,4 @@
-//! Sessions on their owner shard: history, the per-session ordering lane, and the idempotency
-//! ring of the runs submitted to them.
+//! Sessions on their owner shard: history and the per-session ordering lane.
 //!
 //! Invariant: a session exists only on `owner(key)`. Its lane runs one job at a time in arrival
 //! order; a job is acknowledged (`accepted`/`started`) when it enters the lane.
@@ -12,10 +11,8 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::delivery::{Job, SeqOrder};
 use crate::protocol::SessionKey;
-use crate::queue::Job;
-use crate::shard::ReplyTo;
 pub use history::{History, HistoryEntry};
 
 /// The provider and model a session reports (`sessions.list` defaults, rows): the echo
@@ -59,10 +56,8 @@ pub struct Session {
     pub running: Cell<bool>,
     /// The job being run.
     pub current: RefCell<Option<Rc<RunCtl>>>,
-    /// Next expected client `sessionSeq` (None until the first sequenced message).
-    pub next_seq: Cell<Option<u64>>,
-    /// Sequenced jobs waiting for a predecessor.
-    pub held: RefCell<std::collections::BTreeMap<u64, Job>>,
+    /// Sequenced jobs waiting for a predecessor (`sessionSeq` order).
+    pub held: RefCell<SeqOrder<Job>>,
 }
 
 impl Session {
@@ -79,7 +74,6 @@ impl Session {
             lane: RefCell::new(VecDeque::new()),
             running: Cell::new(false),
             current: RefCell::new(None),
-            next_seq: Cell::new(None),
             held: RefCell::new(Default::default()),
         }
     }
@@ -114,50 +108,18 @@ impl Session {
     }
 }
 
-/// A finished call's answer kept for the dedup window.
-#[derive(Debug, Clone)]
-pub enum Cached {
-    /// Still running: duplicates join it.
-    InFlight {
-        /// Duplicates of an `agent` call waiting for its final answer.
-        joiners: Vec<ReplyTo>,
-    },
-    /// Done: duplicates get this final payload (or error) again.
-    Done {
-        /// `res` ok payload of the final answer, serialized once.
-        payload: Option<crate::protocol::frame::JsonText>,
-        /// `error` object of a failed final answer.
-        error: Option<Value>,
-    },
-}
-
-impl shards::dedup::Prefetch for Cached {
-    fn prefetch(&self) {
-        match self {
-            Cached::InFlight { joiners } => joiners.prefetch(),
-            Cached::Done { payload, .. } => payload.prefetch(),
-        }
-    }
-}
-
-/// The sessions a shard owns, and its dedup cache.
-#[derive(Debug)]
+/// The sessions a shard owns.
+#[derive(Debug, Default)]
 pub struct SessionTable {
     /// Sessions by normalised key.
     pub map: RefCell<HashMap<String, Rc<Session>, ahash::RandomState>>,
-    /// Idempotency cache (`method:idempotencyKey`), a fixed-capacity ring.
-    pub dedup: RefCell<shards::dedup::DedupRing<String, Cached>>,
 }
 
 impl SessionTable {
     /// An empty table.
-    pub fn new(cfg: &Config) -> SessionTable {
+    pub fn new() -> SessionTable {
         SessionTable {
             map: RefCell::new(HashMap::default()),
-            dedup: RefCell::new(shards::dedup::DedupRing::new(
-                cfg.deduplication.capacity,
-                cfg.deduplication.window.0 as i64,
-            )),
         }
     }
 

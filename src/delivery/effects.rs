@@ -1,0 +1,114 @@
+//! What the delivery core asks its driver to do. The core changes only its own state; every
+//! effect on the world (a frame to a connection, a backend write, a lane to run, a timer) is
+//! returned as an [`Effect`], applied by the driver in order.
+//!
+//! Order matters and is kept: a message's acknowledgement is applied before its lane can emit
+//! anything for it, and a duplicate's acknowledgement before its replayed final answer.
+
+use serde_json::Value;
+use smallvec::SmallVec;
+
+use super::job::Job;
+use super::record::Record;
+use crate::protocol::error::GatewayError;
+use crate::protocol::frame::JsonText;
+use crate::queue::trace::{Detail, Step};
+use crate::shard::{ConnRef, ReplyTo};
+
+/// A `res` to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// `ok: true` with this payload.
+    Ok(JsonText),
+    /// `ok: false` with this error.
+    Err(GatewayError),
+    /// A run's final answer, or its replay: `ok` with the payload, or the error (with the
+    /// payload, when there is one). Neither: nothing to send.
+    Final {
+        /// The payload.
+        payload: Option<JsonText>,
+        /// The error object.
+        error: Option<Value>,
+    },
+}
+
+/// One thing for the driver to do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Answer a request.
+    Reply {
+        /// Where.
+        to: ReplyTo,
+        /// What.
+        answer: Answer,
+    },
+    /// Send an event (never droppable: the ends of runs).
+    Event {
+        /// The watching connection.
+        to: ConnRef,
+        /// `agent` or `chat`.
+        name: &'static str,
+        /// Its payload.
+        payload: Value,
+    },
+    /// Record a pipeline stage of a run: `run` (`None`: the run of the call that returned
+    /// this effect).
+    Trace {
+        /// Another run than the call's own.
+        run: Option<String>,
+        /// The stage.
+        step: Step,
+        /// Its detail.
+        detail: Detail,
+    },
+    /// Append a record to the queue backend (without waiting for it to be durable).
+    Journal(Record),
+    /// A message was admitted: place it in its session (created if need be), make it durable
+    /// when the backend is, then acknowledge it to `reply` and put it in the lane in
+    /// `sessionSeq` order.
+    Admitted {
+        /// The job.
+        job: Job,
+        /// Who gets the acknowledgement.
+        reply: ReplyTo,
+        /// Its `sessionSeq`.
+        seq: Option<u64>,
+    },
+    /// Put a job at the back of its session's lane, acknowledged already or never
+    /// (replayed, redriven).
+    Enqueue(Job),
+    /// Wait `delay_ms`, then make the next attempt of the run.
+    Retry {
+        /// How long, ms.
+        delay_ms: u64,
+    },
+    /// The run's directory entry (for `agent.wait`) changes status.
+    RunStatus {
+        /// `ok`, `error`, `timeout`, `aborted`.
+        status: &'static str,
+        /// When, ms.
+        at: i64,
+        /// The error's message.
+        error: Option<String>,
+    },
+}
+
+/// A call's effects, in order (inline: most calls have one to three).
+pub type Effects = SmallVec<[Effect; 3]>;
+
+/// The delay of a [`Effect::Retry`] among `effects`, if any.
+pub fn retry_delay(effects: &[Effect]) -> Option<u64> {
+    effects.iter().find_map(|e| match e {
+        Effect::Retry { delay_ms } => Some(*delay_ms),
+        _ => None,
+    })
+}
+
+/// A trace effect of the call's own run.
+pub(crate) fn trace(step: Step, detail: Detail) -> Effect {
+    Effect::Trace {
+        run: None,
+        step,
+        detail,
+    }
+}

@@ -1,0 +1,186 @@
+//! A run's entries outside its session: its pipeline trace on this shard, its run directory
+//! record on `owner(runId)` (for `agent.wait`), and the application of the core's effects that
+//! write them or answer the run's callers.
+//!
+//! Each stage finds the run's entry by the handle of the last one (`Job::found`) when it still
+//! can, so a run hashes its id once per shard rather than once per stage.
+
+use std::rc::Rc;
+
+use serde_json::json;
+use shards::dedup::Handle;
+
+use super::trace::{Detail, Stage, Step};
+use crate::delivery::{Answer, Effect, Effects};
+use crate::protocol::frame::{self, JsonText};
+use crate::protocol::SessionKey;
+use crate::shard::{now_ms, GatewayShard, Out, ReplyTo, RunEntry, RunRecord};
+
+/// Appends a pipeline stage to the trace of `run_id` on this shard (at most 64 per message).
+pub fn trace(shard: &GatewayShard, run_id: &str, step: Step, detail: Detail) {
+    trace_found(shard, &mut None, run_id, step, detail, now_ms());
+}
+
+/// [`trace`] at `now` (ms) through the handle `found` when it still finds the trace;
+/// otherwise by `run_id`, leaving the handle in `found` for the next stage.
+pub(super) fn trace_found(
+    shard: &GatewayShard,
+    found: &mut Option<Handle>,
+    run_id: &str,
+    step: Step,
+    detail: Detail,
+    now: i64,
+) {
+    let entry = Stage {
+        ts: now,
+        detail,
+        step,
+        shard: shard.id.0 as u32,
+    };
+    let mut runs = shard.runs.borrow_mut();
+    let e = match found.and_then(|h| runs.by_handle(h, now)) {
+        Some(e) => e,
+        None => {
+            let (h, e) = runs.entry(run_id, now, RunEntry::default);
+            *found = Some(h);
+            e
+        }
+    };
+    e.trace.push(entry);
+}
+
+/// Sends a finished call's answer (or replays a cached one) to `reply`.
+pub fn reply_final(
+    shard: &GatewayShard,
+    reply: &ReplyTo,
+    payload: Option<&JsonText>,
+    error: Option<&serde_json::Value>,
+) {
+    match (payload, error) {
+        (Some(p), None) => {
+            shard.deliver(reply.conn, Out::Frame(frame::res_ok_text(&reply.req_id, p)))
+        }
+        (p, Some(e)) => {
+            let mut f = json!({"type": "res", "id": reply.req_id, "ok": false, "error": e});
+            if let Some(p) = p {
+                f["payload"] = p.to_value();
+            }
+            shard.deliver(reply.conn, Out::Frame(f.to_string()));
+        }
+        (None, None) => {}
+    }
+}
+
+/// Updates the run directory entry of `run_id` on `owner(run_id)` (for `agent.wait`).
+/// `now` (ms) is when the caller read the clock.
+pub fn run_directory(
+    shard: &Rc<GatewayShard>,
+    run_id: &str,
+    now: i64,
+    f: impl FnOnce(&mut RunRecord) + Send + 'static,
+) {
+    run_directory_found(shard, &mut None, run_id, now, f);
+}
+
+/// [`run_directory`] through the handle `found` when it still finds the entry (this shard
+/// owns the run id); otherwise by `run_id`, leaving a handle in `found` when the entry is here.
+pub(super) fn run_directory_found(
+    shard: &Rc<GatewayShard>,
+    found: &mut Option<Handle>,
+    run_id: &str,
+    now: i64,
+    f: impl FnOnce(&mut RunRecord) + Send + 'static,
+) {
+    let owner = shard.owner(run_id);
+    if owner == shard.id {
+        let mut runs = shard.runs.borrow_mut();
+        if let Some(e) = found.and_then(|h| runs.by_handle(h, now)) {
+            return update(&mut e.record, f);
+        }
+        let (h, e) = runs.entry(run_id, now, RunEntry::default);
+        *found = Some(h);
+        return update(&mut e.record, f);
+    }
+    let id = run_id.to_string();
+    shard.on_shard(owner, move |s| update_run(s, &id, now, f));
+}
+
+fn update_run(shard: &GatewayShard, run_id: &str, now: i64, f: impl FnOnce(&mut RunRecord)) {
+    let mut runs = shard.runs.borrow_mut();
+    update(
+        &mut runs
+            .get_or_insert_with(run_id, now, RunEntry::default)
+            .record,
+        f,
+    );
+}
+
+/// Applies `f` to a run's entry, waking its `agent.wait`ers once the run has ended.
+fn update(r: &mut RunRecord, f: impl FnOnce(&mut RunRecord)) {
+    f(r);
+    if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
+        for w in r.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+/// Applies the core's `effects`, in order, at `now`. `run_id` and `found` are the run of the
+/// call that returned them (what an effect without a run of its own refers to).
+/// [`Effect::Admitted`] and [`Effect::Retry`] belong to their callers, which take them out
+/// first.
+pub(super) fn apply(
+    shard: &Rc<GatewayShard>,
+    run_id: &str,
+    found: &mut Option<Handle>,
+    now: i64,
+    effects: Effects,
+) {
+    for e in effects {
+        match e {
+            Effect::Reply { to, answer } => match answer {
+                Answer::Ok(p) => {
+                    shard.deliver(to.conn, Out::Frame(frame::res_ok_text(&to.req_id, &p)))
+                }
+                Answer::Err(e) => shard.reply_err(&to, &e),
+                Answer::Final { payload, error } => {
+                    reply_final(shard, &to, payload.as_ref(), error.as_ref())
+                }
+            },
+            Effect::Event { to, name, payload } => shard.event_to(to, name, &payload, false),
+            Effect::Trace { run, step, detail } => {
+                let id = run.as_deref().unwrap_or(run_id);
+                if step == Step::DeadLettered {
+                    tracing::warn!(shard = %shard.id, run = %id, "dead-lettered");
+                }
+                match run {
+                    Some(ref r) => trace_found(shard, &mut None, r, step, detail, now),
+                    None => trace_found(shard, found, run_id, step, detail, now),
+                }
+            }
+            Effect::Journal(r) => {
+                if let Some(j) = shard.queue.journal() {
+                    j.append_nowait(&r);
+                }
+            }
+            Effect::Enqueue(job) => {
+                let Ok(key) = SessionKey::parse(&job.session_key, "main") else {
+                    continue;
+                };
+                let (session, _) = shard.sessions.get_or_create(&key, now);
+                super::lane::enqueue(shard, &session, job);
+            }
+            Effect::RunStatus { status, at, error } => {
+                run_directory_found(shard, found, run_id, at, move |r| {
+                    r.status = status;
+                    r.ended_at = Some(at);
+                    r.error = error;
+                })
+            }
+            Effect::Admitted { job, .. } => {
+                tracing::error!(shard = %shard.id, run = %job.run_id, "admission effect left unapplied");
+            }
+            Effect::Retry { .. } => {}
+        }
+    }
+}
