@@ -82,6 +82,7 @@ impl QueueState {
 
 /// Runs `f` on the shard's delivery core, then moves the gateway-wide count of queued
 /// messages by as much as `f` moved the core's (admissions, completions, redrives).
+#[inline(always)]
 pub(crate) fn with_core<R>(shard: &GatewayShard, f: impl FnOnce(&mut Delivery) -> R) -> R {
     let mut core = shard.queue.core.borrow_mut();
     let before = core.depth;
@@ -100,15 +101,15 @@ pub(crate) fn with_core<R>(shard: &GatewayShard, f: impl FnOnce(&mut Delivery) -
 /// Re-admits dead letters owned by this shard (`id` or all). Returns how many.
 pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
     let now = crate::shard::now_ms();
-    let (n, effects) = with_core(shard, |d| d.redrive(id, now));
-    runs::apply(shard, "", &mut None, now, effects);
+    let (n, mut effects) = with_core(shard, |d| d.redrive(id, now));
+    runs::apply(shard, "", &mut None, now, &mut effects);
     n
 }
 
 /// Drops dead letters older than `deadLetter.maxAge`.
 pub fn purge_dead(shard: &Rc<GatewayShard>, now: i64) {
-    let (purged, effects) = with_core(shard, |d| d.purge(now));
-    runs::apply(shard, "", &mut None, now, effects);
+    let (purged, mut effects) = with_core(shard, |d| d.purge(now));
+    runs::apply(shard, "", &mut None, now, &mut effects);
     if purged > 0 {
         tracing::info!(shard = %shard.id, purged, "purged expired dead letters");
     }
