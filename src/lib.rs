@@ -14,7 +14,9 @@
 //! 1. Inbound: socket → [`transport::server`] (HTTP head, upgrade, WebSocket) →
 //!    [`protocol::frame::parse`] → [`protocol::authz::authorize`] → [`routing::dispatch`] →
 //!    local method, or the session's owner (a plain call when local, a [`shard::MeshMsg::Call`]
-//!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent.
+//!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent. The decisions
+//!    of that last stretch (dedup, admission, ordering, retry, dead letters) are the sans-IO
+//!    [`delivery`] core; [`queue`] drives it and applies its effects.
 //! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] →
 //!    the connection's shard (mesh hop if remote) → [`transport::conn::Conn`] send buffer
 //!    (seq, backpressure) → the connection's task, which writes all queued frames in one
@@ -31,8 +33,8 @@
 //!   `perIp` budgets are split evenly over the shards.
 //!
 //! ## Reading order
-//! `config` → `protocol` (sans-IO) → `transport` → `shard` → `routing` → `session` → `agent` →
-//! `app` (start/stop).
+//! `config` → `protocol` (sans-IO) → `transport` → `shard` → `routing` → `session` →
+//! `delivery` (sans-IO) → `queue` → `agent` → `app` (start/stop).
 
 #![forbid(unsafe_code)]
 

@@ -3,7 +3,7 @@
 //! dead-lettered. Either way its final answer goes to its caller and every duplicate that
 //! joined it, and replaces the in-flight entry of the dedup ring.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::dead_letter::{dead_error, DeadLetter};
 use super::effects::{trace, Answer, Effect, Effects};
@@ -12,6 +12,7 @@ use super::record::Record;
 use super::{wire, Delivery};
 use crate::protocol::frame::JsonText;
 use crate::queue::trace::{Detail, Step};
+use crate::shard::ReplyTo;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,12 +72,20 @@ impl Delivery {
     /// outcome to a durable backend, answers the caller and the duplicates that joined it,
     /// and remembers the answer for later duplicates. Takes `job.reply` (answered here).
     pub fn finish(&mut self, job: &mut Job, ran: Ran, info: RunInfo<'_>, now: i64) -> Effects {
-        let mut out = Effects::new();
+        self.finished(job, ran, info, now).into_effects()
+    }
+
+    /// [`Delivery::finish`] as a [`Finished`]: the same effects in fixed places, which the
+    /// driver applies without building (and matching) a list: every run ends here.
+    #[inline]
+    pub fn finished(&mut self, job: &mut Job, ran: Ran, info: RunInfo<'_>, now: i64) -> Finished {
+        let mut events = Vec::new();
+        let stage;
         let mut dead_letter = None;
         let (status, payload, error) = match ran {
             Ran::Ok(text) => {
                 self.stats.completed += 1;
-                out.push(trace(Step::Completed, Detail::Attempts(job.attempts)));
+                stage = (Step::Completed, Detail::Attempts(job.attempts));
                 let done = wire::final_ok(
                     &job.run_id,
                     &job.session_key,
@@ -89,15 +98,15 @@ impl Delivery {
             }
             Ran::TimedOut => {
                 self.stats.completed += 1;
-                out.push(trace(
+                stage = (
                     Step::TimedOut,
                     Detail::json(json!({"runTimeoutMs": self.policy.run_timeout_ms})),
-                ));
+                );
                 if let Some(w) = job.watcher {
                     let p = json!({"runId": job.run_id, "seq": 0, "stream": "lifecycle", "ts": now,
                                    "data": {"phase": "end", "startedAt": info.started, "endedAt": now, "stopReason": "timeout"},
                                    "sessionKey": job.session_key, "agentId": info.agent_id});
-                    out.push(Effect::Event {
+                    events.push(Effect::Event {
                         to: w,
                         name: "agent",
                         payload: p,
@@ -105,7 +114,7 @@ impl Delivery {
                     if job.kind == JobKind::Chat {
                         let p = json!({"runId": job.run_id, "sessionKey": job.session_key, "state": "aborted",
                                        "stopReason": "timeout"});
-                        out.push(Effect::Event {
+                        events.push(Effect::Event {
                             to: w,
                             name: "chat",
                             payload: p,
@@ -117,7 +126,7 @@ impl Delivery {
             }
             Ran::Aborted => {
                 self.stats.completed += 1;
-                out.push(trace(Step::Aborted, Detail::Empty));
+                stage = (Step::Aborted, Detail::Empty);
                 let p = json!({"runId": job.run_id, "status": "timeout", "summary": "aborted", "stopReason": "aborted"});
                 ("aborted", JsonText::of(&p), None)
             }
@@ -131,22 +140,22 @@ impl Delivery {
                         at: now,
                     });
                     self.stats.dead_lettered += 1;
-                    out.push(trace(
+                    stage = (
                         Step::DeadLettered,
                         Detail::json(json!({"deadLetterId": dl_id, "attempts": job.attempts})),
-                    ));
+                    );
                     dead_letter = Some(dl_id);
                 } else {
-                    out.push(trace(
+                    stage = (
                         Step::Failed,
                         Detail::json(json!({"attempts": job.attempts})),
-                    ));
+                    );
                 }
                 if job.kind == JobKind::Chat {
                     if let Some(w) = job.watcher {
                         let p = json!({"runId": job.run_id, "sessionKey": job.session_key, "state": "error",
                                        "errorMessage": err["message"]});
-                        out.push(Effect::Event {
+                        events.push(Effect::Event {
                             to: w,
                             name: "chat",
                             payload: p,
@@ -163,8 +172,8 @@ impl Delivery {
         if !self.pending.is_empty() {
             self.pending.remove(&job.run_id);
         }
-        if self.durable {
-            out.push(Effect::Journal(match dead_letter {
+        let journal = self.durable.then(|| {
+            Box::new(match dead_letter {
                 Some(dl) => Record::Dead {
                     id: job.run_id.clone(),
                     dl,
@@ -179,29 +188,84 @@ impl Delivery {
                     e: error.clone(),
                     at: now,
                 },
-            }));
-        }
+            })
+        });
         let joiners = match self.dedup.get_mut(&job.dedup_key, now) {
             Some(c) => c.finish(&payload, error.as_ref()),
             None => Vec::new(),
         };
-        if job.kind == JobKind::Agent {
-            let answer = || Answer::Final {
-                payload: Some(payload.clone()),
-                error: error.clone(),
-            };
-            for to in job.reply.take().into_iter().chain(joiners) {
-                out.push(Effect::Reply {
-                    to,
-                    answer: answer(),
-                });
-            }
-        }
-        let error = error.and_then(|e| e["message"].as_str().map(str::to_string));
-        out.push(Effect::RunStatus {
+        let (caller, joiners) = if job.kind == JobKind::Agent {
+            (job.reply.take(), joiners)
+        } else {
+            (None, Vec::new())
+        };
+        let error_text = error
+            .as_ref()
+            .and_then(|e| e["message"].as_str().map(str::to_string));
+        Finished {
             status,
             at: now,
+            stage,
+            events,
+            journal,
+            payload,
             error,
+            error_text,
+            caller,
+            joiners,
+        }
+    }
+}
+
+/// How a run ended, as effects in fixed places, applied in this order: the stage, the events,
+/// the backend record, the final answer to the caller and then the joined duplicates, the run
+/// directory's status.
+#[derive(Debug)]
+pub struct Finished {
+    /// `ok`, `error`, `timeout`, `aborted`.
+    pub status: &'static str,
+    /// When, ms.
+    pub at: i64,
+    /// The run's last trace stage.
+    pub stage: (Step, Detail),
+    /// Events to its watcher ([`Effect::Event`]s: the ends of timed-out runs and failed chats).
+    pub events: Vec<Effect>,
+    /// The record for a durable backend.
+    pub journal: Option<Box<Record>>,
+    /// The final payload.
+    pub payload: JsonText,
+    /// The final error.
+    pub error: Option<Value>,
+    /// The error's message, for the run directory.
+    pub error_text: Option<String>,
+    /// The caller waiting for the final answer (`agent`).
+    pub caller: Option<ReplyTo>,
+    /// Duplicates that joined the run (`agent`).
+    pub joiners: Vec<ReplyTo>,
+}
+
+impl Finished {
+    /// The same as a list of effects.
+    pub fn into_effects(self) -> Effects {
+        let mut out = Effects::new();
+        out.push(trace(self.stage.0, self.stage.1));
+        out.extend(self.events);
+        if let Some(r) = self.journal {
+            out.push(Effect::Journal(r));
+        }
+        for to in self.caller.into_iter().chain(self.joiners) {
+            out.push(Effect::Reply {
+                to,
+                answer: Answer::Final {
+                    payload: Some(self.payload.clone()),
+                    error: self.error.clone(),
+                },
+            });
+        }
+        out.push(Effect::RunStatus {
+            status: self.status,
+            at: self.at,
+            error: self.error_text,
         });
         out
     }

@@ -61,22 +61,13 @@ pub enum Effect {
         /// Its detail.
         detail: Detail,
     },
-    /// Append a record to the queue backend (without waiting for it to be durable).
-    Journal(Record),
-    /// A message was admitted: place it in its session (created if need be), make it durable
-    /// when the backend is, then acknowledge it to `reply` and put it in the lane in
-    /// `sessionSeq` order.
-    Admitted {
-        /// The job.
-        job: Job,
-        /// Who gets the acknowledgement.
-        reply: ReplyTo,
-        /// Its `sessionSeq`.
-        seq: Option<u64>,
-    },
+    /// Append a record to the queue backend (without waiting for it to be durable). Boxed,
+    /// like [`Effect::Enqueue`]'s job: both are rare, and every [`Effects`] is sized for its
+    /// largest effect.
+    Journal(Box<Record>),
     /// Put a job at the back of its session's lane, acknowledged already or never
     /// (replayed, redriven).
-    Enqueue(Job),
+    Enqueue(Box<Job>),
     /// Wait `delay_ms`, then make the next attempt of the run.
     Retry {
         /// How long, ms.
@@ -95,6 +86,29 @@ pub enum Effect {
 
 /// A call's effects, in order (inline: most calls have one to three).
 pub type Effects = SmallVec<[Effect; 3]>;
+
+/// What a submission came to.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Answered at once: a duplicate (joined or replayed) or a refusal.
+    Answered(Effects),
+    /// Admitted: the driver places the job in its session (created if need be), makes it
+    /// durable when the backend is, then acknowledges it and puts it in the lane in
+    /// `sessionSeq` order. Not an [`Effect`]: a job is large (264 B), and an [`Effects`]
+    /// sized for one was 968 B, moved on every call (+600 instructions per request).
+    Admitted(Admission),
+}
+
+/// An admitted message, for the driver to place.
+#[derive(Debug)]
+pub struct Admission {
+    /// The job.
+    pub job: Job,
+    /// Who gets the acknowledgement.
+    pub reply: ReplyTo,
+    /// Its `sessionSeq`.
+    pub seq: Option<u64>,
+}
 
 /// The delay of a [`Effect::Retry`] among `effects`, if any.
 pub fn retry_delay(effects: &[Effect]) -> Option<u64> {

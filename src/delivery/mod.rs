@@ -39,10 +39,10 @@ use std::collections::HashMap;
 use serde_json::json;
 
 pub use admission::{Bounds, Load, Refusal};
-pub use completion::{Ran, RunInfo};
+pub use completion::{Finished, Ran, RunInfo};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use dedup::Cached;
-pub use effects::{Answer, Effect, Effects};
+pub use effects::{Admission, Answer, Effect, Effects, Submitted};
 pub use job::{Job, JobKind, Submission};
 pub use ordering::{Gap, Offer, SeqOrder};
 pub use record::Record;
@@ -132,14 +132,15 @@ impl Delivery {
     }
 
     /// A message submitted at `now`: answers a duplicate from the ring, refuses it (with a
-    /// retryable error), or admits it ([`Effect::Admitted`]: the driver acknowledges and
+    /// retryable error), or admits it ([`Submitted::Admitted`]: the driver acknowledges and
     /// enqueues it).
-    pub fn submit(&mut self, s: Submission<'_>, now: i64) -> Effects {
+    #[inline]
+    pub fn submit(&mut self, s: Submission<'_>, now: i64) -> Submitted {
         let method = s.kind.method();
         let dedup_key = job::dedup_key(method, &s.idem);
         if let Some(c) = self.dedup.get_mut(&dedup_key, now) {
             self.stats.dedup_hits += 1;
-            return dedup::answer(c, s, now);
+            return Submitted::Answered(dedup::answer(c, s, now));
         }
         if let Err(r) = admission::check(s.load, self.policy.bounds) {
             self.stats.rejected_full += 1;
@@ -152,7 +153,7 @@ impl Delivery {
                 to: s.reply,
                 answer: Answer::Err(r.error()),
             });
-            return out;
+            return Submitted::Answered(out);
         }
         // A `send`'s answer is its acknowledgement: remembered as done at once.
         let entry = match &s.kind {
@@ -179,13 +180,11 @@ impl Delivery {
         self.depth += 1;
         self.stats.accepted += 1;
         self.remember(&job);
-        let mut out = Effects::new();
-        out.push(Effect::Admitted {
+        Submitted::Admitted(Admission {
             job,
             reply: s.reply,
             seq: s.seq,
-        });
-        out
+        })
     }
 
     /// The durable backend could not write `job`'s admission record: the admission is undone,
@@ -232,11 +231,11 @@ impl Delivery {
         self.dedup.insert(job.dedup_key.clone(), entry, now);
         self.depth += 1;
         if self.durable {
-            out.push(Effect::Journal(Record::admission(&job)));
+            out.push(Effect::Journal(Box::new(Record::admission(&job))));
         }
         self.remember(&job);
         out.push(trace(Step::Replayed, Detail::Empty));
-        out.push(Effect::Enqueue(job));
+        out.push(Effect::Enqueue(Box::new(job)));
         out
     }
 
@@ -255,10 +254,10 @@ impl Delivery {
                 .insert(job.dedup_key.clone(), Cached::in_flight(), now);
             self.depth += 1;
             if self.durable {
-                out.push(Effect::Journal(Record::Redrive {
+                out.push(Effect::Journal(Box::new(Record::Redrive {
                     id: job.run_id.clone(),
                     at: now,
-                }));
+                })));
             }
             self.remember(&job);
             self.stats.redriven += 1;
@@ -267,7 +266,7 @@ impl Delivery {
                 step: Step::Redriven,
                 detail: Detail::json(json!({"deadLetterId": d.id})),
             });
-            out.push(Effect::Enqueue(job));
+            out.push(Effect::Enqueue(Box::new(job)));
         }
         (n, out)
     }
@@ -280,7 +279,7 @@ impl Delivery {
         let n = gone.len();
         let out = if self.durable {
             gone.into_iter()
-                .map(|id| Effect::Journal(Record::Purge { id }))
+                .map(|id| Effect::Journal(Box::new(Record::Purge { id })))
                 .collect()
         } else {
             Effects::new()

@@ -187,11 +187,11 @@ fn attempt_failed(
 ) -> Option<u64> {
     tracing::warn!(shard = %shard.id, run = %job.run_id, attempt = job.attempts, error = %error, "dispatch failed");
     let now = now_ms();
-    let effects = with_core(shard, |d| {
+    let mut effects = with_core(shard, |d| {
         d.attempt_failed(job, error, aborted, rand::random::<f64>(), now)
     });
     let wait = effects::retry_delay(&effects);
-    apply(shard, &job.run_id, &mut job.found, now, effects);
+    apply(shard, &job.run_id, &mut job.found, now, &mut effects);
     wait
 }
 
@@ -226,11 +226,11 @@ fn complete(
         agent_id: session.key.agent_id(),
         started,
     };
-    let effects = with_core(shard, |d| d.finish(job, ran, info, ended));
+    let finished = with_core(shard, |d| d.finished(job, ran, info, ended));
     shard.metrics.run_done(failed);
     shard.metrics.record_latency(
         "stage:end_to_end",
         ((ended - job.accepted_at).max(0) as u64) * 1000,
     );
-    apply(shard, &job.run_id, &mut job.found, ended, effects);
+    super::runs::apply_finished(shard, &job.run_id, &mut job.found, finished);
 }

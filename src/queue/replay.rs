@@ -18,8 +18,8 @@ pub fn snapshot(shard: &GatewayShard) -> Vec<Record> {
 pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
     let now = now_ms();
     let run_id = job.run_id.clone();
-    let effects = with_core(shard, |d| d.readmit(job, now));
-    apply(shard, &run_id, &mut None, now, effects);
+    let mut effects = with_core(shard, |d| d.readmit(job, now));
+    apply(shard, &run_id, &mut None, now, &mut effects);
 }
 
 /// Opens this shard's journal, restores its state, and starts writing.

@@ -11,7 +11,7 @@ use serde_json::json;
 use shards::dedup::Handle;
 
 use super::trace::{Detail, Stage, Step};
-use crate::delivery::{Answer, Effect, Effects};
+use crate::delivery::{Answer, Effect, Effects, Finished};
 use crate::protocol::frame::{self, JsonText};
 use crate::protocol::SessionKey;
 use crate::shard::{now_ms, GatewayShard, Out, ReplyTo, RunEntry, RunRecord};
@@ -125,18 +125,49 @@ fn update(r: &mut RunRecord, f: impl FnOnce(&mut RunRecord)) {
     }
 }
 
+/// Applies the end of a run ([`Finished`], in its order) to `run_id` (its handle: `found`).
+pub(super) fn apply_finished(
+    shard: &Rc<GatewayShard>,
+    run_id: &str,
+    found: &mut Option<Handle>,
+    f: Finished,
+) {
+    let (step, detail) = f.stage;
+    if step == Step::DeadLettered {
+        tracing::warn!(shard = %shard.id, run = %run_id, "dead-lettered");
+    }
+    trace_found(shard, found, run_id, step, detail, f.at);
+    if !f.events.is_empty() {
+        let mut events: Effects = f.events.into_iter().collect();
+        apply(shard, run_id, found, f.at, &mut events);
+    }
+    if let Some(r) = f.journal {
+        if let Some(j) = shard.queue.journal() {
+            j.append_nowait(&r);
+        }
+    }
+    for to in f.caller.iter().chain(&f.joiners) {
+        reply_final(shard, to, Some(&f.payload), f.error.as_ref());
+    }
+    let (status, at, error) = (f.status, f.at, f.error_text);
+    run_directory_found(shard, found, run_id, at, move |r| {
+        r.status = status;
+        r.ended_at = Some(at);
+        r.error = error;
+    });
+}
+
 /// Applies the core's `effects`, in order, at `now`. `run_id` and `found` are the run of the
 /// call that returned them (what an effect without a run of its own refers to).
-/// [`Effect::Admitted`] and [`Effect::Retry`] belong to their callers, which take them out
-/// first.
+/// [`Effect::Retry`] belongs to its caller, which reads it first.
 pub(super) fn apply(
     shard: &Rc<GatewayShard>,
     run_id: &str,
     found: &mut Option<Handle>,
     now: i64,
-    effects: Effects,
+    effects: &mut Effects,
 ) {
-    for e in effects {
+    for e in effects.drain(..) {
         match e {
             Effect::Reply { to, answer } => match answer {
                 Answer::Ok(p) => {
@@ -168,7 +199,7 @@ pub(super) fn apply(
                     continue;
                 };
                 let (session, _) = shard.sessions.get_or_create(&key, now);
-                super::lane::enqueue(shard, &session, job);
+                super::lane::enqueue(shard, &session, *job);
             }
             Effect::RunStatus { status, at, error } => {
                 run_directory_found(shard, found, run_id, at, move |r| {
@@ -176,9 +207,6 @@ pub(super) fn apply(
                     r.ended_at = Some(at);
                     r.error = error;
                 })
-            }
-            Effect::Admitted { job, .. } => {
-                tracing::error!(shard = %shard.id, run = %job.run_id, "admission effect left unapplied");
             }
             Effect::Retry { .. } => {}
         }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::runs::{apply, run_directory_found, trace_found};
 use super::trace::{Detail, Step};
 use super::{journal, lane, with_core};
-use crate::delivery::{wire, Effect, Job, JobKind, Load, Offer, Record, Submission};
+use crate::delivery::{wire, Admission, Job, JobKind, Load, Offer, Record, Submission, Submitted};
 use crate::protocol::frame;
 use crate::protocol::SessionKey;
 use crate::session::Session;
@@ -70,8 +70,8 @@ impl Journaled {
             super::backend::QueueBackend::append(&*journal, &Record::admission(&job)).await
         {
             tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {e}");
-            let effects = with_core(shard, |d| d.journal_failed(&job, reply, &e, now));
-            return apply(shard, &job.run_id, &mut job.found, now, effects);
+            let mut effects = with_core(shard, |d| d.journal_failed(&job, reply, &e, now));
+            return apply(shard, &job.run_id, &mut job.found, now, &mut effects);
         }
         super::trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
         accept(shard, &reply, received_us, &session, job, seq, now);
@@ -118,20 +118,17 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         seq: s.seq,
         load,
     };
-    let mut effects = with_core(shard, |d| d.submit(sub, now));
-    let Some(Effect::Admitted { .. }) = effects.last() else {
-        apply(shard, "", &mut found, now, effects);
-        return None;
-    };
-    let Some(Effect::Admitted {
+    let Admission {
         mut job,
         reply,
         seq,
-    }) = effects.pop()
-    else {
-        return None;
+    } = match with_core(shard, |d| d.submit(sub, now)) {
+        Submitted::Admitted(a) => a,
+        Submitted::Answered(mut effects) => {
+            apply(shard, "", &mut found, now, &mut effects);
+            return None;
+        }
     };
-    apply(shard, "", &mut found, now, effects);
     job.found = found;
     let session = match session {
         Some(session) => session,

@@ -24,7 +24,7 @@ fn a_duplicate_of_a_running_agent_call_joins_it_and_gets_its_final_answer() {
     let mut d = Delivery::new(&cfg());
     let mut job = admit(&mut d, JobKind::Agent, "run-1", T0);
     let k = key();
-    let out = d.submit(sub(&k, JobKind::Agent, "run-1", "req-2"), T0 + 5);
+    let out = answered(d.submit(sub(&k, JobKind::Agent, "run-1", "req-2"), T0 + 5));
     assert_eq!(steps(&out), vec![Step::Deduped]);
     let r = replies(&out);
     assert_eq!(r.len(), 1);
@@ -59,7 +59,7 @@ fn a_duplicate_after_completion_replays_the_answer() {
     let mut job = admit(&mut d, JobKind::Agent, "run-1", T0);
     let first = finish_ok(&mut d, &mut job, T0, T0 + 3);
     let k = key();
-    let out = d.submit(sub(&k, JobKind::Agent, "run-1", "req-9"), T0 + 1000);
+    let out = answered(d.submit(sub(&k, JobKind::Agent, "run-1", "req-9"), T0 + 1000));
     let r = replies(&out);
     assert_eq!(r.len(), 2, "duplicate ack, then the final answer");
     assert_eq!(ok_json(&r[0].1)["duplicate"], true);
@@ -73,7 +73,7 @@ fn a_duplicate_of_a_failed_run_replays_the_failure() {
     let mut job = admit(&mut d, JobKind::Agent, "run-1", T0);
     fail_all(&mut d, &mut job, T0 + 1);
     let k = key();
-    let out = d.submit(sub(&k, JobKind::Agent, "run-1", "req-2"), T0 + 50);
+    let out = answered(d.submit(sub(&k, JobKind::Agent, "run-1", "req-2"), T0 + 50));
     match &replies(&out)[1].1 {
         Answer::Final {
             error: Some(e),
@@ -93,7 +93,7 @@ fn a_chat_duplicate_says_in_flight_then_replays_done_with_status_ok() {
     let mut d = Delivery::new(&cfg());
     let mut job = admit(&mut d, JobKind::Chat, "c-1", T0);
     let k = key();
-    let out = d.submit(sub(&k, JobKind::Chat, "c-1", "req-2"), T0 + 1);
+    let out = answered(d.submit(sub(&k, JobKind::Chat, "c-1", "req-2"), T0 + 1));
     let a = ok_json(&replies(&out)[0].1);
     assert_eq!(
         (a["runId"].as_str(), a["status"].as_str()),
@@ -104,7 +104,7 @@ fn a_chat_duplicate_says_in_flight_then_replays_done_with_status_ok() {
         replies(&out).is_empty(),
         "a chat run's answer is its events"
     );
-    let out = d.submit(sub(&k, JobKind::Chat, "c-1", "req-3"), T0 + 3);
+    let out = answered(d.submit(sub(&k, JobKind::Chat, "c-1", "req-3"), T0 + 3));
     let r = replies(&out);
     assert_eq!(r.len(), 1);
     let a = ok_json(&r[0].1);
@@ -123,7 +123,7 @@ fn a_send_is_done_at_admission_so_its_duplicate_gets_the_same_ack() {
     };
     admit(&mut d, kind.clone(), "s-1", T0);
     let k = key();
-    let out = d.submit(sub(&k, kind, "s-1", "req-2"), T0 + 1);
+    let out = answered(d.submit(sub(&k, kind, "s-1", "req-2"), T0 + 1));
     let a = ok_json(&replies(&out)[0].1);
     assert_eq!(a["messageId"], "s-1");
     assert_eq!(a["channel"], "log");
@@ -140,7 +140,7 @@ fn the_dedup_window_ends_exactly_at_its_length() {
     finish_ok(&mut d, &mut job, T0, T0);
     let k = key();
     // One ms before the window closes: still a duplicate.
-    let out = d.submit(sub(&k, JobKind::Agent, "run-1", "r"), T0 + window - 1);
+    let out = answered(d.submit(sub(&k, JobKind::Agent, "run-1", "r"), T0 + window - 1));
     assert_eq!(steps(&out), vec![Step::Deduped]);
     // At the window: a new message with the same key.
     let job = admit(&mut d, JobKind::Agent, "run-1", T0 + window);
@@ -155,7 +155,7 @@ fn a_full_queue_refuses_with_queue_full_and_retry_after() {
     let k = key();
     let mut s = sub(&k, JobKind::Agent, "run-1", "req-1");
     s.load.queued = c.queue.max_size;
-    let out = d.submit(s, T0);
+    let out = answered(d.submit(s, T0));
     assert_eq!(steps(&out), vec![Step::Rejected]);
     match &replies(&out)[0].1 {
         Answer::Err(e) => {
@@ -178,7 +178,7 @@ fn a_full_lane_refuses_with_its_own_retry_after() {
     let k = key();
     let mut s = sub(&k, JobKind::Chat, "c-1", "req-1");
     s.load.lane = c.ordering.buffer_size;
-    let out = d.submit(s, T0);
+    let out = answered(d.submit(s, T0));
     match &replies(&out)[0].1 {
         Answer::Err(e) => assert_eq!(
             *e,
