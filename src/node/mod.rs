@@ -357,12 +357,14 @@ fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
         } else {
             ("command not declared by node", format!("node command not allowed: the node (platform: {platform}) does not support \"{command}\""))
         };
-        return Err(GatewayError::NodeCommandNotAllowed {
-            message: hint,
-            reason,
-            command,
-            request_id: node.pending_request.clone(),
-        });
+        return Err(GatewayError::NodeCommandNotAllowed(Box::new(
+            crate::protocol::error::CommandNotAllowed {
+                message: hint,
+                reason,
+                command,
+                request_id: node.pending_request.clone(),
+            },
+        )));
     }
     let timeout_ms = p
         .get("timeoutMs")

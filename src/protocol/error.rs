@@ -174,16 +174,9 @@ pub enum GatewayError {
     NodeNotConnected(String),
     /// `node.invoke` of a command outside the node's effective surface (declared and
     /// approved).
-    NodeCommandNotAllowed {
-        /// OpenClaw's hint for the reason.
-        message: String,
-        /// `command not declared by node` or `node did not declare commands`.
-        reason: &'static str,
-        /// The refused command.
-        command: String,
-        /// The pending request that would approve it, if any.
-        request_id: Option<String>,
-    },
+    /// Boxed: the error travels by value in every answer and delivery effect, and this
+    /// variant's four fields would double the size of every other.
+    NodeCommandNotAllowed(Box<CommandNotAllowed>),
     /// A bootstrap token (setup code) that is unknown, expired, already used, or not for
     /// this role.
     BootstrapTokenInvalid,
@@ -228,6 +221,19 @@ const BOOTSTRAP_INVALID: &str = "unauthorized: setup code invalid, expired, revo
 
 fn detail(code: &str) -> Option<Value> {
     Some(json!({ "code": code }))
+}
+
+/// What [`GatewayError::NodeCommandNotAllowed`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandNotAllowed {
+    /// OpenClaw's hint for the reason.
+    pub message: String,
+    /// `command not declared by node` or `node did not declare commands`.
+    pub reason: &'static str,
+    /// The refused command.
+    pub command: String,
+    /// The pending request that would approve it, if any.
+    pub request_id: Option<String>,
 }
 
 impl GatewayError {
@@ -644,15 +650,10 @@ impl GatewayError {
                 None,
                 None,
             ),
-            E::NodeCommandNotAllowed {
-                message,
-                reason,
-                command,
-                request_id,
-            } => (
+            E::NodeCommandNotAllowed(n) => (
                 InvalidRequest,
-                message.clone(),
-                Some(json!({"reason": reason, "command": command, "requestId": request_id})),
+                n.message.clone(),
+                Some(json!({"reason": n.reason, "command": n.command, "requestId": n.request_id})),
                 false,
                 None,
                 None,
