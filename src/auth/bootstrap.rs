@@ -27,9 +27,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -40,6 +38,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::state_file;
 use crate::protocol::error::GatewayError;
 use crate::shard::{now_ms, GatewayShard};
 
@@ -141,20 +140,8 @@ impl Bootstrap {
     /// Loads the live token hashes of `<state_dir>/devices/bootstrap.json`.
     pub fn open(state_dir: &Path) -> io::Result<Bootstrap> {
         let dir = state_dir.join("devices");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        let tokens = match fs::read(dir.join(FILE)) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", dir.join(FILE).display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        state_file::create_private_dir(&dir)?;
+        let tokens = state_file::read_json_or_default(&dir.join(FILE))?;
         Ok(Bootstrap {
             inner: Mutex::new(Inner {
                 tokens,
@@ -253,27 +240,12 @@ impl Bootstrap {
         g.join.remove(code).map(|j| j.payload)
     }
 
-    /// Writes the token hashes atomically: a new `0600` temp file, fsync, rename, fsync of
-    /// the directory.
+    /// Writes the token hashes ([`state_file::write_json_atomic`]).
     fn persist(&self, tokens: &[Record]) -> io::Result<()> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        let mut bytes = serde_json::to_vec_pretty(tokens)?;
-        bytes.push(b'\n');
-        let tmp = dir.join(format!(".{FILE}.{}.tmp", uuid::Uuid::new_v4()));
-        let write_tmp = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        };
-        if let Err(e) = write_tmp().and_then(|()| fs::rename(&tmp, dir.join(FILE))) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        match &self.dir {
+            Some(dir) => state_file::write_json_atomic(&dir.join(FILE), tokens),
+            None => Ok(()),
         }
-        File::open(dir).and_then(|d| d.sync_all())
     }
 }
 
@@ -438,7 +410,7 @@ mod tests {
         let b = Bootstrap::open(dir.path()).unwrap();
         let t = b.issue(NODE_PROFILE, 1_000, 10_000).unwrap();
         assert_eq!(t.token.len(), 43);
-        let on_disk = fs::read_to_string(dir.path().join("devices").join(FILE)).unwrap();
+        let on_disk = std::fs::read_to_string(dir.path().join("devices").join(FILE)).unwrap();
         assert!(!on_disk.contains(&t.token), "raw token at rest");
         assert!(on_disk.contains(&sha256_hex(&t.token)));
         assert!(

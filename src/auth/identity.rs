@@ -17,6 +17,7 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use super::device::{b64url, device_id_for, parse_public_key, ED25519_SPKI_PREFIX};
+use super::state_file;
 
 /// DER prefix of an Ed25519 PKCS#8 private key (RFC 8410): the 32-byte seed follows it.
 /// This is what Node's `privateKey.export({type:"pkcs8"})` emits.
@@ -86,9 +87,13 @@ impl GatewayIdentity {
     /// The file cannot be read or written, or holds no valid matching key pair.
     pub fn load_or_create(state_dir: &Path, now_ms: i64) -> Result<GatewayIdentity, String> {
         let p = path(state_dir);
-        match std::fs::read_to_string(&p) {
-            Ok(text) => Self::parse(&text).map_err(|e| format!("{}: {e}", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+        match state_file::read_if_exists(&p).map_err(|e| at(&e))? {
+            Some(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|e| at(&e))?;
+                Self::parse(&text).map_err(|e| at(&e))
+            }
+            None => {
                 let seed: [u8; 32] = rand::random();
                 let key = SigningKey::from_bytes(&seed);
                 let id = Self::of(&key);
@@ -103,10 +108,13 @@ impl GatewayIdentity {
                     private_key_pem: pem("PRIVATE KEY", &pkcs8),
                     created_at_ms: now_ms,
                 };
-                write_private(&p, &stored).map_err(|e| format!("{}: {e}", p.display()))?;
+                // Written so a crash leaves either no identity or a whole one.
+                p.parent()
+                    .map_or(Ok(()), state_file::create_private_dir)
+                    .and_then(|()| state_file::write_json_atomic(&p, &stored))
+                    .map_err(|e| at(&e))?;
                 Ok(id)
             }
-            Err(e) => Err(format!("{}: {e}", p.display())),
         }
     }
 
@@ -128,27 +136,6 @@ impl GatewayIdentity {
         }
         Ok(id)
     }
-}
-
-/// Writes `stored` readable by the owner only, through a temporary file, so a crash leaves
-/// either no identity or a whole one.
-fn write_private(p: &Path, stored: &Stored) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = p.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = p.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let text = serde_json::to_string_pretty(stored).map_err(std::io::Error::other)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, p)
 }
 
 #[cfg(test)]

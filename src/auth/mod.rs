@@ -7,5 +7,6 @@ pub mod device;
 pub mod identity;
 pub mod limits;
 pub mod pairing;
+pub mod state_file;
 pub mod store;
 pub mod totp;

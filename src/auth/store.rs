@@ -27,9 +27,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
 use super::device;
+use super::state_file;
 
 /// Sub-directory of the state dir holding device state.
 const DEVICES_DIR: &str = "devices";
@@ -289,8 +290,6 @@ type Devices = BTreeMap<String, PairedDevice>;
 /// method takes `&self`.
 #[derive(Debug)]
 pub struct PairingStore {
-    /// `<state_dir>/devices`.
-    dir: PathBuf,
     /// `<state_dir>/devices/paired.json`.
     path: PathBuf,
     /// The table; always equal to the last successful write (or the load).
@@ -399,17 +398,13 @@ impl PairingStore {
             path: dir.clone(),
             source,
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err)?;
+        state_file::create_private_dir(&dir).map_err(io_err)?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
 
         let path = dir.join(PAIRED_FILE);
-        let mut devices = match fs::read(&path) {
-            Ok(bytes) => parse(&path, &bytes)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Devices::new(),
+        let mut devices = match state_file::read_if_exists(&path) {
+            Ok(Some(bytes)) => parse(&path, &bytes)?,
+            Ok(None) => Devices::new(),
             Err(source) => return Err(StoreError::Io { path, source }),
         };
         Sealer::map_secrets(&mut devices, |aad, v| {
@@ -428,7 +423,6 @@ impl PairingStore {
             reason,
         })?;
         Ok(Self {
-            dir,
             path,
             devices: Mutex::new(devices),
             cipher,
@@ -696,8 +690,7 @@ impl PairingStore {
         Ok(out)
     }
 
-    /// Writes the table atomically: a new `0600` temp file in the same
-    /// directory, fsync, rename over the store file, fsync of the directory.
+    /// Writes the table ([`state_file::write_atomic`]), secrets sealed when a key is set.
     fn persist(&self, devices: &Devices) -> Result<(), StoreError> {
         let sealed;
         let devices = match &self.cipher {
@@ -711,35 +704,10 @@ impl PairingStore {
         };
         let mut bytes = serde_json::to_vec_pretty(devices).map_err(StoreError::Encode)?;
         bytes.push(b'\n');
-        let tmp = self
-            .dir
-            .join(format!(".{PAIRED_FILE}.{}.tmp", uuid::Uuid::new_v4()));
-        let write_tmp = || -> io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()
-        };
-        if let Err(source) = write_tmp() {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::Io { path: tmp, source });
-        }
-        if let Err(source) = fs::rename(&tmp, &self.path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::Io {
-                path: self.path.clone(),
-                source,
-            });
-        }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| StoreError::Io {
-                path: self.dir.clone(),
-                source,
-            })
+        state_file::write_atomic(&self.path, &bytes).map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

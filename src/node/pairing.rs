@@ -23,9 +23,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -33,6 +31,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::auth::state_file;
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
 use crate::protocol::handshake::Admission;
@@ -212,20 +211,8 @@ impl NodePairing {
     /// Loads the approved sets from `<state_dir>/nodes/paired.json` (creating the directory).
     pub fn open(state_dir: &Path, cfg: &Config) -> io::Result<NodePairing> {
         let dir = state_dir.join("nodes");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        let approved = match fs::read(dir.join(FILE)) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", dir.join(FILE).display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
+        state_file::create_private_dir(&dir)?;
+        let approved = state_file::read_json_or_default(&dir.join(FILE))?;
         Ok(NodePairing {
             inner: Mutex::new(Inner {
                 approved,
@@ -382,27 +369,12 @@ impl NodePairing {
         Ok(true)
     }
 
-    /// Writes the approved sets atomically: a new `0600` temp file in the same directory,
-    /// fsync, rename, fsync of the directory.
+    /// Writes the approved sets ([`state_file::write_json_atomic`]).
     fn persist(&self, approved: &BTreeMap<String, ApprovedNode>) -> io::Result<()> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        let mut bytes = serde_json::to_vec_pretty(approved)?;
-        bytes.push(b'\n');
-        let tmp = dir.join(format!(".{FILE}.{}.tmp", uuid::Uuid::new_v4()));
-        let write_tmp = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        };
-        if let Err(e) = write_tmp().and_then(|()| fs::rename(&tmp, dir.join(FILE))) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        match &self.dir {
+            Some(dir) => state_file::write_json_atomic(&dir.join(FILE), approved),
+            None => Ok(()),
         }
-        File::open(dir).and_then(|d| d.sync_all())
     }
 }
 
@@ -806,7 +778,7 @@ mod tests {
         let path = dir.path().join("nodes").join(FILE);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
         let again = NodePairing::open(dir.path(), &cfg).unwrap();
