@@ -268,13 +268,16 @@ pub fn announce(shard: &Rc<GatewayShard>) {
     }
 }
 
-fn can_pair(c: &Conn) -> bool {
-    c.auth.borrow().as_ref().is_some_and(|a| {
-        a.role == "operator"
-            && a.scopes
-                .iter()
-                .any(|s| s == crate::protocol::authz::PAIRING || s == crate::protocol::authz::ADMIN)
-    })
+/// Whether a caller may act on pairing requests (devices and nodes), and so sees them and
+/// their events: an operator with `operator.pairing` or `operator.admin`.
+pub fn may_pair(auth: &crate::transport::conn::ConnAuth) -> bool {
+    use crate::protocol::authz::{ADMIN, PAIRING};
+    auth.role == "operator" && auth.scopes.iter().any(|s| s == PAIRING || s == ADMIN)
+}
+
+/// [`may_pair`] of a live connection (the filter of pairing events).
+pub(crate) fn can_pair(c: &Conn) -> bool {
+    c.auth.borrow().as_deref().is_some_and(may_pair)
 }
 
 /// Sends a pairing event to every operator allowed to act on it, on every shard.

@@ -270,13 +270,7 @@ fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
 }
 
 /// Whether a caller may act on pairing requests (and so sees their details).
-pub fn may_pair(auth: &crate::transport::conn::ConnAuth) -> bool {
-    auth.role == "operator"
-        && auth
-            .scopes
-            .iter()
-            .any(|s| s == crate::protocol::authz::PAIRING || s == crate::protocol::authz::ADMIN)
-}
+pub use crate::auth::pairing::may_pair;
 
 /// `node.list`: every known node (see [`catalog`]). `with_pending`: the caller may act on
 /// pairing requests, so it sees the pending request's id and surface.

@@ -36,7 +36,6 @@ use crate::config::Config;
 use crate::protocol::error::GatewayError;
 use crate::protocol::handshake::Admission;
 use crate::shard::{now_ms, Caller, GatewayShard};
-use crate::transport::conn::Conn;
 
 /// What a node says about itself at connect (`client.*`), kept with its requests and its
 /// approval so a node that is gone still shows by name.
@@ -438,22 +437,15 @@ pub(crate) fn apply_local(s: &GatewayShard, node_id: &str) {
     apply(s, node_id, None);
 }
 
-fn can_pair(c: &Conn) -> bool {
-    c.auth.borrow().as_ref().is_some_and(|a| {
-        a.role == "operator"
-            && a.scopes
-                .iter()
-                .any(|s| s == crate::protocol::authz::PAIRING || s == crate::protocol::authz::ADMIN)
-    })
-}
-
 /// Sends a pairing event to every operator allowed to act on it, and to the node itself.
 fn emit(shard: &Rc<GatewayShard>, name: &'static str, node_id: &str, payload: Value) {
     if let Some(conn) = shard.nodes.registry.borrow().get(node_id).map(|n| n.conn) {
         shard.event_to(conn, name, &payload, true);
     }
     let text = payload.to_string();
-    shard.broadcast(move |s| s.event_local_all(name, &text, true, false, can_pair));
+    shard.broadcast(move |s| {
+        s.event_local_all(name, &text, true, false, crate::auth::pairing::can_pair)
+    });
 }
 
 fn announce(shard: &Rc<GatewayShard>, filed: &Filed) {
