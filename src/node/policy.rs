@@ -73,72 +73,80 @@ fn normalize(s: Option<&str>) -> String {
     s.unwrap_or_default().trim().to_lowercase()
 }
 
+/// The canonical platforms and the device families each accepts.
+const FAMILIES: &[(&str, &[&str])] = &[
+    ("ios", &["iphone", "ipad", "ios"]),
+    ("watchos", &["apple watch", "watchos"]),
+    ("android", &["android"]),
+    ("macos", &["mac"]),
+    ("windows", &["windows"]),
+    ("linux", &["linux"]),
+];
+
+/// Whether `family` (normalised) fits canonical platform `p` (a phone may omit it).
+fn family_fits(p: &str, family: &str) -> bool {
+    (family.is_empty() && (p == "ios" || p == "android"))
+        || FAMILIES
+            .iter()
+            .any(|(q, tokens)| *q == p && tokens.contains(&family))
+}
+
 /// OpenClaw's `normalizePlatformId`: `ios`, `watchos`, `android`, `macos`, `windows`,
 /// `linux` or `unknown`.
 pub fn platform_id(platform: Option<&str>, device_family: Option<&str>) -> &'static str {
     let raw = normalize(platform);
     let family = normalize(device_family);
-    let canonical = ["ios", "watchos", "android", "macos", "windows", "linux"]
-        .into_iter()
-        .find(|p| *p == raw);
-    if let Some(p) = canonical {
-        let matches = match p {
-            "ios" => family.is_empty() || ["iphone", "ipad", "ios"].contains(&family.as_str()),
-            "watchos" => family == "apple watch" || family == "watchos",
-            "android" => family.is_empty() || family == "android",
-            "macos" => family == "mac",
-            other => family == other,
+    if let Some((p, _)) = FAMILIES.iter().find(|(p, _)| *p == raw) {
+        return if family_fits(p, &family) {
+            p
+        } else {
+            "unknown"
         };
-        return if matches { p } else { "unknown" };
     }
     let word = |prefix: &str| {
         raw.strip_prefix(prefix)
             .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
     };
-    if word("ios ") || word("ipados ") {
-        return if ["iphone", "ipad", "ios"].contains(&family.as_str()) {
-            "ios"
-        } else {
-            "unknown"
-        };
-    }
-    if word("macos ") {
-        return if family == "mac" { "macos" } else { "unknown" };
-    }
-    if !raw.is_empty() {
+    let versioned = if word("ios ") || word("ipados ") {
+        "ios"
+    } else if word("macos ") {
+        "macos"
+    } else if !raw.is_empty() {
         return "unknown";
+    } else {
+        // No platform: the first platform one of whose families the device family names.
+        return FAMILIES
+            .iter()
+            .find(|(_, tokens)| tokens.iter().any(|t| family.contains(t)))
+            .map_or("unknown", |(p, _)| p);
+    };
+    if !family.is_empty() && family_fits(versioned, &family) {
+        versioned
+    } else {
+        "unknown"
     }
-    let by_family = [
-        ("ios", &["iphone", "ipad", "ios"][..]),
-        ("watchos", &["apple watch", "watchos"][..]),
-        ("android", &["android"][..]),
-        ("macos", &["mac"][..]),
-        ("windows", &["windows"][..]),
-        ("linux", &["linux"][..]),
-    ];
-    by_family
-        .into_iter()
-        .find(|(_, tokens)| tokens.iter().any(|t| family.contains(t)))
-        .map_or("unknown", |(p, _)| p)
 }
 
-fn defaults(platform: &str) -> Vec<&'static [&'static str]> {
-    let desktop: Vec<&'static [&'static str]> = vec![
-        SYSTEM_RUN,
-        EXEC_APPROVALS,
-        FILE,
-        BROWSER_PROXY,
-        DESKTOP_OTHER,
-        DESKTOP_PLUGIN,
-    ];
+/// What every desktop platform allows.
+const DESKTOP: &[&[&str]] = &[
+    SYSTEM_RUN,
+    EXEC_APPROVALS,
+    FILE,
+    BROWSER_PROXY,
+    DESKTOP_OTHER,
+    DESKTOP_PLUGIN,
+];
+
+/// A platform's default command sets: the desktop sets (or none), then its own.
+fn defaults(platform: &str) -> [&'static [&'static [&'static str]]; 2] {
     match platform {
-        "linux" => desktop,
-        "windows" => [desktop, vec![CAMERA, LOCATION, DEVICE]].concat(),
-        "macos" => [desktop, vec![CAMERA, LOCATION, DEVICE, PERSONAL, MAC]].concat(),
-        "ios" => vec![CAMERA, LOCATION, DEVICE, PERSONAL, IOS],
-        "watchos" => vec![DEVICE, IOS],
-        "android" => vec![CAMERA, LOCATION, DEVICE, PERSONAL, ANDROID],
-        _ => vec![CAMERA, LOCATION, &["system.notify"]],
+        "linux" => [DESKTOP, &[]],
+        "windows" => [DESKTOP, &[CAMERA, LOCATION, DEVICE]],
+        "macos" => [DESKTOP, &[CAMERA, LOCATION, DEVICE, PERSONAL, MAC]],
+        "ios" => [&[], &[CAMERA, LOCATION, DEVICE, PERSONAL, IOS]],
+        "watchos" => [&[], &[DEVICE, IOS]],
+        "android" => [&[], &[CAMERA, LOCATION, DEVICE, PERSONAL, ANDROID]],
+        _ => [&[], &[CAMERA, LOCATION, &["system.notify"]]],
     }
 }
 
@@ -170,7 +178,10 @@ pub fn pairing_allowed(
     {
         return false;
     }
-    defaults(platform).iter().any(|set| set.contains(&command))
+    defaults(platform)
+        .iter()
+        .flat_map(|sets| sets.iter())
+        .any(|set| set.contains(&command))
         || (platform == "ios" && iphone && IOS_WATCH_RELAY.contains(&command))
         || (talk && TALK_PTT.contains(&command))
         || cfg
@@ -263,6 +274,12 @@ mod tests {
         assert_eq!(platform_id(Some("ios"), None), "ios");
         assert_eq!(platform_id(None, Some("iPhone")), "ios");
         assert_eq!(platform_id(Some("plan9"), Some("Linux")), "unknown");
+        assert_eq!(platform_id(Some("iPadOS 17.2"), Some("iPad")), "ios");
+        assert_eq!(platform_id(Some("iOS 18"), None), "unknown");
+        assert_eq!(platform_id(Some("android"), None), "android");
+        assert_eq!(platform_id(Some("watchos"), Some("Apple Watch")), "watchos");
+        assert_eq!(platform_id(Some("windows"), Some("Mac")), "unknown");
+        assert_eq!(platform_id(None, Some("Apple Watch Ultra")), "watchos");
     }
 
     /// The surface OpenClaw 2026.9.6 files for its Linux node host (`openclaw node run`).
