@@ -282,10 +282,13 @@ pub fn admit(
             return Err(GatewayError::DeviceIdentityRequired);
         };
         let token = auth.bootstrap_token.as_deref().unwrap_or_default();
-        let ok = env
-            .bootstrap
-            .is_some_and(|b| b.consume(token, &role, env.now_ms));
-        if !ok || !p.scopes.is_empty() {
+        // Scopes are refused before the token is spent: a connect that cannot succeed must
+        // not burn the code.
+        let ok = p.scopes.is_empty()
+            && env
+                .bootstrap
+                .is_some_and(|b| b.consume(token, &role, env.now_ms));
+        if !ok {
             return Err(GatewayError::BootstrapTokenInvalid);
         }
         tracing::info!(device = %v.device_id, role = %role, "setup code redeemed");

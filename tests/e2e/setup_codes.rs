@@ -22,9 +22,21 @@ fn gateway(ttl: &str) -> Gateway {
 
 /// Connects a node with `id` presenting `token` as `auth.bootstrapToken`; the connect `res`.
 fn connect_bootstrap(port: u16, id: &DeviceIdentity, token: &str, role: &str) -> (Client, Value) {
+    connect_bootstrap_scoped(port, id, token, role, &[])
+}
+
+/// [`connect_bootstrap`] asking for `scopes`.
+fn connect_bootstrap_scoped(
+    port: u16,
+    id: &DeviceIdentity,
+    token: &str,
+    role: &str,
+    scopes: &[&str],
+) -> (Client, Value) {
     let o = ConnectOpts {
         token: Some(token), // what the device signature covers
         role,
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
         client_id: "node-host",
         client_mode: "node",
         ..Default::default()
@@ -137,6 +149,15 @@ fn bootstrap_token_expires_and_admits_only_a_node() {
     // A node token does not admit an operator (and is not spent by the attempt).
     let (token, _) = mint(&mut admin);
     let (mut c, res) = connect_bootstrap(gw.port, &DeviceIdentity::generate(), &token, "operator");
+    assert_refused(&mut c, &res);
+    // Nor by a node asking for scopes (refused before the token is looked at).
+    let (mut c, res) = connect_bootstrap_scoped(
+        gw.port,
+        &DeviceIdentity::generate(),
+        &token,
+        "node",
+        &[READ],
+    );
     assert_refused(&mut c, &res);
     let (_node, res) = connect_bootstrap(gw.port, &DeviceIdentity::generate(), &token, "node");
     assert_eq!(res["ok"], true, "unspent by the operator attempt: {res}");
