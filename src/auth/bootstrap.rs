@@ -189,13 +189,14 @@ impl Bootstrap {
     /// for an expired, unknown or wrong-role token). Every live record is compared, in
     /// constant time, so the answer's timing does not depend on which one matched.
     pub fn consume(&self, token: &str, role: &str, now_ms: i64) -> bool {
-        let presented = Sha256::digest(token.trim().as_bytes());
+        // Compared in the stored (hex) form: one encoding per attempt, not a decode (and an
+        // allocation) per live record under the lock.
+        let presented = sha256_hex(token.trim());
         let mut g = self.lock();
         g.prune(now_ms);
         let mut hit = None;
         for (i, r) in g.tokens.iter().enumerate() {
-            let stored = hex::decode(&r.token_sha256).unwrap_or_default();
-            if bool::from(stored.as_slice().ct_eq(presented.as_slice())) {
+            if bool::from(r.token_sha256.as_bytes().ct_eq(presented.as_bytes())) {
                 hit = Some(i);
             }
         }
