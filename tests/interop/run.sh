@@ -203,6 +203,69 @@ JSON
   OPENCLAW_EXTRA_ENV="OPENCLAW_STATE_DIR=$state" openclaw "$name" "$@"
 }
 
+# ---------------------------------------------------------------- background CLIs (node hosts …)
+# Started CLIs are killed when a case file calls interop_bg_stop_all and, should the run stop
+# early, at exit (before cleanup, which keeps the exit status).
+INTEROP_BG_PIDS=()
+interop_bg_stop() { # interop_bg_stop <pid>
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+interop_bg_stop_all() {
+  local p
+  for p in "${INTEROP_BG_PIDS[@]}"; do interop_bg_stop "$p"; done
+  INTEROP_BG_PIDS=()
+}
+trap 'rc=$?; interop_bg_stop_all; (exit $rc); cleanup' EXIT
+# interop_bg_start <name> <openclaw args…>: runs the CLI in the background with its own HOME
+# (kept for the run: a node host's identity lives there); output in $WORK/<name>.log; its pid
+# in BG_PID.
+interop_bg_start() {
+  local name="$1"; shift
+  local home="$WORK/home-$name"
+  mkdir -p "$home"
+  env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$home" TMPDIR="$home" LANG=C.UTF-8 \
+    NO_COLOR=1 FORCE_COLOR=0 OPENCLAW_GATEWAY_TOKEN="$TOKEN" \
+    "$NODE" "$OPENCLAW_MJS" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+  BG_PID=$!
+  INTEROP_BG_PIDS+=("$BG_PID")
+}
+# interop_wait_log <name> <text> <seconds>: waits until $WORK/<name>.log contains text.
+interop_wait_log() {
+  local deadline=$((SECONDS + $3))
+  while (( SECONDS < deadline )); do
+    grep -qF "$2" "$WORK/$1.log" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  log "$1: no \"$2\" within $3 s; its log:"; cat "$WORK/$1.log" >&2 || true
+  return 1
+}
+# interop_json <name> <js expression over out>: prints the value from $WORK/<name>.out.
+interop_json() {
+  "$NODE" -e 'const out = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const v = (function (out) { return '"$2"'; })(out); if (v !== undefined) console.log(v);' \
+    "$WORK/$1.out" 2>/dev/null || true
+}
+# interop_poll <name> <tries> <pause s> <js expression over out> <openclaw args…>: runs the
+# command until the expression has a value (not undefined), at most <tries> times; prints the
+# value (nothing if it never had one).
+interop_poll() {
+  local name="$1" tries="$2" pause="$3" js="$4" v=""
+  shift 4
+  for _ in $(seq 1 "$tries"); do
+    openclaw "$name" "$@"
+    v="$(interop_json "$name" "$js")"
+    [[ -n "$v" ]] && break
+    sleep "$pause"
+  done
+  printf '%s\n' "$v"
+}
+# interop_pass_fail <name> <ok?>: a PASS/FAIL line for a check that is not about CLI output.
+interop_pass_fail() {
+  if [[ "$2" == "yes" ]]; then echo "PASS $1"; else echo "FAIL $1"; FAILS=$((FAILS + 1)); fi
+}
+
 COMMON=(--url "$URL" --token "$TOKEN" --json --timeout "$CALL_TIMEOUT_MS")
 # A fresh shardgate has an empty dedup cache, so the brief's fixed keys work. A long-lived
 # external gateway would replay the cached result of an earlier run for the same key (that

@@ -1,55 +1,10 @@
 # Cases: the headless node host (`openclaw node run`) against the gateway, and `openclaw nodes …`
 # as an operator sees them: a new node's command surface waits for approval (nothing runs on
 # it before), `nodes approve` makes it usable, and a paired node stays listed after it exits.
-# Sourced by run.sh, which defines openclaw/check/check_text, URL, TOKEN, COMMON, WORK, NODE,
-# OPENCLAW_MJS. The texts asserted are what OpenClaw 2026.9.6's gateway makes the CLI print
+# Sourced by run.sh, which defines openclaw/check/check_text, the background helpers
+# (interop_bg_start/stop, interop_wait_log, interop_json, interop_poll), URL, TOKEN, COMMON,
+# WORK, NODE, OPENCLAW_MJS. The texts asserted are what OpenClaw 2026.9.6's gateway makes the CLI print
 # (captured side by side, see README.md "Cases").
-
-# ---------------------------------------------------------------- background node hosts
-# Started node hosts are killed when this file ends and, should the run stop early, at exit.
-declare -F interop_bg_start >/dev/null || {
-  INTEROP_BG_PIDS=()
-  interop_bg_stop() { # interop_bg_stop <pid>
-    kill -TERM "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null || true
-  }
-  interop_bg_stop_all() {
-    local p
-    for p in "${INTEROP_BG_PIDS[@]}"; do interop_bg_stop "$p"; done
-    INTEROP_BG_PIDS=()
-  }
-  trap 'rc=$?; interop_bg_stop_all; (exit $rc); cleanup' EXIT
-  # interop_bg_start <name> <openclaw args…>: runs the CLI in the background with its own
-  # HOME (kept for the run: the node host's identity lives there); output in $WORK/<name>.log;
-  # its pid in BG_PID.
-  interop_bg_start() {
-    local name="$1"; shift
-    local home="$WORK/home-$name"
-    mkdir -p "$home"
-    env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$home" TMPDIR="$home" LANG=C.UTF-8 \
-      NO_COLOR=1 FORCE_COLOR=0 OPENCLAW_GATEWAY_TOKEN="$TOKEN" \
-      "$NODE" "$OPENCLAW_MJS" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
-    BG_PID=$!
-    INTEROP_BG_PIDS+=("$BG_PID")
-  }
-  # interop_wait_log <name> <text> <seconds>: waits until $WORK/<name>.log contains text.
-  interop_wait_log() {
-    local deadline=$((SECONDS + $3))
-    while (( SECONDS < deadline )); do
-      grep -qF "$2" "$WORK/$1.log" 2>/dev/null && return 0
-      sleep 0.5
-    done
-    log "$1: no \"$2\" within $3 s; its log:"; cat "$WORK/$1.log" >&2 || true
-    return 1
-  }
-  # interop_json <name> <js expression over out>: prints the value from $WORK/<name>.out.
-  interop_json() {
-    "$NODE" -e 'const out = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-      const v = (function (out) { return '"$2"'; })(out); if (v !== undefined) console.log(v);' \
-      "$WORK/$1.out" 2>/dev/null || true
-  }
-}
 
 GW_HOSTPORT="${URL#*://}"; GW_HOSTPORT="${GW_HOSTPORT%%/*}"
 GW_HOST="${GW_HOSTPORT%:*}"; GW_PORT="${GW_HOSTPORT##*:}"
@@ -161,12 +116,9 @@ else
 
   # The node host exits: the paired node stays listed, disconnected.
   interop_bg_stop "$NODEHOST_PID"
-  for _ in $(seq 1 40); do
-    openclaw node-list-poll gateway call node.list "${COMMON[@]}"
-    gone="$(interop_json node-list-poll '(out.nodes || []).some((n) => n.nodeId === process.env.NODE_ID && n.connected === false) ? "yes" : "no"')"
-    [[ "$gone" == "yes" ]] && break
-    sleep 0.5
-  done
+  interop_poll node-list-poll 40 0.5 \
+    '(out.nodes || []).some((n) => n.nodeId === process.env.NODE_ID && n.connected === false) ? "yes" : undefined' \
+    gateway call node.list "${COMMON[@]}" >/dev/null
 
   openclaw nodes-list-gone nodes list "${CONN[@]}"
   check_text nodes-list-gone 0 '

@@ -1,8 +1,8 @@
 # Cases: `openclaw devices …` and setup codes: `devices join-code` mints a single-use join URL,
 # `openclaw connect <joinUrl>` pairs a new machine as a node with it, a used join URL or setup
 # code is refused, and devices list|approve|reject|rotate|revoke|remove as the CLI shows them.
-# Sourced by run.sh (see 30-nodes.sh for the background helpers, defined here too when this
-# file runs alone).
+# Sourced by run.sh (which defines the background helpers: interop_bg_start, interop_wait_log,
+# interop_json, interop_poll, interop_pass_fail).
 #
 # Join URLs need a gateway URL other machines can reach; a loopback gateway without one
 # refuses (as OpenClaw does). So these cases start a second shardgate on a known port with
@@ -11,50 +11,6 @@
 # Against an external gateway (SHARDGATE_INTEROP_URL, e.g. OpenClaw's own with
 # plugins.entries.device-pair.config.publicUrl set) that gateway is used as is and the
 # pending-device cases are skipped (OpenClaw pairs loopback devices silently).
-
-declare -F interop_bg_start >/dev/null || {
-  INTEROP_BG_PIDS=()
-  interop_bg_stop() {
-    kill -TERM "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null || true
-  }
-  interop_bg_stop_all() {
-    local p
-    for p in "${INTEROP_BG_PIDS[@]}"; do interop_bg_stop "$p"; done
-    INTEROP_BG_PIDS=()
-  }
-  trap 'rc=$?; interop_bg_stop_all; (exit $rc); cleanup' EXIT
-  interop_bg_start() {
-    local name="$1"; shift
-    local home="$WORK/home-$name"
-    mkdir -p "$home"
-    env -i PATH="/usr/local/bin:/usr/bin:/bin" HOME="$home" TMPDIR="$home" LANG=C.UTF-8 \
-      NO_COLOR=1 FORCE_COLOR=0 OPENCLAW_GATEWAY_TOKEN="$TOKEN" \
-      "$NODE" "$OPENCLAW_MJS" "$@" >"$WORK/$name.log" 2>&1 </dev/null &
-    BG_PID=$!
-    INTEROP_BG_PIDS+=("$BG_PID")
-  }
-  interop_wait_log() {
-    local deadline=$((SECONDS + $3))
-    while (( SECONDS < deadline )); do
-      grep -qF "$2" "$WORK/$1.log" 2>/dev/null && return 0
-      sleep 0.5
-    done
-    log "$1: no \"$2\" within $3 s; its log:"; cat "$WORK/$1.log" >&2 || true
-    return 1
-  }
-  interop_json() {
-    "$NODE" -e 'const out = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-      const v = (function (out) { return '"$2"'; })(out); if (v !== undefined) console.log(v);' \
-      "$WORK/$1.out" 2>/dev/null || true
-  }
-}
-
-# interop_pass_fail <name> <ok?>: a PASS/FAIL line for a check that is not about CLI output.
-interop_pass_fail() {
-  if [[ "$2" == "yes" ]]; then echo "PASS $1"; else echo "FAIL $1"; FAILS=$((FAILS + 1)); fi
-}
 
 # ---------------------------------------------------------------- the gateway for join codes
 DEV_EXTERNAL=0
@@ -102,13 +58,9 @@ CONNECT_PID=$BG_PID
 if interop_wait_log connect-join "node host gateway connected" 120; then
   echo "PASS connect-join-url"
   # The machine is a node now: device paired, its surface approved by the join code.
-  JOINED=""
-  for _ in $(seq 1 20); do
-    openclaw devices-node-list gateway call node.list "${DEV_COMMON[@]}"
-    JOINED="$(interop_json devices-node-list '(out.nodes || []).filter((n) => n.connected && n.clientId === "node-host").map((n) => n.nodeId)[0]')"
-    [[ -n "$JOINED" ]] && break
-    sleep 0.5
-  done
+  JOINED="$(interop_poll devices-node-list 20 0.5 \
+    '(out.nodes || []).filter((n) => n.connected && n.clientId === "node-host").map((n) => n.nodeId)[0]' \
+    gateway call node.list "${DEV_COMMON[@]}")"
   export JOINED
   openclaw devices-joined-status nodes status "${DEV[@]}"
   check_text devices-joined-status 0 '
@@ -199,13 +151,9 @@ if (( DEV_EXTERNAL == 0 )); then
   DEV_HOSTPORT="${DEV_URL#ws://}"
   interop_bg_start pending-a node run --host "${DEV_HOSTPORT%:*}" --port "${DEV_HOSTPORT##*:}"
   interop_bg_start pending-b node run --host "${DEV_HOSTPORT%:*}" --port "${DEV_HOSTPORT##*:}"
-  REQS=""
-  for _ in $(seq 1 120); do
-    openclaw devices-pending-poll devices list "${DEV[@]}" --json
-    REQS="$(interop_json devices-pending-poll '(out.pending || []).length >= 2 ? out.pending.map((r) => r.requestId).join(" ") : undefined')"
-    [[ -n "$REQS" ]] && break
-    sleep 1
-  done
+  REQS="$(interop_poll devices-pending-poll 120 1 \
+    '(out.pending || []).length >= 2 ? out.pending.map((r) => r.requestId).join(" ") : undefined' \
+    devices list "${DEV[@]}" --json)"
   read -r REQ_A REQ_B <<<"$REQS"
   export REQ_A REQ_B
   openclaw devices-list-pending devices list "${DEV[@]}"
