@@ -149,19 +149,16 @@ fn init_logs(
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-    };
+    // One filter for both outputs: an event is checked once, not once per layer.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let stderr = match format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(filter())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
-            .with_filter(filter())
             .boxed(),
     };
     let (file, guard) = match state_dir.map(|d| d.join("logs")) {
@@ -180,7 +177,6 @@ fn init_logs(
                                 .with_ansi(false)
                                 .event_format(crate::ops::log_lines::OpenClawLines)
                                 .with_writer(w)
-                                .with_filter(filter())
                                 .boxed(),
                         ),
                         Some(g),
@@ -192,6 +188,7 @@ fn init_logs(
         _ => (None, None),
     };
     tracing_subscriber::registry()
+        .with(filter)
         .with(stderr)
         .with(file)
         .init();

@@ -779,18 +779,12 @@ pub(super) fn logs(
     }
     .state_dir()
     .join("logs");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| {
-            format!(
-                "no logs in {}: {e} (has the gateway run with this state dir?)",
-                dir.display()
-            )
-        })?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+    let files = crate::ops::logs_tail::log_files(&dir).map_err(|e| {
+        format!(
+            "no logs in {}: {e} (has the gateway run with this state dir?)",
+            dir.display()
+        )
+    })?;
     let mut lines: Vec<String> = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();

@@ -306,13 +306,7 @@ fn shard_cpu_ticks() -> Vec<(String, u64)> {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    super::monitor::rss_bytes() / 1024
 }
 
 async fn profile(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {

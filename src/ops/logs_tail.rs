@@ -67,17 +67,27 @@ impl TailParams {
     }
 }
 
-/// The newest `shardgate.log*` file in `dir` (the daily suffix sorts by date), or the name
-/// the first one will have.
-pub fn current_file(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
+/// The gateway's log files in `dir` (`shardgate.log.<date>`), oldest first: the daily
+/// suffix sorts by date. Also what `shardgate logs` reads.
+///
+/// # Errors
+/// `dir` cannot be listed.
+pub fn log_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("shardgate.log"))
         .map(|e| e.path())
         .filter(|p| p.is_file())
-        .max()
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The newest log file in `dir`, or the name the first one will have.
+pub fn current_file(dir: &Path) -> PathBuf {
+    log_files(dir)
+        .ok()
+        .and_then(|mut f| f.pop())
         .unwrap_or_else(|| dir.join("shardgate.log"))
 }
 

@@ -47,12 +47,7 @@ pub fn info(shard: &Rc<GatewayShard>) -> Value {
         .filter_map(|x| x.parse().ok())
         .collect();
     let mem = read("/proc/meminfo");
-    let rss = read("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map(|kib| kib * 1024);
+    let rss = super::monitor::rss_bytes();
     let host = &shard.shared.host;
     json!({
         "machineName": host, "hostname": host, "platform": std::env::consts::OS,
@@ -63,7 +58,7 @@ pub fn info(shard: &Rc<GatewayShard>) -> Value {
         "loadAverage": load,
         "memoryTotalBytes": meminfo_bytes(&mem, "MemTotal"),
         "memoryFreeBytes": meminfo_bytes(&mem, "MemAvailable"),
-        "processMemory": {"rssBytes": rss},
+        "processMemory": {"rssBytes": (rss > 0).then_some(rss)},
         "shardgateVersion": env!("CARGO_PKG_VERSION"), "shards": shard.shards(),
     })
 }

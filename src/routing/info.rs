@@ -14,13 +14,27 @@ const SESSION_STORE: &str = "memory";
 /// The `health` payload (also `hello-ok.snapshot.health` and the `health` event).
 pub async fn health(shard: &Rc<GatewayShard>) -> Value {
     let t0 = std::time::Instant::now();
-    let per_shard = shard
+    // One round over the shards for both the counts and the dependency rows: hello-ok waits
+    // for this on every connect.
+    let answers = shard
         .gather(|s| {
             let (authed, total) = s.conn_counts();
-            json!({"shard": s.id.0, "connections": authed, "sockets": total,
-                   "sessions": s.sessions.map.borrow().len(), "inflightRuns": s.inflight.get()})
+            let counts = json!({"shard": s.id.0, "connections": authed, "sockets": total,
+                   "sessions": s.sessions.map.borrow().len(), "inflightRuns": s.inflight.get()});
+            Value::Array(vec![counts, crate::ops::deps::rows(s)])
         })
         .await;
+    let mut per_shard = Vec::with_capacity(answers.len());
+    let mut deps = Vec::new();
+    for a in answers {
+        if let Value::Array(a) = a {
+            let mut a = a.into_iter();
+            per_shard.extend(a.next());
+            if let Some(d) = a.next() {
+                deps.extend(flatten_one(d));
+            }
+        }
+    }
     let sessions: u64 = per_shard
         .iter()
         .filter_map(|v| v["sessions"].as_u64())
@@ -30,11 +44,6 @@ pub async fn health(shard: &Rc<GatewayShard>) -> Value {
         .filter_map(|v| v["connections"].as_u64())
         .sum();
     let agent = shard.config().agents.default_agent.clone();
-    let deps = shard.gather(|s| crate::ops::deps::rows(s)).await;
-    let deps: Vec<Value> = deps
-        .into_iter()
-        .flat_map(|v| v.as_array().cloned().unwrap_or_default())
-        .collect();
     let all_healthy = deps.iter().all(|d| d["healthy"] == true);
     json!({
         "ok": true,
@@ -52,6 +61,19 @@ pub async fn health(shard: &Rc<GatewayShard>) -> Value {
         "gateway": {"version": env!("CARGO_PKG_VERSION"), "uptimeMs": shard.shared.uptime_ms(),
                     "shards": shard.shards(), "connections": connections, "perShard": per_shard},
     })
+}
+
+/// The items of an array answer (a shard's rows); anything else has none.
+fn flatten_one(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// Every shard's rows, in shard order, moved rather than copied.
+fn flatten(per_shard: Vec<Value>) -> Vec<Value> {
+    per_shard.into_iter().flat_map(flatten_one).collect()
 }
 
 /// Runs a connection-local method.
@@ -102,10 +124,7 @@ pub(super) async fn local(
         "config.get" => json!({"config": cfg.redacted_json(), "path": Value::Null}),
         "sessions.list" => {
             let rows = shard.gather(|s| Value::Array(s.sessions.rows())).await;
-            let mut all: Vec<Value> = rows
-                .into_iter()
-                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
-                .collect();
+            let mut all = flatten(rows);
             // As OpenClaw: archived sessions only when asked for (`archived: "all"`/true,
             // or "only"); `agentId` narrows to one agent.
             let archived = match p.get("archived") {
@@ -217,10 +236,7 @@ pub(super) async fn local(
                     }
                 })
                 .await;
-            let mut all: Vec<Value> = rows
-                .into_iter()
-                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
-                .collect();
+            let mut all = flatten(rows);
             all.truncate(limit);
             json!({"deadLetter": dead, "count": all.len(), "items": all})
         }
@@ -262,10 +278,7 @@ pub(super) async fn local(
                         .unwrap_or(Value::Array(vec![]))
                 })
                 .await;
-            let mut stages: Vec<Value> = parts
-                .into_iter()
-                .flat_map(|v| v.as_array().cloned().unwrap_or_default())
-                .collect();
+            let mut stages = flatten(parts);
             stages.sort_by_key(|v| v["ts"].as_i64().unwrap_or(0));
             if stages.is_empty() {
                 return Err(GatewayError::NotFound(format!(

@@ -26,19 +26,23 @@ fn tail_until(c: &mut Client, params: Value, needle: &str) -> Value {
     }
 }
 
+/// Connects with `token` (a wrong one: the gateway refuses and logs "connect refused").
+fn connect_with_token(gw: &Gateway, token: &str) {
+    let _ = gw.raw().handshake(
+        crate::support::ConnectOpts {
+            token: Some(token),
+            ..Default::default()
+        }
+        .params(),
+    );
+}
+
 #[test]
 fn logs_tail_returns_the_recent_log_lines_and_follows_with_the_cursor() {
     let gw = Gateway::standard(None);
     let mut c = gw.operator(&[READ]);
     // A refused connect is logged ("connect refused").
-    let mut bad = gw.raw();
-    let _ = bad.handshake(
-        crate::support::ConnectOpts {
-            token: Some("wrong"),
-            ..Default::default()
-        }
-        .params(),
-    );
+    connect_with_token(&gw, "wrong");
     let first = tail_until(&mut c, json!({}), "connect refused");
     let file = first["file"].as_str().unwrap();
     assert!(
@@ -70,14 +74,7 @@ fn logs_tail_returns_the_recent_log_lines_and_follows_with_the_cursor() {
     assert!(!first.to_string().contains("wrong"), "no secret in the log");
 
     // From the cursor on: only what came after.
-    let mut bad = gw.raw();
-    let _ = bad.handshake(
-        crate::support::ConnectOpts {
-            token: Some("wrong-again"),
-            ..Default::default()
-        }
-        .params(),
-    );
+    connect_with_token(&gw, "wrong-again");
     let next = tail_until(&mut c, json!({"cursor": cursor}), "connect refused");
     assert_eq!(next["reset"], false);
     assert!(
