@@ -18,8 +18,9 @@ use shards::pool::{PoolConfig, ShardCtx};
 
 use crate::auth::limits::PeerLimits;
 use crate::auth::store::PairingStore;
+use crate::clock::now_ms;
 use crate::config::Config;
-use crate::shard::{now_ms, GatewayShard, MeshMsg, Shared};
+use crate::shard::{GatewayShard, MeshMsg, Shared};
 
 /// Holds the singleton locks for the life of the process.
 #[derive(Debug)]

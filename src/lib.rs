@@ -38,11 +38,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod node;

@@ -16,43 +16,17 @@ use serde_json::{json, Value};
 use shards::mesh::{Class, Mesh, MeshStats, SendError};
 use shards::ShardId;
 
+use crate::addr::{Caller, ConnRef, ReplyTo};
 use crate::auth::limits::PeerLimits;
 use crate::auth::store::PairingStore;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame;
+use crate::protocol::handshake::ConnAuth;
 use crate::protocol::SessionKey;
 use crate::session::SessionTable;
-use crate::transport::conn::{Conn, ConnAuth};
-
-/// Where a connection lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnRef {
-    /// The connection's shard.
-    pub shard: ShardId,
-    /// Its id on that shard.
-    pub id: u64,
-}
-
-/// Who called, carried with a request to the shard that runs it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The calling connection.
-    pub conn: ConnRef,
-    /// Its authorization.
-    pub auth: Arc<ConnAuth>,
-    /// When the request arrived ([`Shared::mono_us`]), for latency.
-    pub received_us: u64,
-}
-
-/// Where the answers of one request go.
-#[derive(Debug, Clone)]
-pub struct ReplyTo {
-    /// The connection.
-    pub conn: ConnRef,
-    /// The request id.
-    pub req_id: String,
-}
+use crate::transport::conn::Conn;
 
 /// A request travelling to the shard that owns its session.
 #[derive(Debug)]
@@ -213,22 +187,6 @@ impl Shared {
     }
 }
 
-/// Wall clock, ms since the epoch, at one kernel tick's resolution (1–4 ms) for a fraction of
-/// the cost ([`shards::clock::coarse_ms`]). For per-minute counters, never for wire timestamps.
-/// Under a [`shards::clock::WallFreeze`] already read, the held reading (finer than a tick, and
-/// already paid).
-pub fn now_ms_coarse() -> i64 {
-    match shards::clock::wall_ms_held() {
-        Some(held) => held,
-        None => shards::clock::coarse_ms().unwrap_or_else(now_ms),
-    }
-}
-
-/// Wall clock, ms since the epoch (the reading of a live [`shards::clock::WallFreeze`]).
-pub fn now_ms() -> i64 {
-    shards::clock::wall_ms()
-}
-
 /// A record of a run in the run directory (on `owner(runId)`), for `agent.wait`.
 #[derive(Debug, Default)]
 pub struct RunRecord {
@@ -250,7 +208,7 @@ pub struct RunRecord {
 #[derive(Debug, Default)]
 pub struct RunEntry {
     /// Pipeline stages recorded here (`gateway.trace`).
-    pub trace: crate::queue::Trace,
+    pub trace: crate::delivery::trace::Trace,
     /// The run directory record (status `""` unless this shard owns the run id, or only
     /// waited for).
     pub record: RunRecord,

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::clock::now_ms;
 use crate::protocol::frame;
 use crate::queue::{Job, JobKind};
 use crate::session::{RunCtl, Session};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]

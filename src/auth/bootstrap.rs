@@ -39,8 +39,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::state_file;
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// The only profile minted here: a node (role `node`, no operator scopes).
 pub const NODE_PROFILE: &str = "node";

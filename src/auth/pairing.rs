@@ -29,9 +29,11 @@ use serde_json::{json, Value};
 use super::access::NetClass;
 use super::store::{ApproveRequest, ApproveTerms, PairedDevice, StoreError};
 use super::totp::{self, ReplayGuard, TotpError};
+use crate::addr::Caller;
+use crate::clock::now_ms;
 use crate::config::{Config, MfaConfig, NetPolicy, PairingMode};
 use crate::protocol::error::GatewayError;
-use crate::shard::{now_ms, Caller, GatewayShard};
+use crate::shard::GatewayShard;
 use crate::transport::conn::Conn;
 
 /// A device waiting for an operator.
@@ -270,7 +272,7 @@ pub fn announce(shard: &Rc<GatewayShard>) {
 
 /// Whether a caller may act on pairing requests (devices and nodes), and so sees them and
 /// their events: an operator with `operator.pairing` or `operator.admin`.
-pub fn may_pair(auth: &crate::transport::conn::ConnAuth) -> bool {
+pub fn may_pair(auth: &crate::protocol::handshake::ConnAuth) -> bool {
     use crate::protocol::authz::{ADMIN, PAIRING};
     auth.role == "operator" && auth.scopes.iter().any(|s| s == PAIRING || s == ADMIN)
 }

@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use super::pairing::{ApprovedNode, NodePairRequest};
 use super::NodeInfo;
 use crate::auth::store::PairedDevice;
-use crate::shard::{now_ms, GatewayShard};
+use crate::clock::now_ms;
+use crate::shard::GatewayShard;
 
 /// The fields of a live row copied as they are (shardgate's own ones included).
 const LIVE_FIELDS: &[&str] = &[

@@ -20,9 +20,11 @@ pub mod pairing;
 pub mod policy;
 pub mod worker;
 
+use crate::addr::{ConnRef, ReplyTo};
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::handshake::Admission;
-use crate::shard::{now_ms, ConnRef, GatewayShard, ReplyTo};
+use crate::shard::GatewayShard;
 
 /// Node types of the seed article, by family.
 pub const NODE_TYPES: &[(&str, &[&str])] = &[

@@ -31,11 +31,13 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::addr::Caller;
 use crate::auth::state_file;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
 use crate::protocol::handshake::Admission;
-use crate::shard::{now_ms, Caller, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// What a node says about itself at connect (`client.*`), kept with its requests and its
 /// approval so a node that is gone still shows by name.

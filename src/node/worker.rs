@@ -22,11 +22,13 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use serde_json::{json, Value};
 
+use crate::addr::ConnRef;
 use crate::agent::echo::Outcome;
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::queue::{Job, JobKind};
 use crate::session::Session;
-use crate::shard::{now_ms, ConnRef, GatewayShard};
+use crate::shard::GatewayShard;
 use shards::ShardId;
 
 /// A run handed to a worker, as its session's shard tracks it.

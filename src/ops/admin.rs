@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::metrics::{latency_snapshot, merge_latency};
+use crate::clock::now_ms;
 use crate::config::Millis;
 use crate::protocol::error::GatewayError;
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// Runs `method` if it is one of ours.
 pub async fn call(

@@ -13,8 +13,9 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::{catalog, logs_tail, system_info};
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// At most this many system events wait per session (OpenClaw's bound).
 const MAX_SYSTEM_EVENTS: usize = 20;

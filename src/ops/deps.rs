@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::shard::{now_ms, GatewayShard};
+use crate::clock::now_ms;
+use crate::shard::GatewayShard;
 
 /// One dependency's check state.
 #[derive(Debug, Clone, Default)]

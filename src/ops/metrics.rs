@@ -153,7 +153,7 @@ impl ShardMetrics {
         *self.requests.borrow_mut().entry(name).or_insert(0) += 1;
         self.minutes
             .borrow_mut()
-            .at(crate::shard::now_ms_coarse())
+            .at(crate::clock::now_ms_coarse())
             .requests += 1;
     }
 
@@ -179,7 +179,7 @@ impl ShardMetrics {
         self.events.set(self.events.get() + n);
         self.minutes
             .borrow_mut()
-            .at(crate::shard::now_ms_coarse())
+            .at(crate::clock::now_ms_coarse())
             .events += n;
     }
 
@@ -196,7 +196,7 @@ impl ShardMetrics {
     /// Counts a finished run.
     pub fn run_done(&self, failed: bool) {
         let mut m = self.minutes.borrow_mut();
-        let c = m.at(crate::shard::now_ms_coarse());
+        let c = m.at(crate::clock::now_ms_coarse());
         c.runs += 1;
         if failed {
             c.errors += 1;

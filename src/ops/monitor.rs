@@ -18,8 +18,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::metrics::{latency_snapshot, merge_latency};
+use crate::clock::now_ms;
 use crate::config::{AlertRule, SinkConfig};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// The process's resident set size, bytes.
 pub fn rss_bytes() -> u64 {

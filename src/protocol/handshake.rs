@@ -476,3 +476,25 @@ fn check_device_token(
             _ => GatewayError::DeviceTokenMismatch,
         })
 }
+
+/// What an authenticated connection is allowed and who it is.
+#[derive(Debug, Clone)]
+pub struct ConnAuth {
+    /// `operator` or `node`.
+    pub role: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// The client block of `connect`.
+    pub client: ClientInfo,
+    /// Verified device id.
+    pub device_id: Option<String>,
+    /// Speaks the seed article's dialect.
+    pub seed: bool,
+}
+
+impl ConnAuth {
+    /// Who is acting: the verified device id, else the client id.
+    pub fn actor(&self) -> &str {
+        self.device_id.as_deref().unwrap_or(&self.client.id)
+    }
+}

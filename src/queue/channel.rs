@@ -13,9 +13,10 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde_json::json;
 
 use super::Job;
+use crate::clock::now_ms;
 use crate::config::ChannelConfig;
 use crate::session::{HistoryEntry, Session};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// The configuration of channel `name`, with the built-in `log` channel.
 pub fn lookup(shard: &GatewayShard, name: &str) -> Option<ChannelConfig> {

@@ -12,12 +12,13 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::runs::{apply, run_directory_found, trace_found};
-use super::trace::{Detail, Step};
 use super::{channel, with_core};
 use crate::agent::echo::{self, Outcome};
+use crate::clock::now_ms;
+use crate::delivery::trace::{Detail, Step};
 use crate::delivery::{effects, Job, JobKind, Ran, RunInfo};
 use crate::session::{HistoryEntry, RunCtl, Session};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// Puts a job at the back of its session's lane and makes sure the lane is being driven.
 pub fn enqueue(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job) {

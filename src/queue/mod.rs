@@ -18,7 +18,6 @@ mod lane;
 mod replay;
 mod runs;
 mod submit;
-pub mod trace;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,7 +33,6 @@ pub use lane::enqueue;
 pub use replay::{open_journal, readmit, snapshot};
 pub use runs::{reply_final, run_directory, trace};
 pub use submit::{submit, Journaled, Submit};
-pub use trace::{Detail, Stage, Step, Trace};
 
 use crate::config::Config;
 use crate::shard::GatewayShard;
@@ -100,7 +98,7 @@ pub(crate) fn with_core<R>(shard: &GatewayShard, f: impl FnOnce(&mut Delivery) -
 
 /// Re-admits dead letters owned by this shard (`id` or all). Returns how many.
 pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
-    let now = crate::shard::now_ms();
+    let now = crate::clock::now_ms();
     let (n, mut effects) = with_core(shard, |d| d.redrive(id, now));
     runs::apply(shard, "", &mut None, now, &mut effects);
     n

@@ -6,8 +6,9 @@ use std::rc::Rc;
 
 use super::runs::apply;
 use super::{journal, with_core};
+use crate::clock::now_ms;
 use crate::delivery::{Job, Record};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// The live state of a shard's queue as journal records (compaction).
 pub fn snapshot(shard: &GatewayShard) -> Vec<Record> {

@@ -10,11 +10,13 @@ use std::rc::Rc;
 use serde_json::json;
 use shards::dedup::Handle;
 
-use super::trace::{Detail, Stage, Step};
+use crate::addr::ReplyTo;
+use crate::clock::now_ms;
+use crate::delivery::trace::{Detail, Stage, Step};
 use crate::delivery::{Answer, Effect, Effects, Finished};
 use crate::protocol::frame::{self, JsonText};
 use crate::protocol::SessionKey;
-use crate::shard::{now_ms, GatewayShard, Out, ReplyTo, RunEntry, RunRecord};
+use crate::shard::{GatewayShard, Out, RunEntry, RunRecord};
 
 /// Appends a pipeline stage to the trace of `run_id` on this shard (at most 64 per message).
 pub fn trace(shard: &GatewayShard, run_id: &str, step: Step, detail: Detail) {

@@ -12,13 +12,15 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use super::runs::{apply, run_directory_found, trace_found};
-use super::trace::{Detail, Step};
 use super::{journal, lane, with_core};
+use crate::addr::ReplyTo;
+use crate::clock::now_ms;
+use crate::delivery::trace::{Detail, Step};
 use crate::delivery::{wire, Admission, Job, JobKind, Load, Offer, Record, Submission, Submitted};
 use crate::protocol::frame;
 use crate::protocol::SessionKey;
 use crate::session::Session;
-use crate::shard::{now_ms, GatewayShard, Out, ReplyTo};
+use crate::shard::{GatewayShard, Out};
 
 /// The request side of a submission.
 #[derive(Debug)]

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::addr::{Caller, ReplyTo};
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::params::{field_of, is_submission, FieldRef, Params};
 use crate::protocol::SessionKey;
 use crate::queue::{self, JobKind, Submit};
-use crate::shard::{now_ms, Call, Caller, GatewayShard, MeshMsg, ReplyTo};
+use crate::shard::{Call, GatewayShard, MeshMsg};
 
 mod info;
 mod session_ops;

@@ -5,9 +5,10 @@
 use serde_json::{json, Value};
 
 use super::{sessions_changed, str_param};
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::SessionKey;
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// `sessions.describe {key}`: `{session: row}`, or `{session: null}` for a key with no
 /// session (OpenClaw answers an unknown key that way, not with an error).

@@ -15,29 +15,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::protocol::frame;
-use crate::protocol::handshake::ClientInfo;
-
-/// What an authenticated connection is allowed and who it is.
-#[derive(Debug, Clone)]
-pub struct ConnAuth {
-    /// `operator` or `node`.
-    pub role: String,
-    /// Granted scopes.
-    pub scopes: Vec<String>,
-    /// The client block of `connect`.
-    pub client: ClientInfo,
-    /// Verified device id.
-    pub device_id: Option<String>,
-    /// Speaks the seed article's dialect.
-    pub seed: bool,
-}
-
-impl ConnAuth {
-    /// Who is acting: the verified device id, else the client id.
-    pub fn actor(&self) -> &str {
-        self.device_id.as_deref().unwrap_or(&self.client.id)
-    }
-}
+use crate::protocol::handshake::ConnAuth;
 
 /// A queued outbound frame.
 #[derive(Debug)]
@@ -255,7 +233,7 @@ impl Conn {
             sessions_subscribed: Cell::new(false),
             unauthorized_streak: Cell::new(0),
             dropped: Cell::new(0),
-            opened_at: crate::shard::now_ms(),
+            opened_at: crate::clock::now_ms(),
         }
     }
 

@@ -11,11 +11,12 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::conn::{Conn, ConnAuth};
+use super::conn::Conn;
 use super::server::fail;
 use crate::config::AuthMode;
 use crate::protocol::authz::{READ, WRITE};
 use crate::protocol::error::GatewayError;
+use crate::protocol::handshake::ConnAuth;
 use crate::protocol::handshake::{ct_eq, ClientInfo};
 use crate::shard::GatewayShard;
 
@@ -51,7 +52,7 @@ pub fn admit(
             shard
                 .shared
                 .limits
-                .record_failure(peer.ip(), crate::shard::now_ms());
+                .record_failure(peer.ip(), crate::clock::now_ms());
         }
         fail(conn, id, &e);
         return false;

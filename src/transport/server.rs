@@ -12,18 +12,21 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 use serde_json::{json, Value};
 
-use super::conn::{Batch, Conn, ConnAuth, Outbound};
+use super::conn::{Batch, Conn, Outbound};
 use super::http;
 use super::limited::{Budget, Limited};
 use super::tls::{Accepted, Transport};
 use super::ws::{self, Msg, Out, WsError, WsReader};
+use crate::addr::{Caller, ReplyTo};
 use crate::auth::pairing::PeerTerms;
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
+use crate::protocol::handshake::ConnAuth;
 use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::protocol::params::FieldRef;
 use crate::protocol::{authz, PROTOCOL_VERSION};
-use crate::shard::{now_ms, Caller, GatewayShard, ReplyTo};
+use crate::shard::GatewayShard;
 
 /// A connection's socket; borrowed only inside one poll (reads and writes of the connection's
 /// task, and its boxed ending).
