@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use shards::ShardId;
 
-use crate::protocol::handshake::ConnAuth;
+use crate::protocol::connect::ConnAuth;
 
 /// Where a connection lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,6 +4,8 @@
 pub mod access;
 pub mod bootstrap;
 pub mod device;
+pub mod device_methods;
+pub mod handshake;
 pub mod identity;
 pub mod limits;
 pub mod pairing;

@@ -21,9 +21,9 @@ pub mod policy;
 pub mod worker;
 
 use crate::addr::{ConnRef, ReplyTo};
+use crate::auth::handshake::Admission;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
-use crate::protocol::handshake::Admission;
 use crate::shard::GatewayShard;
 
 /// Node types of the seed article, by family.

@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::addr::Caller;
+use crate::auth::handshake::Admission;
 use crate::auth::state_file;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
-use crate::protocol::handshake::Admission;
 use crate::shard::GatewayShard;
 
 /// What a node says about itself at connect (`client.*`), kept with its requests and its
@@ -446,7 +446,13 @@ fn emit(shard: &Rc<GatewayShard>, name: &'static str, node_id: &str, payload: Va
     }
     let text = payload.to_string();
     shard.broadcast(move |s| {
-        s.event_local_all(name, &text, true, false, crate::auth::pairing::can_pair)
+        s.event_local_all(
+            name,
+            &text,
+            true,
+            false,
+            crate::auth::device_methods::can_pair,
+        )
     });
 }
 
@@ -541,7 +547,7 @@ pub fn handles(method: &str) -> bool {
     )
 }
 
-use crate::auth::pairing::param;
+use crate::auth::device_methods::param;
 
 fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
     match p.get(k) {
@@ -717,7 +723,7 @@ pub fn call(
             }
             tracing::info!(node = %node_id, by = %me, "node unpaired");
             sync(shard, node_id);
-            crate::auth::pairing::close_device(shard, node_id, Some("node"), "node removed");
+            crate::auth::device_methods::close_device(shard, node_id, Some("node"), "node removed");
             Ok(json!({"nodeId": node_id}))
         }
         other => Err(GatewayError::UnknownMethod(other.to_owned())),

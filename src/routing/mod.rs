@@ -198,8 +198,8 @@ fn dispatch_local(
     match method.as_str() {
         "agent.wait" => agent_wait(&shard, reply, &params),
         "gateway.audit" => shard.reply_ok(&reply, &crate::ops::audit::report(shard.config())),
-        m if crate::auth::pairing::handles(m) => {
-            match crate::auth::pairing::call(&shard, &caller, m, &params) {
+        m if crate::auth::device_methods::handles(m) => {
+            match crate::auth::device_methods::call(&shard, &caller, m, &params) {
                 Ok(v) => shard.reply_ok(&reply, &v),
                 Err(e) => shard.reply_err(&reply, &e),
             }

@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::protocol::connect::ConnAuth;
 use crate::protocol::frame;
-use crate::protocol::handshake::ConnAuth;
 
 /// A queued outbound frame.
 #[derive(Debug)]

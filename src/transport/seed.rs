@@ -13,11 +13,12 @@ use serde_json::{json, Value};
 
 use super::conn::Conn;
 use super::server::fail;
+use crate::auth::handshake::ct_eq;
 use crate::config::AuthMode;
 use crate::protocol::authz::{READ, WRITE};
+use crate::protocol::connect::ClientInfo;
+use crate::protocol::connect::ConnAuth;
 use crate::protocol::error::GatewayError;
-use crate::protocol::handshake::ConnAuth;
-use crate::protocol::handshake::{ct_eq, ClientInfo};
 use crate::shard::GatewayShard;
 
 /// Admits a seed-dialect client: shared secret as configured; operators get read+write.

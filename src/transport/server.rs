@@ -18,12 +18,12 @@ use super::limited::{Budget, Limited};
 use super::tls::{Accepted, Transport};
 use super::ws::{self, Msg, Out, WsError, WsReader};
 use crate::addr::{Caller, ReplyTo};
+use crate::auth::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::auth::pairing::PeerTerms;
 use crate::clock::now_ms;
+use crate::protocol::connect::ConnAuth;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
-use crate::protocol::handshake::ConnAuth;
-use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::protocol::params::FieldRef;
 use crate::protocol::{authz, PROTOCOL_VERSION};
 use crate::shard::GatewayShard;
@@ -813,7 +813,7 @@ async fn handshake_phase(
         }
         Ok((adm, shared_auth))
     });
-    crate::auth::pairing::announce(shard);
+    crate::auth::device_methods::announce(shard);
     match admitted {
         Ok((adm, shared_auth)) => {
             let auth = ConnAuth {
