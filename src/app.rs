@@ -317,7 +317,14 @@ async fn shard_main(
     tracing::debug!(shard = %ctx.id, "accepting");
 
     if ctx.id.0 == 0 {
-        glommio::spawn_local(crate::transport::tls::watch(shared.clone())).detach();
+        let shared = shared.clone();
+        glommio::spawn_local(async move {
+            if let Some(tls) = &shared.tls {
+                let rot = &shared.config.security.transport.tls.certificate_rotation;
+                crate::transport::tls::watch(tls, rot, &shared.shutdown).await;
+            }
+        })
+        .detach();
     }
     let tick_ms = shared.config.gateway.tick_interval_ms;
     let ticker = {

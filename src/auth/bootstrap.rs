@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -40,8 +41,8 @@ use subtle::ConstantTimeEq;
 
 use super::state_file;
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::protocol::error::GatewayError;
-use crate::shard::GatewayShard;
 
 /// The only profile minted here: a node (role `node`, no operator scopes).
 pub const NODE_PROFILE: &str = "node";
@@ -277,24 +278,24 @@ fn normalize_url(raw: &str, scheme: &str) -> Option<String> {
 }
 
 /// The gateway URL a setup code carries, and where it came from.
-fn gateway_url(shard: &GatewayShard, p: &Value) -> Result<(String, &'static str), GatewayError> {
-    let cfg = shard.config();
+fn gateway_url(
+    cfg: &Config,
+    listen: SocketAddr,
+    p: &Value,
+) -> Result<(String, &'static str), GatewayError> {
     let scheme = if cfg.gateway.tls.enabled { "wss" } else { "ws" };
     let requested = p.get("publicUrl").and_then(Value::as_str);
     let (raw, source) = match (requested, &cfg.gateway.pairing.public_url) {
         (Some(u), _) => (u.to_owned(), "request.publicUrl"),
         (None, Some(u)) => (u.clone(), "gateway.pairing.publicUrl"),
         (None, None) => {
-            let ip = shard.shared.listen.ip();
+            let ip = listen.ip();
             if ip.is_loopback() || ip.is_unspecified() {
                 return Err(invalid(
                     "Gateway is only bound to loopback. Set gateway.pairing.publicUrl (OpenClaw: plugins.entries.device-pair.config.publicUrl) to the URL other machines reach it at.",
                 ));
             }
-            (
-                format!("{scheme}://{}", shard.shared.listen),
-                "gateway.host",
-            )
+            (format!("{scheme}://{listen}"), "gateway.host")
         }
     };
     normalize_url(&raw, scheme)
@@ -328,8 +329,12 @@ fn join_base(url: &str) -> Result<String, GatewayError> {
 /// `device.pair.setupCode {bootstrapProfile?, joinUrl?, includeQr?, publicUrl?}` (admin):
 /// mints a bootstrap token for a new node, with its setup code and, with `joinUrl: true`,
 /// a single-use join URL. Only the `node` profile is minted here.
-pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
-    let cfg = shard.config();
+pub fn setup_code(
+    codes: &Bootstrap,
+    cfg: &Config,
+    listen: SocketAddr,
+    p: &Value,
+) -> Result<Value, GatewayError> {
     let join = p.get("joinUrl").and_then(Value::as_bool) == Some(true);
     match p.get("bootstrapProfile").and_then(Value::as_str) {
         None | Some(NODE_PROFILE) => {}
@@ -350,12 +355,10 @@ pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError
             )))
         }
     };
-    let (url, source) = gateway_url(shard, p)?;
+    let (url, source) = gateway_url(cfg, listen, p)?;
     let join_base = if join { Some(join_base(&url)?) } else { None };
     let now = now_ms();
-    let issued = shard
-        .shared
-        .bootstrap
+    let issued = codes
         .issue(
             NODE_PROFILE,
             cfg.gateway.pairing.setup_code_ttl.0 as i64,
@@ -376,10 +379,7 @@ pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError
         "access": NODE_PROFILE,
     });
     if let Some(base) = join_base {
-        let code = shard
-            .shared
-            .bootstrap
-            .register_join(&body, issued.expires_at_ms, now);
+        let code = codes.register_join(&body, issued.expires_at_ms, now);
         out["joinUrl"] = json!(format!("{base}/j/{code}"));
     }
     tracing::info!(setup = %issued.setup_id, join, "setup code minted");
@@ -389,7 +389,7 @@ pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError
 /// `GET /j/<code>`: the setup payload of a live join code, once. `None` (404) for anything
 /// else: another method, a query string, a malformed, unknown, used or expired code.
 pub fn join(
-    shard: &GatewayShard,
+    codes: &Bootstrap,
     method: &str,
     path: &str,
     has_query: bool,
@@ -399,7 +399,7 @@ pub fn join(
     if method != "GET" || has_query {
         return None;
     }
-    shard.shared.bootstrap.redeem_join(code, now_ms)
+    codes.redeem_join(code, now_ms)
 }
 
 #[cfg(test)]

@@ -125,7 +125,12 @@ pub fn call(
     let now = now_ms();
     let by = caller.auth.actor();
     match method {
-        "device.pair.setupCode" => super::bootstrap::setup_code(shard, p),
+        "device.pair.setupCode" => super::bootstrap::setup_code(
+            &shard.shared.bootstrap,
+            shard.config(),
+            shard.shared.listen,
+            p,
+        ),
         "device.pair.list" => {
             let pending: Vec<Value> = shared
                 .pairing

@@ -4,7 +4,6 @@
 //! guard, all passed in by the caller (see `crate::auth::pairing` for the policy terms). The
 //! request's wire shape is [`crate::protocol::connect`].
 
-use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 

@@ -8,6 +8,7 @@ pub mod device_methods;
 pub mod handshake;
 pub mod identity;
 pub mod limits;
+pub mod net;
 pub mod pairing;
 pub mod state_file;
 pub mod store;

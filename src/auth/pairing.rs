@@ -25,7 +25,7 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use super::access::NetClass;
+use super::net::NetClass;
 use super::store::{ApproveRequest, ApproveTerms};
 use super::totp::{ReplayGuard, TotpError};
 use crate::config::{Config, MfaConfig, NetPolicy, PairingMode};

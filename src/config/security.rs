@@ -415,12 +415,12 @@ impl super::Config {
             })
         };
         for r in &self.gateway.pairing.lan_ranges {
-            if let Err(e) = crate::auth::access::Cidr::parse(r) {
+            if let Err(e) = crate::auth::net::Cidr::parse(r) {
                 return bad("gateway.pairing.lanRanges", e);
             }
         }
         for e in &self.access.ip_whitelist {
-            if let Err(e) = crate::auth::access::check_entry(e) {
+            if let Err(e) = crate::auth::net::check_entry(e) {
                 return bad("access.ipWhitelist", e);
             }
         }
@@ -432,7 +432,7 @@ impl super::Config {
             );
         }
         let p = &self.security.transport.tls;
-        if let Err(e) = crate::transport::tls::check_policy(&p.min_version, &p.ciphers) {
+        if let Err(e) = crate::transport::tls_policy::check_policy(&p.min_version, &p.ciphers) {
             return bad("security.transport.tls", e);
         }
         let a = &self.access.authentication;

@@ -388,7 +388,13 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                     r#"{"error":"rate_limited"}"#.to_owned(),
                 ),
                 None => {
-                    match crate::auth::bootstrap::join(shard, method, path, head.has_query, now) {
+                    match crate::auth::bootstrap::join(
+                        &shard.shared.bootstrap,
+                        method,
+                        path,
+                        head.has_query,
+                        now,
+                    ) {
                         Some(payload) => (200, "OK", payload),
                         None => {
                             shard.shared.limits.record_failure(peer.ip(), now);
