@@ -233,15 +233,15 @@ pub struct GatewayShard {
     /// Sessions this shard owns.
     pub sessions: SessionTable,
     /// Queue state: dead letters, counters, the durable journal.
-    pub queue: crate::queue::QueueState,
+    pub queue: crate::queue::state::QueueState,
     /// Node registry replica and the invokes pending on this shard's nodes.
-    pub nodes: crate::node::NodeState,
+    pub nodes: crate::node::registry::NodeState,
     /// Counters (merged on read).
     pub metrics: crate::ops::metrics::ShardMetrics,
     /// Request rate limiters (this shard's share of `access.rateLimiting`).
     pub limiter: crate::auth::access::ShardLimiter,
     /// Agent worker runs (by session shard) and assignments (by worker shard).
-    pub workers: crate::node::worker::WorkerState,
+    pub workers: crate::node::worker_pool::WorkerState,
     /// Run entries: traces recorded here, and the run directory of the run ids owned here.
     /// Bounded like the dedup ring (capacity and window): a client cannot grow it without
     /// limit by submitting runs faster than the window expires them.
@@ -255,7 +255,7 @@ pub struct GatewayShard {
     pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
     next_pending: Cell<u64>,
     /// Dependency health states (shard 0 checks them).
-    pub deps: crate::ops::deps::Deps,
+    pub deps: crate::ops::dep_state::Deps,
     /// Alert states (shard 0 evaluates them).
     pub alert_state: RefCell<Vec<(String, bool)>>,
     /// System events queued by `wake` for the default agent's main session, oldest first
@@ -276,7 +276,7 @@ impl GatewayShard {
     /// A shard with no connections yet.
     pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new();
-        let queue = crate::queue::QueueState::new(&shared.config);
+        let queue = crate::queue::state::QueueState::new(&shared.config);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         let runs = shards::dedup::DedupRing::new(
             shared.config.deduplication.capacity,

@@ -192,7 +192,7 @@ pub fn call(
                 false
             });
             if node_removed {
-                crate::node::pairing::sync(shard, dev);
+                crate::node::pair_methods::sync(shard, dev);
             }
             if !removed && !node_removed {
                 return Err(GatewayError::InvalidParams("unknown deviceId".into()));

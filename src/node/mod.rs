@@ -7,8 +7,6 @@
 //! its timeout), sends `node.invoke.request` to the node, and answers the caller — wherever it
 //! is — when `node.invoke.result` arrives, the timeout fires, or the node disconnects.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,67 +14,19 @@ use serde_json::{json, Value};
 
 pub mod caps;
 pub mod catalog;
+pub mod pair_methods;
 pub mod pairing;
 pub mod policy;
+pub mod registry;
 pub mod worker;
+pub mod worker_pool;
 
 use crate::addr::{ConnRef, ReplyTo};
 use crate::auth::handshake::Admission;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::shard::GatewayShard;
-
-/// Node types of the seed article, by family.
-pub const NODE_TYPES: &[(&str, &[&str])] = &[
-    ("mobile", &["ios", "android"]),
-    ("desktop", &["macos", "windows", "linux"]),
-    ("headless", &["raspberry-pi", "server"]),
-    ("specialized", &["canvas", "tts", "vision"]),
-];
-
-/// The family of a node type, if it is one of the seed's.
-pub fn node_family(node_type: &str) -> Option<&'static str> {
-    NODE_TYPES
-        .iter()
-        .find(|(_, types)| types.contains(&node_type))
-        .map(|(f, _)| *f)
-}
-
-/// A connected node, as every shard sees it.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// device id, else client id.
-    pub node_id: String,
-    /// Where its connection lives.
-    pub conn: ConnRef,
-    /// Its `node.list` row.
-    pub row: Value,
-    /// Commands it declared (at connect or by `node.pair.request`).
-    pub declared: Vec<String>,
-    /// Capabilities it declared.
-    pub declared_caps: Vec<String>,
-    /// Its effective commands: the declared ones its approved surface holds (all declared
-    /// ones when it is not gated). Only these are invoked.
-    pub commands: Vec<String>,
-    /// Its effective capabilities, likewise.
-    pub caps: Vec<String>,
-    /// Whether its surface needs an operator's approval (`gateway.nodes.requirePairing`).
-    pub gated: bool,
-    /// For agent workers (`client.mode: "worker"`): the agents it serves.
-    pub agents: Vec<String>,
-    /// Its operator-approved command set (`node.pair.*`), `None` if never approved.
-    pub approved: Option<Vec<String>>,
-    /// Its pending `node.pair.request`, if any.
-    pub pending_request: Option<String>,
-}
-
-/// Where the answer of an invoke goes.
-enum Answer {
-    /// A `res` to a caller's request.
-    Res(ReplyTo),
-    /// A waiting task on shard `origin` (capability failover).
-    Internal { origin: shards::ShardId, id: u64 },
-}
+use registry::{node_family, Answer, NodeInfo, PendingInvoke};
 
 impl Answer {
     /// Delivers `r` (from the node's shard `shard`).
@@ -93,32 +43,6 @@ impl Answer {
                 }
             }),
         }
-    }
-}
-
-struct PendingInvoke {
-    caller: Answer,
-    node_id: String,
-    node_conn: ConnRef,
-    command: String,
-}
-
-/// Per-shard node state.
-#[derive(Default)]
-pub struct NodeState {
-    /// Replica of every connected node, by node id.
-    pub registry: RefCell<BTreeMap<String, NodeInfo>>,
-    pending: RefCell<HashMap<String, PendingInvoke>>,
-    internal: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Result<Value, GatewayError>>>>,
-    next_internal: std::cell::Cell<u64>,
-}
-
-impl std::fmt::Debug for NodeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeState")
-            .field("nodes", &self.registry.borrow().len())
-            .field("pending", &self.pending.borrow().len())
-            .finish()
     }
 }
 
@@ -218,14 +142,14 @@ pub fn node_up(
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
     if files_request {
-        pairing::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
+        pair_methods::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
     }
     shard.broadcast(move |s| {
         s.nodes
             .registry
             .borrow_mut()
             .insert(info.node_id.clone(), info.clone());
-        pairing::apply_local(s, &info.node_id);
+        pair_methods::apply_local(s, &info.node_id);
     });
 }
 

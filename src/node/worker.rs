@@ -14,14 +14,13 @@
 //! 4. A worker that disconnects, fails the ping, or errors fails the attempt; the queue's retry
 //!    policy then sends the run to another worker.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 use serde_json::{json, Value};
 
+use super::worker_pool::{Assigned, RunHere};
 use crate::addr::ConnRef;
 use crate::agent::echo::Outcome;
 use crate::clock::now_ms;
@@ -29,45 +28,6 @@ use crate::protocol::error::GatewayError;
 use crate::queue::{Job, JobKind};
 use crate::session::Session;
 use crate::shard::GatewayShard;
-use shards::ShardId;
-
-/// A run handed to a worker, as its session's shard tracks it.
-struct RunHere {
-    watcher: Option<ConnRef>,
-    kind: JobKind,
-    session_key: String,
-    agent_id: String,
-    text: String,
-    seq: u64,
-    chat_seq: u64,
-    done: Option<oneshot::Sender<Result<String, String>>>,
-}
-
-/// A run assigned to a worker connected here.
-struct Assigned {
-    session_shard: ShardId,
-    worker_conn: ConnRef,
-}
-
-/// Per-shard worker state.
-#[derive(Default)]
-pub struct WorkerState {
-    runs: RefCell<HashMap<String, RunHere>>,
-    assigned: RefCell<HashMap<String, Assigned>>,
-    pings: RefCell<HashMap<String, oneshot::Sender<()>>>,
-    /// Runs this shard handed to each worker and that have not finished.
-    load: RefCell<HashMap<String, usize>>,
-    rr: Cell<usize>,
-}
-
-impl std::fmt::Debug for WorkerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerState")
-            .field("runs", &self.runs.borrow().len())
-            .field("assigned", &self.assigned.borrow().len())
-            .finish()
-    }
-}
 
 /// Picks the least-loaded live worker serving `agent`.
 fn pick(shard: &GatewayShard, agent: &str) -> Option<(String, ConnRef)> {

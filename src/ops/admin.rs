@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::metrics::{latency_snapshot, merge_latency};
+use super::exposition::{latency_snapshot, merge_latency};
 use crate::clock::now_ms;
 use crate::config::Millis;
 use crate::protocol::error::GatewayError;
@@ -195,7 +195,7 @@ fn summarize(h: &hdrhistogram::Histogram<u64>, pcts: &[f64]) -> Value {
 
 async fn diagnose(shard: &Rc<GatewayShard>) -> Value {
     let cfg = shard.config();
-    let per = shard.gather(|s| super::metrics::snapshot(s)).await;
+    let per = shard.gather(|s| super::exposition::snapshot(s)).await;
     let mut checks = Vec::new();
     let mut check = |name: &str, ok: bool, detail: String| {
         checks.push(

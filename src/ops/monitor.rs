@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::metrics::{latency_snapshot, merge_latency};
+use super::exposition::{latency_snapshot, merge_latency};
 use crate::clock::now_ms;
 use crate::config::{AlertRule, SinkConfig};
 use crate::shard::GatewayShard;

@@ -17,14 +17,11 @@ pub mod journal;
 mod lane;
 mod replay;
 mod runs;
+pub mod state;
 mod submit;
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-
-use serde_json::Value;
 
 pub use crate::delivery::{DeadLetter, Delivery, Job, JobKind};
 #[cfg(test)]
@@ -34,49 +31,7 @@ pub use replay::{open_journal, readmit, snapshot};
 pub use runs::{reply_final, run_directory, trace};
 pub use submit::{submit, Journaled, Submit};
 
-use crate::config::Config;
 use crate::shard::GatewayShard;
-
-/// One shard's queue: the delivery core's state and what only the driver can hold.
-#[derive(Debug)]
-pub struct QueueState {
-    /// Dedup ring, dead letters, counters, pending jobs: the sans-IO core.
-    pub core: RefCell<Delivery>,
-    /// Run slots per capped agent on this shard (`agents.bindings.<id>.maxConcurrent`).
-    pub agent_slots: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
-    /// The durable backend, when `queue.backend = "journal"`.
-    pub journal: RefCell<Option<Rc<journal::Journal>>>,
-}
-
-impl QueueState {
-    /// An empty queue for `cfg`.
-    pub fn new(cfg: &Config) -> QueueState {
-        QueueState {
-            core: RefCell::new(Delivery::new(cfg)),
-            agent_slots: RefCell::default(),
-            journal: RefCell::new(None),
-        }
-    }
-
-    /// Counters as JSON.
-    pub fn stats_json(&self) -> Value {
-        let core = self.core.borrow();
-        let mut v = core.stats.to_json();
-        v["depth"] = core.depth.into();
-        v["deadLetters"] = core.dead.len().into();
-        v["journal"] = self
-            .journal
-            .borrow()
-            .as_ref()
-            .map(|j| j.stats_json())
-            .unwrap_or(Value::Null);
-        v
-    }
-
-    fn journal(&self) -> Option<Rc<journal::Journal>> {
-        self.journal.borrow().clone()
-    }
-}
 
 /// Runs `f` on the shard's delivery core, then moves the gateway-wide count of queued
 /// messages by as much as `f` moved the core's (admissions, completions, redrives).

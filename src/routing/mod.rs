@@ -204,8 +204,8 @@ fn dispatch_local(
                 Err(e) => shard.reply_err(&reply, &e),
             }
         }
-        m if crate::node::pairing::handles(m) => {
-            match crate::node::pairing::call(&shard, &caller, m, &params) {
+        m if crate::node::pair_methods::handles(m) => {
+            match crate::node::pair_methods::call(&shard, &caller, m, &params) {
                 Ok(v) => shard.reply_ok(&reply, &v),
                 Err(e) => shard.reply_err(&reply, &e),
             }

@@ -414,7 +414,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             .await;
         }
         ("GET", "/metrics", None) => {
-            let text = crate::ops::metrics::render(shard).await;
+            let text = crate::ops::exposition::render(shard).await;
             http::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &text).await;
         }
         ("GET", "/health" | "/healthz", None) => {
