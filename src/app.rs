@@ -299,7 +299,9 @@ async fn shard_main(
     let mesh = Mesh::new(ctx.senders, shared.config.network.mesh_outbox_limit);
     let shard = GatewayShard::new(ctx.id, shared.clone(), mesh.clone());
     let on = shard.clone();
-    mesh.receive(ctx.receivers, move |from, msg| on.on_mesh(from, msg));
+    mesh.receive(ctx.receivers, move |_from, msg| {
+        crate::routing::on_mesh(&on, msg)
+    });
     if shared.config.queue.backend == "journal" {
         if let Err(e) = crate::queue::open_journal(&shard) {
             let _ = ready.send(Err(format!("shard {}: journal: {e}", ctx.id)));

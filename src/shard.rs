@@ -374,15 +374,6 @@ impl GatewayShard {
         }
     }
 
-    /// Handles a message from another shard.
-    pub fn on_mesh(self: &Rc<Self>, _from: ShardId, msg: MeshMsg) {
-        match msg {
-            MeshMsg::Call(call) => crate::routing::run_owned(self.clone(), *call),
-            MeshMsg::Deliver(conn, out) => self.deliver_local(conn, out),
-            MeshMsg::Control(f) => f(self),
-        }
-    }
-
     // ----- connections -----
 
     /// Registers a new connection.
@@ -399,14 +390,12 @@ impl GatewayShard {
         c
     }
 
-    /// Forgets a connection.
-    pub fn remove_conn(self: &Rc<Self>, id: u64) {
+    /// Forgets a connection and withdraws it from presence; returns it, so the caller can
+    /// end what else it was (a node, a worker).
+    pub fn remove_conn(self: &Rc<Self>, id: u64) -> Option<Rc<Conn>> {
         let removed = self.conns.borrow_mut().remove(&id);
-        if let Some(c) = removed {
+        if let Some(c) = &removed {
             c.mark_closed();
-            if c.auth.borrow().as_ref().is_some_and(|a| a.role == "node") {
-                crate::node::node_down(self, self.conn_ref(id));
-            }
             if c.auth
                 .borrow()
                 .as_ref()
@@ -416,6 +405,28 @@ impl GatewayShard {
                 self.broadcast(move |s| s.presence_remove(&key));
             }
         }
+        removed
+    }
+
+    /// Closes the live connections of a device (for one role, or all), on every shard.
+    pub fn close_device(
+        self: &Rc<Self>,
+        device_id: &str,
+        role: Option<&str>,
+        reason: &'static str,
+    ) {
+        let (device_id, role) = (device_id.to_owned(), role.map(str::to_owned));
+        self.broadcast(move |s| {
+            for c in s.all_conns() {
+                let hit = c.auth.borrow().as_ref().is_some_and(|a| {
+                    a.device_id.as_deref() == Some(device_id.as_str())
+                        && role.as_deref().is_none_or(|r| r == a.role)
+                });
+                if hit {
+                    c.close(1008, reason);
+                }
+            }
+        });
     }
 
     /// The connection with `id`, if it lives here.
@@ -437,7 +448,7 @@ impl GatewayShard {
         ConnRef { shard: self.id, id }
     }
 
-    fn deliver_local(&self, conn: u64, out: Out) {
+    pub fn deliver_local(&self, conn: u64, out: Out) {
         let Some(c) = self.conn(conn) else { return };
         match out {
             Out::Frame(f) => c.push_frame(f),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::clock::now_ms;
+use crate::delivery::{Job, JobKind};
 use crate::protocol::frame;
-use crate::queue::{Job, JobKind};
 use crate::session::{RunCtl, Session};
 use crate::shard::GatewayShard;
 

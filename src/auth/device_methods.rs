@@ -6,12 +6,13 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::pairing::{may_pair, policy_for, PendingRequest};
+use super::pairing::{policy_for, PendingRequest};
 use super::store::{ApproveTerms, PairedDevice, StoreError};
 use super::totp;
 use crate::addr::Caller;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
+use crate::protocol::params::required_str;
 use crate::shard::GatewayShard;
 use crate::transport::conn::Conn;
 
@@ -25,36 +26,10 @@ pub fn announce(shard: &Rc<GatewayShard>) {
     }
 }
 
-/// [`may_pair`] of a live connection (the filter of pairing events).
-pub(crate) fn can_pair(c: &Conn) -> bool {
-    c.auth.borrow().as_deref().is_some_and(may_pair)
-}
-
 /// Sends a pairing event to every operator allowed to act on it, on every shard.
 fn emit(shard: &Rc<GatewayShard>, name: &'static str, payload: Value) {
     let text = payload.to_string();
-    shard.broadcast(move |s| s.event_local_all(name, &text, true, false, can_pair));
-}
-
-/// Closes the live connections of a device (for one role, or all), on every shard.
-pub(crate) fn close_device(
-    shard: &Rc<GatewayShard>,
-    device_id: &str,
-    role: Option<&str>,
-    reason: &'static str,
-) {
-    let (device_id, role) = (device_id.to_owned(), role.map(str::to_owned));
-    shard.broadcast(move |s| {
-        for c in s.all_conns() {
-            let hit = c.auth.borrow().as_ref().is_some_and(|a| {
-                a.device_id.as_deref() == Some(device_id.as_str())
-                    && role.as_deref().is_none_or(|r| r == a.role)
-            });
-            if hit {
-                c.close(1008, reason);
-            }
-        }
-    });
+    shard.broadcast(move |s| s.event_local_all(name, &text, true, false, Conn::may_pair));
 }
 
 /// Whether `method` is answered here.
@@ -70,16 +45,6 @@ pub fn handles(method: &str) -> bool {
             | "device.mfa.enroll"
             | "device.pair.setupCode"
     )
-}
-
-/// A required, non-blank string parameter (`INVALID_REQUEST` naming it when missing).
-pub(crate) fn param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        _ => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
 }
 
 fn store_err(e: StoreError) -> GatewayError {
@@ -142,7 +107,7 @@ pub fn call(
             Ok(json!({"pending": pending, "paired": paired}))
         }
         "device.pair.approve" => {
-            let id = param(p, "requestId")?;
+            let id = required_str(p, "requestId")?;
             let r = shared
                 .pairing
                 .take(id, now)
@@ -170,7 +135,7 @@ pub fn call(
             Ok(json!({"requestId": id, "device": device}))
         }
         "device.pair.reject" => {
-            let id = param(p, "requestId")?;
+            let id = required_str(p, "requestId")?;
             let r = shared
                 .pairing
                 .take(id, now)
@@ -184,7 +149,7 @@ pub fn call(
             Ok(json!({"requestId": id, "deviceId": r.approve.device_id}))
         }
         "device.pair.remove" => {
-            let dev = param(p, "deviceId")?;
+            let dev = required_str(p, "deviceId")?;
             let removed = shared.store.remove(dev).map_err(store_err)?;
             // A node's approved surface belongs to its device (as in OpenClaw).
             let node_removed = shared.node_pairing.remove(dev, now).unwrap_or_else(|e| {
@@ -198,11 +163,11 @@ pub fn call(
                 return Err(GatewayError::InvalidParams("unknown deviceId".into()));
             }
             tracing::info!(device = %dev, by = %by, "device unpaired");
-            close_device(shard, dev, None, "device removed");
+            shard.close_device(dev, None, "device removed");
             Ok(json!({"deviceId": dev, "removed": true}))
         }
         "device.token.rotate" => {
-            let dev = param(p, "deviceId")?;
+            let dev = required_str(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             let t = shared.store.rotate(dev, role, now).map_err(store_err)?;
             tracing::info!(device = %dev, role = %role, by = %by, "device token rotated");
@@ -211,7 +176,7 @@ pub fn call(
             // end (but not the caller's own, which must receive the new token).
             let own = caller.auth.device_id.as_deref() == Some(dev);
             if !own {
-                close_device(shard, dev, Some(role), "device token rotated");
+                shard.close_device(dev, Some(role), "device token rotated");
             }
             let mut out = json!({"deviceId": dev, "role": role, "scopes": t.scopes,
                                  "rotatedAtMs": t.rotated_at_ms, "expiresAtMs": t.expires_at_ms,
@@ -222,11 +187,11 @@ pub fn call(
             Ok(out)
         }
         "device.token.revoke" => {
-            let dev = param(p, "deviceId")?;
+            let dev = required_str(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             shared.store.revoke(dev, role, now).map_err(store_err)?;
             tracing::info!(device = %dev, role = %role, by = %by, "device token revoked");
-            close_device(shard, dev, Some(role), "device token revoked");
+            shard.close_device(dev, Some(role), "device token revoked");
             let at = shared
                 .store
                 .get(dev)
@@ -234,7 +199,7 @@ pub fn call(
             Ok(json!({"deviceId": dev, "role": role, "revokedAtMs": at}))
         }
         "device.mfa.enroll" => {
-            let dev = param(p, "deviceId")?;
+            let dev = required_str(p, "deviceId")?;
             let secret = totp::generate_secret();
             shared
                 .store

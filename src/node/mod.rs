@@ -25,6 +25,7 @@ use crate::addr::{ConnRef, ReplyTo};
 use crate::auth::handshake::Admission;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
+use crate::protocol::params::required_str;
 use crate::shard::GatewayShard;
 use registry::{node_family, Answer, NodeInfo, PendingInvoke};
 
@@ -186,15 +187,6 @@ pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
     });
 }
 
-fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        _ => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
-}
-
 /// Whether a caller may act on pairing requests (and so sees their details).
 pub use crate::auth::pairing::may_pair;
 
@@ -211,7 +203,7 @@ pub fn describe(
     p: &Value,
     with_pending: bool,
 ) -> Result<Value, GatewayError> {
-    let id = str_param(p, "nodeId")?;
+    let id = required_str(p, "nodeId")?;
     let mut row = catalog::row(shard, id, with_pending)
         .ok_or_else(|| GatewayError::InvalidParams("unknown nodeId".into()))?;
     row["ts"] = json!(now_ms());
@@ -246,9 +238,9 @@ struct Prepared {
 }
 
 fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
-    let node_id = str_param(p, "nodeId")?.to_string();
-    let command = str_param(p, "command")?.to_string();
-    let idem = str_param(p, "idempotencyKey")?.to_string();
+    let node_id = required_str(p, "nodeId")?.to_string();
+    let command = required_str(p, "command")?.to_string();
+    let idem = required_str(p, "idempotencyKey")?.to_string();
     let live = shard.nodes.registry.borrow().get(&node_id).cloned();
     // OpenClaw's order: a node whose surface was never approved has no pairing generation
     // to invoke under (`PAIRING_CHANGED`), connected or not; then it must be connected.
@@ -386,8 +378,8 @@ pub fn result(
     caller_node: &str,
     p: &Value,
 ) -> Result<Value, GatewayError> {
-    let id = str_param(p, "id")?;
-    let node_id = str_param(p, "nodeId")?;
+    let id = required_str(p, "id")?;
+    let node_id = required_str(p, "nodeId")?;
     if node_id != caller_node {
         return Err(GatewayError::InvalidParams(
             "nodeId does not match the calling node".into(),
@@ -477,7 +469,7 @@ pub fn host_update(
 /// `node.host.stats` (the node host's load, memory and disk, every minute) is kept on the
 /// node's row as `hostStats`, as OpenClaw shows it.
 pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
-    let name = str_param(p, "event")?.to_string();
+    let name = required_str(p, "event")?.to_string();
     if name == "node.host.stats" {
         let stats = p
             .get("payloadJSON")

@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 
 use super::pairing::{ApprovedNode, Filed, NodeMeta, NodePairRequest};
 use crate::addr::Caller;
-use crate::auth::device_methods::param;
 use crate::auth::handshake::Admission;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
+use crate::protocol::params::required_str;
 use crate::shard::GatewayShard;
 
 /// Refreshes the pairing view of `node_id` in this shard's registry replica from the shared
@@ -71,7 +71,7 @@ fn emit(shard: &Rc<GatewayShard>, name: &'static str, node_id: &str, payload: Va
             &text,
             true,
             false,
-            crate::auth::device_methods::can_pair,
+            crate::transport::conn::Conn::may_pair,
         )
     });
 }
@@ -255,7 +255,7 @@ pub fn call(
             }))
         }
         "node.pair.approve" => {
-            let id = param(p, "requestId")?;
+            let id = required_str(p, "requestId")?;
             let (r, a) = np
                 .approve(id, me, now)
                 .map_err(|e| {
@@ -274,7 +274,7 @@ pub fn call(
             Ok(json!({"requestId": id, "node": a.to_json()}))
         }
         "node.pair.reject" => {
-            let id = param(p, "requestId")?;
+            let id = required_str(p, "requestId")?;
             let r = np
                 .reject(id, now)
                 .ok_or_else(|| GatewayError::ApprovalNotFound(id.to_owned()))?;
@@ -290,7 +290,7 @@ pub fn call(
             Ok(json!({"requestId": id, "nodeId": r.node_id, "approvedCommands": r.approved}))
         }
         "node.pair.verify" => {
-            let node_id = param(p, "nodeId")?;
+            let node_id = required_str(p, "nodeId")?;
             let approved = np.approved(node_id);
             let pending = np.pending_for(node_id, now);
             let live = shard.nodes.registry.borrow().get(node_id).cloned();
@@ -318,7 +318,7 @@ pub fn call(
         "node.pair.remove" => {
             // OpenClaw keeps a node's surface in its device record, so removing the node
             // unpairs a device paired only as a node, and closes its node connections.
-            let node_id = param(p, "nodeId")?;
+            let node_id = required_str(p, "nodeId")?;
             let store = &shard.shared.store;
             let device_node_only = store
                 .get(node_id)
@@ -337,7 +337,7 @@ pub fn call(
             }
             tracing::info!(node = %node_id, by = %me, "node unpaired");
             sync(shard, node_id);
-            crate::auth::device_methods::close_device(shard, node_id, Some("node"), "node removed");
+            shard.close_device(node_id, Some("node"), "node removed");
             Ok(json!({"nodeId": node_id}))
         }
         other => Err(GatewayError::UnknownMethod(other.to_owned())),

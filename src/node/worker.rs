@@ -24,8 +24,9 @@ use super::worker_pool::{Assigned, RunHere};
 use crate::addr::ConnRef;
 use crate::agent::echo::Outcome;
 use crate::clock::now_ms;
+use crate::delivery::{Job, JobKind};
 use crate::protocol::error::GatewayError;
-use crate::queue::{Job, JobKind};
+use crate::protocol::params::required_str;
 use crate::session::Session;
 use crate::shard::GatewayShard;
 
@@ -213,18 +214,9 @@ fn finish_from_worker(w: &Rc<GatewayShard>, run_id: &str, r: Result<String, Stri
     });
 }
 
-fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        _ => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
-}
-
 /// `worker.run.event {runId, stream?, delta}` from a worker on this shard.
 pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Value, GatewayError> {
-    let run_id = str_param(p, "runId")?.to_string();
+    let run_id = required_str(p, "runId")?.to_string();
     let target = match w.workers.assigned.borrow().get(&run_id) {
         Some(a) if a.worker_conn == caller => a.session_shard,
         _ => return Ok(json!({"ok": true, "ignored": true})),
@@ -259,7 +251,7 @@ pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Val
 
 /// `worker.run.result {runId, ok, text?, error?}` from a worker on this shard.
 pub fn run_result(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Value, GatewayError> {
-    let run_id = str_param(p, "runId")?;
+    let run_id = required_str(p, "runId")?;
     let mine = w
         .workers
         .assigned
@@ -290,7 +282,7 @@ pub fn run_result(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Va
 
 /// `worker.pong {id}`
 pub fn pong(w: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
-    let id = str_param(p, "id")?;
+    let id = required_str(p, "id")?;
     if let Some(tx) = w.workers.pings.borrow_mut().remove(id) {
         let _ = tx.send(());
     }

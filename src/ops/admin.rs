@@ -307,7 +307,7 @@ fn shard_cpu_ticks() -> Vec<(String, u64)> {
 }
 
 fn rss_kib() -> u64 {
-    super::monitor::rss_bytes() / 1024
+    super::metrics::rss_bytes() / 1024
 }
 
 async fn profile(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {

@@ -135,7 +135,7 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
         "shardgate_resident_memory_bytes",
         "gauge",
         "Resident set size of the process.",
-        vec![(String::new(), crate::ops::monitor::rss_bytes())],
+        vec![(String::new(), crate::ops::metrics::rss_bytes())],
     );
     metric(
         "shardgate_connections",

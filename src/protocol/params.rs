@@ -14,6 +14,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::error::GatewayError;
+
 /// The methods whose parameters are a [`Submission`].
 pub fn is_submission(method: &str) -> bool {
     matches!(method, "agent" | "chat.send" | "sessions.send" | "send")
@@ -378,6 +380,17 @@ impl Params {
                 Value::Object(m)
             }
         }
+    }
+}
+
+/// A required, non-blank string parameter of a method's params (`INVALID_REQUEST` naming it
+/// when missing).
+pub fn required_str<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
+    match p.get(k) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        _ => Err(GatewayError::InvalidParams(format!(
+            "invalid params: missing {k}"
+        ))),
     }
 }
 

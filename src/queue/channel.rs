@@ -12,9 +12,9 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde_json::json;
 
-use super::Job;
 use crate::clock::now_ms;
 use crate::config::ChannelConfig;
+use crate::delivery::Job;
 use crate::session::{HistoryEntry, Session};
 use crate::shard::GatewayShard;
 

@@ -9,7 +9,8 @@
 //! - One active run per session, in arrival order (and `sessionSeq` order when given); a
 //!   retry keeps its place at the head of the lane, so later messages of the session wait.
 //! - Whatever changes the core's count of jobs (`depth`) changes the gateway-wide count
-//!   (`Shared::queued`, bounded by `queue.maxSize`) by as much (`with_core`).
+//!   (`Shared::queued`, bounded by `queue.maxSize`) by as much
+//!   ([`state::QueueState::with_core`]).
 
 pub mod backend;
 pub mod channel;
@@ -20,50 +21,9 @@ mod runs;
 pub mod state;
 mod submit;
 
-use std::rc::Rc;
-use std::sync::atomic::Ordering;
-
-pub use crate::delivery::{DeadLetter, Delivery, Job, JobKind};
 #[cfg(test)]
 pub(crate) use lane::drive_lane;
 pub use lane::enqueue;
-pub use replay::{open_journal, readmit, snapshot};
+pub use replay::{open_journal, purge_dead, readmit, redrive, snapshot};
 pub use runs::{reply_final, run_directory, trace};
 pub use submit::{submit, Journaled, Submit};
-
-use crate::shard::GatewayShard;
-
-/// Runs `f` on the shard's delivery core, then moves the gateway-wide count of queued
-/// messages by as much as `f` moved the core's (admissions, completions, redrives).
-#[inline(always)]
-pub(crate) fn with_core<R>(shard: &GatewayShard, f: impl FnOnce(&mut Delivery) -> R) -> R {
-    let mut core = shard.queue.core.borrow_mut();
-    let before = core.depth;
-    let r = f(&mut core);
-    let after = core.depth;
-    drop(core);
-    let queued = &shard.shared.queued;
-    if after > before {
-        queued.fetch_add(after - before, Ordering::Relaxed);
-    } else if before > after {
-        queued.fetch_sub(before - after, Ordering::Relaxed);
-    }
-    r
-}
-
-/// Re-admits dead letters owned by this shard (`id` or all). Returns how many.
-pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
-    let now = crate::clock::now_ms();
-    let (n, mut effects) = with_core(shard, |d| d.redrive(id, now));
-    runs::apply(shard, "", &mut None, now, &mut effects);
-    n
-}
-
-/// Drops dead letters older than `deadLetter.maxAge`.
-pub fn purge_dead(shard: &Rc<GatewayShard>, now: i64) {
-    let (purged, mut effects) = with_core(shard, |d| d.purge(now));
-    runs::apply(shard, "", &mut None, now, &mut effects);
-    if purged > 0 {
-        tracing::info!(shard = %shard.id, purged, "purged expired dead letters");
-    }
-}

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
@@ -23,6 +24,23 @@ pub struct QueueState {
 }
 
 impl QueueState {
+    /// Runs `f` on the shard's delivery core, then moves the gateway-wide count of queued
+    /// messages by as much as `f` moved the core's (admissions, completions, redrives).
+    #[inline(always)]
+    pub fn with_core<R>(&self, queued: &AtomicUsize, f: impl FnOnce(&mut Delivery) -> R) -> R {
+        let mut core = self.core.borrow_mut();
+        let before = core.depth;
+        let r = f(&mut core);
+        let after = core.depth;
+        drop(core);
+        if after > before {
+            queued.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            queued.fetch_sub(before - after, Ordering::Relaxed);
+        }
+        r
+    }
+
     /// An empty queue for `cfg`.
     pub fn new(cfg: &Config) -> QueueState {
         QueueState {

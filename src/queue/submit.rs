@@ -11,8 +11,9 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
-use super::runs::{apply, run_directory_found, trace_found};
-use super::{journal, lane, with_core};
+use super::lane::apply;
+use super::runs::{run_directory_found, trace_found};
+use super::{journal, lane};
 use crate::addr::ReplyTo;
 use crate::clock::now_ms;
 use crate::delivery::trace::{Detail, Step};
@@ -72,7 +73,9 @@ impl Journaled {
             super::backend::QueueBackend::append(&*journal, &Record::admission(&job)).await
         {
             tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {e}");
-            let mut effects = with_core(shard, |d| d.journal_failed(&job, reply, &e, now));
+            let mut effects = shard.queue.with_core(&shard.shared.queued, |d| {
+                d.journal_failed(&job, reply, &e, now)
+            });
             return apply(shard, &job.run_id, &mut job.found, now, &mut effects);
         }
         super::trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
@@ -124,7 +127,10 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         mut job,
         reply,
         seq,
-    } = match with_core(shard, |d| d.submit(sub, now)) {
+    } = match shard
+        .queue
+        .with_core(&shard.shared.queued, |d| d.submit(sub, now))
+    {
         Submitted::Admitted(a) => a,
         Submitted::Answered(mut effects) => {
             apply(shard, "", &mut found, now, &mut effects);

@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 
 use crate::addr::{Caller, ReplyTo};
 use crate::clock::now_ms;
+use crate::delivery::JobKind;
 use crate::protocol::error::GatewayError;
 use crate::protocol::params::{field_of, is_submission, FieldRef, Params};
 use crate::protocol::SessionKey;
-use crate::queue::{self, JobKind, Submit};
+use crate::queue::{self, Submit};
 use crate::shard::{Call, GatewayShard, MeshMsg};
 
 mod info;
@@ -263,6 +264,15 @@ pub(crate) async fn local_call(
     match r {
         Ok(v) => shard.reply_ok(&reply, &v),
         Err(e) => shard.reply_err(&reply, &e),
+    }
+}
+
+/// Handles a message from another shard (the mesh's receive loop calls it).
+pub fn on_mesh(shard: &Rc<GatewayShard>, msg: MeshMsg) {
+    match msg {
+        MeshMsg::Call(call) => run_owned(shard.clone(), *call),
+        MeshMsg::Deliver(conn, out) => shard.deliver_local(conn, out),
+        MeshMsg::Control(f) => f(shard),
     }
 }
 

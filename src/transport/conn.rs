@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::auth::pairing::may_pair;
 use crate::protocol::connect::ConnAuth;
 use crate::protocol::frame;
 
@@ -213,6 +214,12 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Whether this connection's caller may act on pairing requests, and so sees their
+    /// events ([`may_pair`]).
+    pub fn may_pair(&self) -> bool {
+        self.auth.borrow().as_deref().is_some_and(may_pair)
+    }
+
     /// A new connection with a send buffer bound of `max_buffered` bytes.
     pub fn new(id: u64, peer: std::net::SocketAddr, max_buffered: usize) -> Conn {
         Conn {

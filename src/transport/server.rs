@@ -154,7 +154,10 @@ pub(crate) fn handle_tcp(
         let id = live.conn.id;
         Box::pin(finish(&shard, &live.conn, &mut live.rd, &live.io)).await;
         shard.limiter.forget_conn(id);
-        shard.remove_conn(id);
+        let gone = shard.remove_conn(id);
+        if gone.is_some_and(|c| c.auth.borrow().as_ref().is_some_and(|a| a.role == "node")) {
+            crate::node::node_down(&shard, shard.conn_ref(id));
+        }
     }
 }
 
