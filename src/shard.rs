@@ -429,6 +429,17 @@ impl GatewayShard {
         });
     }
 
+    /// Tells every `sessions.subscribe`d client that a session changed.
+    pub fn sessions_changed(self: &Rc<Self>, key: &SessionKey, reason: &'static str) {
+        let payload =
+            json!({"sessionKey": key.as_str(), "reason": reason, "ts": now_ms()}).to_string();
+        self.broadcast(move |s| {
+            s.event_local_all("sessions.changed", &payload, true, false, |c| {
+                c.sessions_subscribed.get()
+            });
+        });
+    }
+
     /// The connection with `id`, if it lives here.
     pub fn conn(&self, id: u64) -> Option<Rc<Conn>> {
         self.conns.borrow().get(&id).cloned()

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::pairing::{ApprovedNode, NodePairRequest};
-use super::NodeInfo;
+use super::registry::NodeInfo;
 use crate::auth::store::PairedDevice;
 use crate::clock::now_ms;
 use crate::shard::GatewayShard;

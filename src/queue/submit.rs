@@ -78,7 +78,7 @@ impl Journaled {
             });
             return apply(shard, &job.run_id, &mut job.found, now, &mut effects);
         }
-        super::trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
+        super::runs::trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
         accept(shard, &reply, received_us, &session, job, seq, now);
     }
 }
@@ -143,7 +143,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         None => {
             let (session, created) = shard.sessions.get_or_create(s.key, now);
             if created {
-                crate::routing::sessions_changed(shard, s.key, "created");
+                shard.sessions_changed(s.key, "created");
             }
             session
         }

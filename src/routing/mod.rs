@@ -300,7 +300,7 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
                 *s.label.borrow_mut() = Some(l.to_string());
             }
             if created {
-                sessions_changed(&shard, key, "created");
+                shard.sessions_changed(key, "created");
             }
             Ok(
                 json!({"ok": true, "key": key.as_str(), "sessionId": *s.session_id.borrow(), "created": created}),
@@ -311,7 +311,7 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
                 s.history.borrow_mut().clear();
                 *s.session_id.borrow_mut() = uuid::Uuid::new_v4().to_string();
                 s.updated_at.set(now_ms());
-                sessions_changed(&shard, key, "reset");
+                shard.sessions_changed(key, "reset");
                 Ok(json!({"ok": true, "key": key.as_str(), "sessionId": *s.session_id.borrow()}))
             }
             None => Err(GatewayError::NotFound(format!("session not found: {key}"))),
@@ -323,7 +323,7 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
                     if let Some(c) = s.current.borrow().as_ref() {
                         c.aborted.set(true);
                     }
-                    sessions_changed(&shard, key, "deleted");
+                    shard.sessions_changed(key, "deleted");
                     Ok(json!({"ok": true, "key": key.as_str(), "deleted": true}))
                 }
                 None => Ok(json!({"ok": true, "key": key.as_str(), "deleted": false})),
@@ -383,16 +383,6 @@ fn submit_call(shard: &Rc<GatewayShard>, mut call: Call) -> Option<queue::Journa
             received_us: call.caller.received_us,
         },
     )
-}
-
-/// Tells every `sessions.subscribe`d client that a session changed.
-pub fn sessions_changed(shard: &Rc<GatewayShard>, key: &SessionKey, reason: &'static str) {
-    let payload = json!({"sessionKey": key.as_str(), "reason": reason, "ts": now_ms()}).to_string();
-    shard.broadcast(move |s| {
-        s.event_local_all("sessions.changed", &payload, true, false, |c| {
-            c.sessions_subscribed.get()
-        });
-    });
 }
 
 fn history(shard: &GatewayShard, key: &SessionKey, p: &Value) -> Result<Value, GatewayError> {

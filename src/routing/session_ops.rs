@@ -4,7 +4,6 @@
 
 use serde_json::{json, Value};
 
-use super::{sessions_changed, str_param};
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::SessionKey;
@@ -38,7 +37,7 @@ pub(super) fn patch(
         }
     };
     if archived.is_some() {
-        match str_param(p, "expectedSessionId") {
+        match p.get("expectedSessionId").and_then(Value::as_str) {
             None => {
                 return Err(GatewayError::InvalidParams(format!(
                     "expectedSessionId required for session lifecycle patch: {key}"
@@ -69,7 +68,7 @@ pub(super) fn patch(
         _ => {}
     }
     s.updated_at.set(now);
-    sessions_changed(shard, key, "patched");
+    shard.sessions_changed(key, "patched");
     Ok(json!({"ok": true, "key": key.as_str(), "entry": s.row()}))
 }
 
@@ -112,6 +111,6 @@ pub(super) fn compact(
     h.keep_last(max);
     drop(h);
     s.updated_at.set(now_ms());
-    sessions_changed(shard, key, "compacted");
+    shard.sessions_changed(key, "compacted");
     Ok(json!({"ok": true, "key": key.as_str(), "compacted": true, "kept": max}))
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::auth::pairing::may_pair;
 use crate::protocol::connect::ConnAuth;
+use crate::protocol::error::GatewayError;
 use crate::protocol::frame;
 
 /// A queued outbound frame.
@@ -214,6 +215,14 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Sends the error (as a `res` when there is an id to answer) and closes as the error says.
+    pub fn fail(&self, id: Option<&str>, e: &GatewayError) {
+        let w = e.wire();
+        self.push_frame(frame::res_err(id.unwrap_or("invalid"), &w));
+        let (code, reason) = w.close.unwrap_or((1008, "closing"));
+        self.close(code, reason);
+    }
+
     /// Whether this connection's caller may act on pairing requests, and so sees their
     /// events ([`may_pair`]).
     pub fn may_pair(&self) -> bool {

@@ -12,7 +12,6 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::conn::Conn;
-use super::server::fail;
 use crate::auth::handshake::ct_eq;
 use crate::config::AuthMode;
 use crate::protocol::authz::{READ, WRITE};
@@ -55,7 +54,7 @@ pub fn admit(
                 .limits
                 .record_failure(peer.ip(), crate::clock::now_ms());
         }
-        fail(conn, id, &e);
+        conn.fail(id, &e);
         return false;
     }
     let role = p
@@ -64,8 +63,7 @@ pub fn admit(
         .unwrap_or("operator")
         .to_string();
     if role != "operator" && role != "node" {
-        fail(
-            conn,
+        conn.fail(
             id,
             &GatewayError::InvalidConnect(format!("unknown role {role:?}")),
         );

@@ -697,17 +697,17 @@ async fn handshake_phase(
     .await;
     let text = match (ended, first) {
         (Err(_), _) => {
-            fail(conn, None, &GatewayError::HandshakeTimeout);
+            conn.fail(None, &GatewayError::HandshakeTimeout);
             return false;
         }
         (Ok(Ended::Stopped), Some(Some(text))) => text,
         (Ok(Ended::Stopped), _) => {
-            fail(conn, None, &GatewayError::HandshakeNotConnect);
+            conn.fail(None, &GatewayError::HandshakeNotConnect);
             return false;
         }
         (Ok(Ended::Closed), _) => return false,
         (Ok(Ended::Failed(WsError::TooBig(_) | WsError::Io(_))), _) => {
-            fail(conn, None, &GatewayError::PreauthTooLarge);
+            conn.fail(None, &GatewayError::PreauthTooLarge);
             return false;
         }
         (Ok(Ended::Failed(e)), _) => {
@@ -716,7 +716,7 @@ async fn handshake_phase(
         }
     };
     if text.len() > cfg.gateway.preauth_max_payload {
-        fail(conn, None, &GatewayError::PreauthTooLarge);
+        conn.fail(None, &GatewayError::PreauthTooLarge);
         return false;
     }
     let (req_id, params, seed) = match frame::parse(text.as_str()) {
@@ -728,11 +728,11 @@ async fn handshake_phase(
             (id, p, true)
         }
         Inbound::Request(r) => {
-            fail(conn, Some(&r.id), &GatewayError::HandshakeNotConnect);
+            conn.fail(Some(&r.id), &GatewayError::HandshakeNotConnect);
             return false;
         }
         Inbound::Invalid { id, .. } => {
-            fail(conn, id.as_deref(), &GatewayError::HandshakeNotConnect);
+            conn.fail(id.as_deref(), &GatewayError::HandshakeNotConnect);
             return false;
         }
     };
@@ -744,8 +744,7 @@ async fn handshake_phase(
             .auth_blocked(peer.ip(), cfg.gateway.auth_failures_per_minute, now)
     {
         shard.metrics.refusal("auth_locked_out");
-        fail(
-            conn,
+        conn.fail(
             req_id.as_deref(),
             &GatewayError::AuthRateLimited {
                 retry_after_ms: wait,
@@ -795,7 +794,7 @@ async fn handshake_phase(
         } else {
             Ok(())
         }) {
-            fail(conn, req_id.as_deref(), &e);
+            conn.fail(req_id.as_deref(), &e);
             return false;
         }
         return super::seed::admit(shard, conn, req_id.as_deref(), &params, peer);
@@ -895,7 +894,7 @@ async fn handshake_phase(
                 .handshake_failures
                 .set(shard.metrics.handshake_failures.get() + 1);
             tracing::info!(shard = %shard.id, peer = %peer, error = ?e, "connect refused");
-            fail(conn, Some(&req_id), &e);
+            conn.fail(Some(&req_id), &e);
             false
         }
     }
@@ -957,14 +956,6 @@ async fn hello_ok(
     })
 }
 
-/// Sends the error (as a `res` when there is an id to answer) and closes as the error says.
-pub fn fail(conn: &Conn, id: Option<&str>, e: &GatewayError) {
-    let w = e.wire();
-    conn.push_frame(frame::res_err(id.unwrap_or("invalid"), &w));
-    let (code, reason) = w.close.unwrap_or((1008, "closing"));
-    conn.close(code, reason);
-}
-
 async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsReader, io: &Io) {
     let ended = drive(shard, conn, rd, io, |m| {
         if conn.is_closing() {
@@ -984,7 +975,7 @@ async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsRead
     .await;
     match ended {
         Ended::Failed(WsError::TooBig(limit)) => {
-            fail(conn, None, &GatewayError::FrameTooLarge { limit });
+            conn.fail(None, &GatewayError::FrameTooLarge { limit });
         }
         Ended::Failed(e) => {
             tracing::debug!(conn = conn.id, error = %e, "read ended");
