@@ -12,4 +12,5 @@ pub mod net;
 pub mod pairing;
 pub mod state_file;
 pub mod store;
+pub mod store_writer;
 pub mod totp;
