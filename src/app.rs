@@ -151,7 +151,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let store = PairingStore::open_sealed(&state_dir, store_key).context("paired device store")?;
+    // One thread writes every state file, off the shards (see `auth::store_writer`).
+    let store_writer =
+        crate::auth::store_writer::StoreWriter::start().context("store writer thread")?;
+    let store = PairingStore::open_with(&state_dir, store_key, &store_writer)
+        .context("paired device store")?;
     let tls =
         crate::transport::tls::TlsState::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(t) = &tls {
@@ -159,10 +163,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     }
     let access = crate::auth::access::Access::new(&config);
     let pairing = crate::auth::pairing::Pairing::new(&config);
-    let node_pairing = crate::node::pairing::NodePairing::open(&state_dir, &config)
+    let node_pairing = crate::node::pairing::NodePairing::open(&state_dir, &config, &store_writer)
         .context("paired node store")?;
-    let bootstrap =
-        crate::auth::bootstrap::Bootstrap::open(&state_dir).context("setup code store")?;
+    let bootstrap = crate::auth::bootstrap::Bootstrap::open(&state_dir, &store_writer)
+        .context("setup code store")?;
     let identity = crate::auth::identity::GatewayIdentity::load_or_create(&state_dir, now_ms())
         .map_err(|e| anyhow::anyhow!("gateway identity: {e}"))?;
     let plan = shards::pool::io_memory_plan(shards_n).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -192,6 +196,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         store,
+        store_writer,
         limits: PeerLimits::default(),
         pairing,
         node_pairing,
@@ -278,6 +283,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    // Every change handed out was awaited on disk already; this writes what is left (a
+    // change whose connection went away before its write).
+    shared.store_writer.wait_idle();
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -91,6 +91,9 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Paired devices.
     pub store: PairingStore,
+    /// The thread that writes the state files (paired devices, node approvals, setup codes)
+    /// and its counters (`/metrics`, health).
+    pub store_writer: crate::auth::store_writer::StoreWriter,
     /// Pre-auth limits per IP.
     pub limits: PeerLimits,
     /// Pending pairing requests and the TOTP replay guard.

@@ -13,12 +13,12 @@ use std::net::IpAddr;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shardgate::auth::access::NetClass;
 use shardgate::auth::device::{self, DeviceIdentity};
+use shardgate::auth::handshake::{self, HandshakeEnv};
+use shardgate::auth::net::NetClass;
 use shardgate::auth::pairing::{Pairing, PeerTerms};
 use shardgate::auth::store::{ApproveRequest, PairingStore};
 use shardgate::config::{Config, PairingMode};
-use shardgate::protocol::handshake::{self, HandshakeEnv};
 
 const NONCE: &str = "9c1e3c9e-2b39-4a7e-9f0c-2f7c7c0a1b11";
 const NOW: i64 = 1_700_000_000_000;
@@ -166,7 +166,7 @@ fn connect_params_never_panic_and_admit_only_verified() {
             bootstrap: None,
         };
         execs += 1;
-        if let Ok((adm, _)) = handshake::admit(&p, &env) {
+        if let Ok((adm, _, _)) = handshake::admit(&p, &env) {
             admitted += 1;
             match &adm.device_id {
                 Some(d) => {
@@ -191,7 +191,7 @@ fn store_loader_never_panics_and_keeps_its_invariant() {
     let seed_store = PairingStore::open(dir.path()).unwrap();
     for _ in 0..3 {
         let id = DeviceIdentity::generate();
-        seed_store
+        let (_, durable) = seed_store
             .approve(
                 ApproveRequest {
                     device_id: id.device_id(),
@@ -203,6 +203,7 @@ fn store_loader_never_panics_and_keeps_its_invariant() {
                 NOW,
             )
             .unwrap();
+        futures_lite::future::block_on(durable.wait()).unwrap();
     }
     let good: Value = serde_json::from_slice(&std::fs::read(seed_store.path()).unwrap()).unwrap();
     let file = seed_store.path().to_owned();

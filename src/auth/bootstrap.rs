@@ -12,24 +12,26 @@
 //!
 //! Invariants a reader must keep:
 //! - Tokens are stored only as SHA-256 hashes, in memory and in
-//!   `<state_dir>/devices/bootstrap.json` (`0600`, written atomically); a presented token is
-//!   hashed and compared with every live record in constant time ([`subtle`]).
+//!   `<state_dir>/devices/bootstrap.json` (`0600`, written atomically by the store writer,
+//!   [`super::store_writer`]); a presented token is hashed and compared with every live
+//!   record in constant time ([`subtle`]). A minted code is handed out, and a redeemed one
+//!   admits its device, only once the change is on disk (the caller awaits its ticket).
 //! - A token expires `gateway.pairing.setupCodeTtl` (10 min) after it was minted and is
 //!   consumed by the first successful connect that presents it: expired, used and unknown
 //!   tokens are one refusal (`AUTH_BOOTSTRAP_TOKEN_INVALID`), so a caller learns nothing.
 //! - A join code holds the payload with the raw token, so join codes live in memory only
 //!   (a restart burns them) and are burned by their first `GET`.
-//! - The tables are process-wide (any shard mints, any shard redeems) behind one mutex,
-//!   touched only when codes are minted or redeemed, never per frame.
-#![allow(
+//! - The tables are process-wide (any shard mints, any shard redeems), touched only when
+//!   codes are minted or redeemed, never per frame; no lock is held across a file write.
+#![expect(
     clippy::disallowed_types,
-    reason = "setup codes are shared by all shards and touched only when minted or redeemed"
+    reason = "join codes are shared by all shards and touched only when minted or redeemed"
 )]
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use base64::Engine as _;
@@ -40,6 +42,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::state_file;
+use super::store_writer::{Doc, Encode, StoreWriter, Ticket};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
@@ -88,24 +91,21 @@ struct JoinCode {
     expires_at_ms: i64,
 }
 
-#[derive(Default)]
-struct Inner {
-    tokens: Vec<Record>,
-    join: BTreeMap<String, JoinCode>,
-}
+type Records = Vec<Record>;
 
-impl Inner {
-    fn prune(&mut self, now_ms: i64) {
-        self.tokens.retain(|r| r.expires_at_ms > now_ms);
-        self.join.retain(|_, j| j.expires_at_ms > now_ms);
-    }
+fn prune(tokens: &mut Records, now_ms: i64) -> bool {
+    let before = tokens.len();
+    tokens.retain(|r| r.expires_at_ms > now_ms);
+    tokens.len() != before
 }
 
 /// Process-wide setup codes.
 pub struct Bootstrap {
-    inner: Mutex<Inner>,
-    /// `<state_dir>/devices`; `None` keeps tokens in memory only (tests).
-    dir: Option<PathBuf>,
+    /// Minted tokens (hashes), written to `<state_dir>/devices/bootstrap.json` (memory only
+    /// in tests); keyed `""` for the tickets (one table).
+    tokens: Doc<Records>,
+    /// Join codes: memory only (they hold the raw token).
+    join: Mutex<BTreeMap<String, JoinCode>>,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -139,91 +139,96 @@ pub fn encode_setup_code(payload: &Value) -> String {
 }
 
 impl Bootstrap {
-    /// Loads the live token hashes of `<state_dir>/devices/bootstrap.json`.
-    pub fn open(state_dir: &Path) -> io::Result<Bootstrap> {
+    /// Loads the live token hashes of `<state_dir>/devices/bootstrap.json`; `writer` writes
+    /// every change.
+    pub fn open(state_dir: &Path, writer: &StoreWriter) -> io::Result<Bootstrap> {
         let dir = state_dir.join("devices");
         state_file::create_private_dir(&dir)?;
-        let tokens = state_file::read_json_or_default(&dir.join(FILE))?;
+        let path = dir.join(FILE);
+        let tokens = state_file::read_json_or_default(&path)?;
+        let encode: Encode<Records> = Box::new(|t| {
+            let mut bytes = serde_json::to_vec_pretty(t).map_err(|e| e.to_string())?;
+            bytes.push(b'\n');
+            Ok(bytes)
+        });
         Ok(Bootstrap {
-            inner: Mutex::new(Inner {
-                tokens,
-                join: BTreeMap::new(),
-            }),
-            dir: Some(dir),
+            tokens: Doc::file(tokens, path, encode, writer),
+            join: Mutex::new(BTreeMap::new()),
         })
     }
 
     /// In memory only (tests).
     pub fn in_memory() -> Bootstrap {
         Bootstrap {
-            inner: Mutex::new(Inner::default()),
-            dir: None,
+            tokens: Doc::memory(Records::new()),
+            join: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn join_codes(&self, now_ms: i64) -> std::sync::MutexGuard<'_, BTreeMap<String, JoinCode>> {
+        let mut g = self.join.lock().unwrap_or_else(|e| e.into_inner());
+        g.retain(|_, j| j.expires_at_ms > now_ms);
+        g
     }
 
-    /// Mints a token for `profile`, valid `ttl_ms` (persisted before it is handed out).
-    pub fn issue(&self, profile: &str, ttl_ms: i64, now_ms: i64) -> io::Result<Issued> {
+    /// Mints a token for `profile`, valid `ttl_ms`; hand it out once the ticket resolved
+    /// (a code given to an operator must survive a restart).
+    pub fn issue(&self, profile: &str, ttl_ms: i64, now_ms: i64) -> (Issued, Ticket) {
         let issued = Issued {
             token: random_b64url(32),
             setup_id: uuid::Uuid::new_v4().to_string(),
             expires_at_ms: now_ms.saturating_add(ttl_ms),
         };
-        let mut g = self.lock();
-        g.prune(now_ms);
-        let mut next = g.tokens.clone();
-        next.push(Record {
+        let record = Record {
             token_sha256: sha256_hex(&issued.token),
             setup_id: issued.setup_id.clone(),
             profile: profile.to_owned(),
             issued_at_ms: now_ms,
             expires_at_ms: issued.expires_at_ms,
-        });
-        self.persist(&next)?;
-        g.tokens = next;
-        Ok(issued)
+        };
+        let ((), ticket) = match self.tokens.change("", |t| {
+            prune(t, now_ms);
+            t.push(record);
+            Ok::<_, std::convert::Infallible>(((), true))
+        }) {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        (issued, ticket)
     }
 
-    /// Consumes `token` if it is live and admits `role`: true once, false ever after (and
-    /// for an expired, unknown or wrong-role token). Every live record is compared, in
-    /// constant time, so the answer's timing does not depend on which one matched.
-    pub fn consume(&self, token: &str, role: &str, now_ms: i64) -> bool {
+    /// Consumes `token` if it is live and admits `role`: a ticket once (admit the device when
+    /// it resolved: a failed write undoes the consumption, so the code cannot be used twice
+    /// across a restart), `None` ever after (and for an expired, unknown or wrong-role
+    /// token). Every live record is compared, in constant time, so the answer's timing does
+    /// not depend on which one matched.
+    pub fn consume(&self, token: &str, role: &str, now_ms: i64) -> Option<Ticket> {
         // Compared in the stored (hex) form: one encoding per attempt, not a decode (and an
         // allocation) per live record under the lock.
         let presented = sha256_hex(token.trim());
-        let mut g = self.lock();
-        g.prune(now_ms);
-        let mut hit = None;
-        for (i, r) in g.tokens.iter().enumerate() {
-            if bool::from(r.token_sha256.as_bytes().ct_eq(presented.as_bytes())) {
-                hit = Some(i);
-            }
-        }
-        let Some(i) = hit else { return false };
-        // A node profile admits only the node role.
-        if g.tokens[i].profile == NODE_PROFILE && role != "node" {
-            return false;
-        }
-        let mut next = g.tokens.clone();
-        next.remove(i);
-        if let Err(e) = self.persist(&next) {
-            // Not consumed durably: refuse rather than risk a second use after a restart.
-            tracing::error!(error = %e, "bootstrap token store");
-            return false;
-        }
-        g.tokens = next;
-        true
+        self.tokens
+            .change("", |t| {
+                let pruned = prune(t, now_ms);
+                let mut hit = None;
+                for (i, r) in t.iter().enumerate() {
+                    if bool::from(r.token_sha256.as_bytes().ct_eq(presented.as_bytes())) {
+                        hit = Some(i);
+                    }
+                }
+                // A node profile admits only the node role.
+                let usable = hit.filter(|&i| t[i].profile != NODE_PROFILE || role == "node");
+                if let Some(i) = usable {
+                    t.remove(i);
+                }
+                Ok::<_, std::convert::Infallible>((usable.is_some(), pruned || usable.is_some()))
+            })
+            .map_or_else(|e| match e {}, |(hit, ticket)| hit.then_some(ticket))
     }
 
     /// Registers `payload` under a new join code valid until `expires_at_ms`.
     pub fn register_join(&self, payload: &Value, expires_at_ms: i64, now_ms: i64) -> String {
         let code = random_b64url(16);
-        let mut g = self.lock();
-        g.prune(now_ms);
-        g.join.insert(
+        self.join_codes(now_ms).insert(
             code.clone(),
             JoinCode {
                 payload: payload.to_string(),
@@ -238,17 +243,7 @@ impl Bootstrap {
         if !is_join_code(code) {
             return None;
         }
-        let mut g = self.lock();
-        g.prune(now_ms);
-        g.join.remove(code).map(|j| j.payload)
-    }
-
-    /// Writes the token hashes ([`state_file::write_json_atomic`]).
-    fn persist(&self, tokens: &[Record]) -> io::Result<()> {
-        match &self.dir {
-            Some(dir) => state_file::write_json_atomic(&dir.join(FILE), tokens),
-            None => Ok(()),
-        }
+        self.join_codes(now_ms).remove(code).map(|j| j.payload)
     }
 }
 
@@ -329,7 +324,7 @@ fn join_base(url: &str) -> Result<String, GatewayError> {
 /// `device.pair.setupCode {bootstrapProfile?, joinUrl?, includeQr?, publicUrl?}` (admin):
 /// mints a bootstrap token for a new node, with its setup code and, with `joinUrl: true`,
 /// a single-use join URL. Only the `node` profile is minted here.
-pub fn setup_code(
+pub async fn setup_code(
     codes: &Bootstrap,
     cfg: &Config,
     listen: SocketAddr,
@@ -358,16 +353,16 @@ pub fn setup_code(
     let (url, source) = gateway_url(cfg, listen, p)?;
     let join_base = if join { Some(join_base(&url)?) } else { None };
     let now = now_ms();
-    let issued = codes
-        .issue(
-            NODE_PROFILE,
-            cfg.gateway.pairing.setup_code_ttl.0 as i64,
-            now,
-        )
-        .map_err(|e| {
-            tracing::error!(error = %e, "setup code store");
-            GatewayError::AgentFailed(format!("setup code store: {e}"))
-        })?;
+    let (issued, durable) = codes.issue(
+        NODE_PROFILE,
+        cfg.gateway.pairing.setup_code_ttl.0 as i64,
+        now,
+    );
+    // The operator hands the code to another machine: it must still work after a restart.
+    durable.wait().await.map_err(|e| {
+        tracing::error!(error = %e, "setup code store");
+        GatewayError::AgentFailed(format!("setup code store: {e}"))
+    })?;
     let body = payload(&url, &issued);
     let mut out = json!({
         "setupId": issued.setup_id,
@@ -405,28 +400,48 @@ pub fn join(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_lite::future::block_on;
+
+    /// A node token, once on disk.
+    fn issue(b: &Bootstrap, ttl_ms: i64, now_ms: i64) -> Issued {
+        let (t, durable) = b.issue(NODE_PROFILE, ttl_ms, now_ms);
+        block_on(durable.wait()).unwrap();
+        t
+    }
+
+    /// Whether the token was consumed (and that consumption is on disk).
+    trait Consumed {
+        fn consume_now(&self, token: &str, role: &str, now_ms: i64) -> bool;
+    }
+    impl Consumed for Bootstrap {
+        fn consume_now(&self, token: &str, role: &str, now_ms: i64) -> bool {
+            self.consume(token, role, now_ms)
+                .is_some_and(|t| block_on(t.wait()).is_ok())
+        }
+    }
 
     #[test]
     fn token_is_single_use_expiring_and_role_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Bootstrap::open(dir.path()).unwrap();
-        let t = b.issue(NODE_PROFILE, 1_000, 10_000).unwrap();
+        let writer = StoreWriter::start().unwrap();
+        let b = Bootstrap::open(dir.path(), &writer).unwrap();
+        let t = issue(&b, 1_000, 10_000);
         assert_eq!(t.token.len(), 43);
         let on_disk = std::fs::read_to_string(dir.path().join("devices").join(FILE)).unwrap();
         assert!(!on_disk.contains(&t.token), "raw token at rest");
         assert!(on_disk.contains(&sha256_hex(&t.token)));
         assert!(
-            !b.consume(&t.token, "operator", 10_001),
+            !b.consume_now(&t.token, "operator", 10_001),
             "node token as operator"
         );
-        assert!(!b.consume("nope", "node", 10_001));
+        assert!(!b.consume_now("nope", "node", 10_001));
         // Survives a restart (hash only), then is consumed once.
-        let b = Bootstrap::open(dir.path()).unwrap();
-        assert!(b.consume(&t.token, "node", 10_500));
-        assert!(!b.consume(&t.token, "node", 10_501), "reused");
-        let late = b.issue(NODE_PROFILE, 1_000, 20_000).unwrap();
+        let b = Bootstrap::open(dir.path(), &writer).unwrap();
+        assert!(b.consume_now(&t.token, "node", 10_500));
+        assert!(!b.consume_now(&t.token, "node", 10_501), "reused");
+        let late = issue(&b, 1_000, 20_000);
         assert!(
-            !b.consume(&late.token, "node", 21_000),
+            !b.consume_now(&late.token, "node", 21_000),
             "expired at its deadline"
         );
     }

@@ -1,6 +1,11 @@
 //! The device pairing methods (`device.pair.*`, `device.token.*`, `device.mfa.enroll`) and
 //! the `device.pair.requested|resolved` events: the shard-facing half of [`super::pairing`],
 //! whose pending requests and connect-time terms they act on.
+//!
+//! Every change of the paired-device store is answered only once it is on disk (its
+//! [`Ticket`] resolved, see [`super::store_writer`]): an approval, a removal or a revocation
+//! told to an operator, and a token or a TOTP secret handed out, must survive a crash. The
+//! wait is asynchronous; the shard goes on meanwhile.
 
 use std::rc::Rc;
 
@@ -8,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::pairing::{policy_for, PendingRequest};
 use super::store::{ApproveTerms, PairedDevice, StoreError};
+use super::store_writer::Ticket;
 use super::totp;
 use crate::addr::Caller;
 use crate::clock::now_ms;
@@ -79,8 +85,13 @@ pub fn device_json(d: &PairedDevice) -> Value {
     })
 }
 
+/// Waits for a change to be on disk; its write error as the method's.
+async fn on_disk(t: Ticket) -> Result<(), GatewayError> {
+    t.wait().await.map_err(|e| store_err(StoreError::from(e)))
+}
+
 /// Runs a pairing method (scope `operator.pairing`, checked by authz).
-pub fn call(
+pub async fn call(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
     method: &str,
@@ -90,12 +101,15 @@ pub fn call(
     let now = now_ms();
     let by = caller.auth.actor();
     match method {
-        "device.pair.setupCode" => super::bootstrap::setup_code(
-            &shard.shared.bootstrap,
-            shard.config(),
-            shard.shared.listen,
-            p,
-        ),
+        "device.pair.setupCode" => {
+            super::bootstrap::setup_code(
+                &shard.shared.bootstrap,
+                shard.config(),
+                shard.shared.listen,
+                p,
+            )
+            .await
+        }
         "device.pair.list" => {
             let pending: Vec<Value> = shared
                 .pairing
@@ -117,9 +131,13 @@ pub fn call(
                 token_lifetime_ms: policy.token_lifetime.map(|m| m.0 as i64),
                 cert_sha256: r.cert_sha256.clone(),
             };
-            if let Err(e) = shared.store.approve_with(r.approve.clone(), &terms, now) {
+            let written = match shared.store.approve_with(r.approve.clone(), &terms, now) {
+                Ok((_, t)) => on_disk(t).await,
+                Err(e) => Err(store_err(e)),
+            };
+            if let Err(e) = written {
                 shared.pairing.restore(r);
-                return Err(store_err(e));
+                return Err(e);
             }
             let device = shared
                 .store
@@ -150,12 +168,17 @@ pub fn call(
         }
         "device.pair.remove" => {
             let dev = required_str(p, "deviceId")?;
-            let removed = shared.store.remove(dev).map_err(store_err)?;
+            let (removed, t) = shared.store.remove(dev);
             // A node's approved surface belongs to its device (as in OpenClaw).
-            let node_removed = shared.node_pairing.remove(dev, now).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "node pairing store");
-                false
-            });
+            let (node_removed, node_t) = shared.node_pairing.remove(dev, now);
+            on_disk(t).await?;
+            let node_removed = match node_t.wait().await {
+                Ok(()) => node_removed,
+                Err(e) => {
+                    tracing::error!(error = %e, "node pairing store");
+                    false
+                }
+            };
             if node_removed {
                 crate::node::pair_methods::sync(shard, dev);
             }
@@ -169,7 +192,8 @@ pub fn call(
         "device.token.rotate" => {
             let dev = required_str(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
-            let t = shared.store.rotate(dev, role, now).map_err(store_err)?;
+            let (t, written) = shared.store.rotate(dev, role, now).map_err(store_err)?;
+            on_disk(written).await?;
             tracing::info!(device = %dev, role = %role, by = %by, "device token rotated");
             // The new token goes back in band only to the device itself (OpenClaw: another
             // operator never sees a device's credential), and the sessions of the old token
@@ -189,7 +213,7 @@ pub fn call(
         "device.token.revoke" => {
             let dev = required_str(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
-            shared.store.revoke(dev, role, now).map_err(store_err)?;
+            on_disk(shared.store.revoke(dev, role, now).map_err(store_err)?).await?;
             tracing::info!(device = %dev, role = %role, by = %by, "device token revoked");
             shard.close_device(dev, Some(role), "device token revoked");
             let at = shared
@@ -201,10 +225,11 @@ pub fn call(
         "device.mfa.enroll" => {
             let dev = required_str(p, "deviceId")?;
             let secret = totp::generate_secret();
-            shared
+            let written = shared
                 .store
                 .set_totp(dev, Some(secret.clone()))
                 .map_err(store_err)?;
+            on_disk(written).await?;
             tracing::info!(device = %dev, by = %by, "TOTP enrolled");
             Ok(
                 json!({"deviceId": dev, "secret": secret, "otpauthUrl": totp::otpauth_url(&secret, dev),

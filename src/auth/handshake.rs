@@ -3,6 +3,11 @@
 //! to the pairing store (silent approval), the pending pairing requests and the TOTP replay
 //! guard, all passed in by the caller (see `crate::auth::pairing` for the policy terms). The
 //! request's wire shape is [`crate::protocol::connect`].
+//!
+//! Store changes are made in memory; the file writes are the store writer's
+//! ([`crate::auth::store_writer`]). What the admission hands out that must survive a crash
+//! (the device token of hello-ok, a spent setup code) comes with a [`Durable`] the caller
+//! awaits before it answers.
 
 use serde_json::Value;
 use subtle::ConstantTimeEq;
@@ -10,6 +15,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::device::{self, DeviceAuthError, DeviceProof};
 use crate::auth::pairing::{self, PeerTerms};
 use crate::auth::store::{ApproveRequest, PairingStore, TokenCheckError};
+use crate::auth::store_writer::Ticket;
 use crate::config::{AuthConfig, AuthMode};
 use crate::protocol::connect::{negotiate, parse_params, ClientInfo, ConnectParams};
 use crate::protocol::error::GatewayError;
@@ -55,6 +61,46 @@ pub struct HandshakeEnv<'a> {
     pub bootstrap: Option<&'a crate::auth::bootstrap::Bootstrap>,
 }
 
+/// What an admission changed that must be on disk before hello-ok is sent.
+#[must_use = "hello-ok may be sent only once the admission's changes are on disk"]
+#[derive(Debug, Default)]
+pub struct Durable {
+    /// The spent setup code: a crash before it is written would let it be used again.
+    bootstrap: Option<Ticket>,
+    /// The device token handed out (new, or approved by another connection a moment ago):
+    /// a crash before it is written would leave the client with a token the gateway forgot.
+    device: Option<Ticket>,
+}
+
+impl Durable {
+    /// True when nothing is waiting for a write.
+    pub fn is_ready(&self) -> bool {
+        self.bootstrap.as_ref().is_none_or(Ticket::is_ready)
+            && self.device.as_ref().is_none_or(Ticket::is_ready)
+    }
+
+    /// Waits for the writes (asynchronously: the shard goes on meanwhile).
+    ///
+    /// # Errors
+    /// A failed write (the change was undone): the connect is refused as the synchronous
+    /// write's failure was.
+    pub async fn wait(self) -> Result<(), GatewayError> {
+        if let Some(t) = self.bootstrap {
+            t.wait().await.map_err(|e| {
+                // Not consumed durably: refuse rather than risk a second use after a restart.
+                tracing::error!(error = %e, "bootstrap token store");
+                GatewayError::BootstrapTokenInvalid
+            })?;
+        }
+        if let Some(t) = self.device {
+            t.wait()
+                .await
+                .map_err(|e| GatewayError::InvalidConnect(format!("pairing store: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// Outcome of the shared-secret check, so the caller can count failures per IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SharedAuth {
@@ -91,11 +137,12 @@ fn approve_request(p: &ConnectParams, device_id: &str, role: &str) -> ApproveReq
     }
 }
 
-/// Runs the whole admission of PROTOCOL.md §3 steps 3–9.
+/// Runs the whole admission of PROTOCOL.md §3 steps 3–9. The caller awaits the
+/// [`Durable`] before it sends hello-ok.
 pub fn admit(
     params: &Value,
     env: &HandshakeEnv<'_>,
-) -> Result<(Admission, SharedAuth), GatewayError> {
+) -> Result<(Admission, SharedAuth, Durable), GatewayError> {
     let p = parse_params(params)?;
     let role = p.role.clone().unwrap_or_else(|| "operator".into());
     if role != "operator" && role != "node" {
@@ -105,6 +152,7 @@ pub fn admit(
     }
     let protocol = negotiate(&p, &role)?;
     let auth = p.auth.clone().unwrap_or_default();
+    let mut durable = Durable::default();
 
     // Device identity first: a device token is only meaningful for a verified device.
     let verified = match &p.device {
@@ -156,11 +204,12 @@ pub fn admit(
         let token = auth.bootstrap_token.as_deref().unwrap_or_default();
         // Scopes are refused before the token is spent: a connect that cannot succeed must
         // not burn the code.
-        let ok = p.scopes.is_empty()
-            && env
-                .bootstrap
-                .is_some_and(|b| b.consume(token, &role, env.now_ms));
-        if !ok {
+        durable.bootstrap = p
+            .scopes
+            .is_empty()
+            .then(|| env.bootstrap?.consume(token, &role, env.now_ms))
+            .flatten();
+        if durable.bootstrap.is_none() {
             return Err(GatewayError::BootstrapTokenInvalid);
         }
         tracing::info!(device = %v.device_id, role = %role, "setup code redeemed");
@@ -226,6 +275,7 @@ pub fn admit(
                     pairing_pending: None,
                 },
                 shared,
+                durable,
             ));
         }
         return Err(GatewayError::DeviceIdentityRequired);
@@ -267,6 +317,7 @@ pub fn admit(
                     pairing_pending: Some(request_id),
                 },
                 shared,
+                durable,
             ));
         }
         return Err(GatewayError::PairingRequired {
@@ -286,37 +337,26 @@ pub fn admit(
         &p.scopes,
         env.now_ms,
     )?;
-    // A paired device within its scopes keeps its live token (no store write per connect).
+    // A paired device within its scopes keeps its live token (no store write per connect;
+    // a wait only if another connection approved it a moment ago and that is not on disk).
     let existing = covered
-        .then(|| env.store.get(&v.device_id))
-        .flatten()
-        .and_then(|dev| dev.tokens.get(&role).cloned())
-        .filter(|t| {
-            t.is_live(env.now_ms) && crate::auth::store::scopes_covered(&t.scopes, &p.scopes)
-        });
-    if let Some(t) = existing {
-        return Ok((
-            Admission {
-                protocol,
-                role,
-                scopes: p.scopes.clone(),
-                device_id: Some(v.device_id),
-                device_token: Some((t.token.clone(), t.created_at_ms)),
-                client: p.client.clone(),
-                params: p,
-                pairing_pending: None,
-            },
-            shared,
-        ));
-    }
-    let token = env
-        .store
-        .approve_with(
-            approve_request(&p, &v.device_id, &role),
-            &env.terms.approve_terms(),
-            env.now_ms,
-        )
-        .map_err(|e| GatewayError::InvalidConnect(format!("pairing store: {e}")))?;
+        .then(|| {
+            env.store
+                .live_token(&v.device_id, &role, &p.scopes, env.now_ms)
+        })
+        .flatten();
+    let (token, ticket) = match existing {
+        Some(t) => t,
+        None => env
+            .store
+            .approve_with(
+                approve_request(&p, &v.device_id, &role),
+                &env.terms.approve_terms(),
+                env.now_ms,
+            )
+            .map_err(|e| GatewayError::InvalidConnect(format!("pairing store: {e}")))?,
+    };
+    durable.device = Some(ticket);
     Ok((
         Admission {
             protocol,
@@ -329,6 +369,7 @@ pub fn admit(
             pairing_pending: None,
         },
         shared,
+        durable,
     ))
 }
 

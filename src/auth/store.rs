@@ -7,9 +7,12 @@
 //! JSON object keyed by device id, in OpenClaw's camelCase shape.
 //!
 //! Invariants a reader must keep:
-//! - Memory and disk agree. Every mutation is applied to a copy, written
-//!   atomically (temp file in the same directory, fsync, rename, fsync of the
-//!   directory) and only then committed in memory; a failed write changes
+//! - Memory and disk agree for everything handed out. A change is applied in memory at once
+//!   and returns a [`Ticket`]; the store writer ([`super::store_writer`], a thread of its own)
+//!   writes the table atomically (temp file in the same directory, fsync, rename, fsync of the
+//!   directory), coalescing changes made meanwhile. Whoever tells anyone of a change (a
+//!   device token in hello-ok, an operator's answer) awaits its ticket first; a failed write
+//!   undoes every change not on disk and fails their tickets, so a failed write still changes
 //!   nothing. The directory is `0700` and the file `0600`: it holds secrets.
 //! - A file that cannot be read or parsed is an error naming its path, never an
 //!   empty store: silently dropping it would unpair every device.
@@ -17,13 +20,9 @@
 //! - Token comparison is constant-time, and tokens never reach `Debug` output
 //!   or error messages.
 //!
-//! The store is shared by every shard, so its state sits behind a
-//! `std::sync::Mutex`. That is tolerable only because it is touched at connect
-//! and pairing time, never per frame; it must not be called from a hot path.
-#![expect(
-    clippy::disallowed_types,
-    reason = "one process-wide store shared by all shards, used only at connect/pairing time"
-)]
+//! The store is shared by every shard: the table is an `Arc` snapshot whose lock is held only
+//! to copy the `Arc` (reads) or to change the table in memory (writes), never across I/O, so
+//! a handshake on one shard never waits for another shard's disk write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -31,7 +30,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -39,6 +38,7 @@ use subtle::ConstantTimeEq as _;
 
 use super::device;
 use super::state_file;
+use super::store_writer::{Doc, Encode, StoreWriter, Ticket, WriteError};
 
 /// Sub-directory of the state dir holding device state.
 const DEVICES_DIR: &str = "devices";
@@ -224,6 +224,9 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// A change could not be written (it was undone; see [`super::store_writer`]).
+    #[error("pairing store write failed: {0}")]
+    Write(#[from] WriteError),
     /// The store could not be serialised (should not happen).
     #[error("pairing store could not be encoded: {0}")]
     Encode(#[source] serde_json::Error),
@@ -287,16 +290,15 @@ type Devices = BTreeMap<String, PairedDevice>;
 
 /// The paired-device table, loaded from and persisted to
 /// `<state_dir>/devices/paired.json`. Cheap to share behind an `Arc`; every
-/// method takes `&self`.
+/// method takes `&self`. Changes return a [`Ticket`] to await before the change is
+/// handed out.
 #[derive(Debug)]
 pub struct PairingStore {
     /// `<state_dir>/devices/paired.json`.
     path: PathBuf,
-    /// The table; always equal to the last successful write (or the load).
-    devices: Mutex<Devices>,
-    /// Seals secrets (device tokens, TOTP secrets) in the file when set
-    /// (`storage.encryption: "aes-256-gcm"`); in memory they are plain.
-    cipher: Option<Sealer>,
+    /// The table (keyed by device id for the tickets), written by the store writer,
+    /// secrets sealed there when `storage.encryption` is set (in memory they are plain).
+    devices: Doc<Devices>,
 }
 
 /// AES-256-GCM for the secret fields of the store file: each becomes
@@ -372,25 +374,47 @@ impl Sealer {
 }
 
 impl PairingStore {
-    /// Opens the store under `state_dir`, creating `devices/` (mode 0700) if
-    /// needed. A missing file is an empty store.
+    /// Opens the store under `state_dir` with a store writer of its own (tests, tools); the
+    /// gateway uses [`PairingStore::open_with`] and one writer for every file.
+    ///
+    /// # Errors
+    /// As [`PairingStore::open_with`].
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let writer = StoreWriter::start().map_err(|source| StoreError::Io {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        Self::open_with(state_dir, None, &writer)
+    }
+
+    /// [`PairingStore::open`] with secrets sealed at rest by `key`.
+    ///
+    /// # Errors
+    /// As [`PairingStore::open_with`].
+    pub fn open_sealed(
+        state_dir: &Path,
+        key: Option<aes_gcm::Aes256Gcm>,
+    ) -> Result<Self, StoreError> {
+        let writer = StoreWriter::start().map_err(|source| StoreError::Io {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        Self::open_with(state_dir, key, &writer)
+    }
+
+    /// Opens the store under `state_dir`, creating `devices/` (mode 0700) if needed; a
+    /// missing file is an empty store. With `key`, secrets are sealed at rest (AES-256-GCM):
+    /// plain secrets of an older file are read and sealed on the next write; sealed ones
+    /// without the key (or with another key) are an error naming the file. `writer` writes
+    /// every change.
     ///
     /// # Errors
     /// [`StoreError::Io`] if the directory cannot be created or the file read,
     /// [`StoreError::Corrupt`] / [`StoreError::Inconsistent`] if the file is bad.
-    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
-        Self::open_sealed(state_dir, None)
-    }
-
-    /// [`PairingStore::open`] with secrets sealed at rest by `key` (AES-256-GCM).
-    /// Plain secrets of an older file are read and sealed on the next write; sealed
-    /// ones without the key (or with another key) are an error naming the file.
-    ///
-    /// # Errors
-    /// As [`PairingStore::open`].
-    pub fn open_sealed(
+    pub fn open_with(
         state_dir: &Path,
         key: Option<aes_gcm::Aes256Gcm>,
+        writer: &StoreWriter,
     ) -> Result<Self, StoreError> {
         let cipher = key.map(Sealer);
         let dir = state_dir.join(DEVICES_DIR);
@@ -422,10 +446,10 @@ impl PairingStore {
             path: path.clone(),
             reason,
         })?;
+        let encode: Encode<Devices> = Box::new(move |d| encode(d, cipher.as_ref()));
         Ok(Self {
+            devices: Doc::file(devices, path.clone(), encode, writer),
             path,
-            devices: Mutex::new(devices),
-            cipher,
         })
     }
 
@@ -434,26 +458,36 @@ impl PairingStore {
         &self.path
     }
 
+    /// The table as it is now (changes not yet on disk included). Taking it holds the lock
+    /// only to copy an `Arc`.
+    fn snapshot(&self) -> Arc<Devices> {
+        self.devices.read()
+    }
+
     /// The paired device with this id, if any.
     pub fn get(&self, device_id: &str) -> Option<PairedDevice> {
-        self.lock().get(device_id).cloned()
+        self.snapshot().get(device_id).cloned()
     }
 
     /// Every paired device, ordered by id.
     pub fn list(&self) -> Vec<PairedDevice> {
-        self.lock().values().cloned().collect()
+        self.snapshot().values().cloned().collect()
     }
 
     /// Approves (or widens) a device for `req.role` and `req.scopes`, and
     /// returns the device token for that role: the existing one if it is live
     /// and its scopes already cover the request, else a new one whose scopes
-    /// are the union of the old token's and the requested. Persists.
+    /// are the union of the old token's and the requested. The token may be handed
+    /// out once the ticket resolved.
     ///
     /// # Errors
-    /// [`StoreError::InvalidDevice`] if the id is not the hash of a valid key;
-    /// [`StoreError::Io`] / [`StoreError::Encode`] if persisting fails (the
+    /// [`StoreError::InvalidDevice`] if the id is not the hash of a valid key (the
     /// store is then unchanged).
-    pub fn approve(&self, req: ApproveRequest, now_ms: i64) -> Result<DeviceToken, StoreError> {
+    pub fn approve(
+        &self,
+        req: ApproveRequest,
+        now_ms: i64,
+    ) -> Result<(DeviceToken, Ticket), StoreError> {
         self.approve_with(req, &ApproveTerms::default(), now_ms)
     }
 
@@ -466,7 +500,7 @@ impl PairingStore {
         req: ApproveRequest,
         terms: &ApproveTerms,
         now_ms: i64,
-    ) -> Result<DeviceToken, StoreError> {
+    ) -> Result<(DeviceToken, Ticket), StoreError> {
         let raw =
             device::parse_public_key(&req.public_key).map_err(|_| StoreError::InvalidDevice {
                 device_id: req.device_id.clone(),
@@ -479,8 +513,10 @@ impl PairingStore {
             });
         }
         let public_key = device::b64url(&raw);
+        let key = req.device_id.clone();
 
-        self.mutate(|devices| {
+        self.devices.change(&key, |devices| {
+            let before = devices.get(&req.device_id).cloned();
             let dev = devices
                 .entry(req.device_id.clone())
                 .or_insert_with(|| PairedDevice {
@@ -537,14 +573,34 @@ impl PairingStore {
                     t
                 }
             };
-            Ok(token)
+            let changed = before.as_ref() != Some(&*dev);
+            Ok((token, changed))
         })
+    }
+
+    /// The live token of (device, role) if it covers `scopes`, with the ticket of the
+    /// device's last change: a token approved by another connection a moment ago may not be
+    /// on disk yet, and is handed out only once it is.
+    pub fn live_token(
+        &self,
+        device_id: &str,
+        role: &str,
+        scopes: &[String],
+        now_ms: i64,
+    ) -> Option<(DeviceToken, Ticket)> {
+        let (t, ticket) = self.devices.read_durable(device_id, |d| {
+            d.get(device_id)
+                .and_then(|dev| dev.tokens.get(role))
+                .filter(|t| t.is_live(now_ms) && scopes_covered(&t.scopes, scopes))
+                .cloned()
+        });
+        t.map(|t| (t, ticket))
     }
 
     /// True when the device is paired with `role` and every requested scope
     /// is within its approved scopes (see [`scope_covered`]).
     pub fn covers(&self, device_id: &str, role: &str, scopes: &[String]) -> bool {
-        self.lock()
+        self.snapshot()
             .get(device_id)
             .is_some_and(|d| d.roles.iter().any(|r| r == role) && scopes_covered(&d.scopes, scopes))
     }
@@ -563,7 +619,7 @@ impl PairingStore {
         token: &str,
         now_ms: i64,
     ) -> Result<DeviceToken, TokenCheckError> {
-        let devices = self.lock();
+        let devices = self.snapshot();
         let stored = devices
             .get(device_id)
             .and_then(|d| d.tokens.get(role))
@@ -582,18 +638,18 @@ impl PairingStore {
 
     /// Replaces the token of (device, role) with a fresh one, keeping its
     /// scopes (or the device's scopes if it had none) and clearing any
-    /// revocation or expiry. The old value stops verifying. Persists.
+    /// revocation or expiry. The old value stops verifying at once; the new one may be
+    /// handed out once the ticket resolved.
     ///
     /// # Errors
-    /// [`StoreError::UnknownDevice`], [`StoreError::RoleNotPaired`], or a
-    /// persistence error.
+    /// [`StoreError::UnknownDevice`] or [`StoreError::RoleNotPaired`].
     pub fn rotate(
         &self,
         device_id: &str,
         role: &str,
         now_ms: i64,
-    ) -> Result<DeviceToken, StoreError> {
-        self.mutate(|devices| {
+    ) -> Result<(DeviceToken, Ticket), StoreError> {
+        self.devices.change(device_id, |devices| {
             let dev = devices
                 .get_mut(device_id)
                 .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
@@ -615,100 +671,92 @@ impl PairingStore {
                 lifetime_ms,
             };
             dev.tokens.insert(role.to_owned(), t.clone());
-            Ok(t)
+            Ok((t, true))
         })
     }
 
     /// Revokes the token of (device, role); the device stays paired and a
     /// later [`PairingStore::approve`] issues a new token. Revoking twice keeps
-    /// the first revocation time. Persists.
+    /// the first revocation time.
     ///
     /// # Errors
-    /// [`StoreError::UnknownDevice`], [`StoreError::RoleNotPaired`] (no token
-    /// for the role), or a persistence error.
-    pub fn revoke(&self, device_id: &str, role: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.mutate(|devices| {
-            let dev = devices
-                .get_mut(device_id)
-                .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
-            let t = dev
-                .tokens
-                .get_mut(role)
-                .ok_or_else(|| not_paired(device_id, role))?;
-            t.revoked_at_ms.get_or_insert(now_ms);
-            Ok(())
-        })
+    /// [`StoreError::UnknownDevice`] or [`StoreError::RoleNotPaired`] (no token for the
+    /// role).
+    pub fn revoke(&self, device_id: &str, role: &str, now_ms: i64) -> Result<Ticket, StoreError> {
+        self.devices
+            .change(device_id, |devices| {
+                let dev = devices
+                    .get_mut(device_id)
+                    .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
+                let t = dev
+                    .tokens
+                    .get_mut(role)
+                    .ok_or_else(|| not_paired(device_id, role))?;
+                let changed = t.revoked_at_ms.is_none();
+                t.revoked_at_ms.get_or_insert(now_ms);
+                Ok(((), changed))
+            })
+            .map(|((), t)| t)
     }
 
-    /// Sets (or clears) the device's TOTP secret. Persists.
+    /// Sets (or clears) the device's TOTP secret.
     ///
     /// # Errors
-    /// [`StoreError::UnknownDevice`] or a persistence error.
-    pub fn set_totp(&self, device_id: &str, secret: Option<String>) -> Result<(), StoreError> {
-        self.mutate(|devices| {
-            let dev = devices
-                .get_mut(device_id)
-                .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
-            dev.totp_secret = secret;
-            Ok(())
-        })
+    /// [`StoreError::UnknownDevice`].
+    pub fn set_totp(&self, device_id: &str, secret: Option<String>) -> Result<Ticket, StoreError> {
+        self.devices
+            .change(device_id, |devices| {
+                let dev = devices
+                    .get_mut(device_id)
+                    .ok_or_else(|| StoreError::UnknownDevice(device_id.to_owned()))?;
+                let changed = dev.totp_secret != secret;
+                dev.totp_secret = secret;
+                Ok(((), changed))
+            })
+            .map(|((), t)| t)
     }
 
-    /// Unpairs a device entirely. Returns whether it was paired. Persists
-    /// only when something changed.
-    ///
-    /// # Errors
-    /// A persistence error (the device then stays paired).
-    pub fn remove(&self, device_id: &str) -> Result<bool, StoreError> {
-        if !self.lock().contains_key(device_id) {
-            return Ok(false);
+    /// Unpairs a device entirely. Returns whether it was paired.
+    pub fn remove(&self, device_id: &str) -> (bool, Ticket) {
+        match self.devices.change(device_id, |devices| {
+            let removed = devices.remove(device_id).is_some();
+            Ok::<_, std::convert::Infallible>((removed, removed))
+        }) {
+            Ok(r) => r,
+            Err(e) => match e {},
         }
-        self.mutate(|devices| Ok(devices.remove(device_id).is_some()))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Devices> {
-        // No code panics while holding the lock, and state is only committed
-        // after a successful write, so a poisoned lock still guards a
-        // consistent table.
-        self.devices.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Changes the table directly (tests that set up states no method makes).
+    #[cfg(test)]
+    fn edit(&self, device_id: &str, f: impl FnOnce(&mut PairedDevice)) -> Ticket {
+        self.devices
+            .change(device_id, |d| {
+                f(d.get_mut(device_id).expect("device"));
+                Ok::<_, ()>(((), true))
+            })
+            .expect("edit")
+            .1
     }
+}
 
-    /// Applies `f` to a copy of the table, persists the copy if `f` succeeded
-    /// and changed it, then commits it. Holding the lock across the write keeps
-    /// the on-disk order of writes equal to the in-memory order.
-    fn mutate<R>(
-        &self,
-        f: impl FnOnce(&mut Devices) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        let out = f(&mut next)?;
-        if next != *guard {
-            self.persist(&next)?;
-            *guard = next;
+/// The store file's bytes: the table as pretty JSON, secrets sealed when a key is set (runs
+/// on the store writer's thread).
+fn encode(devices: &Devices, cipher: Option<&Sealer>) -> Result<Vec<u8>, String> {
+    let sealed;
+    let devices = match cipher {
+        Some(c) => {
+            let mut d = devices.clone();
+            let _ = Sealer::map_secrets(&mut d, |aad, v| Ok(c.seal(aad, v)));
+            sealed = d;
+            &sealed
         }
-        Ok(out)
-    }
-
-    /// Writes the table ([`state_file::write_atomic`]), secrets sealed when a key is set.
-    fn persist(&self, devices: &Devices) -> Result<(), StoreError> {
-        let sealed;
-        let devices = match &self.cipher {
-            Some(c) => {
-                let mut d = devices.clone();
-                let _ = Sealer::map_secrets(&mut d, |aad, v| Ok(c.seal(aad, v)));
-                sealed = d;
-                &sealed
-            }
-            None => devices,
-        };
-        let mut bytes = serde_json::to_vec_pretty(devices).map_err(StoreError::Encode)?;
-        bytes.push(b'\n');
-        state_file::write_atomic(&self.path, &bytes).map_err(|source| StoreError::Io {
-            path: self.path.clone(),
-            source,
-        })
-    }
+        None => devices,
+    };
+    let mut bytes =
+        serde_json::to_vec_pretty(devices).map_err(|e| StoreError::Encode(e).to_string())?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 /// Parses and checks the store file.
@@ -765,7 +813,25 @@ fn new_token() -> String {
 mod tests {
     use super::*;
     use device::DeviceIdentity;
+    use futures_lite::future::block_on;
     use std::sync::Arc;
+
+    /// A change's result once it is on disk (blocks the test thread on its ticket).
+    fn done<T>(r: Result<(T, Ticket), StoreError>) -> Result<T, StoreError> {
+        let (v, t) = r?;
+        block_on(t.wait())?;
+        Ok(v)
+    }
+
+    /// [`done`] of a change without a result.
+    fn durable(r: Result<Ticket, StoreError>) -> Result<(), StoreError> {
+        done(r.map(|t| ((), t)))
+    }
+
+    /// [`done`] of a removal.
+    fn removed((r, t): (bool, Ticket)) -> Result<bool, StoreError> {
+        done(Ok((r, t)))
+    }
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -796,12 +862,11 @@ mod tests {
         let store = PairingStore::open(dir.path()).unwrap();
         assert!(store.list().is_empty());
         let id = ident(1);
-        let tok = store
-            .approve(
-                req(&id, "operator", &["operator.write", "operator.read"]),
-                T0,
-            )
-            .unwrap();
+        let tok = done(store.approve(
+            req(&id, "operator", &["operator.write", "operator.read"]),
+            T0,
+        ))
+        .unwrap();
         assert_eq!(tok.role, "operator");
         assert_eq!(tok.scopes, s(&["operator.read", "operator.write"]));
         assert_eq!(tok.token.len(), 43);
@@ -822,7 +887,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
-        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        done(store.approve(req(&id, "operator", &[]), T0)).unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&fs::read(store.path()).unwrap()).unwrap();
         let dev = &v[id.device_id()];
@@ -838,7 +903,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let store = PairingStore::open(&state).unwrap();
-        store.approve(req(&ident(1), "operator", &[]), T0).unwrap();
+        done(store.approve(req(&ident(1), "operator", &[]), T0)).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(store.path()), 0o600);
         assert_eq!(mode(&state.join("devices")), 0o700);
@@ -855,19 +920,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
-        let t1 = store
-            .approve(req(&id, "operator", &["operator.write"]), T0)
-            .unwrap();
-        let t2 = store
-            .approve(req(&id, "operator", &["operator.read"]), T0 + 1)
-            .unwrap();
+        let t1 = done(store.approve(req(&id, "operator", &["operator.write"]), T0)).unwrap();
+        let t2 = done(store.approve(req(&id, "operator", &["operator.read"]), T0 + 1)).unwrap();
         assert_eq!(t1, t2);
-        let t3 = store
-            .approve(req(&id, "operator", &["operator.admin"]), T0 + 2)
-            .unwrap();
+        let t3 = done(store.approve(req(&id, "operator", &["operator.admin"]), T0 + 2)).unwrap();
         assert_ne!(t3.token, t1.token);
         assert_eq!(t3.scopes, s(&["operator.admin", "operator.write"]));
-        let node = store.approve(req(&id, "node", &[]), T0 + 3).unwrap();
+        let node = done(store.approve(req(&id, "node", &[]), T0 + 3)).unwrap();
         let dev = store.get(&id.device_id()).unwrap();
         assert_eq!(dev.roles, s(&["node", "operator"]));
         assert_eq!(dev.tokens.len(), 2);
@@ -881,11 +940,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
-        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        done(store.approve(req(&id, "operator", &[]), T0)).unwrap();
         let mut r = req(&id, "operator", &[]);
         r.display_name = None;
         r.platform = Some("linux".into());
-        store.approve(r, T0).unwrap();
+        done(store.approve(r, T0)).unwrap();
         let dev = store.get(&id.device_id()).unwrap();
         assert_eq!(dev.display_name.as_deref(), Some("laptop"));
         assert_eq!(dev.platform.as_deref(), Some("linux"));
@@ -898,13 +957,13 @@ mod tests {
         let mut r = req(&ident(1), "operator", &[]);
         r.device_id = ident(2).device_id();
         assert!(matches!(
-            store.approve(r, T0),
+            done(store.approve(r, T0)),
             Err(StoreError::InvalidDevice { .. })
         ));
         let mut r = req(&ident(1), "operator", &[]);
         r.public_key = "garbage".into();
         assert!(matches!(
-            store.approve(r, T0),
+            done(store.approve(r, T0)),
             Err(StoreError::InvalidDevice { .. })
         ));
         assert!(store.list().is_empty());
@@ -917,9 +976,7 @@ mod tests {
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
         let dev = id.device_id();
-        let t = store
-            .approve(req(&id, "operator", &["operator.read"]), T0)
-            .unwrap();
+        let t = done(store.approve(req(&id, "operator", &["operator.read"]), T0)).unwrap();
 
         assert_eq!(
             store.verify_token(&dev, "operator", &t.token, T0),
@@ -943,14 +1000,14 @@ mod tests {
         );
 
         // Expiry (set directly: the store issues non-expiring tokens).
-        store
-            .lock()
-            .get_mut(&dev)
-            .unwrap()
-            .tokens
-            .get_mut("operator")
-            .unwrap()
-            .expires_at_ms = Some(T0 + 10);
+        block_on(
+            store
+                .edit(&dev, |d| {
+                    d.tokens.get_mut("operator").unwrap().expires_at_ms = Some(T0 + 10);
+                })
+                .wait(),
+        )
+        .unwrap();
         assert!(store
             .verify_token(&dev, "operator", &t.token, T0 + 9)
             .is_ok());
@@ -959,14 +1016,12 @@ mod tests {
             Err(TokenCheckError::Expired)
         );
         // Expired tokens are replaced on the next approval.
-        let t2 = store
-            .approve(req(&id, "operator", &["operator.read"]), T0 + 11)
-            .unwrap();
+        let t2 = done(store.approve(req(&id, "operator", &["operator.read"]), T0 + 11)).unwrap();
         assert_ne!(t2.token, t.token);
         assert_eq!(t2.expires_at_ms, None);
 
-        store.revoke(&dev, "operator", T0 + 20).unwrap();
-        store.revoke(&dev, "operator", T0 + 30).unwrap();
+        durable(store.revoke(&dev, "operator", T0 + 20)).unwrap();
+        durable(store.revoke(&dev, "operator", T0 + 30)).unwrap();
         assert_eq!(
             store.verify_token(&dev, "operator", &t2.token, T0 + 21),
             Err(TokenCheckError::Revoked)
@@ -987,9 +1042,7 @@ mod tests {
         );
         // Still paired; re-approval issues a fresh token.
         assert!(store.covers(&dev, "operator", &s(&["operator.read"])));
-        let t3 = store
-            .approve(req(&id, "operator", &["operator.read"]), T0 + 40)
-            .unwrap();
+        let t3 = done(store.approve(req(&id, "operator", &["operator.read"]), T0 + 40)).unwrap();
         assert_ne!(t3.token, t2.token);
         assert!(store
             .verify_token(&dev, "operator", &t3.token, T0 + 40)
@@ -1002,10 +1055,8 @@ mod tests {
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
         let dev = id.device_id();
-        let old = store
-            .approve(req(&id, "operator", &["operator.admin"]), T0)
-            .unwrap();
-        let new = store.rotate(&dev, "operator", T0 + 5).unwrap();
+        let old = done(store.approve(req(&id, "operator", &["operator.admin"]), T0)).unwrap();
+        let new = done(store.rotate(&dev, "operator", T0 + 5)).unwrap();
         assert_ne!(new.token, old.token);
         assert_eq!(new.scopes, old.scopes);
         assert_eq!(new.created_at_ms, T0);
@@ -1023,15 +1074,15 @@ mod tests {
             .is_ok());
 
         assert!(matches!(
-            store.rotate(&dev, "node", T0),
+            done(store.rotate(&dev, "node", T0)),
             Err(StoreError::RoleNotPaired { .. })
         ));
         assert!(matches!(
-            store.rotate("nope", "operator", T0),
+            done(store.rotate("nope", "operator", T0)),
             Err(StoreError::UnknownDevice(_))
         ));
         assert!(matches!(
-            store.revoke(&dev, "node", T0),
+            durable(store.revoke(&dev, "node", T0)),
             Err(StoreError::RoleNotPaired { .. })
         ));
     }
@@ -1041,12 +1092,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let (a, w) = (ident(1), ident(2));
-        store
-            .approve(req(&a, "operator", &["operator.admin"]), T0)
-            .unwrap();
-        store
-            .approve(req(&w, "operator", &["operator.write"]), T0)
-            .unwrap();
+        done(store.approve(req(&a, "operator", &["operator.admin"]), T0)).unwrap();
+        done(store.approve(req(&w, "operator", &["operator.write"]), T0)).unwrap();
         let (a, w) = (a.device_id(), w.device_id());
 
         assert!(store.covers(&a, "operator", &[]));
@@ -1079,9 +1126,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
-        store.approve(req(&id, "operator", &[]), T0).unwrap();
-        assert!(store.remove(&id.device_id()).unwrap());
-        assert!(!store.remove(&id.device_id()).unwrap());
+        done(store.approve(req(&id, "operator", &[]), T0)).unwrap();
+        assert!(removed(store.remove(&id.device_id())).unwrap());
+        assert!(!removed(store.remove(&id.device_id())).unwrap());
         assert!(PairingStore::open(dir.path()).unwrap().list().is_empty());
     }
 
@@ -1106,7 +1153,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
-        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        done(store.approve(req(&id, "operator", &[]), T0)).unwrap();
         let text = fs::read_to_string(store.path()).unwrap();
         let swapped = text.replace(&id.public_key_b64url(), &ident(2).public_key_b64url());
         fs::write(store.path(), swapped).unwrap();
@@ -1141,15 +1188,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
-        store.approve(req(&id, "operator", &[]), T0).unwrap();
+        done(store.approve(req(&id, "operator", &[]), T0)).unwrap();
         // A directory where the file should be makes the rename fail, even as root.
         fs::remove_file(store.path()).unwrap();
         fs::create_dir(store.path()).unwrap();
-        let err = store.approve(req(&ident(2), "operator", &[]), T0);
-        assert!(matches!(err, Err(StoreError::Io { .. })), "{err:?}");
+        let err = done(store.approve(req(&ident(2), "operator", &[]), T0));
+        assert!(matches!(err, Err(StoreError::Write(_))), "{err:?}");
         assert!(matches!(
-            store.remove(&id.device_id()),
-            Err(StoreError::Io { .. })
+            removed(store.remove(&id.device_id())),
+            Err(StoreError::Write(_))
         ));
         assert_eq!(store.list().len(), 1);
         assert!(store.get(&ident(2).device_id()).is_none());
@@ -1162,7 +1209,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = PairingStore::open(dir.path()).unwrap();
         let id = ident(1);
-        let t = store.approve(req(&id, "operator", &[]), T0).unwrap();
+        let t = done(store.approve(req(&id, "operator", &[]), T0)).unwrap();
         assert!(!format!("{t:?}").contains(&t.token));
         assert!(!format!("{:?}", store.get(&id.device_id())).contains(&t.token));
         assert!(!format!("{store:?}").contains(&t.token));
@@ -1185,12 +1232,9 @@ mod tests {
                     let mut tokens = Vec::new();
                     for i in 0..20u8 {
                         let id = ident(t * 50 + i + 1);
-                        store
-                            .approve(req(&id, "operator", &["operator.read"]), T0)
-                            .unwrap();
+                        done(store.approve(req(&id, "operator", &["operator.read"]), T0)).unwrap();
                         tokens.push(
-                            store
-                                .approve(req(&shared, "operator", &["operator.read"]), T0)
+                            done(store.approve(req(&shared, "operator", &["operator.read"]), T0))
                                 .unwrap(),
                         );
                     }
@@ -1218,12 +1262,10 @@ mod tests {
         let dev = id.device_id();
         // An older plain file is read, then sealed on the next write.
         let plain = PairingStore::open(dir.path()).unwrap();
-        let t = plain.approve(req(&id, "operator", &[]), T0).unwrap();
+        let t = done(plain.approve(req(&id, "operator", &[]), T0)).unwrap();
         let store = PairingStore::open_sealed(dir.path(), Some(key())).unwrap();
         assert_eq!(store.get(&dev).unwrap().tokens["operator"].token, t.token);
-        store
-            .set_totp(&dev, Some("JBSWY3DPEHPK3PXP".into()))
-            .unwrap();
+        durable(store.set_totp(&dev, Some("JBSWY3DPEHPK3PXP".into()))).unwrap();
         let text = fs::read_to_string(store.path()).unwrap();
         assert!(!text.contains(&t.token), "{text}");
         assert!(!text.contains("JBSWY3DPEHPK3PXP"), "{text}");

@@ -131,20 +131,41 @@ pub fn on_connect(
     let first = np.approved(node_id).is_none();
     let filed = np.file(node_id, commands, caps, meta, false, now);
     if let (true, true, Filed::Pending { request, .. }) = (bootstrapped, first, &filed) {
-        match np.approve(&request.request_id, "bootstrap", now) {
-            Ok(Some((r, a))) => {
-                tracing::info!(shard = %shard.id, node = %node_id, commands = ?a.commands,
-                    "node capability surface approved by its bootstrap token");
-                emit(
-                    shard,
-                    "node.pair.resolved",
-                    node_id,
-                    json!({"requestId": r.request_id, "nodeId": node_id, "decision": "approved", "ts": now}),
-                );
-                return;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "node pairing store"),
+        if let Some((r, a, written)) = np.approve(&request.request_id, "bootstrap", now) {
+            // Announced once on disk; a failed write undoes the approval and the request
+            // goes back to the operators.
+            let shard = shard.clone();
+            let node_id = node_id.to_owned();
+            glommio::spawn_local(async move {
+                match written.wait().await {
+                    Ok(()) => {
+                        tracing::info!(shard = %shard.id, node = %node_id, commands = ?a.commands,
+                            "node capability surface approved by its bootstrap token");
+                        sync(&shard, &node_id);
+                        emit(
+                            &shard,
+                            "node.pair.resolved",
+                            &node_id,
+                            json!({"requestId": r.request_id, "nodeId": node_id, "decision": "approved", "ts": now}),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "node pairing store");
+                        shard.shared.node_pairing.restore(r.clone());
+                        sync(&shard, &node_id);
+                        announce(
+                            &shard,
+                            &Filed::Pending {
+                                request: Box::new(r),
+                                new: true,
+                                superseded: None,
+                            },
+                        );
+                    }
+                }
+            })
+            .detach();
+            return;
         }
     }
     announce(shard, &filed);
@@ -181,8 +202,9 @@ fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
 }
 
 /// Runs a `node.pair.*` method (`node.pair.request` from a node or a pairing operator; the
-/// others need `operator.pairing`, checked by authz).
-pub fn call(
+/// others need `operator.pairing`, checked by authz). An approval or a removal is answered
+/// (and announced) once it is on disk.
+pub async fn call(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
     method: &str,
@@ -256,13 +278,16 @@ pub fn call(
         }
         "node.pair.approve" => {
             let id = required_str(p, "requestId")?;
-            let (r, a) = np
+            let (r, a, written) = np
                 .approve(id, me, now)
-                .map_err(|e| {
-                    tracing::error!(error = %e, "node pairing store");
-                    GatewayError::AgentFailed(format!("node pairing store: {e}"))
-                })?
                 .ok_or_else(|| GatewayError::ApprovalNotFound(id.to_owned()))?;
+            if let Err(e) = written.wait().await {
+                tracing::error!(error = %e, "node pairing store");
+                np.restore(r);
+                return Err(GatewayError::AgentFailed(format!(
+                    "node pairing store: {e}"
+                )));
+            }
             tracing::info!(request = %id, node = %r.node_id, by = %me, commands = ?a.commands, "node pairing approved");
             sync(shard, &r.node_id);
             emit(
@@ -323,14 +348,18 @@ pub fn call(
             let device_node_only = store
                 .get(node_id)
                 .is_some_and(|d| d.roles.iter().all(|r| r == "node"));
-            let mut removed = np.remove(node_id, now).map_err(|e| {
+            let (mut removed, written) = np.remove(node_id, now);
+            written.wait().await.map_err(|e| {
                 tracing::error!(error = %e, "node pairing store");
                 GatewayError::AgentFailed(format!("node pairing store: {e}"))
             })?;
             if device_node_only {
-                removed |= store
-                    .remove(node_id)
+                let (gone, written) = store.remove(node_id);
+                written
+                    .wait()
+                    .await
                     .map_err(|e| GatewayError::AgentFailed(format!("pairing store: {e}")))?;
+                removed |= gone;
             }
             if !removed {
                 return Err(GatewayError::InvalidParams("unknown nodeId".into()));

@@ -16,7 +16,10 @@
 //!   the shared state when it runs, so replicas converge whatever order broadcasts arrive in.
 //! - One pending request per node: asking again with the same commands and caps returns the
 //!   same id; asking with a different set supersedes the old request.
-//! - Approved sets persist in `<state_dir>/nodes/paired.json` (written atomically, `0600`).
+//! - Approved sets persist in `<state_dir>/nodes/paired.json` (`0600`), written atomically by
+//!   the store writer ([`crate::auth::store_writer`]) with no lock held: an approval or a
+//!   removal returns a ticket, awaited before it is announced; a failed write undoes it.
+//! - Lock order: the pending requests' mutex, then the approved table's (never the reverse).
 #![expect(
     clippy::disallowed_types,
     reason = "node pairing state is shared by all shards and touched at connect/pairing only"
@@ -24,14 +27,14 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::state_file;
-use crate::clock::now_ms;
+use crate::auth::store_writer::{Doc, Encode, StoreWriter, Ticket};
 use crate::config::Config;
 
 /// What a node says about itself at connect (`client.*`), kept with its requests and its
@@ -170,11 +173,7 @@ impl NodePairRequest {
     }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    approved: BTreeMap<String, ApprovedNode>,
-    pending: BTreeMap<String, NodePairRequest>,
-}
+type Approved = BTreeMap<String, ApprovedNode>;
 
 /// Outcome of [`NodePairing::file`].
 #[derive(Debug, Clone, PartialEq)]
@@ -195,26 +194,32 @@ pub enum Filed {
 /// Process-wide node pairing state.
 #[derive(Debug)]
 pub struct NodePairing {
-    inner: Mutex<Inner>,
-    /// `<state_dir>/nodes`; `None` keeps approvals in memory only.
-    dir: Option<PathBuf>,
+    /// Pending requests: memory only.
+    pending: Mutex<BTreeMap<String, NodePairRequest>>,
+    /// Approved sets by node id, written to `<state_dir>/nodes/paired.json` (memory only in
+    /// tests).
+    approved: Doc<Approved>,
     ttl_ms: i64,
 }
 
 const FILE: &str = "paired.json";
 
 impl NodePairing {
-    /// Loads the approved sets from `<state_dir>/nodes/paired.json` (creating the directory).
-    pub fn open(state_dir: &Path, cfg: &Config) -> io::Result<NodePairing> {
+    /// Loads the approved sets from `<state_dir>/nodes/paired.json` (creating the directory);
+    /// `writer` writes every change.
+    pub fn open(state_dir: &Path, cfg: &Config, writer: &StoreWriter) -> io::Result<NodePairing> {
         let dir = state_dir.join("nodes");
         state_file::create_private_dir(&dir)?;
-        let approved = state_file::read_json_or_default(&dir.join(FILE))?;
+        let path = dir.join(FILE);
+        let approved = state_file::read_json_or_default(&path)?;
+        let encode: Encode<Approved> = Box::new(|a| {
+            let mut bytes = serde_json::to_vec_pretty(a).map_err(|e| e.to_string())?;
+            bytes.push(b'\n');
+            Ok(bytes)
+        });
         Ok(NodePairing {
-            inner: Mutex::new(Inner {
-                approved,
-                pending: BTreeMap::new(),
-            }),
-            dir: Some(dir),
+            pending: Mutex::new(BTreeMap::new()),
+            approved: Doc::file(approved, path, encode, writer),
             ttl_ms: cfg.gateway.pairing.pending_ttl.0 as i64,
         })
     }
@@ -222,28 +227,28 @@ impl NodePairing {
     /// In memory only (tests).
     pub fn in_memory(cfg: &Config) -> NodePairing {
         NodePairing {
-            inner: Mutex::new(Inner::default()),
-            dir: None,
+            pending: Mutex::new(BTreeMap::new()),
+            approved: Doc::memory(Approved::new()),
             ttl_ms: cfg.gateway.pairing.pending_ttl.0 as i64,
         }
     }
 
-    fn lock(&self, now_ms: i64) -> std::sync::MutexGuard<'_, Inner> {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    /// The pending requests, expired ones dropped.
+    fn pending(&self, now_ms: i64) -> std::sync::MutexGuard<'_, BTreeMap<String, NodePairRequest>> {
+        let mut g = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let ttl = self.ttl_ms;
-        g.pending.retain(|_, r| now_ms - r.created_at_ms < ttl);
+        g.retain(|_, r| now_ms - r.created_at_ms < ttl);
         g
     }
 
     /// The approved set of a node.
     pub fn approved(&self, node_id: &str) -> Option<ApprovedNode> {
-        self.lock(now_ms()).approved.get(node_id).cloned()
+        self.approved.read().get(node_id).cloned()
     }
 
     /// The pending request of a node.
     pub fn pending_for(&self, node_id: &str, now_ms: i64) -> Option<NodePairRequest> {
-        self.lock(now_ms)
-            .pending
+        self.pending(now_ms)
             .values()
             .find(|r| r.node_id == node_id)
             .cloned()
@@ -262,8 +267,8 @@ impl NodePairing {
     ) -> Filed {
         let commands = sorted_unique(commands);
         let caps = sorted_unique(caps);
-        let mut g = self.lock(now_ms);
-        let approved = g.approved.get(node_id).cloned();
+        let mut g = self.pending(now_ms);
+        let approved = self.approved(node_id);
         // OpenClaw's rule: a surface counts as changed when it declares a command or a
         // capability the approval does not hold; dropping some is no change.
         if approved.as_ref().is_some_and(|a| {
@@ -272,7 +277,7 @@ impl NodePairing {
         }) {
             return Filed::Covered;
         }
-        let old = g.pending.values().find(|r| r.node_id == node_id).cloned();
+        let old = g.values().find(|r| r.node_id == node_id).cloned();
         if let Some(r) = &old {
             if r.commands == commands && r.caps == caps {
                 return Filed::Pending {
@@ -281,7 +286,7 @@ impl NodePairing {
                     superseded: None,
                 };
             }
-            g.pending.remove(&r.request_id);
+            g.remove(&r.request_id);
         }
         let request = NodePairRequest {
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -293,8 +298,7 @@ impl NodePairing {
             silent,
             created_at_ms: now_ms,
         };
-        g.pending
-            .insert(request.request_id.clone(), request.clone());
+        g.insert(request.request_id.clone(), request.clone());
         Filed::Pending {
             request: Box::new(request),
             new: true,
@@ -304,73 +308,71 @@ impl NodePairing {
 
     /// Pending requests (oldest first) and approved nodes.
     pub fn list(&self, now_ms: i64) -> (Vec<NodePairRequest>, Vec<ApprovedNode>) {
-        let g = self.lock(now_ms);
-        let mut p: Vec<_> = g.pending.values().cloned().collect();
+        let mut p: Vec<_> = self.pending(now_ms).values().cloned().collect();
         p.sort_by_key(|r| r.created_at_ms);
-        (p, g.approved.values().cloned().collect())
+        (p, self.approved.read().values().cloned().collect())
     }
 
     /// Removes a pending request.
     pub fn reject(&self, request_id: &str, now_ms: i64) -> Option<NodePairRequest> {
-        self.lock(now_ms).pending.remove(request_id)
+        self.pending(now_ms).remove(request_id)
     }
 
-    /// Approves a pending request: its command set becomes the node's approved set (persisted
-    /// before it takes effect; on a write failure nothing changes).
+    /// Puts back a request whose approval could not be written.
+    pub fn restore(&self, r: NodePairRequest) {
+        let mut g = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        g.insert(r.request_id.clone(), r);
+    }
+
+    /// Approves a pending request: its command set becomes the node's approved set (in
+    /// effect at once; announce it once the ticket resolved, and [`NodePairing::restore`]
+    /// the request if the ticket fails: the approval was then undone).
     pub fn approve(
         &self,
         request_id: &str,
         by: &str,
         now_ms: i64,
-    ) -> Result<Option<(NodePairRequest, ApprovedNode)>, io::Error> {
-        let mut g = self.lock(now_ms);
-        let Some(r) = g.pending.get(request_id).cloned() else {
-            return Ok(None);
-        };
-        let a = ApprovedNode {
-            node_id: r.node_id.clone(),
-            commands: r.commands.clone(),
-            caps: r.caps.clone(),
-            meta: r.meta.clone(),
-            created_at_ms: g
-                .approved
-                .get(&r.node_id)
-                .map_or(now_ms, |old| old.created_at_ms),
-            approved_at_ms: now_ms,
-            approved_by: Some(by.to_owned()),
-            last_seen_at_ms: Some(r.created_at_ms),
-        };
-        let mut next = g.approved.clone();
-        next.insert(r.node_id.clone(), a.clone());
-        self.persist(&next)?;
-        g.approved = next;
-        g.pending.remove(request_id);
-        Ok(Some((r, a)))
+    ) -> Option<(NodePairRequest, ApprovedNode, Ticket)> {
+        let mut g = self.pending(now_ms);
+        let r = g.remove(request_id)?;
+        let ((), ticket) = self
+            .approved
+            .change(&r.node_id, |approved| {
+                let a = ApprovedNode {
+                    node_id: r.node_id.clone(),
+                    commands: r.commands.clone(),
+                    caps: r.caps.clone(),
+                    meta: r.meta.clone(),
+                    created_at_ms: approved
+                        .get(&r.node_id)
+                        .map_or(now_ms, |old| old.created_at_ms),
+                    approved_at_ms: now_ms,
+                    approved_by: Some(by.to_owned()),
+                    last_seen_at_ms: Some(r.created_at_ms),
+                };
+                approved.insert(r.node_id.clone(), a);
+                Ok::<_, std::convert::Infallible>(((), true))
+            })
+            .unwrap_or_else(|e| match e {});
+        let a = self.approved(&r.node_id)?;
+        Some((r, a, ticket))
     }
 
     /// Forgets a node's approval and pending request (`node.pair.remove`); whether it had
-    /// either.
-    pub fn remove(&self, node_id: &str, now_ms: i64) -> Result<bool, io::Error> {
-        let mut g = self.lock(now_ms);
-        let before = g.pending.len();
-        g.pending.retain(|_, r| r.node_id != node_id);
-        let had_pending = g.pending.len() != before;
-        if !g.approved.contains_key(node_id) {
-            return Ok(had_pending);
-        }
-        let mut next = g.approved.clone();
-        next.remove(node_id);
-        self.persist(&next)?;
-        g.approved = next;
-        Ok(true)
-    }
-
-    /// Writes the approved sets ([`state_file::write_json_atomic`]).
-    fn persist(&self, approved: &BTreeMap<String, ApprovedNode>) -> io::Result<()> {
-        match &self.dir {
-            Some(dir) => state_file::write_json_atomic(&dir.join(FILE), approved),
-            None => Ok(()),
-        }
+    /// either, and the ticket of the approval's removal.
+    pub fn remove(&self, node_id: &str, now_ms: i64) -> (bool, Ticket) {
+        let mut g = self.pending(now_ms);
+        let before = g.len();
+        g.retain(|_, r| r.node_id != node_id);
+        let had_pending = g.len() != before;
+        let (had_approval, ticket) = self
+            .approved
+            .change(node_id, |approved| {
+                let removed = approved.remove(node_id).is_some();
+                Ok::<_, std::convert::Infallible>((removed, removed))
+            })
+            .unwrap_or_else(|e| match e {});
+        (had_pending || had_approval, ticket)
     }
 }
 
@@ -397,7 +399,8 @@ mod tests {
     fn request_approve_persist_and_reapproval() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::default();
-        let np = NodePairing::open(dir.path(), &cfg).unwrap();
+        let writer = StoreWriter::start().unwrap();
+        let np = NodePairing::open(dir.path(), &cfg, &writer).unwrap();
         let Filed::Pending { request, new, .. } =
             np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 0)
         else {
@@ -408,7 +411,8 @@ mod tests {
             np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 1),
             Filed::Pending { new: false, .. }
         ));
-        np.approve(&request.request_id, "op", 2).unwrap().unwrap();
+        let (_, _, durable) = np.approve(&request.request_id, "op", 2).unwrap();
+        futures_lite::future::block_on(durable.wait()).unwrap();
         assert_eq!(
             np.file("n1", &s(&["a"]), &[], NodeMeta::default(), false, 3),
             Filed::Covered
@@ -436,7 +440,7 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let again = NodePairing::open(dir.path(), &cfg).unwrap();
+        let again = NodePairing::open(dir.path(), &cfg, &writer).unwrap();
         assert_eq!(again.approved("n1").unwrap().commands, s(&["a"]));
         let Filed::Pending { request, .. } =
             again.file("n1", &s(&["a", "b"]), &[], NodeMeta::default(), false, 4)

@@ -199,17 +199,26 @@ fn dispatch_local(
     match method.as_str() {
         "agent.wait" => agent_wait(&shard, reply, &params),
         "gateway.audit" => shard.reply_ok(&reply, &crate::ops::audit::report(shard.config())),
+        // Pairing methods answer once their store change is on disk: a task of their own.
         m if crate::auth::device_methods::handles(m) => {
-            match crate::auth::device_methods::call(&shard, &caller, m, &params) {
-                Ok(v) => shard.reply_ok(&reply, &v),
-                Err(e) => shard.reply_err(&reply, &e),
-            }
+            glommio::spawn_local(async move {
+                let r = crate::auth::device_methods::call(&shard, &caller, &method, &params);
+                match r.await {
+                    Ok(v) => shard.reply_ok(&reply, &v),
+                    Err(e) => shard.reply_err(&reply, &e),
+                }
+            })
+            .detach();
         }
         m if crate::node::pair_methods::handles(m) => {
-            match crate::node::pair_methods::call(&shard, &caller, m, &params) {
-                Ok(v) => shard.reply_ok(&reply, &v),
-                Err(e) => shard.reply_err(&reply, &e),
-            }
+            glommio::spawn_local(async move {
+                let r = crate::node::pair_methods::call(&shard, &caller, &method, &params);
+                match r.await {
+                    Ok(v) => shard.reply_ok(&reply, &v),
+                    Err(e) => shard.reply_err(&reply, &e),
+                }
+            })
+            .detach();
         }
         "node.invoke" => crate::node::invoke(&shard, reply, &params),
         "worker.run.event" | "worker.run.result" | "worker.pong" => {

@@ -800,7 +800,7 @@ async fn handshake_phase(
         return super::seed::admit(shard, conn, req_id.as_deref(), &params, peer);
     }
     let req_id = req_id.unwrap_or_default();
-    let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth)| {
+    let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth, durable)| {
         // OpenClaw keeps a device-less operator's requested scopes when it authenticated
         // with the shared secret from a direct loopback peer (the CLI's `gateway call`);
         // anywhere else a device-less operator gets no scopes.
@@ -819,9 +819,17 @@ async fn handshake_phase(
                 now,
             )?;
         }
-        Ok((adm, shared_auth))
+        Ok((adm, shared_auth, durable))
     });
     crate::auth::device_methods::announce(shard);
+    // What the admission hands out (a device token, a spent setup code) must be on disk
+    // first. The store writer's thread writes it; this task waits without blocking the
+    // shard, and without any lock: other handshakes go on meanwhile.
+    let admitted = match admitted {
+        Ok((adm, shared_auth, durable)) if durable.is_ready() => Ok((adm, shared_auth)),
+        Ok((adm, shared_auth, durable)) => durable.wait().await.map(|()| (adm, shared_auth)),
+        Err(e) => Err(e),
+    };
     match admitted {
         Ok((adm, shared_auth)) => {
             let auth = ConnAuth {
