@@ -37,7 +37,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use futures_channel::oneshot;
 
@@ -67,11 +67,36 @@ pub struct WriterStats {
     /// released: 1 when it waited for its own write only, 2 when a write was in progress when
     /// its change was made. More would mean a caller queued behind other callers' writes.
     pub max_writes_waited: AtomicU64,
+    /// Tickets waiting now.
+    pub waiting: AtomicU64,
     /// Files whose last write failed, with the error.
     failing: Mutex<BTreeMap<PathBuf, String>>,
+    /// Test hook (`/dangerously/store/hold`): while set, a write stops before its I/O, as on
+    /// a stalled disk.
+    hold: Mutex<bool>,
+    released: Condvar,
 }
 
 impl WriterStats {
+    /// Holds (or lets go of) the writer before the I/O of its next write: a stalled disk, for
+    /// tests (`gateway.dangerouslyEnableTestHooks`). Shards go on; only callers waiting for
+    /// a write wait.
+    pub fn hold(&self, on: bool) {
+        *lock(&self.hold) = on;
+        self.released.notify_all();
+    }
+
+    /// Blocks the writer thread while held.
+    fn wait_unheld(&self) {
+        let mut held = lock(&self.hold);
+        while *held {
+            held = self
+                .released
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     /// Files whose last write failed, with the error, by path.
     pub fn failing(&self) -> Vec<(PathBuf, String)> {
         lock(&self.failing)
@@ -378,6 +403,9 @@ impl<T> DocInner<T> {
     fn ticket(&self, st: &mut State<T>, version: Option<u64>) -> Ticket {
         match version {
             Some(v) if v > st.written_version => {
+                if let Some(f) = &self.file {
+                    f.writer.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                }
                 let (tx, rx) = oneshot::channel();
                 st.waiters.push(Waiter {
                     version: v,
@@ -400,6 +428,12 @@ impl<T> DocInner<T> {
             st.queued = false;
             std::mem::take(&mut st.waiters)
         };
+        if let Some(f) = &self.file {
+            f.writer
+                .stats
+                .waiting
+                .fetch_sub(waiters.len() as u64, Ordering::Relaxed);
+        }
         let e = WriteError {
             path: path.display().to_string(),
             message,
@@ -423,6 +457,7 @@ impl<T: Send + Sync> Flush for DocInner<T> {
                 (st.version, st.current.clone())
             };
             // No lock from here to the result: shards read and change the table meanwhile.
+            stats.wait_unheld();
             let result = (file.encode)(&snapshot)
                 .and_then(|bytes| (file.sink)(&file.path, &bytes).map_err(|e| e.to_string()));
             let (released, outcome) = {
@@ -461,6 +496,9 @@ impl<T: Send + Sync> Flush for DocInner<T> {
             stats
                 .waits
                 .fetch_add(released.len() as u64, Ordering::Relaxed);
+            stats
+                .waiting
+                .fetch_sub(released.len() as u64, Ordering::Relaxed);
             match &outcome {
                 Ok(()) => {
                     stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -577,6 +615,7 @@ mod tests {
         let s = writer.stats();
         assert_eq!(s.writes.load(Ordering::Relaxed), 2);
         assert_eq!(s.waits.load(Ordering::Relaxed), 51);
+        assert_eq!(s.waiting.load(Ordering::Relaxed), 0);
         // The later changes waited through the write in progress and their own: two writes.
         assert_eq!(s.max_writes_waited.load(Ordering::Relaxed), 2);
         // Nothing left to write: an unchanged value is durable at once.
@@ -628,6 +667,7 @@ mod tests {
         writer.wait_idle();
         let s = writer.stats();
         assert_eq!(s.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(s.waiting.load(Ordering::Relaxed), 0);
         assert_eq!(s.failing().len(), 1);
         assert!(s.failing()[0].1.contains("disk full"));
         // The next write succeeds and clears the failing state.

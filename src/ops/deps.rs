@@ -1,6 +1,8 @@
 //! Health checks of what the gateway depends on (`gateway.health`: `checkInterval`,
 //! `failureThreshold`, `successThreshold`): webhook channels and alert sinks (TCP reachability),
-//! the agent worker pool (`connections.pool.minSize`), and the journal directory (writable).
+//! the agent worker pool (`connections.pool.minSize`), the journal directory (writable), and
+//! the state files (`store`: whether the store writer's last write of each succeeded; listed
+//! from the first failed write on).
 //! A dependency turns unhealthy after `failureThreshold` consecutive failed checks and healthy
 //! again after `successThreshold` passing ones, so one blip does not flap the state. Results
 //! show in `health.dependencies`, `gateway diagnose` and `shardgate_dependency_up`.
@@ -72,6 +74,21 @@ async fn run_checks(shard: &Rc<GatewayShard>) -> Vec<(String, bool, String)> {
             n >= min.max(1),
             format!("{n} workers connected (minSize {min})"),
         ));
+    }
+    let store = shard.shared.store_writer.stats();
+    if store.errors.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        // The writer's own record (no I/O here): the files whose last write failed.
+        let failing = store.failing();
+        let detail = if failing.is_empty() {
+            "state files written".to_owned()
+        } else {
+            failing
+                .iter()
+                .map(|(p, e)| format!("{}: {e}", p.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        out.push(("store".into(), failing.is_empty(), detail));
     }
     if cfg.queue.backend == "journal" {
         let dir = cfg.state_dir().join("journal");

@@ -280,6 +280,44 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
             .map(|(r, v)| (format!("{{outcome=\"{r}\"}}"), v))
             .collect(),
     );
+    let store = shard.shared.store_writer.stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    metric(
+        "shardgate_store_writes_total",
+        "counter",
+        "State files (paired devices, node approvals, setup codes) replaced by the store writer; changes made during a write share the next one.",
+        vec![(String::new(), load(&store.writes))],
+    );
+    metric(
+        "shardgate_store_write_errors_total",
+        "counter",
+        "Store writes that failed (their changes were undone and their waiters refused).",
+        vec![(String::new(), load(&store.errors))],
+    );
+    metric(
+        "shardgate_store_waits_total",
+        "counter",
+        "Changes whose caller waited for the store writer before answering.",
+        vec![(String::new(), load(&store.waits))],
+    );
+    metric(
+        "shardgate_store_waiting",
+        "gauge",
+        "Callers waiting for the store writer now.",
+        vec![(String::new(), load(&store.waiting))],
+    );
+    metric(
+        "shardgate_store_wait_writes_max",
+        "gauge",
+        "Most store writes one waiting caller saw complete before its change was on disk (at most 2: the write in progress, then its own).",
+        vec![(String::new(), load(&store.max_writes_waited))],
+    );
+    metric(
+        "shardgate_store_failing",
+        "gauge",
+        "State files whose last write failed.",
+        vec![(String::new(), store.failing().len() as u64)],
+    );
     metric(
         "shardgate_sessions",
         "gauge",

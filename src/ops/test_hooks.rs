@@ -6,6 +6,10 @@
 //! stops draining its mesh inbox, so its peers' requests to sessions it owns pile up in their
 //! outboxes until they are refused. It is refused (409) on the shard to stall itself, whose
 //! answer would wait for the stall; ask again on a new connection.
+//!
+//! `POST /dangerously/store/hold` stops the store writer before the I/O of its next write, as
+//! a stalled disk would, until `POST /dangerously/store/release`: changes go on in memory and
+//! pile up for the next write; only callers waiting for a write wait.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -53,6 +57,12 @@ pub fn call(shard: &Rc<GatewayShard>, path: &str) -> (u16, String) {
                     shard.id
                 ),
             )
+        }
+        ["dangerously", "store", what @ ("hold" | "release")] => {
+            let hold = *what == "hold";
+            tracing::warn!(hold, "test hook: store writer");
+            shard.shared.store_writer.stats().hold(hold);
+            (200, format!("store writer {what}\n"))
         }
         _ => (404, "no such test hook\n".into()),
     }
