@@ -29,6 +29,9 @@
 //!   ([`auth::pairing`]), node surface approvals ([`node::pairing`]), setup codes
 //!   ([`auth::bootstrap`]), the IP allowlist and connections per IP ([`auth::access`]), the TLS
 //!   acceptor config ([`transport::tls`]). Each is touched per connection, never per frame.
+//!   The state files among them are written by one thread, [`auth::store_writer`], never by a
+//!   shard: a change is made in memory under a short lock (no I/O under it), and whoever
+//!   hands it out awaits its write asynchronously.
 //! - Request rate limits are per shard ([`auth::access::ShardLimiter`], no lock): `global` and
 //!   `perIp` budgets are split evenly over the shards.
 //!
