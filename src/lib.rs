@@ -12,8 +12,9 @@
 //!
 //! ## Data paths
 //! 1. Inbound: socket → [`transport::server`] (HTTP head, upgrade, WebSocket) →
-//!    [`protocol::frame::parse`] → [`protocol::authz::authorize`] → [`routing::dispatch`] →
-//!    local method, or the session's owner (a plain call when local, a [`shard::MeshMsg::Call`]
+//!    [`protocol::frame::parse`] (the method looked up once in the table,
+//!    [`protocol::method::Method`]) → [`protocol::authz::authorize`] → [`routing::dispatch`]
+//!    (where by the method's placement) → local method, or the session's owner (a plain call when local, a [`shard::MeshMsg::Call`]
 //!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent. The decisions
 //!    of that last stretch (dedup, admission, ordering, retry, dead letters) are the sans-IO
 //!    [`delivery`] core; [`queue`] drives it and applies its effects.

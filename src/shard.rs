@@ -61,8 +61,8 @@ pub struct Call {
     pub reply: ReplyTo,
     /// Who asked.
     pub caller: Caller,
-    /// Method name.
-    pub method: String,
+    /// The method (one placed on the session's owner).
+    pub method: crate::protocol::method::Method,
     /// Parameters.
     pub params: crate::protocol::params::Params,
     /// The session it acts on (normalised).

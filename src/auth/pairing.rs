@@ -31,6 +31,7 @@ use super::store::{ApproveRequest, ApproveTerms, PairedDevice, StoreError};
 use super::totp::{self, ReplayGuard, TotpError};
 use crate::config::{Config, MfaConfig, NetPolicy, PairingMode};
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::DeviceMethod;
 use crate::shard::{now_ms, Caller, GatewayShard};
 use crate::transport::conn::Conn;
 
@@ -311,21 +312,6 @@ pub(crate) fn close_device(
 // Methods
 // ---------------------------------------------------------------------------------------------
 
-/// Whether `method` is answered here.
-pub fn handles(method: &str) -> bool {
-    matches!(
-        method,
-        "device.pair.list"
-            | "device.pair.approve"
-            | "device.pair.reject"
-            | "device.pair.remove"
-            | "device.token.rotate"
-            | "device.token.revoke"
-            | "device.mfa.enroll"
-            | "device.pair.setupCode"
-    )
-}
-
 /// A required, non-blank string parameter (`INVALID_REQUEST` naming it when missing).
 pub(crate) fn param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
     match p.get(k) {
@@ -372,15 +358,15 @@ pub fn device_json(d: &PairedDevice) -> Value {
 pub fn call(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
-    method: &str,
+    m: DeviceMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
     let shared = &shard.shared;
     let now = now_ms();
     let by = caller.auth.actor();
-    match method {
-        "device.pair.setupCode" => super::bootstrap::setup_code(shard, p),
-        "device.pair.list" => {
+    match m {
+        DeviceMethod::PairSetupCode => super::bootstrap::setup_code(shard, p),
+        DeviceMethod::PairList => {
             let pending: Vec<Value> = shared
                 .pairing
                 .list(now)
@@ -390,7 +376,7 @@ pub fn call(
             let paired: Vec<Value> = shared.store.list().iter().map(device_json).collect();
             Ok(json!({"pending": pending, "paired": paired}))
         }
-        "device.pair.approve" => {
+        DeviceMethod::PairApprove => {
             let id = param(p, "requestId")?;
             let r = shared
                 .pairing
@@ -418,7 +404,7 @@ pub fn call(
             );
             Ok(json!({"requestId": id, "device": device}))
         }
-        "device.pair.reject" => {
+        DeviceMethod::PairReject => {
             let id = param(p, "requestId")?;
             let r = shared
                 .pairing
@@ -432,7 +418,7 @@ pub fn call(
             );
             Ok(json!({"requestId": id, "deviceId": r.approve.device_id}))
         }
-        "device.pair.remove" => {
+        DeviceMethod::PairRemove => {
             let dev = param(p, "deviceId")?;
             let removed = shared.store.remove(dev).map_err(store_err)?;
             // A node's approved surface belongs to its device (as in OpenClaw).
@@ -450,7 +436,7 @@ pub fn call(
             close_device(shard, dev, None, "device removed");
             Ok(json!({"deviceId": dev, "removed": true}))
         }
-        "device.token.rotate" => {
+        DeviceMethod::TokenRotate => {
             let dev = param(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             let t = shared.store.rotate(dev, role, now).map_err(store_err)?;
@@ -470,7 +456,7 @@ pub fn call(
             }
             Ok(out)
         }
-        "device.token.revoke" => {
+        DeviceMethod::TokenRevoke => {
             let dev = param(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             shared.store.revoke(dev, role, now).map_err(store_err)?;
@@ -482,7 +468,7 @@ pub fn call(
                 .and_then(|d| d.tokens.get(role).and_then(|t| t.revoked_at_ms));
             Ok(json!({"deviceId": dev, "role": role, "revokedAtMs": at}))
         }
-        "device.mfa.enroll" => {
+        DeviceMethod::MfaEnroll => {
             let dev = param(p, "deviceId")?;
             let secret = totp::generate_secret();
             shared
@@ -495,7 +481,6 @@ pub fn call(
                       "algorithm": "SHA1", "digits": totp::DIGITS, "period": totp::STEP_SECS}),
             )
         }
-        other => Err(GatewayError::UnknownMethod(other.to_owned())),
     }
 }
 

@@ -511,39 +511,36 @@ pub fn result(
     Ok(json!({"ok": true}))
 }
 
-/// What the OpenClaw node host reports about itself right after its hello:
-/// `node.skills.update {skills}` and `node.pluginTools.update {tools}` (acknowledged, nothing
-/// here uses them), and `node.runnerInventory.update` (worker hosting), which OpenClaw
-/// refuses while the node's surface awaits approval — the node host retries it until then.
-pub fn host_update(
+/// `node.skills.update {skills}`, what the OpenClaw node host reports about itself right
+/// after its hello: acknowledged, nothing here uses it.
+pub fn skills_update(node: &str, p: &Value) -> Result<Value, GatewayError> {
+    Ok(json!({"nodeId": node, "skills": p.get("skills").cloned().unwrap_or(json!([]))}))
+}
+
+/// `node.pluginTools.update {tools}`, as [`skills_update`].
+pub fn plugin_tools_update(node: &str, p: &Value) -> Result<Value, GatewayError> {
+    Ok(json!({"nodeId": node, "tools": p.get("tools").cloned().unwrap_or(json!([]))}))
+}
+
+/// `node.runnerInventory.update` (worker hosting), which OpenClaw refuses while the node's
+/// surface awaits approval — the node host retries it until then.
+pub fn runner_inventory_update(
     shard: &Rc<GatewayShard>,
     node: &str,
-    method: &str,
-    p: &Value,
 ) -> Result<Value, GatewayError> {
-    match method {
-        "node.skills.update" => {
-            Ok(json!({"nodeId": node, "skills": p.get("skills").cloned().unwrap_or(json!([]))}))
-        }
-        "node.pluginTools.update" => {
-            Ok(json!({"nodeId": node, "tools": p.get("tools").cloned().unwrap_or(json!([]))}))
-        }
-        _ => {
-            let gated = shard
-                .nodes
-                .registry
-                .borrow()
-                .get(node)
-                .is_some_and(|n| n.gated);
-            let np = &shard.shared.node_pairing;
-            match np.pending_for(node, now_ms()) {
-                Some(r) if gated && np.approved(node).is_none() => Err(GatewayError::NodeUnavailable(format!(
-                    "node capability surface is awaiting operator approval; run `openclaw nodes approve {}` (see `openclaw nodes pending`), then this node retries automatically",
-                    r.request_id
-                ))),
-                _ => Ok(json!({"nodeId": node})),
-            }
-        }
+    let gated = shard
+        .nodes
+        .registry
+        .borrow()
+        .get(node)
+        .is_some_and(|n| n.gated);
+    let np = &shard.shared.node_pairing;
+    match np.pending_for(node, now_ms()) {
+        Some(r) if gated && np.approved(node).is_none() => Err(GatewayError::NodeUnavailable(format!(
+            "node capability surface is awaiting operator approval; run `openclaw nodes approve {}` (see `openclaw nodes pending`), then this node retries automatically",
+            r.request_id
+        ))),
+        _ => Ok(json!({"nodeId": node})),
     }
 }
 

@@ -35,6 +35,7 @@ use crate::auth::state_file;
 use crate::config::Config;
 use crate::protocol::error::GatewayError;
 use crate::protocol::handshake::Admission;
+use crate::protocol::method::NodePairMethod;
 use crate::shard::{now_ms, Caller, GatewayShard};
 
 /// What a node says about itself at connect (`client.*`), kept with its requests and its
@@ -526,19 +527,6 @@ pub fn on_connect(
 // Methods
 // ---------------------------------------------------------------------------------------------
 
-/// Whether `method` is answered here.
-pub fn handles(method: &str) -> bool {
-    matches!(
-        method,
-        "node.pair.request"
-            | "node.pair.list"
-            | "node.pair.approve"
-            | "node.pair.reject"
-            | "node.pair.verify"
-            | "node.pair.remove"
-    )
-}
-
 use crate::auth::pairing::param;
 
 fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
@@ -563,14 +551,14 @@ fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
 pub fn call(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
-    method: &str,
+    m: NodePairMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
     let np = &shard.shared.node_pairing;
     let now = now_ms();
     let me = caller.auth.actor();
-    match method {
-        "node.pair.request" => {
+    match m {
+        NodePairMethod::Request => {
             let is_node = caller.auth.role == "node";
             let node_id = match p.get("nodeId").and_then(|v| v.as_str()) {
                 Some(id) if is_node && id != me => {
@@ -625,14 +613,14 @@ pub fn call(
                     "request": request.to_json()}),
             })
         }
-        "node.pair.list" => {
+        NodePairMethod::List => {
             let (pending, paired) = np.list(now);
             Ok(json!({
                 "pending": pending.iter().map(NodePairRequest::to_json).collect::<Vec<_>>(),
                 "paired": paired.iter().map(ApprovedNode::to_json).collect::<Vec<_>>(),
             }))
         }
-        "node.pair.approve" => {
+        NodePairMethod::Approve => {
             let id = param(p, "requestId")?;
             let (r, a) = np
                 .approve(id, me, now)
@@ -651,7 +639,7 @@ pub fn call(
             );
             Ok(json!({"requestId": id, "node": a.to_json()}))
         }
-        "node.pair.reject" => {
+        NodePairMethod::Reject => {
             let id = param(p, "requestId")?;
             let r = np
                 .reject(id, now)
@@ -667,7 +655,7 @@ pub fn call(
             );
             Ok(json!({"requestId": id, "nodeId": r.node_id, "approvedCommands": r.approved}))
         }
-        "node.pair.verify" => {
+        NodePairMethod::Verify => {
             let node_id = param(p, "nodeId")?;
             let approved = np.approved(node_id);
             let pending = np.pending_for(node_id, now);
@@ -693,7 +681,7 @@ pub fn call(
                 "requirePairing": shard.config().gateway.nodes.require_pairing,
             }))
         }
-        "node.pair.remove" => {
+        NodePairMethod::Remove => {
             // OpenClaw keeps a node's surface in its device record, so removing the node
             // unpairs a device paired only as a node, and closes its node connections.
             let node_id = param(p, "nodeId")?;
@@ -718,7 +706,6 @@ pub fn call(
             crate::auth::pairing::close_device(shard, node_id, Some("node"), "node removed");
             Ok(json!({"nodeId": node_id}))
         }
-        other => Err(GatewayError::UnknownMethod(other.to_owned())),
     }
 }
 

@@ -10,22 +10,22 @@ use serde_json::{json, Value};
 use super::metrics::{latency_snapshot, merge_latency};
 use crate::config::Millis;
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::AdminMethod;
 use crate::shard::{now_ms, GatewayShard};
 
-/// Runs `method` if it is one of ours.
+/// Runs one of these methods.
 pub async fn call(
     shard: &Rc<GatewayShard>,
-    method: &str,
+    m: AdminMethod,
     p: &Value,
-) -> Option<Result<Value, GatewayError>> {
-    Some(match method {
-        "gateway.stats" => stats(shard, p).await,
-        "gateway.connections" => Ok(connections(shard, p).await),
-        "gateway.latency" => latency(shard, p).await,
-        "gateway.diagnose" => Ok(diagnose(shard).await),
-        "gateway.profile" => profile(shard, p).await,
-        _ => return None,
-    })
+) -> Result<Value, GatewayError> {
+    match m {
+        AdminMethod::Stats => stats(shard, p).await,
+        AdminMethod::Connections => Ok(connections(shard, p).await),
+        AdminMethod::Latency => latency(shard, p).await,
+        AdminMethod::Diagnose => Ok(diagnose(shard).await),
+        AdminMethod::Profile => profile(shard, p).await,
+    }
 }
 
 async fn stats(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::InfoMethod;
 use crate::shard::{now_ms, Caller, GatewayShard};
 
 /// What `health` names as the session store: sessions are kept in memory on their owner shard.
@@ -76,23 +77,17 @@ fn flatten(per_shard: Vec<Value>) -> Vec<Value> {
     per_shard.into_iter().flat_map(flatten_one).collect()
 }
 
-/// Runs a connection-local method.
+/// Runs an info method.
 pub(super) async fn local(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
-    method: &str,
+    m: InfoMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
-    if let Some(r) = crate::ops::admin::call(shard, method, p).await {
-        return r;
-    }
-    if let Some(r) = crate::ops::compat::call(shard, method, p).await {
-        return r;
-    }
     let cfg = shard.config();
-    Ok(match method {
-        "health" => health(shard).await,
-        "status" => {
+    Ok(match m {
+        InfoMethod::Health => health(shard).await,
+        InfoMethod::Status => {
             let h = health(shard).await;
             json!({
                 "runtimeVersion": crate::protocol::OPENCLAW_COMPAT_VERSION,
@@ -106,23 +101,18 @@ pub(super) async fn local(
                 "gateway": h["gateway"],
             })
         }
-        "node.list" => crate::node::list(shard, crate::node::may_pair(&caller.auth)),
-        "workers.status" => crate::node::worker::status(shard),
-        "capabilities.status" => crate::node::caps::status(shard),
-        "capability.invoke" => crate::node::caps::invoke(shard, p).await?,
-        "node.describe" => crate::node::describe(shard, p, crate::node::may_pair(&caller.auth))?,
-        "system-presence" => Value::Array(shard.presence_list()),
+        InfoMethod::SystemPresence => Value::Array(shard.presence_list()),
         // The last heartbeat run's outcome; heartbeats are disabled here (no heartbeat
         // runner), and OpenClaw answers null until one has run.
-        "last-heartbeat" => Value::Null,
-        "gateway.identity.get" => json!({
+        InfoMethod::LastHeartbeat => Value::Null,
+        InfoMethod::GatewayIdentityGet => json!({
             "deviceId": shard.shared.identity.device_id, "publicKey": shard.shared.identity.public_key,
         }),
-        "channels.status" => {
+        InfoMethod::ChannelsStatus => {
             json!({"ts": now_ms(), "channels": {}, "channelOrder": [], "channelLabels": {}})
         }
-        "config.get" => json!({"config": cfg.redacted_json(), "path": Value::Null}),
-        "sessions.list" => {
+        InfoMethod::ConfigGet => json!({"config": cfg.redacted_json(), "path": Value::Null}),
+        InfoMethod::SessionsList => {
             let rows = shard.gather(|s| Value::Array(s.sessions.rows())).await;
             let mut all = flatten(rows);
             // As OpenClaw: archived sessions only when asked for (`archived: "all"`/true,
@@ -155,14 +145,14 @@ pub(super) async fn local(
                    "defaults": {"modelProvider": crate::session::MODEL_PROVIDER,
                                 "model": crate::session::MODEL, "contextTokens": Value::Null}})
         }
-        "sessions.subscribe" | "sessions.unsubscribe" => {
-            let on = method == "sessions.subscribe";
+        InfoMethod::SessionsSubscribe | InfoMethod::SessionsUnsubscribe => {
+            let on = m == InfoMethod::SessionsSubscribe;
             if let Some(c) = shard.conn(caller.conn.id) {
                 c.sessions_subscribed.set(on);
             }
             json!({"ok": true, "subscribed": on})
         }
-        "system-event" => {
+        InfoMethod::SystemEvent => {
             let text = match p.get("text") {
                 Some(Value::String(t)) if !t.is_empty() => t.clone(),
                 _ => {
@@ -176,7 +166,7 @@ pub(super) async fn local(
             tracing::debug!(shard = %shard.id, device = ?caller.auth.device_id, len = text.len(), "system-event");
             json!({"ok": true})
         }
-        "queue.status" => {
+        InfoMethod::QueueStatus => {
             let per = shard.gather(|s| s.queue.stats_json()).await;
             let dead: u64 = per.iter().filter_map(|v| v["deadLetters"].as_u64()).sum();
             json!({"enabled": cfg.queue.enabled, "backend": cfg.queue.backend, "maxSize": cfg.queue.max_size,
@@ -184,7 +174,7 @@ pub(super) async fn local(
                    "deadLetters": dead, "deadLetterEnabled": cfg.queue.dead_letter.enabled,
                    "perShard": per})
         }
-        "queue.stats" => {
+        InfoMethod::QueueStats => {
             let per = shard.gather(|s| s.queue.stats_json()).await;
             let mut total = serde_json::Map::new();
             for v in &per {
@@ -206,7 +196,7 @@ pub(super) async fn local(
             json!({"total": total, "perShard": per, "dedup": dedup,
                    "retryPolicy": serde_json::to_value(&cfg.queue.retry_policy).unwrap_or_default()})
         }
-        "queue.inspect" => {
+        InfoMethod::QueueInspect => {
             let limit = p
                 .get("limit")
                 .and_then(|v| v.as_u64())
@@ -240,7 +230,7 @@ pub(super) async fn local(
             all.truncate(limit);
             json!({"deadLetter": dead, "count": all.len(), "items": all})
         }
-        "queue.redrive" => {
+        InfoMethod::QueueRedrive => {
             let id = p.get("id").and_then(|v| v.as_str()).map(str::to_string);
             let all = p.get("all").and_then(|v| v.as_bool()).unwrap_or(false);
             if id.is_none() && !all {
@@ -257,7 +247,7 @@ pub(super) async fn local(
             }
             json!({"ok": true, "redriven": n})
         }
-        "gateway.trace" => {
+        InfoMethod::GatewayTrace => {
             let id = match p.get("messageId").or_else(|| p.get("runId")) {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
                 _ => {
@@ -287,6 +277,6 @@ pub(super) async fn local(
             }
             json!({"messageId": id, "stages": stages})
         }
-        other => return Err(GatewayError::UnknownMethod(other.to_string())),
+        InfoMethod::GatewayAudit => crate::ops::audit::report(cfg),
     })
 }

@@ -21,6 +21,7 @@ use crate::auth::pairing::PeerTerms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
 use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
+use crate::protocol::method::{ChatMethod, Method};
 use crate::protocol::params::FieldRef;
 use crate::protocol::{authz, PROTOCOL_VERSION};
 use crate::shard::{now_ms, Caller, GatewayShard, ReplyTo};
@@ -708,7 +709,9 @@ async fn handshake_phase(
         return false;
     }
     let (req_id, params, seed) = match frame::parse(text.as_str()) {
-        Inbound::Request(r) if r.method == "connect" => (Some(r.id), r.params.into_json(), false),
+        Inbound::Request(r) if r.method.as_str() == "connect" => {
+            (Some(r.id), r.params.into_json(), false)
+        }
         Inbound::SeedConnect(p) => {
             let id = serde_json::from_str::<Value>(text.as_str())
                 .ok()
@@ -926,7 +929,7 @@ async fn hello_ok(
         "server": {"version": crate::protocol::OPENCLAW_COMPAT_VERSION, "shardgateVersion": env!("CARGO_PKG_VERSION"),
                    "connId": conn.conn_uuid.to_string(), "name": "shardgate", "shard": shard.id.0},
         "features": {
-            "methods": authz::METHODS.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+            "methods": Method::ALL.iter().map(|m| m.name()).collect::<Vec<_>>(),
             "events": authz::EVENTS,
             "capabilities": authz::CAPABILITIES,
         },
@@ -1013,37 +1016,44 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
             return;
         }
     }
-    if req.method == "connect" {
+    if req.method.as_str() == "connect" {
         let e = GatewayError::InvalidFrame("already connected".into());
         conn.push_frame(frame::res_err(&req.id, &e.wire()));
         return;
     }
-    if let Err(e) = authz::authorize(&req.method, &auth.role, &auth.scopes) {
-        let unauthorized = matches!(
-            e,
-            GatewayError::MissingScope(_) | GatewayError::UnauthorizedRole(_)
-        );
-        conn.push_frame(frame::res_err(&req.id, &e.wire()));
-        if unauthorized {
-            let n = conn.unauthorized_streak.get() + 1;
-            conn.unauthorized_streak.set(n);
-            if n > 10 {
-                let w = GatewayError::RepeatedUnauthorized.wire();
-                let (code, reason) = w.close.unwrap_or((1008, "repeated unauthorized calls"));
-                conn.close(code, reason);
+    let method = match authz::authorize(&req.method, &auth.role, &auth.scopes) {
+        Ok(m) => m,
+        Err(e) => {
+            let unauthorized = matches!(
+                e,
+                GatewayError::MissingScope(_) | GatewayError::UnauthorizedRole(_)
+            );
+            conn.push_frame(frame::res_err(&req.id, &e.wire()));
+            if unauthorized {
+                let n = conn.unauthorized_streak.get() + 1;
+                conn.unauthorized_streak.set(n);
+                if n > 10 {
+                    let w = GatewayError::RepeatedUnauthorized.wire();
+                    let (code, reason) = w.close.unwrap_or((1008, "repeated unauthorized calls"));
+                    conn.close(code, reason);
+                }
             }
+            return;
         }
-        return;
-    }
+    };
     conn.unauthorized_streak.set(0);
-    shard.metrics.request(&req.method);
+    shard.metrics.request(method);
     let mut req = req;
-    if auth.seed && req.method == "agent" && req.params.field("idempotencyKey") == FieldRef::Missing
+    if auth.seed
+        && method == Method::Chat(ChatMethod::Agent)
+        && req.params.field("idempotencyKey") == FieldRef::Missing
     {
         let key = format!("seed:{}:{}", conn.conn_uuid, req.id);
         req.params.set_str("idempotencyKey", key);
     }
-    if req.method == "chat.send" && matches!(&*auth.client.mode, "ui" | "webchat") {
+    if method == Method::Chat(ChatMethod::ChatSend)
+        && matches!(&*auth.client.mode, "ui" | "webchat")
+    {
         pause_after_chat_ack(shard, conn, &req.id);
     }
     let caller = Caller {
@@ -1055,7 +1065,7 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
         conn: caller.conn,
         req_id: req.id,
     };
-    crate::routing::dispatch(shard.clone(), caller, reply, req.method, req.params);
+    crate::routing::dispatch(shard.clone(), caller, reply, method, req.params);
 }
 
 /// A UI client learns of its run from the answer to `chat.send`: the run's events wait
