@@ -331,6 +331,8 @@ async fn shard_main(
         .detach()
     };
 
+    let health = glommio::spawn_local(crate::routing::publish_health(shard.clone())).detach();
+
     let purger = {
         let shard = shard.clone();
         // Housekeeping once a minute, or at half the shortest cache ttl (at least 100 ms).
@@ -362,6 +364,7 @@ async fn shard_main(
     crate::transport::server::accept_loop(shard.clone(), listener, stop).await;
     drain(&shard).await;
     ticker.cancel();
+    health.cancel();
     purger.cancel();
     let _ = ready.send(Ok(()));
     // Stay parked: the process exits from the main thread (see `serve`).

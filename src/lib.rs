@@ -53,6 +53,7 @@ pub mod queue;
 pub mod routing;
 pub mod session;
 pub mod shard;
+pub mod snapshot;
 pub mod transport;
 
 #[cfg(test)]

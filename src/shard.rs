@@ -292,6 +292,8 @@ pub struct GatewayShard {
     presence: RefCell<BTreeMap<String, Value>>,
     presence_version: Cell<u64>,
     health_version: Cell<u64>,
+    /// The other shards' parts of hello-ok's health, as they last published them.
+    pub health_parts: crate::snapshot::HealthParts,
     /// Runs executing on this shard.
     pub inflight: Cell<usize>,
     pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
@@ -318,6 +320,7 @@ impl GatewayShard {
     /// A shard with no connections yet.
     pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new();
+        let health_parts = crate::snapshot::HealthParts::new(shared.shards);
         let queue = crate::queue::QueueState::new(&shared.config);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         let runs = shards::dedup::DedupRing::new(
@@ -340,6 +343,7 @@ impl GatewayShard {
             presence: RefCell::new(BTreeMap::new()),
             presence_version: Cell::new(1),
             health_version: Cell::new(1),
+            health_parts,
             inflight: Cell::new(0),
             pending: RefCell::new(HashMap::new()),
             next_pending: Cell::new(1),
@@ -446,6 +450,7 @@ impl GatewayShard {
         let removed = self.conns.borrow_mut().remove(&id);
         if let Some(c) = removed {
             c.mark_closed();
+            self.health_parts.mark_changed();
             if c.auth.borrow().as_ref().is_some_and(|a| a.role == "node") {
                 crate::node::node_down(self, self.conn_ref(id));
             }

@@ -12,19 +12,56 @@ use crate::shard::{now_ms, Caller, GatewayShard};
 /// What `health` names as the session store: sessions are kept in memory on their owner shard.
 const SESSION_STORE: &str = "memory";
 
-/// The `health` payload (also `hello-ok.snapshot.health` and the `health` event).
-pub async fn health(shard: &Rc<GatewayShard>) -> Value {
+/// This shard's part of the `health` payload: its counts, and its dependency rows (shard 0
+/// checks the dependencies).
+fn part(s: &GatewayShard) -> Value {
+    let (authed, total) = s.conn_counts();
+    let counts = json!({"shard": s.id.0, "connections": authed, "sockets": total,
+           "sessions": s.sessions.map.borrow().len(), "inflightRuns": s.inflight.get()});
+    Value::Array(vec![counts, crate::ops::deps::rows(s)])
+}
+
+/// The `health` payload, fresh: every shard's part over the mesh (the `health` and `status`
+/// methods, which may wait).
+pub(super) async fn health(shard: &Rc<GatewayShard>) -> Value {
     let t0 = std::time::Instant::now();
-    // One round over the shards for both the counts and the dependency rows: hello-ok waits
-    // for this on every connect.
-    let answers = shard
-        .gather(|s| {
-            let (authed, total) = s.conn_counts();
-            let counts = json!({"shard": s.id.0, "connections": authed, "sockets": total,
-                   "sessions": s.sessions.map.borrow().len(), "inflightRuns": s.inflight.get()});
-            Value::Array(vec![counts, crate::ops::deps::rows(s)])
-        })
-        .await;
+    let answers = shard.gather(|s| part(s)).await;
+    health_of(shard, answers, t0)
+}
+
+/// hello-ok's `snapshot.health` (and the `health` event after it): this shard's part now and
+/// the others' as they last published them ([`crate::snapshot`]), so a connect waits for no
+/// other shard. Fresh ([`health`]) only until every shard has published once, at start.
+pub async fn hello_health(shard: &Rc<GatewayShard>) -> Value {
+    let t0 = std::time::Instant::now();
+    match shard.health_parts.assemble(shard.id.0, part(shard)) {
+        Some(answers) => health_of(shard, answers, t0),
+        None => health(shard).await,
+    }
+}
+
+/// Publishes this shard's part to every shard when it changed, looking every
+/// [`CHECK_MS`](crate::snapshot::CHECK_MS) after a local change and every
+/// [`PERIOD_MS`](crate::snapshot::PERIOD_MS) otherwise. Runs for the shard's life.
+pub async fn publish_health(shard: Rc<GatewayShard>) {
+    use crate::snapshot::{CHECK_MS, PERIOD_MS};
+    let checks_per_period = (PERIOD_MS / CHECK_MS).max(1);
+    let mut check: u64 = 0;
+    loop {
+        let due = shard.health_parts.take_changed() || check.is_multiple_of(checks_per_period);
+        if due {
+            if let Some(p) = shard.health_parts.to_publish(part(&shard)) {
+                let from = shard.id.0;
+                shard.broadcast(move |s| s.health_parts.store(from, p.clone()));
+            }
+        }
+        check = check.wrapping_add(1);
+        glommio::timer::sleep(std::time::Duration::from_millis(CHECK_MS)).await;
+    }
+}
+
+/// The `health` payload from every shard's part, in shard order.
+fn health_of(shard: &GatewayShard, answers: Vec<Value>, t0: std::time::Instant) -> Value {
     let mut per_shard = Vec::with_capacity(answers.len());
     let mut deps = Vec::new();
     for a in answers {

@@ -25,7 +25,7 @@ mod info;
 mod nodes;
 mod session_ops;
 
-pub use info::health as health_snapshot;
+pub use info::{hello_health, publish_health};
 
 fn str_param<'a>(p: &'a Value, k: &str) -> Option<&'a str> {
     p.get(k).and_then(|v| v.as_str())

@@ -826,6 +826,8 @@ async fn handshake_phase(
             shard.metrics.hellos.set(shard.metrics.hellos.get() + 1);
             let hello = hello_ok(shard, conn, &adm, shared_auth).await;
             *conn.auth.borrow_mut() = Some(std::sync::Arc::new(auth.clone()));
+            // One more connection (a node up, a presence entry): others' hello-ok shows it soon.
+            shard.health_parts.mark_changed();
             conn.push_frame(frame::res_ok(&req_id, &hello));
             // Like OpenClaw: a fresh health snapshot right after hello (seq 1).
             let sv = (
@@ -911,7 +913,7 @@ async fn hello_ok(
     shared_auth: SharedAuth,
 ) -> Value {
     let cfg = shard.config();
-    let health = crate::routing::health_snapshot(shard).await;
+    let health = crate::routing::hello_health(shard).await;
     let mut auth = json!({
         "method": match shared_auth { SharedAuth::DeviceToken => "device-token", SharedAuth::Certificate => "certificate", SharedAuth::Open => "none", SharedAuth::Bootstrap => "bootstrap-token", SharedAuth::Secret => cfg.gateway.auth.effective_mode().as_str() },
         "role": adm.role, "scopes": adm.scopes,

@@ -22,5 +22,6 @@ mod routing;
 mod rpc;
 mod security;
 mod setup_codes;
+mod snapshot;
 mod ui_pause;
 mod workers;
