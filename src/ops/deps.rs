@@ -80,7 +80,11 @@ async fn run_checks(shard: &Rc<GatewayShard>) -> Vec<(String, bool, String)> {
     let cfg = shard.config();
     let mut out = Vec::new();
     for (name, c) in &cfg.channels {
-        if let Some(url) = c.url.as_deref().filter(|_| c.kind == "webhook") {
+        if let Some(url) = c
+            .url
+            .as_deref()
+            .filter(|_| c.kind == crate::config::ChannelKind::Webhook)
+        {
             let r = tcp_check(url).await;
             out.push((
                 format!("channel:{name}"),
@@ -103,7 +107,7 @@ async fn run_checks(shard: &Rc<GatewayShard>) -> Vec<(String, bool, String)> {
             .agents
             .bindings
             .values()
-            .any(|b| b.kind.as_deref() == Some("worker"))
+            .any(|b| b.kind == Some(crate::config::AgentKind::Worker))
     {
         let n = crate::node::worker::status(shard)["count"]
             .as_u64()

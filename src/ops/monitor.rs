@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::metrics::{latency_snapshot, merge_latency};
-use crate::config::{AlertRule, SinkConfig};
+use crate::config::{AlertRule, SinkConfig, SinkKind};
 use crate::shard::{now_ms, GatewayShard};
 
 /// The process's resident set size, bytes.
@@ -138,7 +138,6 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
         threshold,
         host,
     } = n.clone();
-    let kind = sink.kind.as_str();
     let status = if firing { "firing" } else { "resolved" };
     let summary = format!(
         "[{}] shardgate {alert} on {host}: value {value:.3}{}",
@@ -147,8 +146,8 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
             .map(|t| format!(" (threshold {t})"))
             .unwrap_or_default()
     );
-    match kind {
-        "slack" => json!({
+    match sink.kind {
+        SinkKind::Slack => json!({
             "text": summary,
             "attachments": [{"color": if firing { "danger" } else { "good" }, "fields": [
                 {"title": "alert", "value": alert, "short": true},
@@ -156,7 +155,7 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
                 {"title": "value", "value": format!("{value:.3}"), "short": true},
                 {"title": "host", "value": host, "short": true}]}],
         }),
-        "pagerduty" => json!({
+        SinkKind::Pagerduty => json!({
             "routing_key": sink.routing_key.clone().unwrap_or_default(),
             "event_action": if firing { "trigger" } else { "resolve" },
             "dedup_key": format!("shardgate-{host}-{alert}"),
@@ -165,8 +164,10 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
                         "timestamp": chrono_like(now_ms()), "component": "shardgate", "class": alert,
                         "custom_details": {"value": value, "threshold": threshold}},
         }),
-        _ => json!({"alert": alert, "status": status, "severity": severity, "value": value,
-                    "threshold": threshold, "gateway": host, "ts": now_ms(), "summary": summary}),
+        SinkKind::Webhook => {
+            json!({"alert": alert, "status": status, "severity": severity, "value": value,
+                    "threshold": threshold, "gateway": host, "ts": now_ms(), "summary": summary})
+        }
     }
 }
 
@@ -289,7 +290,7 @@ mod tests {
     #[test]
     fn sink_payload_shapes() {
         let mut sink = SinkConfig {
-            kind: "pagerduty".into(),
+            kind: SinkKind::Pagerduty,
             url: "http://x".into(),
             routing_key: Some("rk".into()),
         };
@@ -308,10 +309,10 @@ mod tests {
         let pd = payload(&sink, &n("high_latency", false, "critical", 10.0, 1000.0));
         assert_eq!(pd["event_action"], "resolve");
         assert_eq!(pd["dedup_key"], "shardgate-h-high_latency");
-        sink.kind = "slack".into();
+        sink.kind = SinkKind::Slack;
         let sl = payload(&sink, &n("connection_loss", true, "warning", 0.0, 4.0));
         assert!(sl["text"].as_str().unwrap().contains("FIRING"));
-        sink.kind = "webhook".into();
+        sink.kind = SinkKind::Webhook;
         let gen = payload(&sink, &n("connection_loss", false, "warning", 3.0, 4.0));
         assert_eq!(gen["status"], "resolved");
     }

@@ -56,7 +56,7 @@ async fn dispatch(
         JobKind::Agent | JobKind::Chat => {
             let agent = session.key.agent_id();
             let binding = cfg.agents.bindings.get(agent);
-            let fail_first = binding.map_or(0, |b| b.test_fail_first_attempts);
+            let fail_first = binding.map_or(0, |b| b.dangerously_fail_first_attempts);
             if job.attempts <= fail_first {
                 return Err(format!(
                     "agent {agent} failed (test failure {} of {fail_first})",
@@ -64,7 +64,7 @@ async fn dispatch(
                 ));
             }
             let timeout = Duration::from_millis(cfg.agents.run_timeout_ms);
-            let on_worker = binding.and_then(|b| b.kind.as_deref()) == Some("worker");
+            let on_worker = binding.and_then(|b| b.kind) == Some(crate::config::AgentKind::Worker);
             if !on_worker && cfg.agents.echo.delta_delay_ms == 0 {
                 // Without a per-word delay the echo agent never yields: it cannot overstay
                 // the timeout, so it runs without arming a timer.
