@@ -163,6 +163,8 @@ pub async fn check_loop(shard: Rc<GatewayShard>) {
                 }
             }
         }
+        // The rows are part of hello-ok's cached health.
+        shard.health_parts.mark_changed();
         glommio::timer::sleep(h.check_interval.duration()).await;
     }
 }

@@ -31,32 +31,47 @@ pub(super) async fn health(shard: &Rc<GatewayShard>) -> Value {
 
 /// hello-ok's `snapshot.health` (and the `health` event after it): this shard's part now and
 /// the others' as they last published them ([`crate::snapshot`]), so a connect waits for no
-/// other shard. Fresh ([`health`]) only until every shard has published once, at start.
-pub async fn hello_health(shard: &Rc<GatewayShard>) -> Value {
+/// other shard. A shard that has not published yet (the first moments after start) counts as
+/// it starts: nothing connected, no sessions.
+pub fn hello_health(shard: &GatewayShard) -> Value {
     let t0 = std::time::Instant::now();
-    match shard.health_parts.assemble(shard.id.0, part(shard)) {
-        Some(answers) => health_of(shard, answers, t0),
-        None => health(shard).await,
-    }
+    let answers = shard.health_parts.assemble(shard.id.0, part(shard), |s| {
+        json!([{"shard": s, "connections": 0, "sockets": 0, "sessions": 0, "inflightRuns": 0}, []])
+    });
+    health_of(shard, answers, t0)
 }
 
-/// Publishes this shard's part to every shard when it changed, looking every
-/// [`CHECK_MS`](crate::snapshot::CHECK_MS) after a local change and every
-/// [`PERIOD_MS`](crate::snapshot::PERIOD_MS) otherwise. Runs for the shard's life.
+/// Publishes this shard's part to every shard when it changed ([`crate::snapshot`]): parked
+/// until a local event, then a look [`CHECK_MS`](crate::snapshot::CHECK_MS) later, and after
+/// a publication another within [`PERIOD_MS`](crate::snapshot::PERIOD_MS). Runs for the
+/// shard's life.
 pub async fn publish_health(shard: Rc<GatewayShard>) {
     use crate::snapshot::{CHECK_MS, PERIOD_MS};
-    let checks_per_period = (PERIOD_MS / CHECK_MS).max(1);
-    let mut check: u64 = 0;
+    use std::time::Duration;
+    let parts = &shard.health_parts;
+    let mut moved = false;
     loop {
-        let due = shard.health_parts.take_changed() || check.is_multiple_of(checks_per_period);
-        if due {
-            if let Some(p) = shard.health_parts.to_publish(part(&shard)) {
+        if moved {
+            let wait = Duration::from_millis(PERIOD_MS.saturating_sub(CHECK_MS));
+            let _ = glommio::timer::timeout(wait, async {
+                parts.changed().await;
+                Ok(())
+            })
+            .await;
+        } else {
+            parts.changed().await;
+        }
+        // Let a burst of events settle: one look, one publication at most, per check.
+        glommio::timer::sleep(Duration::from_millis(CHECK_MS)).await;
+        parts.take_changed();
+        moved = match parts.to_publish(part(&shard)) {
+            Some(p) => {
                 let from = shard.id.0;
                 shard.broadcast(move |s| s.health_parts.store(from, p.clone()));
+                true
             }
-        }
-        check = check.wrapping_add(1);
-        glommio::timer::sleep(std::time::Duration::from_millis(CHECK_MS)).await;
+            None => false,
+        };
     }
 }
 

@@ -256,6 +256,8 @@ pub(crate) async fn local_call(
 
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
+    // Sessions and runs may come and go: hello-ok's cached counts look again soon.
+    shard.health_parts.mark_changed();
     match call.method {
         Method::Chat(m) => chat::run_owned(shard, call, m),
         Method::Session(m) => session_ops::run(shard, call, m),

@@ -913,7 +913,7 @@ async fn hello_ok(
     shared_auth: SharedAuth,
 ) -> Value {
     let cfg = shard.config();
-    let health = crate::routing::hello_health(shard).await;
+    let health = crate::routing::hello_health(shard);
     let mut auth = json!({
         "method": match shared_auth { SharedAuth::DeviceToken => "device-token", SharedAuth::Certificate => "certificate", SharedAuth::Open => "none", SharedAuth::Bootstrap => "bootstrap-token", SharedAuth::Secret => cfg.gateway.auth.effective_mode().as_str() },
         "role": adm.role, "scopes": adm.scopes,
