@@ -12,7 +12,7 @@ use redis_protocol::resp3::types::BorrowedFrame;
 ///
 /// Panics never: the encoder's only failure is a too-small buffer, and the buffer is sized to
 /// the frame's exact encoded length first.
-pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
+pub(crate) fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     let items: Vec<BorrowedFrame<'_>> = args
         .iter()
         .map(|a| BorrowedFrame::BlobString {

@@ -3,7 +3,7 @@
 //! The decoder's `OwnedFrame` carries attributes and codec-only kinds (`Hello`, streamed
 //! chunks); a `Value` keeps what a reply means. Maps keep the server's order (a `Vec` of pairs,
 //! decoded through an ordered map). An error at the top of a reply is not a `Value` but
-//! [`ServerError`](crate::ServerError) (see `pipeline.rs`); an error nested inside an aggregate
+//! [`ServerError`] (see `pipeline.rs`); an error nested inside an aggregate
 //! (an `EXEC` result, a script's table) is [`Value::Error`].
 
 use redis_protocol::resp3::types::{OwnedFrame, VerbatimStringFormat};
