@@ -50,6 +50,14 @@ impl Shared {
         };
         self.stats.push(delivered);
     }
+
+    /// Tells the push consumer (if any) that pushes may have been lost; not a server push,
+    /// so not counted as one.
+    fn notify_reconnected(&self) {
+        if let Some(tx) = self.pushes.borrow_mut().as_mut() {
+            let _ = tx.try_send(Push::Reconnected);
+        }
+    }
 }
 
 /// The channels and patterns a subscriber link restores after a reconnect.
@@ -168,7 +176,11 @@ impl Link {
         let deadline = Instant::now() + within;
         let conn = self.ready_conn(deadline).await?;
         let rx = conn.send(args, expect)?;
-        await_reply(rx, deadline.saturating_duration_since(Instant::now())).await
+        match await_reply(rx, deadline.saturating_duration_since(Instant::now())).await {
+            // Report the caller's timeout, not what was left of it after a reconnect wait.
+            Err(Error::Timeout(_)) => Err(Error::Timeout(within)),
+            other => other,
+        }
     }
 
     async fn ready_conn(&self, deadline: Instant) -> Result<Rc<Conn>, Error> {
@@ -282,7 +294,7 @@ async fn supervise(link: Weak<Link>, shared: Rc<Shared>) {
                 }
                 l.install(conn.clone());
                 if connected_before {
-                    shared.deliver_push(Push::Reconnected);
+                    shared.notify_reconnected();
                 }
                 connected_before = true;
                 drop(l);

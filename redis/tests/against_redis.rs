@@ -241,6 +241,36 @@ fn pubsub_messages_arrive_as_pushes() {
     });
 }
 
+/// Client-side caching on the pipelined connection: the `invalidate` push arrives on the push
+/// channel while replies keep their order.
+#[test]
+fn invalidations_arrive_beside_the_replies() {
+    let server = server();
+    on_executor(move || async move {
+        let c = Client::connect(opts(&server)).await.expect("connect");
+        let mut pushes = c.pushes();
+        let other = Client::connect(opts(&server)).await.expect("connect");
+        assert!(c
+            .call(&[b"CLIENT", b"TRACKING", b"on"])
+            .await
+            .unwrap()
+            .is_ok());
+        assert_eq!(c.call(&[b"GET", b"cached"]).await.unwrap(), Value::Nil);
+        assert!(other
+            .call(&[b"SET", b"cached", b"x"])
+            .await
+            .unwrap()
+            .is_ok());
+        assert_eq!(
+            within("invalidate", pushes.next()).await,
+            Some(Push::Invalidate(Some(vec![b"cached".to_vec()])))
+        );
+        assert_eq!(c.call(&[b"GET", b"cached"]).await.unwrap(), bulk("x"));
+        let s = c.stats();
+        assert_eq!((s.pushes, s.pushes_dropped), (1, 0));
+    });
+}
+
 #[test]
 fn a_blocked_xreadgroup_does_not_stall_the_pipelined_connection() {
     let server = server();
@@ -305,6 +335,36 @@ fn a_blocked_xreadgroup_does_not_stall_the_pipelined_connection() {
             ])]),
         )]);
         assert_eq!(got, want);
+    });
+}
+
+/// A command without a reply in time fails with `Timeout`; its late reply is discarded and
+/// the next command still gets its own reply (the pairing survives the timeout).
+#[test]
+fn a_timed_out_command_does_not_shift_later_replies() {
+    let server = server();
+    on_executor(move || async move {
+        let c = Client::connect(opts(&server)).await.expect("connect");
+        let pauser = Client::connect(opts(&server)).await.expect("connect");
+        let paused = pauser
+            .call(&[b"CLIENT", b"PAUSE", b"300", b"ALL"])
+            .await
+            .unwrap();
+        assert!(paused.is_ok());
+        let short = Duration::from_millis(50);
+        assert_eq!(
+            c.call_within(&[b"ECHO", b"one"], short).await,
+            Err(Error::Timeout(short))
+        );
+        assert!(c.is_connected(), "a timeout must not drop the connection");
+        // Answered after the pause: the late "one" goes nowhere, "two" comes to its caller.
+        assert_eq!(c.call(&[b"ECHO", b"two"]).await.unwrap(), bulk("two"));
+        let s = c.stats();
+        assert_eq!((s.timeouts, s.errors), (1, 1));
+        assert_eq!(
+            s.replies, 3,
+            "HELLO, the late ECHO and the second ECHO: {s:?}"
+        );
     });
 }
 
