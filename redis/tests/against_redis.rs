@@ -309,13 +309,14 @@ fn a_blocked_xreadgroup_does_not_stall_the_pipelined_connection() {
             })
         };
         until_blocked_clients(&c, 1).await;
+        // Each PING is answered while the read stays blocked on its own connection.
         for _ in 0..200 {
-            let t = Instant::now();
             assert_eq!(
-                c.call(&[b"PING"]).await.unwrap(),
+                within("PING beside a blocked read", c.call(&[b"PING"]))
+                    .await
+                    .unwrap(),
                 Value::Simple("PONG".into())
             );
-            assert!(t.elapsed() < Duration::from_secs(1));
         }
         assert!(
             !done.get(),
@@ -382,8 +383,10 @@ fn a_killed_server_fails_in_flight_and_new_commands_with_disconnected() {
         })
         .await
         .expect("connect");
+        // Its timeout outlasts `within`'s patience: an answer at all is a fast failure.
         let fast = Client::connect(Options {
             fail_fast: true,
+            command_timeout: long,
             ..opts(&server)
         })
         .await
@@ -392,17 +395,15 @@ fn a_killed_server_fails_in_flight_and_new_commands_with_disconnected() {
         // In flight for as long as the server lives: BLPOP on a key nobody pushes.
         let in_flight = {
             let c = waiting.clone();
-            glommio::spawn_local(async move {
-                let t = Instant::now();
-                let r = c.call_within(&[b"BLPOP", b"never", b"0"], long).await;
-                (r, t.elapsed())
-            })
+            glommio::spawn_local(
+                async move { c.call_within(&[b"BLPOP", b"never", b"0"], long).await },
+            )
         };
         until_blocked_clients(&probe, 1).await;
         server.kill9();
-        let (r, took) = within("in-flight BLPOP", in_flight).await;
+        // Answered long before its 60 s timeout (`within` gives up after 10 s).
+        let r = within("in-flight BLPOP", in_flight).await;
         assert_eq!(r, Err(Error::Disconnected));
-        assert!(took < Duration::from_secs(5), "took {took:?}");
 
         // The fail-fast client may need a moment to see its own connection drop.
         let deadline = Instant::now() + PATIENCE;
@@ -410,14 +411,18 @@ fn a_killed_server_fails_in_flight_and_new_commands_with_disconnected() {
             assert!(Instant::now() < deadline, "never noticed the server died");
             Timer::new(Duration::from_millis(5)).await;
         }
-        let t = Instant::now();
-        assert_eq!(fast.call(&[b"PING"]).await, Err(Error::Disconnected));
-        assert!(t.elapsed() < Duration::from_millis(100));
+        assert_eq!(
+            within("fail-fast PING", fast.call(&[b"PING"])).await,
+            Err(Error::Disconnected)
+        );
 
         let t = Instant::now();
-        assert_eq!(waiting.call(&[b"PING"]).await, Err(Error::Disconnected));
+        assert_eq!(
+            within("waiting PING", waiting.call(&[b"PING"])).await,
+            Err(Error::Disconnected)
+        );
+        // It waited for a reconnect until its own 300 ms timeout, not less.
         assert!(t.elapsed() >= Duration::from_millis(300));
-        assert!(t.elapsed() < Duration::from_secs(5));
         let s = waiting.stats();
         assert_eq!(s.disconnected, 2, "{s:?}");
     });
