@@ -621,6 +621,18 @@ fn system_presence_is_array() {
         .expect("system-presence payload is a bare array");
     assert_eq!(arr[0]["mode"], "gateway");
     assert_eq!(arr[0]["reason"], "self");
+    // The CLI prints the self entry's version as "app VERSION" and compares it with its own:
+    // the OpenClaw version we are compatible with; ours is beside it.
+    assert_eq!(arr[0]["version"], "2026.9.6", "{}", arr[0]);
+    assert_eq!(arr[0]["shardgateVersion"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        arr[0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(" · app 2026.9.6 · "),
+        "{}",
+        arr[0]
+    );
     for k in [
         "host",
         "ip",
