@@ -446,6 +446,7 @@ impl GatewayShard {
         let removed = self.conns.borrow_mut().remove(&id);
         if let Some(c) = removed {
             c.mark_closed();
+            crate::session::watchers::closed(self, self.conn_ref(id));
             if c.auth.borrow().as_ref().is_some_and(|a| a.role == "node") {
                 crate::node::node_down(self, self.conn_ref(id));
             }

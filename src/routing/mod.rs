@@ -137,6 +137,9 @@ fn route_session(
         Err(e) => return shard.reply_err(&reply, &e),
     };
     let owner = shard.owner(key.as_str());
+    if crate::session::watchers::watches(&method) {
+        crate::session::watchers::note(&shard, caller.conn, key.as_str());
+    }
     if method == "send" {
         let ch = params.str("channel").unwrap_or("log");
         if queue::channel::lookup(&shard, ch).is_none() {
@@ -266,6 +269,12 @@ pub(crate) async fn local_call(
 
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
+    if crate::session::watchers::watches(&call.method) {
+        shard
+            .sessions
+            .watchers
+            .watch(call.key.as_str(), call.caller.conn);
+    }
     if is_submission(&call.method) {
         if let Some(j) = submit_call(&shard, call) {
             glommio::spawn_local(async move { j.finish(&shard).await }).detach();
