@@ -17,7 +17,8 @@
 //!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent. The decisions
 //!    of that last stretch (dedup, admission, ordering, retry, dead letters) are the sans-IO
 //!    [`delivery`] core; [`queue`] drives it and applies its effects.
-//! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] →
+//! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] (a
+//!    run's events also to the session's other watchers, [`session::watchers`]) →
 //!    the connection's shard (mesh hop if remote) → [`transport::conn::Conn`] send buffer
 //!    (seq, backpressure) → the connection's task, which writes all queued frames in one
 //!    `send` from a per-shard scratch buffer ([`transport::ws`]).

@@ -396,6 +396,7 @@ impl GatewayShard {
         let removed = self.conns.borrow_mut().remove(&id);
         if let Some(c) = &removed {
             c.mark_closed();
+            self.unwatch_all(self.conn_ref(id));
             if c.auth
                 .borrow()
                 .as_ref()
@@ -438,6 +439,15 @@ impl GatewayShard {
                 c.sessions_subscribed.get()
             });
         });
+    }
+
+    /// A connection closed: removes it from the watcher set of every session it watched
+    /// ([`crate::session::watchers`]).
+    pub fn unwatch_all(self: &Rc<Self>, conn: ConnRef) {
+        for key in self.sessions.watching.forget(conn.id) {
+            let owner = self.owner(&key);
+            self.on_shard(owner, move |s| s.sessions.watchers.unwatch(&key, conn));
+        }
     }
 
     /// The connection with `id`, if it lives here.
@@ -632,14 +642,20 @@ impl GatewayShard {
         v
     }
 
+    /// The gateway's own entry, in OpenClaw's shape. `version` is the OpenClaw version we
+    /// are wire-compatible with (as `hello-ok.server.version`): the CLI prints it as "app
+    /// VERSION" (`gateway probe`, `status`' "Gateway self") and compares it with its own.
+    /// shardgate's own version is in `shardgateVersion`.
     fn self_presence(&self) -> Value {
         let host = &self.shared.host;
-        let version = env!("CARGO_PKG_VERSION");
+        let ip = &self.config().gateway.host;
+        let version = crate::protocol::OPENCLAW_COMPAT_VERSION;
         json!({
-            "host": host, "ip": self.config().gateway.host, "version": version,
-            "platform": std::env::consts::OS, "deviceFamily": "Linux", "mode": "gateway",
+            "host": host, "ip": ip, "version": version,
+            "shardgateVersion": env!("CARGO_PKG_VERSION"),
+            "platform": self_platform(), "deviceFamily": "Linux", "mode": "gateway",
             "reason": "self", "instanceId": self.shared.instance_id,
-            "text": format!("Gateway: {host} · shardgate {version} · mode gateway · reason self"),
+            "text": format!("Gateway: {host} ({ip}) · app {version} · mode gateway · reason self"),
             "ts": self.shared.started_ms,
         })
     }
@@ -653,6 +669,19 @@ impl GatewayShard {
     pub fn all_conns(&self) -> Vec<Rc<Conn>> {
         self.conns.borrow().values().cloned().collect()
     }
+}
+
+/// `linux <kernel release>`, as OpenClaw's self presence names its platform; read once
+/// (presence is rebuilt on every change).
+fn self_platform() -> &'static str {
+    static PLATFORM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PLATFORM.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        match release.trim() {
+            "" => std::env::consts::OS.to_string(),
+            r => format!("{} {r}", std::env::consts::OS),
+        }
+    })
 }
 
 /// Whether a connection appears in presence (the CLI's short calls do not, as in OpenClaw).

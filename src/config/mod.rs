@@ -500,9 +500,12 @@ pub struct AuthConfig {
     pub token: Option<String>,
     /// Shared password (also `OPENCLAW_GATEWAY_PASSWORD`). Secret: redacted.
     pub password: Option<String>,
-    /// A device-less operator that authenticated with the shared secret from a direct
-    /// loopback peer keeps its requested scopes (OpenClaw's behaviour, which the `openclaw
-    /// gateway call` CLI relies on). When false, such operators get no scopes. Default true.
+    /// A device-less CLI operator (client `cli`/`cli`, or the local backend
+    /// `gateway-client`/`backend`) that authenticated with the shared secret from a direct
+    /// loopback peer, without a browser `Origin`, keeps its requested scopes (OpenClaw's
+    /// behaviour, which the `openclaw gateway call` CLI relies on). Any other device-less
+    /// operator (UIs, `gateway probe`) gets no scopes either way. When false, none keeps
+    /// them. Default true.
     pub loopback_shared_secret_keeps_scopes: bool,
 }
 

@@ -468,8 +468,21 @@ pub fn host_update(
 /// `node.event {event, payload}` from a node: passed to operators as a droppable event.
 /// `node.host.stats` (the node host's load, memory and disk, every minute) is kept on the
 /// node's row as `hostStats`, as OpenClaw shows it.
+///
+/// A gated node whose command surface is not approved yet has no pairing generation for its
+/// events to belong to: OpenClaw refuses them (`UNAVAILABLE`, `PAIRING_CHANGED`, retryable),
+/// so nothing it says reaches operators or its row until `nodes approve`.
 pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
     let name = required_str(p, "event")?.to_string();
+    let gated = shard
+        .nodes
+        .registry
+        .borrow()
+        .get(node)
+        .map_or(shard.config().gateway.nodes.require_pairing, |n| n.gated);
+    if gated && shard.shared.node_pairing.approved(node).is_none() {
+        return Err(GatewayError::NodePairingChanged);
+    }
     if name == "node.host.stats" {
         let stats = p
             .get("payloadJSON")

@@ -34,6 +34,7 @@ pub async fn call(
         "logs.tail" => return Some(Box::pin(logs(shard, p)).await),
         "system.info" => system_info::info(shard),
         "wake" => return Some(wake(shard, p)),
+        "set-heartbeats" => return Some(set_heartbeats(p)),
         "agents.list" => catalog::agents(cfg),
         "agent.identity.get" => return Some(catalog::identity(cfg, p)),
         "models.list" => catalog::models(),
@@ -106,6 +107,19 @@ fn wake(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
     Ok(json!({"ok": true}))
 }
 
+/// `set-heartbeats {enabled}` (`openclaw system heartbeat enable|disable`): OpenClaw flips
+/// its heartbeat runner's wake switch and echoes the value. shardgate has no heartbeat
+/// runner, so there is nothing to switch: the answer is OpenClaw's, and `last-heartbeat`
+/// stays null either way (as OpenClaw's does until a heartbeat has run).
+fn set_heartbeats(p: &Value) -> Result<Value, GatewayError> {
+    match p.get("enabled") {
+        Some(Value::Bool(enabled)) => Ok(json!({"ok": true, "enabled": enabled})),
+        _ => Err(GatewayError::InvalidParams(
+            "invalid set-heartbeats params: enabled (boolean) required".into(),
+        )),
+    }
+}
+
 /// `cron.list {offset?, limit?}`: no cron here, so an empty, complete page. The CLI checks
 /// a page as OpenClaw makes it: a revision, the offset it asked for, a limit of at least 1.
 fn cron_list(p: &Value) -> Value {
@@ -162,6 +176,24 @@ mod tests {
         assert_eq!(civil_date(11_016), "2000-02-29");
         assert_eq!(civil_date(20_819), "2027-01-01");
         assert_eq!(civil_date(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn set_heartbeats_echoes_a_boolean_and_refuses_anything_else() {
+        assert_eq!(
+            set_heartbeats(&json!({"enabled": false})).unwrap(),
+            json!({"ok": true, "enabled": false})
+        );
+        assert_eq!(
+            set_heartbeats(&json!({"enabled": true})).unwrap(),
+            json!({"ok": true, "enabled": true})
+        );
+        for bad in [json!({}), json!({"enabled": "yes"}), json!(null)] {
+            assert!(matches!(
+                set_heartbeats(&bad),
+                Err(GatewayError::InvalidParams(m)) if m.contains("enabled (boolean) required")
+            ));
+        }
     }
 
     #[test]

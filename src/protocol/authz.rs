@@ -119,6 +119,7 @@ pub const METHODS: &[(&str, Need)] = &[
     ("diagnostics.stability", Need::Scope(READ)),
     ("doctor.memory.status", Need::Scope(READ)),
     ("wake", Need::Scope(WRITE)),
+    ("set-heartbeats", Need::Scope(ADMIN)),
     ("cron.list", Need::Scope(READ)),
     ("cron.status", Need::Scope(READ)),
     ("exec.approvals.get", Need::Scope(ADMIN)),

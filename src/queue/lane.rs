@@ -297,7 +297,15 @@ pub(super) fn apply(
                     reply_final(shard, &to, payload.as_ref(), error.as_ref())
                 }
             },
-            Effect::Event { to, name, payload } => shard.event_to(to, name, &payload, false),
+            Effect::Event { to, name, payload } => {
+                // A run's end (timeout, failure): to its caller and the session's watchers.
+                match payload.get("sessionKey").and_then(|k| k.as_str()) {
+                    Some(key) => {
+                        crate::routing::watchers::send(shard, key, Some(to), name, &payload, false)
+                    }
+                    None => shard.event_to(to, name, &payload, false),
+                }
+            }
             Effect::Trace { run, step, detail } => {
                 let id = run.as_deref().unwrap_or(run_id);
                 if step == Step::DeadLettered {

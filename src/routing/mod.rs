@@ -21,6 +21,7 @@ use crate::shard::{Call, GatewayShard, MeshMsg};
 
 mod info;
 mod session_ops;
+pub mod watchers;
 
 pub use info::health as health_snapshot;
 
@@ -140,6 +141,9 @@ fn route_session(
         Err(e) => return shard.reply_err(&reply, &e),
     };
     let owner = shard.owner(key.as_str());
+    if crate::session::watchers::watches(&method) {
+        watchers::note(&shard, caller.conn, key.as_str());
+    }
     if method == "send" {
         let ch = params.str("channel").unwrap_or("log");
         if queue::channel::lookup(&shard, ch).is_none() {
@@ -278,6 +282,12 @@ pub fn on_mesh(shard: &Rc<GatewayShard>, msg: MeshMsg) {
 
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
+    if crate::session::watchers::watches(&call.method) {
+        shard
+            .sessions
+            .watchers
+            .watch(call.key.as_str(), call.caller.conn);
+    }
     if is_submission(&call.method) {
         if let Some(j) = submit_call(&shard, call) {
             glommio::spawn_local(async move { j.finish(&shard).await }).detach();

@@ -115,6 +115,9 @@ struct Upgraded {
     deadline: Instant,
     slot: ConnSlot,
     guard: UnauthGuard,
+    /// The upgrade came with an `Origin` header (a browser): OpenClaw never lets a
+    /// device-less browser keep shared-secret scopes.
+    browser_origin: bool,
 }
 
 /// What an open gateway connection keeps for its whole life (besides the shard's `Conn`).
@@ -354,6 +357,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             if http::switch(&mut stream, key).await.is_err() {
                 return None;
             }
+            let browser_origin = head.origin.as_deref().is_some_and(|o| !o.trim().is_empty());
             return Some(Upgraded {
                 stream,
                 rest: head.rest,
@@ -361,6 +365,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 deadline,
                 slot,
                 guard,
+                browser_origin,
             });
         }
         ("POST", path, None)
@@ -620,6 +625,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         deadline,
         slot,
         guard,
+        browser_origin,
     } = up;
     let cfg = shard.config();
     let budget: Budget = Rc::new(Cell::new(cfg.gateway.preauth_max_payload + 1024));
@@ -649,7 +655,10 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         &io,
         &nonce,
         deadline,
-        client_cert.as_deref(),
+        Upgrade {
+            client_cert: client_cert.as_deref(),
+            browser_origin,
+        },
     )
     .await;
     if admitted {
@@ -670,6 +679,14 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
     ))
 }
 
+/// What the upgrade request told about the peer, for the handshake.
+struct Upgrade<'a> {
+    /// sha256 of the TLS client certificate, if one was presented.
+    client_cert: Option<&'a str>,
+    /// The upgrade carried an `Origin` header (a browser).
+    browser_origin: bool,
+}
+
 /// Reads and answers `connect`. Returns true when admitted.
 async fn handshake_phase(
     shard: &Rc<GatewayShard>,
@@ -678,8 +695,12 @@ async fn handshake_phase(
     io: &Io,
     nonce: &str,
     deadline: Instant,
-    client_cert: Option<&str>,
+    up: Upgrade<'_>,
 ) -> bool {
+    let Upgrade {
+        client_cert,
+        browser_origin,
+    } = up;
     let peer = conn.peer;
     let cfg = shard.config();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -801,12 +822,13 @@ async fn handshake_phase(
     }
     let req_id = req_id.unwrap_or_default();
     let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth)| {
-        // OpenClaw keeps a device-less operator's requested scopes when it authenticated
-        // with the shared secret from a direct loopback peer (the CLI's `gateway call`);
-        // anywhere else a device-less operator gets no scopes.
+        // OpenClaw keeps a device-less operator's requested scopes when its CLI (or local
+        // backend) authenticated with the shared secret from a direct loopback peer (the
+        // CLI's `gateway call`); any other device-less operator gets no scopes.
         if adm.device_id.is_none()
             && shared_auth == SharedAuth::Secret
             && peer.ip().is_loopback()
+            && handshake::loopback_secret_keeps_scopes(&adm.client, browser_origin)
             && cfg.gateway.auth.loopback_shared_secret_keeps_scopes
         {
             adm.scopes = adm.params.scopes.clone();

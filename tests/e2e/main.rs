@@ -23,4 +23,5 @@ mod rpc;
 mod security;
 mod setup_codes;
 mod ui_pause;
+mod watchers;
 mod workers;
