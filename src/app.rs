@@ -18,8 +18,9 @@ use shards::pool::{PoolConfig, ShardCtx};
 
 use crate::auth::limits::PeerLimits;
 use crate::auth::store::PairingStore;
+use crate::clock::now_ms;
 use crate::config::Config;
-use crate::shard::{now_ms, GatewayShard, MeshMsg, Shared};
+use crate::shard::{GatewayShard, MeshMsg, Shared};
 
 /// Holds the singleton locks for the life of the process.
 #[derive(Debug)]
@@ -298,7 +299,9 @@ async fn shard_main(
     let mesh = Mesh::new(ctx.senders, shared.config.network.mesh_outbox_limit);
     let shard = GatewayShard::new(ctx.id, shared.clone(), mesh.clone());
     let on = shard.clone();
-    mesh.receive(ctx.receivers, move |from, msg| on.on_mesh(from, msg));
+    mesh.receive(ctx.receivers, move |_from, msg| {
+        crate::routing::on_mesh(&on, msg)
+    });
     if shared.config.queue.backend == "journal" {
         if let Err(e) = crate::queue::open_journal(&shard) {
             let _ = ready.send(Err(format!("shard {}: journal: {e}", ctx.id)));
@@ -316,7 +319,14 @@ async fn shard_main(
     tracing::debug!(shard = %ctx.id, "accepting");
 
     if ctx.id.0 == 0 {
-        glommio::spawn_local(crate::transport::tls::watch(shared.clone())).detach();
+        let shared = shared.clone();
+        glommio::spawn_local(async move {
+            if let Some(tls) = &shared.tls {
+                let rot = &shared.config.security.transport.tls.certificate_rotation;
+                crate::transport::tls::watch(tls, rot, &shared.shutdown).await;
+            }
+        })
+        .detach();
     }
     let tick_ms = shared.config.gateway.tick_interval_ms;
     let ticker = {

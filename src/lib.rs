@@ -18,7 +18,8 @@
 //!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent. The decisions
 //!    of that last stretch (dedup, admission, ordering, retry, dead letters) are the sans-IO
 //!    [`delivery`] core; [`queue`] drives it and applies its effects.
-//! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] →
+//! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] (a
+//!    run's events also to the session's other watchers, [`session::watchers`]) →
 //!    the connection's shard (mesh hop if remote) → [`transport::conn::Conn`] send buffer
 //!    (seq, backpressure) → the connection's task, which writes all queued frames in one
 //!    `send` from a per-shard scratch buffer ([`transport::ws`]).
@@ -33,17 +34,34 @@
 //! - Request rate limits are per shard ([`auth::access::ShardLimiter`], no lock): `global` and
 //!   `perIp` budgets are split evenly over the shards.
 //!
-//! ## Reading order
-//! `config` → `protocol` (sans-IO) → `transport` → `shard` → `routing` → `session` →
-//! `delivery` (sans-IO) → `queue` → `agent` → `app` (start/stop).
+//! ## Layers
+//! Each file of src/ sits in one layer and imports only from its own layer or those below;
+//! no files import each other in a circle (`tests/layers.rs` checks both). A module path
+//! names its file and everything under it, unless a longer path is listed elsewhere. Read
+//! from the bottom up.
+//!
+//! | layer | modules | what it is |
+//! |---|---|---|
+//! | 1 base | `clock`, `config`, `auth::net`, `auth::totp`, `transport::tls_policy` | the clock, the typed config, and the pure parsers its validation uses |
+//! | 2 wire | `protocol` | sans-IO: frames, errors, the connect request, params, scopes |
+//! | 3 trust | `auth` | the paired-device store, device proofs, pairing policy, setup codes, the connect decision |
+//! | 4 core | `addr`, `delivery`, `session`, `queue::backend`, `queue::journal` | addresses, the sans-IO delivery core, sessions and lanes, the durable journal |
+//! | 5 state | `snapshot`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | what a shard holds, each subsystem's per-shard state |
+//! | 6 shard | `shard` | one shard: its state, the mesh, delivery to connections |
+//! | 7 methods | `routing`, `queue`, `agent`, `node`, `auth::device_methods`, `ops` | what requests do: dispatch, the delivery driver, agents, nodes, pairing, operations |
+//! | 8 transport | `transport` | sockets: accept, HTTP, WebSocket, the connection's task |
+//! | 9 app | `app` | start and stop of the whole |
+//! | 10 cli | `cli`, `client` | the command line and the client it uses |
 
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod node;

@@ -16,43 +16,17 @@ use serde_json::{json, Value};
 use shards::mesh::{Class, Mesh, MeshStats, SendError};
 use shards::ShardId;
 
+use crate::addr::{Caller, ConnRef, ReplyTo};
 use crate::auth::limits::PeerLimits;
 use crate::auth::store::PairingStore;
+use crate::clock::now_ms;
 use crate::config::Config;
+use crate::protocol::connect::ConnAuth;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame;
 use crate::protocol::SessionKey;
 use crate::session::SessionTable;
-use crate::transport::conn::{Conn, ConnAuth};
-
-/// Where a connection lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnRef {
-    /// The connection's shard.
-    pub shard: ShardId,
-    /// Its id on that shard.
-    pub id: u64,
-}
-
-/// Who called, carried with a request to the shard that runs it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The calling connection.
-    pub conn: ConnRef,
-    /// Its authorization.
-    pub auth: Arc<ConnAuth>,
-    /// When the request arrived ([`Shared::mono_us`]), for latency.
-    pub received_us: u64,
-}
-
-/// Where the answers of one request go.
-#[derive(Debug, Clone)]
-pub struct ReplyTo {
-    /// The connection.
-    pub conn: ConnRef,
-    /// The request id.
-    pub req_id: String,
-}
+use crate::transport::conn::Conn;
 
 /// A request travelling to the shard that owns its session.
 #[derive(Debug)]
@@ -213,22 +187,6 @@ impl Shared {
     }
 }
 
-/// Wall clock, ms since the epoch, at one kernel tick's resolution (1–4 ms) for a fraction of
-/// the cost ([`shards::clock::coarse_ms`]). For per-minute counters, never for wire timestamps.
-/// Under a [`shards::clock::WallFreeze`] already read, the held reading (finer than a tick, and
-/// already paid).
-pub fn now_ms_coarse() -> i64 {
-    match shards::clock::wall_ms_held() {
-        Some(held) => held,
-        None => shards::clock::coarse_ms().unwrap_or_else(now_ms),
-    }
-}
-
-/// Wall clock, ms since the epoch (the reading of a live [`shards::clock::WallFreeze`]).
-pub fn now_ms() -> i64 {
-    shards::clock::wall_ms()
-}
-
 /// A record of a run in the run directory (on `owner(runId)`), for `agent.wait`.
 #[derive(Debug, Default)]
 pub struct RunRecord {
@@ -250,7 +208,7 @@ pub struct RunRecord {
 #[derive(Debug, Default)]
 pub struct RunEntry {
     /// Pipeline stages recorded here (`gateway.trace`).
-    pub trace: crate::queue::Trace,
+    pub trace: crate::delivery::trace::Trace,
     /// The run directory record (status `""` unless this shard owns the run id, or only
     /// waited for).
     pub record: RunRecord,
@@ -275,15 +233,15 @@ pub struct GatewayShard {
     /// Sessions this shard owns.
     pub sessions: SessionTable,
     /// Queue state: dead letters, counters, the durable journal.
-    pub queue: crate::queue::QueueState,
+    pub queue: crate::queue::state::QueueState,
     /// Node registry replica and the invokes pending on this shard's nodes.
-    pub nodes: crate::node::NodeState,
+    pub nodes: crate::node::registry::NodeState,
     /// Counters (merged on read).
     pub metrics: crate::ops::metrics::ShardMetrics,
     /// Request rate limiters (this shard's share of `access.rateLimiting`).
     pub limiter: crate::auth::access::ShardLimiter,
     /// Agent worker runs (by session shard) and assignments (by worker shard).
-    pub workers: crate::node::worker::WorkerState,
+    pub workers: crate::node::worker_pool::WorkerState,
     /// Run entries: traces recorded here, and the run directory of the run ids owned here.
     /// Bounded like the dedup ring (capacity and window): a client cannot grow it without
     /// limit by submitting runs faster than the window expires them.
@@ -299,7 +257,7 @@ pub struct GatewayShard {
     pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
     next_pending: Cell<u64>,
     /// Dependency health states (shard 0 checks them).
-    pub deps: crate::ops::deps::Deps,
+    pub deps: crate::ops::dep_state::Deps,
     /// Alert states (shard 0 evaluates them).
     pub alert_state: RefCell<Vec<(String, bool)>>,
     /// System events queued by `wake` for the default agent's main session, oldest first
@@ -321,7 +279,7 @@ impl GatewayShard {
     pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new();
         let health_parts = crate::snapshot::HealthParts::new(shared.shards);
-        let queue = crate::queue::QueueState::new(&shared.config);
+        let queue = crate::queue::state::QueueState::new(&shared.config);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         let runs = shards::dedup::DedupRing::new(
             shared.config.deduplication.capacity,
@@ -420,15 +378,6 @@ impl GatewayShard {
         }
     }
 
-    /// Handles a message from another shard.
-    pub fn on_mesh(self: &Rc<Self>, _from: ShardId, msg: MeshMsg) {
-        match msg {
-            MeshMsg::Call(call) => crate::routing::run_owned(self.clone(), *call),
-            MeshMsg::Deliver(conn, out) => self.deliver_local(conn, out),
-            MeshMsg::Control(f) => f(self),
-        }
-    }
-
     // ----- connections -----
 
     /// Registers a new connection.
@@ -445,15 +394,14 @@ impl GatewayShard {
         c
     }
 
-    /// Forgets a connection.
-    pub fn remove_conn(self: &Rc<Self>, id: u64) {
+    /// Forgets a connection and withdraws it from presence; returns it, so the caller can
+    /// end what else it was (a node, a worker).
+    pub fn remove_conn(self: &Rc<Self>, id: u64) -> Option<Rc<Conn>> {
         let removed = self.conns.borrow_mut().remove(&id);
-        if let Some(c) = removed {
+        if let Some(c) = &removed {
             c.mark_closed();
             self.health_parts.mark_changed();
-            if c.auth.borrow().as_ref().is_some_and(|a| a.role == "node") {
-                crate::node::node_down(self, self.conn_ref(id));
-            }
+            self.unwatch_all(self.conn_ref(id));
             if c.auth
                 .borrow()
                 .as_ref()
@@ -462,6 +410,57 @@ impl GatewayShard {
                 let key = c.conn_uuid.to_string();
                 self.broadcast(move |s| s.presence_remove(&key));
             }
+        }
+        removed
+    }
+
+    /// Closes the live connections of a device (for one role, or all), on every shard.
+    pub fn close_device(
+        self: &Rc<Self>,
+        device_id: &str,
+        role: Option<&str>,
+        reason: &'static str,
+    ) {
+        let (device_id, role) = (device_id.to_owned(), role.map(str::to_owned));
+        self.broadcast(move |s| {
+            for c in s.all_conns() {
+                let hit = c.auth.borrow().as_ref().is_some_and(|a| {
+                    a.device_id.as_deref() == Some(device_id.as_str())
+                        && role.as_deref().is_none_or(|r| r == a.role)
+                });
+                if hit {
+                    c.close(1008, reason);
+                }
+            }
+        });
+    }
+
+    /// Tells every `sessions.subscribe`d client that a session changed.
+    pub fn sessions_changed(self: &Rc<Self>, key: &SessionKey, reason: &'static str) {
+        let payload =
+            json!({"sessionKey": key.as_str(), "reason": reason, "ts": now_ms()}).to_string();
+        self.broadcast(move |s| {
+            s.event_local_all("sessions.changed", &payload, true, false, |c| {
+                c.sessions_subscribed.get()
+            });
+        });
+    }
+
+    /// A connection closed: removes it from the watcher set of every session it watched
+    /// ([`crate::session::watchers`]).
+    pub fn unwatch_all(self: &Rc<Self>, conn: ConnRef) {
+        for key in self.sessions.watching.forget(conn.id) {
+            let owner = self.owner(&key);
+            self.on_shard(owner, move |s| s.sessions.watchers.unwatch(&key, conn));
+        }
+    }
+
+    /// Answers a session method's result (`Null`: answered already, or later).
+    pub fn answer(&self, reply: &ReplyTo, r: Result<Value, GatewayError>) {
+        match r {
+            Ok(Value::Null) => {}
+            Ok(v) => self.reply_ok(reply, &v),
+            Err(e) => self.reply_err(reply, &e),
         }
     }
 
@@ -484,7 +483,7 @@ impl GatewayShard {
         ConnRef { shard: self.id, id }
     }
 
-    fn deliver_local(&self, conn: u64, out: Out) {
+    pub fn deliver_local(&self, conn: u64, out: Out) {
         let Some(c) = self.conn(conn) else { return };
         match out {
             Out::Frame(f) => c.push_frame(f),
@@ -657,14 +656,20 @@ impl GatewayShard {
         v
     }
 
+    /// The gateway's own entry, in OpenClaw's shape. `version` is the OpenClaw version we
+    /// are wire-compatible with (as `hello-ok.server.version`): the CLI prints it as "app
+    /// VERSION" (`gateway probe`, `status`' "Gateway self") and compares it with its own.
+    /// shardgate's own version is in `shardgateVersion`.
     fn self_presence(&self) -> Value {
         let host = &self.shared.host;
-        let version = env!("CARGO_PKG_VERSION");
+        let ip = &self.config().gateway.host;
+        let version = crate::protocol::OPENCLAW_COMPAT_VERSION;
         json!({
-            "host": host, "ip": self.config().gateway.host, "version": version,
-            "platform": std::env::consts::OS, "deviceFamily": "Linux", "mode": "gateway",
+            "host": host, "ip": ip, "version": version,
+            "shardgateVersion": env!("CARGO_PKG_VERSION"),
+            "platform": self_platform(), "deviceFamily": "Linux", "mode": "gateway",
             "reason": "self", "instanceId": self.shared.instance_id,
-            "text": format!("Gateway: {host} · shardgate {version} · mode gateway · reason self"),
+            "text": format!("Gateway: {host} ({ip}) · app {version} · mode gateway · reason self"),
             "ts": self.shared.started_ms,
         })
     }
@@ -678,6 +683,19 @@ impl GatewayShard {
     pub fn all_conns(&self) -> Vec<Rc<Conn>> {
         self.conns.borrow().values().cloned().collect()
     }
+}
+
+/// `linux <kernel release>`, as OpenClaw's self presence names its platform; read once
+/// (presence is rebuilt on every change).
+fn self_platform() -> &'static str {
+    static PLATFORM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PLATFORM.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        match release.trim() {
+            "" => std::env::consts::OS.to_string(),
+            r => format!("{} {r}", std::env::consts::OS),
+        }
+    })
 }
 
 /// Whether a connection appears in presence (the CLI's short calls do not, as in OpenClaw).

@@ -13,12 +13,12 @@ use std::net::IpAddr;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shardgate::auth::access::NetClass;
 use shardgate::auth::device::{self, DeviceIdentity};
+use shardgate::auth::handshake::{self, HandshakeEnv};
+use shardgate::auth::net::NetClass;
 use shardgate::auth::pairing::{Pairing, PeerTerms};
 use shardgate::auth::store::{ApproveRequest, PairingStore};
 use shardgate::config::{Config, PairingMode};
-use shardgate::protocol::handshake::{self, HandshakeEnv};
 
 const NONCE: &str = "9c1e3c9e-2b39-4a7e-9f0c-2f7c7c0a1b11";
 const NOW: i64 = 1_700_000_000_000;

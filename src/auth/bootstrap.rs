@@ -17,8 +17,11 @@
 //! - A token expires `gateway.pairing.setupCodeTtl` (10 min) after it was minted and is
 //!   consumed by the first successful connect that presents it: expired, used and unknown
 //!   tokens are one refusal (`AUTH_BOOTSTRAP_TOKEN_INVALID`), so a caller learns nothing.
-//! - A join code holds the payload with the raw token, so join codes live in memory only
-//!   (a restart burns them) and are burned by their first `GET`.
+//! - A join code outlives a restart, as OpenClaw's do (they are rows of its state database),
+//!   until it expires or its first `GET` burns it. Its payload holds the raw token, so it is
+//!   kept (in memory and in `<state_dir>/devices/join-codes.json`, `0600`) only sealed with
+//!   AES-256-GCM under a key derived from the code itself, and looked up by the code's
+//!   SHA-256: without the 128-bit code, neither the code nor the token can be read back.
 //! - The tables are process-wide (any shard mints, any shard redeems) behind one mutex,
 //!   touched only when codes are minted or redeemed, never per frame.
 #![allow(
@@ -26,8 +29,8 @@
     reason = "setup codes are shared by all shards and touched only when minted or redeemed"
 )]
 
-use std::collections::BTreeMap;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -39,8 +42,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::state_file;
+use crate::clock::now_ms;
+use crate::config::Config;
 use crate::protocol::error::GatewayError;
-use crate::shard::{now_ms, GatewayShard};
 
 /// The only profile minted here: a node (role `node`, no operator scopes).
 pub const NODE_PROFILE: &str = "node";
@@ -80,29 +84,34 @@ impl std::fmt::Debug for Issued {
     }
 }
 
-/// What a join code serves until its first `GET`.
-struct JoinCode {
-    payload: String,
+/// What a join code serves until its first `GET`, as stored (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinRecord {
+    /// Hex SHA-256 of the code: how a `GET` finds it.
+    code_sha256: String,
+    /// base64url(nonce ‖ AES-256-GCM(payload)) under [`join_key`] of the code.
+    sealed: String,
     expires_at_ms: i64,
 }
 
 #[derive(Default)]
 struct Inner {
     tokens: Vec<Record>,
-    join: BTreeMap<String, JoinCode>,
+    join: Vec<JoinRecord>,
 }
 
 impl Inner {
     fn prune(&mut self, now_ms: i64) {
         self.tokens.retain(|r| r.expires_at_ms > now_ms);
-        self.join.retain(|_, j| j.expires_at_ms > now_ms);
+        self.join.retain(|j| j.expires_at_ms > now_ms);
     }
 }
 
 /// Process-wide setup codes.
 pub struct Bootstrap {
     inner: Mutex<Inner>,
-    /// `<state_dir>/devices`; `None` keeps tokens in memory only (tests).
+    /// `<state_dir>/devices`; `None` keeps tokens and join codes in memory only (tests).
     dir: Option<PathBuf>,
 }
 
@@ -113,6 +122,46 @@ impl std::fmt::Debug for Bootstrap {
 }
 
 const FILE: &str = "bootstrap.json";
+const JOIN_FILE: &str = "join-codes.json";
+
+/// The AES-256 key a join code's payload is sealed under: derived from the code (128 random
+/// bits), domain-separated from the code's lookup hash.
+fn join_key(code: &str) -> aes_gcm::Aes256Gcm {
+    use aes_gcm::KeyInit as _;
+    let key = Sha256::new()
+        .chain_update(b"shardgate join code payload v1\0")
+        .chain_update(code.as_bytes())
+        .finalize();
+    aes_gcm::Aes256Gcm::new(&key)
+}
+
+/// Seals `payload` under `code`'s key: base64url(nonce ‖ ciphertext).
+fn seal_join(code: &str, payload: &str) -> String {
+    use aes_gcm::aead::Aead as _;
+    let nonce: [u8; 12] = rand::random();
+    let ct = join_key(code)
+        .encrypt(aes_gcm::Nonce::from_slice(&nonce), payload.as_bytes())
+        .unwrap_or_default();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+}
+
+/// The payload sealed by [`seal_join`], `None` when it does not open under `code`'s key.
+fn open_join(code: &str, sealed: &str) -> Option<String> {
+    use aes_gcm::aead::Aead as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sealed)
+        .ok()?;
+    if raw.len() < 12 + 16 {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(12);
+    let plain = join_key(code)
+        .decrypt(aes_gcm::Nonce::from_slice(nonce), ct)
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
 
 fn random_b64url(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
@@ -137,16 +186,15 @@ pub fn encode_setup_code(payload: &Value) -> String {
 }
 
 impl Bootstrap {
-    /// Loads the live token hashes of `<state_dir>/devices/bootstrap.json`.
+    /// Loads the token hashes of `<state_dir>/devices/bootstrap.json` and the sealed join
+    /// codes of `join-codes.json` (expired ones are dropped on first use).
     pub fn open(state_dir: &Path) -> io::Result<Bootstrap> {
         let dir = state_dir.join("devices");
         state_file::create_private_dir(&dir)?;
         let tokens = state_file::read_json_or_default(&dir.join(FILE))?;
+        let join = state_file::read_json_or_default(&dir.join(JOIN_FILE))?;
         Ok(Bootstrap {
-            inner: Mutex::new(Inner {
-                tokens,
-                join: BTreeMap::new(),
-            }),
+            inner: Mutex::new(Inner { tokens, join }),
             dir: Some(dir),
         })
     }
@@ -216,35 +264,62 @@ impl Bootstrap {
         true
     }
 
-    /// Registers `payload` under a new join code valid until `expires_at_ms`.
-    pub fn register_join(&self, payload: &Value, expires_at_ms: i64, now_ms: i64) -> String {
+    /// Registers `payload` under a new join code valid until `expires_at_ms` (persisted,
+    /// sealed, before the code is handed out).
+    pub fn register_join(
+        &self,
+        payload: &Value,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> io::Result<String> {
         let code = random_b64url(16);
+        let record = JoinRecord {
+            code_sha256: sha256_hex(&code),
+            sealed: seal_join(&code, &payload.to_string()),
+            expires_at_ms,
+        };
         let mut g = self.lock();
         g.prune(now_ms);
-        g.join.insert(
-            code.clone(),
-            JoinCode {
-                payload: payload.to_string(),
-                expires_at_ms,
-            },
-        );
-        code
+        let mut next = g.join.clone();
+        next.push(record);
+        self.persist_join(&next)?;
+        g.join = next;
+        Ok(code)
     }
 
-    /// Burns a join code: its payload the first time, `None` after (or when expired).
+    /// Burns a join code: its payload the first time, `None` after (or when expired). The
+    /// code is forgotten on disk before its payload is served.
     pub fn redeem_join(&self, code: &str, now_ms: i64) -> Option<String> {
         if !is_join_code(code) {
             return None;
         }
+        let wanted = sha256_hex(code);
         let mut g = self.lock();
         g.prune(now_ms);
-        g.join.remove(code).map(|j| j.payload)
+        let i = g.join.iter().position(|j| j.code_sha256 == wanted)?;
+        let mut next = g.join.clone();
+        let record = next.remove(i);
+        if let Err(e) = self.persist_join(&next) {
+            // Not burned durably: refuse rather than risk serving it again after a restart.
+            tracing::error!(error = %e, "join code store");
+            return None;
+        }
+        g.join = next;
+        open_join(code, &record.sealed)
     }
 
     /// Writes the token hashes ([`state_file::write_json_atomic`]).
     fn persist(&self, tokens: &[Record]) -> io::Result<()> {
         match &self.dir {
             Some(dir) => state_file::write_json_atomic(&dir.join(FILE), tokens),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the sealed join codes ([`state_file::write_json_atomic`]).
+    fn persist_join(&self, join: &[JoinRecord]) -> io::Result<()> {
+        match &self.dir {
+            Some(dir) => state_file::write_json_atomic(&dir.join(JOIN_FILE), join),
             None => Ok(()),
         }
     }
@@ -276,24 +351,24 @@ fn normalize_url(raw: &str, scheme: &str) -> Option<String> {
 }
 
 /// The gateway URL a setup code carries, and where it came from.
-fn gateway_url(shard: &GatewayShard, p: &Value) -> Result<(String, &'static str), GatewayError> {
-    let cfg = shard.config();
+fn gateway_url(
+    cfg: &Config,
+    listen: SocketAddr,
+    p: &Value,
+) -> Result<(String, &'static str), GatewayError> {
     let scheme = if cfg.gateway.tls.enabled { "wss" } else { "ws" };
     let requested = p.get("publicUrl").and_then(Value::as_str);
     let (raw, source) = match (requested, &cfg.gateway.pairing.public_url) {
         (Some(u), _) => (u.to_owned(), "request.publicUrl"),
         (None, Some(u)) => (u.clone(), "gateway.pairing.publicUrl"),
         (None, None) => {
-            let ip = shard.shared.listen.ip();
+            let ip = listen.ip();
             if ip.is_loopback() || ip.is_unspecified() {
                 return Err(invalid(
                     "Gateway is only bound to loopback. Set gateway.pairing.publicUrl (OpenClaw: plugins.entries.device-pair.config.publicUrl) to the URL other machines reach it at.",
                 ));
             }
-            (
-                format!("{scheme}://{}", shard.shared.listen),
-                "gateway.host",
-            )
+            (format!("{scheme}://{listen}"), "gateway.host")
         }
     };
     normalize_url(&raw, scheme)
@@ -327,8 +402,12 @@ fn join_base(url: &str) -> Result<String, GatewayError> {
 /// `device.pair.setupCode {bootstrapProfile?, joinUrl?, includeQr?, publicUrl?}` (admin):
 /// mints a bootstrap token for a new node, with its setup code and, with `joinUrl: true`,
 /// a single-use join URL. Only the `node` profile is minted here.
-pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
-    let cfg = shard.config();
+pub fn setup_code(
+    codes: &Bootstrap,
+    cfg: &Config,
+    listen: SocketAddr,
+    p: &Value,
+) -> Result<Value, GatewayError> {
     let join = p.get("joinUrl").and_then(Value::as_bool) == Some(true);
     match p.get("bootstrapProfile").and_then(Value::as_str) {
         None | Some(NODE_PROFILE) => {}
@@ -349,12 +428,10 @@ pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError
             )))
         }
     };
-    let (url, source) = gateway_url(shard, p)?;
+    let (url, source) = gateway_url(cfg, listen, p)?;
     let join_base = if join { Some(join_base(&url)?) } else { None };
     let now = now_ms();
-    let issued = shard
-        .shared
-        .bootstrap
+    let issued = codes
         .issue(
             NODE_PROFILE,
             cfg.gateway.pairing.setup_code_ttl.0 as i64,
@@ -375,10 +452,12 @@ pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError
         "access": NODE_PROFILE,
     });
     if let Some(base) = join_base {
-        let code = shard
-            .shared
-            .bootstrap
-            .register_join(&body, issued.expires_at_ms, now);
+        let code = codes
+            .register_join(&body, issued.expires_at_ms, now)
+            .map_err(|e| {
+                tracing::error!(error = %e, "join code store");
+                GatewayError::AgentFailed(format!("join code store: {e}"))
+            })?;
         out["joinUrl"] = json!(format!("{base}/j/{code}"));
     }
     tracing::info!(setup = %issued.setup_id, join, "setup code minted");
@@ -388,7 +467,7 @@ pub fn setup_code(shard: &GatewayShard, p: &Value) -> Result<Value, GatewayError
 /// `GET /j/<code>`: the setup payload of a live join code, once. `None` (404) for anything
 /// else: another method, a query string, a malformed, unknown, used or expired code.
 pub fn join(
-    shard: &GatewayShard,
+    codes: &Bootstrap,
     method: &str,
     path: &str,
     has_query: bool,
@@ -398,7 +477,7 @@ pub fn join(
     if method != "GET" || has_query {
         return None;
     }
-    shard.shared.bootstrap.redeem_join(code, now_ms)
+    codes.redeem_join(code, now_ms)
 }
 
 #[cfg(test)]
@@ -433,7 +512,9 @@ mod tests {
     #[test]
     fn join_code_is_burned_by_its_first_get() {
         let b = Bootstrap::in_memory();
-        let code = b.register_join(&json!({"url": "ws://h:1"}), 5_000, 0);
+        let code = b
+            .register_join(&json!({"url": "ws://h:1"}), 5_000, 0)
+            .unwrap();
         assert!(is_join_code(&code), "{code}");
         assert!(b.redeem_join("short", 1).is_none());
         assert_eq!(
@@ -441,8 +522,41 @@ mod tests {
             Some(r#"{"url":"ws://h:1"}"#)
         );
         assert!(b.redeem_join(&code, 2).is_none());
-        let old = b.register_join(&json!({}), 5_000, 0);
+        let old = b.register_join(&json!({}), 5_000, 0).unwrap();
         assert!(b.redeem_join(&old, 5_000).is_none(), "expired");
+    }
+
+    #[test]
+    fn join_code_survives_a_restart_sealed_and_burns_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Bootstrap::open(dir.path()).unwrap();
+        let body = json!({"url": "ws://h:1", "bootstrapToken": "raw-secret-token"});
+        let code = b.register_join(&body, 5_000, 0).unwrap();
+        let short = b.register_join(&body, 100, 0).unwrap();
+        let path = dir.path().join("devices").join(JOIN_FILE);
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert!(!on_disk.contains("raw-secret-token"), "raw token at rest");
+        assert!(!on_disk.contains(&code), "code at rest");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Restarted: served once, with its expiry kept.
+        let b = Bootstrap::open(dir.path()).unwrap();
+        assert!(
+            b.redeem_join(&short, 100).is_none(),
+            "expired after restart"
+        );
+        assert_eq!(
+            b.redeem_join(&code, 10).as_deref(),
+            Some(&*body.to_string())
+        );
+        let b = Bootstrap::open(dir.path()).unwrap();
+        assert!(
+            b.redeem_join(&code, 11).is_none(),
+            "burned before the restart"
+        );
+        // A record does not open under another code's key.
+        assert!(open_join(&random_b64url(16), &seal_join(&code, "x")).is_none());
     }
 
     #[test]

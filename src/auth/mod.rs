@@ -4,8 +4,11 @@
 pub mod access;
 pub mod bootstrap;
 pub mod device;
+pub mod device_methods;
+pub mod handshake;
 pub mod identity;
 pub mod limits;
+pub mod net;
 pub mod pairing;
 pub mod state_file;
 pub mod store;

@@ -1,6 +1,6 @@
-//! Pairing (SPEC §3, PROTOCOL §3.8 and §5): the per-network policies applied at connect, the
-//! pending requests an operator approves or rejects, the `device.pair.*`, `device.token.*`
-//! and `device.mfa.enroll` methods, and the `device.pair.requested|resolved` events.
+//! Pairing (SPEC §3, PROTOCOL §3.8 and §5): the per-network policies applied at connect and
+//! the pending requests an operator approves or rejects (the methods that act on them are
+//! [`super::device_methods`]).
 //!
 //! Invariants a reader must keep:
 //! - Pending requests are process-wide ([`Pairing`] in [`crate::shard::Shared`]): a device
@@ -21,19 +21,15 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use super::access::NetClass;
-use super::store::{ApproveRequest, ApproveTerms, PairedDevice, StoreError};
-use super::totp::{self, ReplayGuard, TotpError};
+use super::net::NetClass;
+use super::store::{ApproveRequest, ApproveTerms};
+use super::totp::{ReplayGuard, TotpError};
 use crate::config::{Config, MfaConfig, NetPolicy, PairingMode};
 use crate::protocol::error::GatewayError;
-use crate::protocol::method::DeviceMethod;
-use crate::shard::{now_ms, Caller, GatewayShard};
-use crate::transport::conn::Conn;
 
 /// A device waiting for an operator.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,13 +145,13 @@ impl Pairing {
     }
 
     /// Puts a request back (its approval failed to persist).
-    fn restore(&self, r: PendingRequest) {
+    pub(crate) fn restore(&self, r: PendingRequest) {
         let mut g = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         g.by_id.insert(r.request_id.clone(), r);
     }
 
     /// Requests filed since the last call, still pending.
-    fn take_unannounced(&self, now_ms: i64) -> Vec<PendingRequest> {
+    pub(crate) fn take_unannounced(&self, now_ms: i64) -> Vec<PendingRequest> {
         let mut g = self.lock(now_ms);
         let ids = std::mem::take(&mut g.unannounced);
         ids.iter()
@@ -259,229 +255,11 @@ pub fn device_subject(device_id: &str) -> String {
     format!("device:{device_id}")
 }
 
-/// Sends `device.pair.requested` for requests filed since the last call (called by the
-/// connection's shard right after a handshake).
-pub fn announce(shard: &Rc<GatewayShard>) {
-    for r in shard.shared.pairing.take_unannounced(now_ms()) {
-        tracing::info!(shard = %shard.id, request = %r.request_id, device = %r.approve.device_id,
-            network = r.network.as_str(), "pairing requested");
-        emit(shard, "device.pair.requested", r.to_json());
-    }
-}
-
 /// Whether a caller may act on pairing requests (devices and nodes), and so sees them and
 /// their events: an operator with `operator.pairing` or `operator.admin`.
-pub fn may_pair(auth: &crate::transport::conn::ConnAuth) -> bool {
+pub fn may_pair(auth: &crate::protocol::connect::ConnAuth) -> bool {
     use crate::protocol::authz::{ADMIN, PAIRING};
     auth.role == "operator" && auth.scopes.iter().any(|s| s == PAIRING || s == ADMIN)
-}
-
-/// [`may_pair`] of a live connection (the filter of pairing events).
-pub(crate) fn can_pair(c: &Conn) -> bool {
-    c.auth.borrow().as_deref().is_some_and(may_pair)
-}
-
-/// Sends a pairing event to every operator allowed to act on it, on every shard.
-fn emit(shard: &Rc<GatewayShard>, name: &'static str, payload: Value) {
-    let text = payload.to_string();
-    shard.broadcast(move |s| s.event_local_all(name, &text, true, false, can_pair));
-}
-
-/// Closes the live connections of a device (for one role, or all), on every shard.
-pub(crate) fn close_device(
-    shard: &Rc<GatewayShard>,
-    device_id: &str,
-    role: Option<&str>,
-    reason: &'static str,
-) {
-    let (device_id, role) = (device_id.to_owned(), role.map(str::to_owned));
-    shard.broadcast(move |s| {
-        for c in s.all_conns() {
-            let hit = c.auth.borrow().as_ref().is_some_and(|a| {
-                a.device_id.as_deref() == Some(device_id.as_str())
-                    && role.as_deref().is_none_or(|r| r == a.role)
-            });
-            if hit {
-                c.close(1008, reason);
-            }
-        }
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Methods
-// ---------------------------------------------------------------------------------------------
-
-/// A required, non-blank string parameter (`INVALID_REQUEST` naming it when missing).
-pub(crate) fn param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        _ => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
-}
-
-fn store_err(e: StoreError) -> GatewayError {
-    match e {
-        StoreError::UnknownDevice(id) => GatewayError::NotFound(format!("unknown device {id}")),
-        e @ StoreError::RoleNotPaired { .. } => GatewayError::NotFound(e.to_string()),
-        e @ StoreError::InvalidDevice { .. } => GatewayError::InvalidParams(e.to_string()),
-        e => {
-            tracing::error!(error = %e, "pairing store");
-            GatewayError::AgentFailed(format!("pairing store: {e}"))
-        }
-    }
-}
-
-/// A paired device as listed: everything but secrets.
-pub fn device_json(d: &PairedDevice) -> Value {
-    let tokens: Vec<Value> = d
-        .tokens
-        .values()
-        .map(|t| {
-            json!({"role": t.role, "scopes": t.scopes, "createdAtMs": t.created_at_ms,
-                   "rotatedAtMs": t.rotated_at_ms, "revokedAtMs": t.revoked_at_ms,
-                   "expiresAtMs": t.expires_at_ms})
-        })
-        .collect();
-    json!({
-        "deviceId": d.device_id, "publicKey": d.public_key, "displayName": d.display_name,
-        "platform": d.platform, "clientId": d.client_id, "clientMode": d.client_mode,
-        "roles": d.roles, "scopes": d.scopes, "tokens": tokens,
-        "createdAtMs": d.created_at_ms, "approvedAtMs": d.approved_at_ms,
-        "certBound": d.cert_sha256.is_some(), "mfaEnrolled": d.totp_secret.is_some(),
-    })
-}
-
-/// Runs a pairing method (scope `operator.pairing`, checked by authz).
-pub fn call(
-    shard: &Rc<GatewayShard>,
-    caller: &Caller,
-    m: DeviceMethod,
-    p: &Value,
-) -> Result<Value, GatewayError> {
-    let shared = &shard.shared;
-    let now = now_ms();
-    let by = caller.auth.actor();
-    match m {
-        DeviceMethod::PairSetupCode => super::bootstrap::setup_code(shard, p),
-        DeviceMethod::PairList => {
-            let pending: Vec<Value> = shared
-                .pairing
-                .list(now)
-                .iter()
-                .map(PendingRequest::to_json)
-                .collect();
-            let paired: Vec<Value> = shared.store.list().iter().map(device_json).collect();
-            Ok(json!({"pending": pending, "paired": paired}))
-        }
-        DeviceMethod::PairApprove => {
-            let id = param(p, "requestId")?;
-            let r = shared
-                .pairing
-                .take(id, now)
-                .ok_or_else(|| GatewayError::ApprovalNotFound(id.to_owned()))?;
-            let policy = policy_for(shard.config(), r.network);
-            let terms = ApproveTerms {
-                token_lifetime_ms: policy.token_lifetime.map(|m| m.0 as i64),
-                cert_sha256: r.cert_sha256.clone(),
-            };
-            if let Err(e) = shared.store.approve_with(r.approve.clone(), &terms, now) {
-                shared.pairing.restore(r);
-                return Err(store_err(e));
-            }
-            let device = shared
-                .store
-                .get(&r.approve.device_id)
-                .map(|d| device_json(&d))
-                .unwrap_or(Value::Null);
-            tracing::info!(request = %id, device = %r.approve.device_id, by = %by, "pairing approved");
-            emit(
-                shard,
-                "device.pair.resolved",
-                json!({"requestId": id, "deviceId": r.approve.device_id, "decision": "approved", "ts": now}),
-            );
-            Ok(json!({"requestId": id, "device": device}))
-        }
-        DeviceMethod::PairReject => {
-            let id = param(p, "requestId")?;
-            let r = shared
-                .pairing
-                .take(id, now)
-                .ok_or_else(|| GatewayError::ApprovalNotFound(id.to_owned()))?;
-            tracing::info!(request = %id, device = %r.approve.device_id, by = %by, "pairing rejected");
-            emit(
-                shard,
-                "device.pair.resolved",
-                json!({"requestId": id, "deviceId": r.approve.device_id, "decision": "rejected", "ts": now}),
-            );
-            Ok(json!({"requestId": id, "deviceId": r.approve.device_id}))
-        }
-        DeviceMethod::PairRemove => {
-            let dev = param(p, "deviceId")?;
-            let removed = shared.store.remove(dev).map_err(store_err)?;
-            // A node's approved surface belongs to its device (as in OpenClaw).
-            let node_removed = shared.node_pairing.remove(dev, now).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "node pairing store");
-                false
-            });
-            if node_removed {
-                crate::node::pairing::sync(shard, dev);
-            }
-            if !removed && !node_removed {
-                return Err(GatewayError::InvalidParams("unknown deviceId".into()));
-            }
-            tracing::info!(device = %dev, by = %by, "device unpaired");
-            close_device(shard, dev, None, "device removed");
-            Ok(json!({"deviceId": dev, "removed": true}))
-        }
-        DeviceMethod::TokenRotate => {
-            let dev = param(p, "deviceId")?;
-            let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
-            let t = shared.store.rotate(dev, role, now).map_err(store_err)?;
-            tracing::info!(device = %dev, role = %role, by = %by, "device token rotated");
-            // The new token goes back in band only to the device itself (OpenClaw: another
-            // operator never sees a device's credential), and the sessions of the old token
-            // end (but not the caller's own, which must receive the new token).
-            let own = caller.auth.device_id.as_deref() == Some(dev);
-            if !own {
-                close_device(shard, dev, Some(role), "device token rotated");
-            }
-            let mut out = json!({"deviceId": dev, "role": role, "scopes": t.scopes,
-                                 "rotatedAtMs": t.rotated_at_ms, "expiresAtMs": t.expires_at_ms,
-                                 "tokenDelivery": if own { "in-band" } else { "withheld-cross-device" }});
-            if own {
-                out["token"] = json!(t.token);
-            }
-            Ok(out)
-        }
-        DeviceMethod::TokenRevoke => {
-            let dev = param(p, "deviceId")?;
-            let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
-            shared.store.revoke(dev, role, now).map_err(store_err)?;
-            tracing::info!(device = %dev, role = %role, by = %by, "device token revoked");
-            close_device(shard, dev, Some(role), "device token revoked");
-            let at = shared
-                .store
-                .get(dev)
-                .and_then(|d| d.tokens.get(role).and_then(|t| t.revoked_at_ms));
-            Ok(json!({"deviceId": dev, "role": role, "revokedAtMs": at}))
-        }
-        DeviceMethod::MfaEnroll => {
-            let dev = param(p, "deviceId")?;
-            let secret = totp::generate_secret();
-            shared
-                .store
-                .set_totp(dev, Some(secret.clone()))
-                .map_err(store_err)?;
-            tracing::info!(device = %dev, by = %by, "TOTP enrolled");
-            Ok(
-                json!({"deviceId": dev, "secret": secret, "otpauthUrl": totp::otpauth_url(&secret, dev),
-                      "algorithm": "SHA1", "digits": totp::DIGITS, "period": totp::STEP_SECS}),
-            )
-        }
-    }
 }
 
 /// The policy of a network class.
@@ -497,6 +275,7 @@ pub fn policy_for(cfg: &Config, net: NetClass) -> &NetPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::totp;
 
     fn req(dev: &str, scopes: &[&str]) -> ApproveRequest {
         ApproveRequest {

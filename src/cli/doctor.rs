@@ -199,7 +199,7 @@ pub(super) fn check(config: Option<&Path>, ov: &Overrides) -> (bool, Value) {
         ),
         None => add("ulimit -n", "warn", "cannot read /proc/self/limits".into()),
     }
-    let now = crate::shard::now_ms();
+    let now = crate::clock::now_ms();
     // 2024-01-01 .. 2100-01-01
     if (1_704_067_200_000..4_102_444_800_000).contains(&now) {
         add(

@@ -549,9 +549,12 @@ pub struct AuthConfig {
     pub token: Option<String>,
     /// Shared password (also `OPENCLAW_GATEWAY_PASSWORD`). Secret: redacted.
     pub password: Option<String>,
-    /// A device-less operator that authenticated with the shared secret from a direct
-    /// loopback peer keeps its requested scopes (OpenClaw's behaviour, which the `openclaw
-    /// gateway call` CLI relies on). When false, such operators get no scopes. Default true.
+    /// A device-less CLI operator (client `cli`/`cli`, or the local backend
+    /// `gateway-client`/`backend`) that authenticated with the shared secret from a direct
+    /// loopback peer, without a browser `Origin`, keeps its requested scopes (OpenClaw's
+    /// behaviour, which the `openclaw gateway call` CLI relies on). Any other device-less
+    /// operator (UIs, `gateway probe`) gets no scopes either way. When false, none keeps
+    /// them. Default true.
     pub loopback_shared_secret_keeps_scopes: bool,
 }
 
@@ -878,6 +881,93 @@ pub enum ConfigError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+impl Config {
+    /// Bounds and cross-field rules of the security keys.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        for r in &self.gateway.pairing.lan_ranges {
+            if let Err(e) = crate::auth::net::Cidr::parse(r) {
+                return bad("gateway.pairing.lanRanges", e);
+            }
+        }
+        for e in &self.access.ip_whitelist {
+            if let Err(e) = crate::auth::net::check_entry(e) {
+                return bad("access.ipWhitelist", e);
+            }
+        }
+        let t = &self.gateway.tls;
+        if t.enabled && (t.cert.is_none() || t.key.is_none()) {
+            return bad(
+                "gateway.tls",
+                "enabled needs both cert and key (PEM files)".into(),
+            );
+        }
+        let p = &self.security.transport.tls;
+        if let Err(e) = crate::transport::tls_policy::check_policy(&p.min_version, &p.ciphers) {
+            return bad("security.transport.tls", e);
+        }
+        let a = &self.access.authentication;
+        if a.methods.is_empty() {
+            return bad(
+                "access.authentication.methods",
+                "must name at least one method (token, certificate)".into(),
+            );
+        }
+        for m in &a.methods {
+            match m.as_str() {
+                "token" => {}
+                "certificate" if t.enabled && t.client_ca.is_some() => {}
+                "certificate" => {
+                    return bad(
+                        "access.authentication.methods",
+                        "certificate needs gateway.tls.enabled and gateway.tls.clientCa".into(),
+                    )
+                }
+                "oauth" => {
+                    return bad(
+                        "access.authentication.methods",
+                        "oauth is not available (token, certificate)".into(),
+                    )
+                }
+                other => {
+                    return bad(
+                        "access.authentication.methods",
+                        format!("unknown method {other:?} (token, certificate)"),
+                    )
+                }
+            }
+        }
+        for r in &a.mfa.required_for {
+            if !matches!(r.as_str(), "admin" | "write") {
+                return bad(
+                    "access.authentication.mfa.requiredFor",
+                    format!("unknown grant {r:?} (admin, write)"),
+                );
+            }
+        }
+        if let Some(s) = &a.mfa.operator_secret {
+            if crate::auth::totp::base32_decode(s).is_none_or(|k| k.len() < 10) {
+                return bad(
+                    "access.authentication.mfa.operatorSecret",
+                    "must be base32 of at least 80 bits".into(),
+                );
+            }
+        }
+        if self.access.rate_limiting.burst.0 == 0 {
+            return bad(
+                "access.rateLimiting.burst",
+                "must be positive (e.g. \"10s\")".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Overrides from the command line (each `None` leaves the config value).

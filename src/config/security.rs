@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Millis;
+use super::duration::Millis;
 
 // ---------------------------------------------------------------------------------------------
 // gateway.pairing
@@ -402,93 +402,6 @@ impl Default for MfaConfig {
             required_for: vec!["admin".into(), "write".into()],
             operator_secret: None,
         }
-    }
-}
-
-impl super::Config {
-    /// Bounds and cross-field rules of the security keys.
-    pub(super) fn validate_security(&self) -> Result<(), super::ConfigError> {
-        let bad = |key: &str, reason: String| {
-            Err(super::ConfigError::Invalid {
-                key: key.into(),
-                reason,
-            })
-        };
-        for r in &self.gateway.pairing.lan_ranges {
-            if let Err(e) = crate::auth::access::Cidr::parse(r) {
-                return bad("gateway.pairing.lanRanges", e);
-            }
-        }
-        for e in &self.access.ip_whitelist {
-            if let Err(e) = crate::auth::access::check_entry(e) {
-                return bad("access.ipWhitelist", e);
-            }
-        }
-        let t = &self.gateway.tls;
-        if t.enabled && (t.cert.is_none() || t.key.is_none()) {
-            return bad(
-                "gateway.tls",
-                "enabled needs both cert and key (PEM files)".into(),
-            );
-        }
-        let p = &self.security.transport.tls;
-        if let Err(e) = crate::transport::tls::check_policy(&p.min_version, &p.ciphers) {
-            return bad("security.transport.tls", e);
-        }
-        let a = &self.access.authentication;
-        if a.methods.is_empty() {
-            return bad(
-                "access.authentication.methods",
-                "must name at least one method (token, certificate)".into(),
-            );
-        }
-        for m in &a.methods {
-            match m.as_str() {
-                "token" => {}
-                "certificate" if t.enabled && t.client_ca.is_some() => {}
-                "certificate" => {
-                    return bad(
-                        "access.authentication.methods",
-                        "certificate needs gateway.tls.enabled and gateway.tls.clientCa".into(),
-                    )
-                }
-                "oauth" => {
-                    return bad(
-                        "access.authentication.methods",
-                        "oauth is not available (token, certificate)".into(),
-                    )
-                }
-                other => {
-                    return bad(
-                        "access.authentication.methods",
-                        format!("unknown method {other:?} (token, certificate)"),
-                    )
-                }
-            }
-        }
-        for r in &a.mfa.required_for {
-            if !matches!(r.as_str(), "admin" | "write") {
-                return bad(
-                    "access.authentication.mfa.requiredFor",
-                    format!("unknown grant {r:?} (admin, write)"),
-                );
-            }
-        }
-        if let Some(s) = &a.mfa.operator_secret {
-            if crate::auth::totp::base32_decode(s).is_none_or(|k| k.len() < 10) {
-                return bad(
-                    "access.authentication.mfa.operatorSecret",
-                    "must be base32 of at least 80 bits".into(),
-                );
-            }
-        }
-        if self.access.rate_limiting.burst.0 == 0 {
-            return bad(
-                "access.rateLimiting.burst",
-                "must be positive (e.g. \"10s\")".into(),
-            );
-        }
-        Ok(())
     }
 }
 

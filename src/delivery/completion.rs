@@ -10,9 +10,9 @@ use super::effects::{trace, Answer, Effect, Effects};
 use super::job::{Job, JobKind};
 use super::record::Record;
 use super::{wire, Delivery};
+use crate::addr::ReplyTo;
+use crate::delivery::trace::{Detail, Step};
 use crate::protocol::frame::JsonText;
-use crate::queue::trace::{Detail, Step};
-use crate::shard::ReplyTo;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]

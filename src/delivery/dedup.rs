@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use super::effects::{trace, Answer, Effect, Effects};
 use super::job::{JobKind, Submission};
 use super::wire::ack_for;
+use crate::addr::ReplyTo;
+use crate::delivery::trace::{Detail, Step};
 use crate::protocol::frame::JsonText;
-use crate::queue::trace::{Detail, Step};
-use crate::shard::ReplyTo;
 
 /// What the ring keeps of a message.
 #[derive(Debug, Clone)]

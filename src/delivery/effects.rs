@@ -10,10 +10,10 @@ use smallvec::SmallVec;
 
 use super::job::Job;
 use super::record::Record;
+use crate::addr::{ConnRef, ReplyTo};
+use crate::delivery::trace::{Detail, Step};
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::JsonText;
-use crate::queue::trace::{Detail, Step};
-use crate::shard::{ConnRef, ReplyTo};
 
 /// A `res` to send.
 #[derive(Debug, Clone, PartialEq)]

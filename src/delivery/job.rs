@@ -7,8 +7,8 @@
 use serde_json::Value;
 use shards::dedup::Handle;
 
+use crate::addr::{ConnRef, ReplyTo};
 use crate::protocol::SessionKey;
-use crate::shard::{ConnRef, ReplyTo};
 
 /// What a job does when dispatched.
 #[derive(Debug, Clone, PartialEq)]

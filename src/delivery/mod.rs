@@ -29,6 +29,7 @@ pub mod ordering;
 pub mod record;
 pub mod retry;
 pub mod stats;
+pub mod trace;
 pub(crate) mod wire;
 
 #[cfg(test)]
@@ -49,12 +50,12 @@ pub use record::Record;
 pub use retry::RetryPolicy;
 pub use stats::Stats;
 
+use crate::addr::ReplyTo;
 use crate::config::Config;
+use crate::delivery::trace::{Detail, Step};
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::JsonText;
 use crate::protocol::SessionKey;
-use crate::queue::trace::{Detail, Step};
-use crate::shard::ReplyTo;
 use effects::trace;
 
 /// The configuration delivery decides by (fixed for the process).

@@ -65,7 +65,7 @@ fn nodes_for(shard: &GatewayShard, cap: &str, sel: &str) -> Vec<String> {
 fn host(command: &str, params: &Value) -> Result<Value, String> {
     match command {
         "echo" => Ok(json!({"echo": params})),
-        "time" => Ok(json!({"ts": crate::shard::now_ms()})),
+        "time" => Ok(json!({"ts": crate::clock::now_ms()})),
         other => Err(format!("host provider has no command {other}")),
     }
 }

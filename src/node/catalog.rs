@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::pairing::{ApprovedNode, NodePairRequest};
-use super::NodeInfo;
+use super::registry::NodeInfo;
 use crate::auth::store::PairedDevice;
-use crate::shard::{now_ms, GatewayShard};
+use crate::clock::now_ms;
+use crate::shard::GatewayShard;
 
 /// The fields of a live row copied as they are (shardgate's own ones included).
 const LIVE_FIELDS: &[&str] = &[

@@ -7,8 +7,6 @@
 //! its timeout), sends `node.invoke.request` to the node, and answers the caller — wherever it
 //! is — when `node.invoke.result` arrives, the timeout fires, or the node disconnects.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,65 +14,20 @@ use serde_json::{json, Value};
 
 pub mod caps;
 pub mod catalog;
+pub mod pair_methods;
 pub mod pairing;
 pub mod policy;
+pub mod registry;
 pub mod worker;
+pub mod worker_pool;
 
+use crate::addr::{ConnRef, ReplyTo};
+use crate::auth::handshake::Admission;
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
-use crate::protocol::handshake::Admission;
-use crate::shard::{now_ms, ConnRef, GatewayShard, ReplyTo};
-
-/// Node types of the seed article, by family.
-pub const NODE_TYPES: &[(&str, &[&str])] = &[
-    ("mobile", &["ios", "android"]),
-    ("desktop", &["macos", "windows", "linux"]),
-    ("headless", &["raspberry-pi", "server"]),
-    ("specialized", &["canvas", "tts", "vision"]),
-];
-
-/// The family of a node type, if it is one of the seed's.
-pub fn node_family(node_type: &str) -> Option<&'static str> {
-    NODE_TYPES
-        .iter()
-        .find(|(_, types)| types.contains(&node_type))
-        .map(|(f, _)| *f)
-}
-
-/// A connected node, as every shard sees it.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    /// device id, else client id.
-    pub node_id: String,
-    /// Where its connection lives.
-    pub conn: ConnRef,
-    /// Its `node.list` row.
-    pub row: Value,
-    /// Commands it declared (at connect or by `node.pair.request`).
-    pub declared: Vec<String>,
-    /// Capabilities it declared.
-    pub declared_caps: Vec<String>,
-    /// Its effective commands: the declared ones its approved surface holds (all declared
-    /// ones when it is not gated). Only these are invoked.
-    pub commands: Vec<String>,
-    /// Its effective capabilities, likewise.
-    pub caps: Vec<String>,
-    /// Whether its surface needs an operator's approval (`gateway.nodes.requirePairing`).
-    pub gated: bool,
-    /// For agent workers (`client.mode: "worker"`): the agents it serves.
-    pub agents: Vec<String>,
-    /// Its operator-approved command set (`node.pair.*`), `None` if never approved.
-    pub approved: Option<Vec<String>>,
-    /// Its pending `node.pair.request`, if any.
-    pub pending_request: Option<String>,
-}
-
-/// Where the answer of an invoke goes.
-enum Answer {
-    /// A `res` to a caller's request.
-    Res(ReplyTo),
-    /// A waiting task on shard `origin` (capability failover).
-    Internal { origin: shards::ShardId, id: u64 },
-}
+use crate::protocol::params::required_str;
+use crate::shard::GatewayShard;
+use registry::{node_family, Answer, NodeInfo, PendingInvoke};
 
 impl Answer {
     /// Delivers `r` (from the node's shard `shard`).
@@ -91,32 +44,6 @@ impl Answer {
                 }
             }),
         }
-    }
-}
-
-struct PendingInvoke {
-    caller: Answer,
-    node_id: String,
-    node_conn: ConnRef,
-    command: String,
-}
-
-/// Per-shard node state.
-#[derive(Default)]
-pub struct NodeState {
-    /// Replica of every connected node, by node id.
-    pub registry: RefCell<BTreeMap<String, NodeInfo>>,
-    pending: RefCell<HashMap<String, PendingInvoke>>,
-    internal: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Result<Value, GatewayError>>>>,
-    next_internal: std::cell::Cell<u64>,
-}
-
-impl std::fmt::Debug for NodeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeState")
-            .field("nodes", &self.registry.borrow().len())
-            .field("pending", &self.pending.borrow().len())
-            .finish()
     }
 }
 
@@ -216,14 +143,14 @@ pub fn node_up(
     };
     tracing::info!(shard = %shard.id, node = %id, "node connected");
     if files_request {
-        pairing::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
+        pair_methods::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
     }
     shard.broadcast(move |s| {
         s.nodes
             .registry
             .borrow_mut()
             .insert(info.node_id.clone(), info.clone());
-        pairing::apply_local(s, &info.node_id);
+        pair_methods::apply_local(s, &info.node_id);
     });
 }
 
@@ -260,15 +187,6 @@ pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
     });
 }
 
-fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        _ => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
-}
-
 /// Whether a caller may act on pairing requests (and so sees their details).
 pub use crate::auth::pairing::may_pair;
 
@@ -285,7 +203,7 @@ pub fn describe(
     p: &Value,
     with_pending: bool,
 ) -> Result<Value, GatewayError> {
-    let id = str_param(p, "nodeId")?;
+    let id = required_str(p, "nodeId")?;
     let mut row = catalog::row(shard, id, with_pending)
         .ok_or_else(|| GatewayError::InvalidParams("unknown nodeId".into()))?;
     row["ts"] = json!(now_ms());
@@ -320,9 +238,9 @@ struct Prepared {
 }
 
 fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
-    let node_id = str_param(p, "nodeId")?.to_string();
-    let command = str_param(p, "command")?.to_string();
-    let idem = str_param(p, "idempotencyKey")?.to_string();
+    let node_id = required_str(p, "nodeId")?.to_string();
+    let command = required_str(p, "command")?.to_string();
+    let idem = required_str(p, "idempotencyKey")?.to_string();
     let live = shard.nodes.registry.borrow().get(&node_id).cloned();
     // OpenClaw's order: a node whose surface was never approved has no pairing generation
     // to invoke under (`PAIRING_CHANGED`), connected or not; then it must be connected.
@@ -460,8 +378,8 @@ pub fn result(
     caller_node: &str,
     p: &Value,
 ) -> Result<Value, GatewayError> {
-    let id = str_param(p, "id")?;
-    let node_id = str_param(p, "nodeId")?;
+    let id = required_str(p, "id")?;
+    let node_id = required_str(p, "nodeId")?;
     if node_id != caller_node {
         return Err(GatewayError::InvalidParams(
             "nodeId does not match the calling node".into(),
@@ -547,8 +465,21 @@ pub fn runner_inventory_update(
 /// `node.event {event, payload}` from a node: passed to operators as a droppable event.
 /// `node.host.stats` (the node host's load, memory and disk, every minute) is kept on the
 /// node's row as `hostStats`, as OpenClaw shows it.
+///
+/// A gated node whose command surface is not approved yet has no pairing generation for its
+/// events to belong to: OpenClaw refuses them (`UNAVAILABLE`, `PAIRING_CHANGED`, retryable),
+/// so nothing it says reaches operators or its row until `nodes approve`.
 pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
-    let name = str_param(p, "event")?.to_string();
+    let name = required_str(p, "event")?.to_string();
+    let gated = shard
+        .nodes
+        .registry
+        .borrow()
+        .get(node)
+        .map_or(shard.config().gateway.nodes.require_pairing, |n| n.gated);
+    if gated && shard.shared.node_pairing.approved(node).is_none() {
+        return Err(GatewayError::NodePairingChanged);
+    }
     if name == "node.host.stats" {
         let stats = p
             .get("payloadJSON")

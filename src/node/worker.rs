@@ -14,58 +14,22 @@
 //! 4. A worker that disconnects, fails the ping, or errors fails the attempt; the queue's retry
 //!    policy then sends the run to another worker.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
 use serde_json::{json, Value};
 
+use super::worker_pool::{Assigned, RunHere};
+use crate::addr::ConnRef;
 use crate::agent::echo::Outcome;
+use crate::clock::now_ms;
+use crate::delivery::{Job, JobKind};
 use crate::protocol::error::GatewayError;
-use crate::queue::{Job, JobKind};
+use crate::protocol::params::required_str;
+use crate::routing::watchers;
 use crate::session::Session;
-use crate::shard::{now_ms, ConnRef, GatewayShard};
-use shards::ShardId;
-
-/// A run handed to a worker, as its session's shard tracks it.
-struct RunHere {
-    watcher: Option<ConnRef>,
-    kind: JobKind,
-    session_key: String,
-    agent_id: String,
-    text: String,
-    seq: u64,
-    chat_seq: u64,
-    done: Option<oneshot::Sender<Result<String, String>>>,
-}
-
-/// A run assigned to a worker connected here.
-struct Assigned {
-    session_shard: ShardId,
-    worker_conn: ConnRef,
-}
-
-/// Per-shard worker state.
-#[derive(Default)]
-pub struct WorkerState {
-    runs: RefCell<HashMap<String, RunHere>>,
-    assigned: RefCell<HashMap<String, Assigned>>,
-    pings: RefCell<HashMap<String, oneshot::Sender<()>>>,
-    /// Runs this shard handed to each worker and that have not finished.
-    load: RefCell<HashMap<String, usize>>,
-    rr: Cell<usize>,
-}
-
-impl std::fmt::Debug for WorkerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerState")
-            .field("runs", &self.runs.borrow().len())
-            .field("assigned", &self.assigned.borrow().len())
-            .finish()
-    }
-}
+use crate::shard::GatewayShard;
 
 /// Picks the least-loaded live worker serving `agent`.
 fn pick(shard: &GatewayShard, agent: &str) -> Option<(String, ConnRef)> {
@@ -187,11 +151,9 @@ pub async fn dispatch(
                 json!({"phase": "end", "endedAt": now_ms()}),
             );
             if job.kind == JobKind::Chat {
-                if let Some(w) = job.watcher {
-                    let p = json!({"runId": job.run_id, "sessionKey": job.session_key, "seq": 1_000_000,
-                                   "state": "final", "message": chat_message(&text)});
-                    shard.event_to(w, "chat", &p, false);
-                }
+                let p = json!({"runId": job.run_id, "sessionKey": job.session_key, "seq": 1_000_000,
+                               "state": "final", "message": chat_message(&text)});
+                watchers::send(shard, &job.session_key, job.watcher, "chat", &p, false);
             }
             Ok(Outcome::Ok(text))
         }
@@ -210,10 +172,12 @@ fn emit_agent(shard: &GatewayShard, run_id: &str, stream: &str, data: Value) {
         return;
     };
     r.seq += 1;
-    if let Some(w) = r.watcher {
+    if watchers::wanted(shard, &r.session_key, r.watcher) {
         let p = json!({"runId": run_id, "seq": r.seq, "stream": stream, "ts": now_ms(), "data": data,
                        "sessionKey": r.session_key, "agentId": r.agent_id});
-        shard.event_to(w, "agent", &p, false);
+        let (key, watcher) = (r.session_key.clone(), r.watcher);
+        drop(runs);
+        watchers::send(shard, &key, watcher, "agent", &p, false);
     }
 }
 
@@ -251,18 +215,9 @@ fn finish_from_worker(w: &Rc<GatewayShard>, run_id: &str, r: Result<String, Stri
     });
 }
 
-fn str_param<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
-    match p.get(k) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        _ => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
-}
-
 /// `worker.run.event {runId, stream?, delta}` from a worker on this shard.
 pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Value, GatewayError> {
-    let run_id = str_param(p, "runId")?.to_string();
+    let run_id = required_str(p, "runId")?.to_string();
     let target = match w.workers.assigned.borrow().get(&run_id) {
         Some(a) if a.worker_conn == caller => a.session_shard,
         _ => return Ok(json!({"ok": true, "ignored": true})),
@@ -285,11 +240,9 @@ pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Val
         };
         emit_agent(s, &run_id, "assistant", json!({"text": text, "delta": delta}));
         if chat {
-            if let Some(wt) = watcher {
-                let seq = s.workers.runs.borrow().get(&run_id).map(|r| r.chat_seq).unwrap_or(0);
-                let p = json!({"runId": run_id, "sessionKey": key, "seq": seq, "state": "delta", "message": chat_message(&text)});
-                s.event_to(wt, "chat", &p, true);
-            }
+            let seq = s.workers.runs.borrow().get(&run_id).map(|r| r.chat_seq).unwrap_or(0);
+            let p = json!({"runId": run_id, "sessionKey": key, "seq": seq, "state": "delta", "message": chat_message(&text)});
+            watchers::send(s, &key, watcher, "chat", &p, true);
         }
     });
     Ok(json!({"ok": true}))
@@ -297,7 +250,7 @@ pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Val
 
 /// `worker.run.result {runId, ok, text?, error?}` from a worker on this shard.
 pub fn run_result(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Value, GatewayError> {
-    let run_id = str_param(p, "runId")?;
+    let run_id = required_str(p, "runId")?;
     let mine = w
         .workers
         .assigned
@@ -328,7 +281,7 @@ pub fn run_result(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Va
 
 /// `worker.pong {id}`
 pub fn pong(w: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
-    let id = str_param(p, "id")?;
+    let id = required_str(p, "id")?;
     if let Some(tx) = w.workers.pings.borrow_mut().remove(id) {
         let _ = tx.send(());
     }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::metrics::{latency_snapshot, merge_latency};
+use super::exposition::{latency_snapshot, merge_latency};
+use crate::clock::now_ms;
 use crate::config::Millis;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::AdminMethod;
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// Runs one of these methods.
 pub async fn call(
@@ -194,7 +195,7 @@ fn summarize(h: &hdrhistogram::Histogram<u64>, pcts: &[f64]) -> Value {
 
 async fn diagnose(shard: &Rc<GatewayShard>) -> Value {
     let cfg = shard.config();
-    let per = shard.gather(|s| super::metrics::snapshot(s)).await;
+    let per = shard.gather(|s| super::exposition::snapshot(s)).await;
     let mut checks = Vec::new();
     let mut check = |name: &str, ok: bool, detail: String| {
         checks.push(
@@ -306,7 +307,7 @@ fn shard_cpu_ticks() -> Vec<(String, u64)> {
 }
 
 fn rss_kib() -> u64 {
-    super::monitor::rss_bytes() / 1024
+    super::metrics::rss_bytes() / 1024
 }
 
 async fn profile(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {

@@ -13,9 +13,10 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use super::{catalog, logs_tail, system_info};
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::CompatMethod;
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// At most this many system events wait per session (OpenClaw's bound).
 const MAX_SYSTEM_EVENTS: usize = 20;
@@ -34,6 +35,7 @@ pub async fn call(
         CompatMethod::LogsTail => return Box::pin(logs(shard, p)).await,
         CompatMethod::SystemInfo => system_info::info(shard),
         CompatMethod::Wake => return wake(shard, p),
+        CompatMethod::SetHeartbeats => return set_heartbeats(p),
         CompatMethod::AgentsList => catalog::agents(cfg),
         CompatMethod::AgentIdentityGet => return catalog::identity(cfg, p),
         CompatMethod::ModelsList => catalog::models(),
@@ -109,6 +111,19 @@ fn wake(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
     Ok(json!({"ok": true}))
 }
 
+/// `set-heartbeats {enabled}` (`openclaw system heartbeat enable|disable`): OpenClaw flips
+/// its heartbeat runner's wake switch and echoes the value. shardgate has no heartbeat
+/// runner, so there is nothing to switch: the answer is OpenClaw's, and `last-heartbeat`
+/// stays null either way (as OpenClaw's does until a heartbeat has run).
+fn set_heartbeats(p: &Value) -> Result<Value, GatewayError> {
+    match p.get("enabled") {
+        Some(Value::Bool(enabled)) => Ok(json!({"ok": true, "enabled": enabled})),
+        _ => Err(GatewayError::InvalidParams(
+            "invalid set-heartbeats params: enabled (boolean) required".into(),
+        )),
+    }
+}
+
 /// `cron.list {offset?, limit?}`: no cron here, so an empty, complete page. The CLI checks
 /// a page as OpenClaw makes it: a revision, the offset it asked for, a limit of at least 1.
 fn cron_list(p: &Value) -> Value {
@@ -165,6 +180,24 @@ mod tests {
         assert_eq!(civil_date(11_016), "2000-02-29");
         assert_eq!(civil_date(20_819), "2027-01-01");
         assert_eq!(civil_date(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn set_heartbeats_echoes_a_boolean_and_refuses_anything_else() {
+        assert_eq!(
+            set_heartbeats(&json!({"enabled": false})).unwrap(),
+            json!({"ok": true, "enabled": false})
+        );
+        assert_eq!(
+            set_heartbeats(&json!({"enabled": true})).unwrap(),
+            json!({"ok": true, "enabled": true})
+        );
+        for bad in [json!({}), json!({"enabled": "yes"}), json!(null)] {
+            assert!(matches!(
+                set_heartbeats(&bad),
+                Err(GatewayError::InvalidParams(m)) if m.contains("enabled (boolean) required")
+            ));
+        }
     }
 
     #[test]

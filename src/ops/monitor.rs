@@ -17,21 +17,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::metrics::{latency_snapshot, merge_latency};
+use super::exposition::{latency_snapshot, merge_latency};
+use super::metrics::rss_bytes;
+use crate::clock::now_ms;
 use crate::config::{AlertRule, SinkConfig, SinkKind};
-use crate::shard::{now_ms, GatewayShard};
-
-/// The process's resident set size, bytes.
-pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
+use crate::shard::GatewayShard;
 
 /// Hysteresis of the shedding decision: start above 90% of the cap, stop below 80%.
 pub fn should_shed(currently: bool, rss: u64, cap: u64) -> bool {

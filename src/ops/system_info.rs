@@ -47,7 +47,7 @@ pub fn info(shard: &Rc<GatewayShard>) -> Value {
         .filter_map(|x| x.parse().ok())
         .collect();
     let mem = read("/proc/meminfo");
-    let rss = super::monitor::rss_bytes();
+    let rss = super::metrics::rss_bytes();
     let host = &shard.shared.host;
     json!({
         "machineName": host, "hostname": host, "platform": std::env::consts::OS,

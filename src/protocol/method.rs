@@ -169,6 +169,7 @@ area! {
         ModelsList = "models.list",
         PluginApprovalList = "plugin.approval.list",
         QuestionList = "question.list",
+        SetHeartbeats = "set-heartbeats",
         SkillsStatus = "skills.status",
         SystemInfo = "system.info",
         TalkConfig = "talk.config",
@@ -196,6 +197,12 @@ macro_rules! methods {
         }
 
         impl Method {
+    /// The answer to a method reaching a handler that does not run it (one placed
+    /// elsewhere): what an unknown method gets.
+    pub fn not_here(self) -> super::error::GatewayError {
+        super::error::GatewayError::UnknownMethod(self.name().to_string())
+    }
+
             /// The name on the wire.
             pub const fn name(self) -> &'static str {
                 match self {
@@ -438,7 +445,9 @@ impl Method {
                 | CompatMethod::VoicewakeGet
                 | CompatMethod::ModelsList => READ,
                 CompatMethod::Wake => WRITE,
-                CompatMethod::ExecApprovalsGet | CompatMethod::UpdateStatus => ADMIN,
+                CompatMethod::ExecApprovalsGet
+                | CompatMethod::UpdateStatus
+                | CompatMethod::SetHeartbeats => ADMIN,
                 CompatMethod::PluginApprovalList => APPROVALS,
                 CompatMethod::QuestionList => QUESTIONS,
                 CompatMethod::TalkConfig => TALK,

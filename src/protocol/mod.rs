@@ -2,9 +2,9 @@
 //! pass `now`).
 
 pub mod authz;
+pub mod connect;
 pub mod error;
 pub mod frame;
-pub mod handshake;
 pub mod method;
 pub mod params;
 pub mod scope;

@@ -14,6 +14,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::error::GatewayError;
 use super::method::Method;
 
 /// Whether `method`'s parameters are a [`Submission`] ([`Method::is_submission`]; an unknown
@@ -381,6 +382,35 @@ impl Params {
                 Value::Object(m)
             }
         }
+    }
+}
+
+/// A required, non-blank string parameter of a method's params (`INVALID_REQUEST` naming it
+/// when missing).
+pub fn required_str<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> {
+    match p.get(k) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        _ => Err(GatewayError::InvalidParams(format!(
+            "invalid params: missing {k}"
+        ))),
+    }
+}
+
+/// The string parameter `k` of `p`, which must be there and not blank.
+pub fn required<'a>(p: &'a Params, k: &str) -> Result<&'a str, GatewayError> {
+    non_blank(p.field(k), k)
+}
+
+/// `field` (the parameter `k`) as a string that is not blank.
+pub fn non_blank<'a>(field: FieldRef<'a>, k: &str) -> Result<&'a str, GatewayError> {
+    match field {
+        FieldRef::Str(s) if !s.trim().is_empty() => Ok(s),
+        FieldRef::Str(_) | FieldRef::Other => Err(GatewayError::InvalidParams(format!(
+            "invalid params: {k} must be a non-empty string"
+        ))),
+        FieldRef::Missing => Err(GatewayError::InvalidParams(format!(
+            "invalid params: missing {k}"
+        ))),
     }
 }
 

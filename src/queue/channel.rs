@@ -12,10 +12,11 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde_json::json;
 
-use super::Job;
+use crate::clock::now_ms;
 use crate::config::{ChannelConfig, ChannelKind};
+use crate::delivery::Job;
 use crate::session::{HistoryEntry, Session};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// The configuration of channel `name`, with the built-in `log` channel.
 pub fn lookup(shard: &GatewayShard, name: &str) -> Option<ChannelConfig> {

@@ -1,4 +1,5 @@
-//! A session's lane, driven: its jobs run one at a time in arrival order, each through its
+//! A session's lane, driven, and the effects of the delivery core applied (the two recurse:
+//! a finished job's effects may start the next one). The lane: its jobs run one at a time in arrival order, each through its
 //! attempts (dispatch to the echo agent, a worker or a channel; the backoff the core asks for
 //! between them), and end in the core's [`Delivery::finish`](crate::delivery::Delivery::finish).
 //!
@@ -11,13 +12,19 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::runs::{apply, run_directory_found, trace_found};
-use super::trace::{Detail, Step};
-use super::{channel, with_core};
+use super::runs::{reply_final, run_directory_found, trace_found};
+use shards::dedup::Handle;
+
+use super::channel;
 use crate::agent::echo::{self, Outcome};
-use crate::delivery::{effects, Job, JobKind, Ran, RunInfo};
+use crate::clock::now_ms;
+use crate::delivery::trace::{Detail, Step};
+use crate::delivery::{effects, Answer, Effect, Effects, Finished, Job, JobKind, Ran, RunInfo};
+use crate::protocol::frame::{self};
+use crate::protocol::SessionKey;
 use crate::session::{HistoryEntry, RunCtl, Session};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
+use crate::shard::Out;
 
 /// Puts a job at the back of its session's lane and makes sure the lane is being driven.
 pub fn enqueue(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job) {
@@ -187,7 +194,7 @@ fn attempt_failed(
 ) -> Option<u64> {
     tracing::warn!(shard = %shard.id, run = %job.run_id, attempt = job.attempts, error = %error, "dispatch failed");
     let now = now_ms();
-    let mut effects = with_core(shard, |d| {
+    let mut effects = shard.queue.with_core(&shard.shared.queued, |d| {
         d.attempt_failed(job, error, aborted, rand::random::<f64>(), now)
     });
     let wait = effects::retry_delay(&effects);
@@ -226,11 +233,109 @@ fn complete(
         agent_id: session.key.agent_id(),
         started,
     };
-    let finished = with_core(shard, |d| d.finished(job, ran, info, ended));
+    let finished = shard
+        .queue
+        .with_core(&shard.shared.queued, |d| d.finished(job, ran, info, ended));
     shard.metrics.run_done(failed);
     shard.metrics.record_latency(
         "stage:end_to_end",
         ((ended - job.accepted_at).max(0) as u64) * 1000,
     );
-    super::runs::apply_finished(shard, &job.run_id, &mut job.found, finished);
+    apply_finished(shard, &job.run_id, &mut job.found, finished);
+}
+
+/// Applies the end of a run ([`Finished`], in its order) to `run_id` (its handle: `found`).
+pub(super) fn apply_finished(
+    shard: &Rc<GatewayShard>,
+    run_id: &str,
+    found: &mut Option<Handle>,
+    f: Finished,
+) {
+    let (step, detail) = f.stage;
+    if step == Step::DeadLettered {
+        tracing::warn!(shard = %shard.id, run = %run_id, "dead-lettered");
+    }
+    trace_found(shard, found, run_id, step, detail, f.at);
+    if !f.events.is_empty() {
+        let mut events: Effects = f.events.into_iter().collect();
+        apply(shard, run_id, found, f.at, &mut events);
+    }
+    if let Some(r) = f.journal {
+        if let Some(j) = shard.queue.journal() {
+            j.append_nowait(&r);
+        }
+    }
+    for to in f.caller.iter().chain(&f.joiners) {
+        reply_final(shard, to, Some(&f.payload), f.error.as_ref());
+    }
+    let (status, at, error) = (f.status, f.at, f.error_text);
+    run_directory_found(shard, found, run_id, at, move |r| {
+        r.status = status;
+        r.ended_at = Some(at);
+        r.error = error;
+    });
+}
+
+/// Applies the core's `effects`, in order, at `now`. `run_id` and `found` are the run of the
+/// call that returned them (what an effect without a run of its own refers to).
+/// [`Effect::Retry`] belongs to its caller, which reads it first.
+pub(super) fn apply(
+    shard: &Rc<GatewayShard>,
+    run_id: &str,
+    found: &mut Option<Handle>,
+    now: i64,
+    effects: &mut Effects,
+) {
+    for e in effects.drain(..) {
+        match e {
+            Effect::Reply { to, answer } => match answer {
+                Answer::Ok(p) => {
+                    shard.deliver(to.conn, Out::Frame(frame::res_ok_text(&to.req_id, &p)))
+                }
+                Answer::Err(e) => shard.reply_err(&to, &e),
+                Answer::Final { payload, error } => {
+                    reply_final(shard, &to, payload.as_ref(), error.as_ref())
+                }
+            },
+            Effect::Event { to, name, payload } => {
+                // A run's end (timeout, failure): to its caller and the session's watchers.
+                match payload.get("sessionKey").and_then(|k| k.as_str()) {
+                    Some(key) => {
+                        crate::routing::watchers::send(shard, key, Some(to), name, &payload, false)
+                    }
+                    None => shard.event_to(to, name, &payload, false),
+                }
+            }
+            Effect::Trace { run, step, detail } => {
+                let id = run.as_deref().unwrap_or(run_id);
+                if step == Step::DeadLettered {
+                    tracing::warn!(shard = %shard.id, run = %id, "dead-lettered");
+                }
+                match run {
+                    Some(ref r) => trace_found(shard, &mut None, r, step, detail, now),
+                    None => trace_found(shard, found, run_id, step, detail, now),
+                }
+            }
+            Effect::Journal(r) => {
+                if let Some(j) = shard.queue.journal() {
+                    j.append_nowait(&r);
+                }
+            }
+            Effect::Enqueue(job) => {
+                let Ok(key) = SessionKey::parse(&job.session_key, "main") else {
+                    continue;
+                };
+                let (session, _) = shard.sessions.get_or_create(&key, now);
+                enqueue(shard, &session, *job);
+            }
+            Effect::RunStatus { status, at, error } => {
+                run_directory_found(shard, found, run_id, at, move |r| {
+                    r.status = status;
+                    r.ended_at = Some(at);
+                    r.error = error;
+                })
+            }
+            Effect::Retry { .. } => {}
+        }
+    }
 }

@@ -1,13 +1,15 @@
 //! Start-up with a durable backend: the journal is opened and replayed into the core
 //! ([`Delivery::restore`](crate::delivery::Delivery::restore)), pending jobs are re-admitted
 //! on their sessions' owners, and the journal is given the core's snapshot for compaction.
+//! Also the redrive and purge of dead letters, which re-admit or drop jobs the same way.
 
 use std::rc::Rc;
 
-use super::runs::apply;
-use super::{journal, with_core};
+use super::journal;
+use super::lane::apply;
+use crate::clock::now_ms;
 use crate::delivery::{Job, Record};
-use crate::shard::{now_ms, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// The live state of a shard's queue as journal records (compaction).
 pub fn snapshot(shard: &GatewayShard) -> Vec<Record> {
@@ -18,7 +20,9 @@ pub fn snapshot(shard: &GatewayShard) -> Vec<Record> {
 pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
     let now = now_ms();
     let run_id = job.run_id.clone();
-    let mut effects = with_core(shard, |d| d.readmit(job, now));
+    let mut effects = shard
+        .queue
+        .with_core(&shard.shared.queued, |d| d.readmit(job, now));
     apply(shard, &run_id, &mut None, now, &mut effects);
 }
 
@@ -53,4 +57,25 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
     }));
     j.start();
     Ok(())
+}
+
+/// Re-admits dead letters owned by this shard (`id` or all). Returns how many.
+pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
+    let now = now_ms();
+    let (n, mut effects) = shard
+        .queue
+        .with_core(&shard.shared.queued, |d| d.redrive(id, now));
+    apply(shard, "", &mut None, now, &mut effects);
+    n
+}
+
+/// Drops dead letters older than `deadLetter.maxAge`.
+pub fn purge_dead(shard: &Rc<GatewayShard>, now: i64) {
+    let (purged, mut effects) = shard
+        .queue
+        .with_core(&shard.shared.queued, |d| d.purge(now));
+    apply(shard, "", &mut None, now, &mut effects);
+    if purged > 0 {
+        tracing::info!(shard = %shard.id, purged, "purged expired dead letters");
+    }
 }

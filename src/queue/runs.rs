@@ -10,11 +10,11 @@ use std::rc::Rc;
 use serde_json::json;
 use shards::dedup::Handle;
 
-use super::trace::{Detail, Stage, Step};
-use crate::delivery::{Answer, Effect, Effects, Finished};
+use crate::addr::ReplyTo;
+use crate::clock::now_ms;
+use crate::delivery::trace::{Detail, Stage, Step};
 use crate::protocol::frame::{self, JsonText};
-use crate::protocol::SessionKey;
-use crate::shard::{now_ms, GatewayShard, Out, ReplyTo, RunEntry, RunRecord};
+use crate::shard::{GatewayShard, Out, RunEntry, RunRecord};
 
 /// Appends a pipeline stage to the trace of `run_id` on this shard (at most 64 per message).
 pub fn trace(shard: &GatewayShard, run_id: &str, step: Step, detail: Detail) {
@@ -121,94 +121,6 @@ fn update(r: &mut RunRecord, f: impl FnOnce(&mut RunRecord)) {
     if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
         for w in r.waiters.drain(..) {
             let _ = w.send(());
-        }
-    }
-}
-
-/// Applies the end of a run ([`Finished`], in its order) to `run_id` (its handle: `found`).
-pub(super) fn apply_finished(
-    shard: &Rc<GatewayShard>,
-    run_id: &str,
-    found: &mut Option<Handle>,
-    f: Finished,
-) {
-    let (step, detail) = f.stage;
-    if step == Step::DeadLettered {
-        tracing::warn!(shard = %shard.id, run = %run_id, "dead-lettered");
-    }
-    trace_found(shard, found, run_id, step, detail, f.at);
-    if !f.events.is_empty() {
-        let mut events: Effects = f.events.into_iter().collect();
-        apply(shard, run_id, found, f.at, &mut events);
-    }
-    if let Some(r) = f.journal {
-        if let Some(j) = shard.queue.journal() {
-            j.append_nowait(&r);
-        }
-    }
-    for to in f.caller.iter().chain(&f.joiners) {
-        reply_final(shard, to, Some(&f.payload), f.error.as_ref());
-    }
-    let (status, at, error) = (f.status, f.at, f.error_text);
-    run_directory_found(shard, found, run_id, at, move |r| {
-        r.status = status;
-        r.ended_at = Some(at);
-        r.error = error;
-    });
-}
-
-/// Applies the core's `effects`, in order, at `now`. `run_id` and `found` are the run of the
-/// call that returned them (what an effect without a run of its own refers to).
-/// [`Effect::Retry`] belongs to its caller, which reads it first.
-pub(super) fn apply(
-    shard: &Rc<GatewayShard>,
-    run_id: &str,
-    found: &mut Option<Handle>,
-    now: i64,
-    effects: &mut Effects,
-) {
-    for e in effects.drain(..) {
-        match e {
-            Effect::Reply { to, answer } => match answer {
-                Answer::Ok(p) => {
-                    shard.deliver(to.conn, Out::Frame(frame::res_ok_text(&to.req_id, &p)))
-                }
-                Answer::Err(e) => shard.reply_err(&to, &e),
-                Answer::Final { payload, error } => {
-                    reply_final(shard, &to, payload.as_ref(), error.as_ref())
-                }
-            },
-            Effect::Event { to, name, payload } => shard.event_to(to, name, &payload, false),
-            Effect::Trace { run, step, detail } => {
-                let id = run.as_deref().unwrap_or(run_id);
-                if step == Step::DeadLettered {
-                    tracing::warn!(shard = %shard.id, run = %id, "dead-lettered");
-                }
-                match run {
-                    Some(ref r) => trace_found(shard, &mut None, r, step, detail, now),
-                    None => trace_found(shard, found, run_id, step, detail, now),
-                }
-            }
-            Effect::Journal(r) => {
-                if let Some(j) = shard.queue.journal() {
-                    j.append_nowait(&r);
-                }
-            }
-            Effect::Enqueue(job) => {
-                let Ok(key) = SessionKey::parse(&job.session_key, "main") else {
-                    continue;
-                };
-                let (session, _) = shard.sessions.get_or_create(&key, now);
-                super::lane::enqueue(shard, &session, *job);
-            }
-            Effect::RunStatus { status, at, error } => {
-                run_directory_found(shard, found, run_id, at, move |r| {
-                    r.status = status;
-                    r.ended_at = Some(at);
-                    r.error = error;
-                })
-            }
-            Effect::Retry { .. } => {}
         }
     }
 }

@@ -11,14 +11,17 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
-use super::runs::{apply, run_directory_found, trace_found};
-use super::trace::{Detail, Step};
-use super::{journal, lane, with_core};
+use super::lane::apply;
+use super::runs::{run_directory_found, trace_found};
+use super::{journal, lane};
+use crate::addr::ReplyTo;
+use crate::clock::now_ms;
+use crate::delivery::trace::{Detail, Step};
 use crate::delivery::{wire, Admission, Job, JobKind, Load, Offer, Record, Submission, Submitted};
 use crate::protocol::frame;
 use crate::protocol::SessionKey;
 use crate::session::Session;
-use crate::shard::{now_ms, GatewayShard, Out, ReplyTo};
+use crate::shard::{GatewayShard, Out};
 
 /// The request side of a submission.
 #[derive(Debug)]
@@ -70,10 +73,12 @@ impl Journaled {
             super::backend::QueueBackend::append(&*journal, &Record::admission(&job)).await
         {
             tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {e}");
-            let mut effects = with_core(shard, |d| d.journal_failed(&job, reply, &e, now));
+            let mut effects = shard.queue.with_core(&shard.shared.queued, |d| {
+                d.journal_failed(&job, reply, &e, now)
+            });
             return apply(shard, &job.run_id, &mut job.found, now, &mut effects);
         }
-        super::trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
+        super::runs::trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
         accept(shard, &reply, received_us, &session, job, seq, now);
     }
 }
@@ -122,7 +127,10 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         mut job,
         reply,
         seq,
-    } = match with_core(shard, |d| d.submit(sub, now)) {
+    } = match shard
+        .queue
+        .with_core(&shard.shared.queued, |d| d.submit(sub, now))
+    {
         Submitted::Admitted(a) => a,
         Submitted::Answered(mut effects) => {
             apply(shard, "", &mut found, now, &mut effects);
@@ -135,7 +143,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         None => {
             let (session, created) = shard.sessions.get_or_create(s.key, now);
             if created {
-                crate::routing::sessions_changed(shard, s.key, "created");
+                shard.sessions_changed(s.key, "created");
             }
             session
         }

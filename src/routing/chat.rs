@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{answer, non_blank, not_here, required, str_param};
+use crate::addr::ReplyTo;
+use crate::clock::now_ms;
+use crate::delivery::JobKind;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::{ChatMethod, Method, SubmitKind};
 use crate::protocol::params::{field_of, FieldRef};
 use crate::protocol::SessionKey;
-use crate::queue::{self, JobKind, Submit};
-use crate::shard::{now_ms, Call, GatewayShard, ReplyTo};
+use crate::queue::{self, Submit};
+use crate::shard::{Call, GatewayShard};
 
 /// Runs a chat method on the session's owner (this shard).
 pub(super) fn run_owned(shard: Rc<GatewayShard>, call: Call, m: ChatMethod) {
@@ -34,9 +36,9 @@ pub(super) fn run_owned(shard: Rc<GatewayShard>, call: Call, m: ChatMethod) {
         | ChatMethod::ChatSend
         | ChatMethod::SessionsSend
         | ChatMethod::Send
-        | ChatMethod::AgentWait => Err(not_here(call.method)),
+        | ChatMethod::AgentWait => Err(call.method.not_here()),
     };
-    answer(&shard, &call.reply, r);
+    shard.answer(&call.reply, r);
 }
 
 /// Validates a submission and hands it to the session's queue (the `Journaled` to finish
@@ -47,7 +49,10 @@ fn submit_call(
     kind: SubmitKind,
 ) -> Option<queue::Journaled> {
     let p = &call.params;
-    let invalid = match (p.field("message"), required(p, "idempotencyKey")) {
+    let invalid = match (
+        p.field("message"),
+        crate::protocol::params::required(p, "idempotencyKey"),
+    ) {
         (FieldRef::Str(_), Ok(_)) => None,
         (FieldRef::Str(_), Err(e)) => Some(e),
         (FieldRef::Other, _) => Some(GatewayError::InvalidParams(
@@ -114,7 +119,7 @@ pub(super) fn abort(
     key: &SessionKey,
     p: &Value,
 ) -> Result<Value, GatewayError> {
-    let want = str_param(p, "runId");
+    let want = p.get("runId").and_then(Value::as_str);
     let mut ids = Vec::new();
     if let Some(s) = shard.sessions.get(key.as_str()) {
         if let Some(c) = s.current.borrow().as_ref() {
@@ -129,7 +134,7 @@ pub(super) fn abort(
 
 /// `agent.wait {runId, timeoutMs?}` on `owner(runId)`.
 pub(super) fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
-    let run_id = match non_blank(field_of(p, "runId"), "runId") {
+    let run_id = match crate::protocol::params::non_blank(field_of(p, "runId"), "runId") {
         Ok(r) => r.to_string(),
         Err(e) => return shard.reply_err(&reply, &e),
     };

@@ -5,9 +5,11 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
+use crate::addr::Caller;
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::InfoMethod;
-use crate::shard::{now_ms, Caller, GatewayShard};
+use crate::shard::GatewayShard;
 
 /// What `health` names as the session store: sessions are kept in memory on their owner shard.
 const SESSION_STORE: &str = "memory";

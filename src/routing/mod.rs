@@ -11,49 +11,24 @@
 
 use std::rc::Rc;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::addr::{Caller, ReplyTo};
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::{KeyFrom, Method, Placement};
-use crate::protocol::params::{FieldRef, Params};
+use crate::protocol::params::Params;
 use crate::protocol::SessionKey;
 use crate::queue;
-use crate::shard::{now_ms, Call, Caller, GatewayShard, MeshMsg, ReplyTo};
+use crate::shard::{Call, GatewayShard, MeshMsg};
 
 mod chat;
 mod info;
 mod nodes;
 mod session_ops;
+pub mod watchers;
 
 pub use info::{hello_health, publish_health};
-
-fn str_param<'a>(p: &'a Value, k: &str) -> Option<&'a str> {
-    p.get(k).and_then(|v| v.as_str())
-}
-
-/// The string parameter `k`, which must be there and not blank.
-fn required<'a>(p: &'a Params, k: &str) -> Result<&'a str, GatewayError> {
-    non_blank(p.field(k), k)
-}
-
-/// `field` (the parameter `k`) as a string that is not blank.
-fn non_blank<'a>(field: FieldRef<'a>, k: &str) -> Result<&'a str, GatewayError> {
-    match field {
-        FieldRef::Str(s) if !s.trim().is_empty() => Ok(s),
-        FieldRef::Str(_) | FieldRef::Other => Err(GatewayError::InvalidParams(format!(
-            "invalid params: {k} must be a non-empty string"
-        ))),
-        FieldRef::Missing => Err(GatewayError::InvalidParams(format!(
-            "invalid params: missing {k}"
-        ))),
-    }
-}
-
-/// The answer to a method reaching a handler that does not run it (one placed elsewhere):
-/// what an unknown method gets.
-fn not_here(method: Method) -> GatewayError {
-    GatewayError::UnknownMethod(method.name().to_string())
-}
 
 /// The session key a session method acts on, read from `p` as its table entry says.
 fn session_key_for(
@@ -86,7 +61,7 @@ fn session_key_for(
             if let Some(k) = p.str("sessionKey") {
                 return parse(k);
             }
-            let to = required(p, "to")?;
+            let to = crate::protocol::params::required(p, "to")?;
             let ch = p.str("channel").unwrap_or("log");
             parse(&format!("agent:{default_agent}:{ch}:direct:{to}"))
         }
@@ -103,7 +78,7 @@ fn session_key_for(
                 k.ok_or_else(|| GatewayError::InvalidParams("invalid params: missing key".into()))?,
             )
         }
-        KeyFrom::SessionKey => parse(required(p, "sessionKey")?),
+        KeyFrom::SessionKey => parse(crate::protocol::params::required(p, "sessionKey")?),
     }
 }
 
@@ -147,6 +122,9 @@ fn route_session(
         Err(e) => return shard.reply_err(&reply, &e),
     };
     let owner = shard.owner(key.as_str());
+    if watchers::watches(method) {
+        watchers::note(&shard, caller.conn, key.as_str());
+    }
     if from == KeyFrom::SendTarget {
         let ch = params.str("channel").unwrap_or("log");
         if queue::channel::lookup(&shard, ch).is_none() {
@@ -208,12 +186,12 @@ fn dispatch_local(
             nodes::Now::Done => return,
             nodes::Now::Later(reply) => return in_task(shard, caller, reply, method, params),
         },
-        Method::Device(m) => crate::auth::pairing::call(&shard, &caller, m, &params),
-        Method::NodePair(m) => crate::node::pairing::call(&shard, &caller, m, &params),
+        Method::Device(m) => crate::auth::device_methods::call(&shard, &caller, m, &params),
+        Method::NodePair(m) => crate::node::pair_methods::call(&shard, &caller, m, &params),
         Method::Info(_) | Method::Admin(_) | Method::Compat(_) => {
             return in_task(shard, caller, reply, method, params)
         }
-        Method::Chat(_) | Method::Session(_) => Err(not_here(method)),
+        Method::Chat(_) | Method::Session(_) => Err(method.not_here()),
     };
     match r {
         Ok(v) => shard.reply_ok(&reply, &v),
@@ -241,7 +219,7 @@ pub(crate) async fn local_call(
         Method::Compat(m) => crate::ops::compat::call(&shard, m, &params).await,
         Method::Node(m) => nodes::later(&shard, &caller, m, &params).await,
         Method::Chat(_) | Method::Session(_) | Method::Device(_) | Method::NodePair(_) => {
-            Err(not_here(method))
+            Err(method.not_here())
         }
     };
     shard.metrics.latency(
@@ -254,10 +232,25 @@ pub(crate) async fn local_call(
     }
 }
 
+/// Handles a message from another shard (the mesh's receive loop calls it).
+pub fn on_mesh(shard: &Rc<GatewayShard>, msg: MeshMsg) {
+    match msg {
+        MeshMsg::Call(call) => run_owned(shard.clone(), *call),
+        MeshMsg::Deliver(conn, out) => shard.deliver_local(conn, out),
+        MeshMsg::Control(f) => f(shard),
+    }
+}
+
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     // Sessions and runs may come and go: hello-ok's cached counts look again soon.
     shard.health_parts.mark_changed();
+    if watchers::watches(call.method) {
+        shard
+            .sessions
+            .watchers
+            .watch(call.key.as_str(), call.caller.conn);
+    }
     match call.method {
         Method::Chat(m) => chat::run_owned(shard, call, m),
         Method::Session(m) => session_ops::run(shard, call, m),
@@ -266,25 +259,6 @@ pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
         | Method::NodePair(_)
         | Method::Info(_)
         | Method::Admin(_)
-        | Method::Compat(_) => shard.reply_err(&call.reply, &not_here(call.method)),
+        | Method::Compat(_) => shard.reply_err(&call.reply, &call.method.not_here()),
     }
-}
-
-/// Answers a session method's result (`Null`: answered already, or later).
-fn answer(shard: &GatewayShard, reply: &ReplyTo, r: Result<Value, GatewayError>) {
-    match r {
-        Ok(Value::Null) => {}
-        Ok(v) => shard.reply_ok(reply, &v),
-        Err(e) => shard.reply_err(reply, &e),
-    }
-}
-
-/// Tells every `sessions.subscribe`d client that a session changed.
-pub fn sessions_changed(shard: &Rc<GatewayShard>, key: &SessionKey, reason: &'static str) {
-    let payload = json!({"sessionKey": key.as_str(), "reason": reason, "ts": now_ms()}).to_string();
-    shard.broadcast(move |s| {
-        s.event_local_all("sessions.changed", &payload, true, false, |c| {
-            c.sessions_subscribed.get()
-        });
-    });
 }

@@ -6,11 +6,11 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use super::not_here;
+use crate::addr::{Caller, ReplyTo};
 use crate::node;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::{Method, NodeMethod};
-use crate::shard::{Caller, GatewayShard, ReplyTo};
+use crate::shard::GatewayShard;
 
 /// What [`now`] did with a request.
 pub(super) enum Now {
@@ -77,6 +77,6 @@ pub(super) async fn later(
         | NodeMethod::RunnerInventoryUpdate
         | NodeMethod::WorkerRunEvent
         | NodeMethod::WorkerRunResult
-        | NodeMethod::WorkerPong => return Err(not_here(Method::Node(m))),
+        | NodeMethod::WorkerPong => return Err(Method::Node(m).not_here()),
     })
 }

@@ -7,11 +7,11 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::{answer, sessions_changed, str_param};
+use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::SessionMethod;
 use crate::protocol::SessionKey;
-use crate::shard::{now_ms, Call, GatewayShard};
+use crate::shard::{Call, GatewayShard};
 
 /// Runs a session method on the session's owner (this shard).
 pub(super) fn run(shard: Rc<GatewayShard>, call: Call, m: SessionMethod) {
@@ -27,7 +27,7 @@ pub(super) fn run(shard: Rc<GatewayShard>, call: Call, m: SessionMethod) {
         SessionMethod::Patch => patch(&shard, key, &params),
         SessionMethod::Compact => compact(&shard, key, &params),
     };
-    answer(&shard, &call.reply, r);
+    shard.answer(&call.reply, r);
 }
 
 /// `sessions.get {key}`: `{session: row}`.
@@ -42,11 +42,11 @@ fn get(shard: &GatewayShard, key: &SessionKey) -> Result<Value, GatewayError> {
 /// `sessions.create {key?, agentId?, label?}`: the session, made when new.
 fn create(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value, GatewayError> {
     let (s, created) = shard.sessions.get_or_create(key, now_ms());
-    if let Some(l) = str_param(p, "label") {
+    if let Some(l) = p.get("label").and_then(Value::as_str) {
         *s.label.borrow_mut() = Some(l.to_string());
     }
     if created {
-        sessions_changed(shard, key, "created");
+        shard.sessions_changed(key, "created");
     }
     Ok(
         json!({"ok": true, "key": key.as_str(), "sessionId": *s.session_id.borrow(), "created": created}),
@@ -60,7 +60,7 @@ fn reset(shard: &Rc<GatewayShard>, key: &SessionKey) -> Result<Value, GatewayErr
             s.history.borrow_mut().clear();
             *s.session_id.borrow_mut() = uuid::Uuid::new_v4().to_string();
             s.updated_at.set(now_ms());
-            sessions_changed(shard, key, "reset");
+            shard.sessions_changed(key, "reset");
             Ok(json!({"ok": true, "key": key.as_str(), "sessionId": *s.session_id.borrow()}))
         }
         None => Err(GatewayError::NotFound(format!("session not found: {key}"))),
@@ -76,7 +76,7 @@ fn delete(shard: &Rc<GatewayShard>, key: &SessionKey) -> Result<Value, GatewayEr
             if let Some(c) = s.current.borrow().as_ref() {
                 c.aborted.set(true);
             }
-            sessions_changed(shard, key, "deleted");
+            shard.sessions_changed(key, "deleted");
             Ok(json!({"ok": true, "key": key.as_str(), "deleted": true}))
         }
         None => Ok(json!({"ok": true, "key": key.as_str(), "deleted": false})),
@@ -107,7 +107,7 @@ fn patch(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value,
         }
     };
     if archived.is_some() {
-        match str_param(p, "expectedSessionId") {
+        match p.get("expectedSessionId").and_then(Value::as_str) {
             None => {
                 return Err(GatewayError::InvalidParams(format!(
                     "expectedSessionId required for session lifecycle patch: {key}"
@@ -138,7 +138,7 @@ fn patch(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value,
         _ => {}
     }
     s.updated_at.set(now);
-    sessions_changed(shard, key, "patched");
+    shard.sessions_changed(key, "patched");
     Ok(json!({"ok": true, "key": key.as_str(), "entry": s.row()}))
 }
 
@@ -177,6 +177,6 @@ fn compact(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Valu
     h.keep_last(max);
     drop(h);
     s.updated_at.set(now_ms());
-    sessions_changed(shard, key, "compacted");
+    shard.sessions_changed(key, "compacted");
     Ok(json!({"ok": true, "key": key.as_str(), "compacted": true, "kept": max}))
 }

@@ -14,30 +14,10 @@ use std::pin::Pin;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::auth::pairing::may_pair;
+use crate::protocol::connect::ConnAuth;
+use crate::protocol::error::GatewayError;
 use crate::protocol::frame;
-use crate::protocol::handshake::ClientInfo;
-
-/// What an authenticated connection is allowed and who it is.
-#[derive(Debug, Clone)]
-pub struct ConnAuth {
-    /// `operator` or `node`.
-    pub role: String,
-    /// Granted scopes.
-    pub scopes: Vec<String>,
-    /// The client block of `connect`.
-    pub client: ClientInfo,
-    /// Verified device id.
-    pub device_id: Option<String>,
-    /// Speaks the seed article's dialect.
-    pub seed: bool,
-}
-
-impl ConnAuth {
-    /// Who is acting: the verified device id, else the client id.
-    pub fn actor(&self) -> &str {
-        self.device_id.as_deref().unwrap_or(&self.client.id)
-    }
-}
 
 /// A queued outbound frame.
 #[derive(Debug)]
@@ -235,6 +215,20 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
+    /// Sends the error (as a `res` when there is an id to answer) and closes as the error says.
+    pub fn fail(&self, id: Option<&str>, e: &GatewayError) {
+        let w = e.wire();
+        self.push_frame(frame::res_err(id.unwrap_or("invalid"), &w));
+        let (code, reason) = w.close.unwrap_or((1008, "closing"));
+        self.close(code, reason);
+    }
+
+    /// Whether this connection's caller may act on pairing requests, and so sees their
+    /// events ([`may_pair`]).
+    pub fn may_pair(&self) -> bool {
+        self.auth.borrow().as_deref().is_some_and(may_pair)
+    }
+
     /// A new connection with a send buffer bound of `max_buffered` bytes.
     pub fn new(id: u64, peer: std::net::SocketAddr, max_buffered: usize) -> Conn {
         Conn {
@@ -255,7 +249,7 @@ impl Conn {
             sessions_subscribed: Cell::new(false),
             unauthorized_streak: Cell::new(0),
             dropped: Cell::new(0),
-            opened_at: crate::shard::now_ms(),
+            opened_at: crate::clock::now_ms(),
         }
     }
 

@@ -7,4 +7,5 @@ pub mod limited;
 pub mod seed;
 pub mod server;
 pub mod tls;
+pub mod tls_policy;
 pub mod ws;

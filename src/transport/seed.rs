@@ -11,12 +11,13 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::conn::{Conn, ConnAuth};
-use super::server::fail;
+use super::conn::Conn;
+use crate::auth::handshake::ct_eq;
 use crate::config::AuthMode;
 use crate::protocol::authz::{READ, WRITE};
+use crate::protocol::connect::ClientInfo;
+use crate::protocol::connect::ConnAuth;
 use crate::protocol::error::GatewayError;
-use crate::protocol::handshake::{ct_eq, ClientInfo};
 use crate::shard::GatewayShard;
 
 /// Admits a seed-dialect client: shared secret as configured; operators get read+write.
@@ -51,9 +52,9 @@ pub fn admit(
             shard
                 .shared
                 .limits
-                .record_failure(peer.ip(), crate::shard::now_ms());
+                .record_failure(peer.ip(), crate::clock::now_ms());
         }
-        fail(conn, id, &e);
+        conn.fail(id, &e);
         return false;
     }
     let role = p
@@ -62,8 +63,7 @@ pub fn admit(
         .unwrap_or("operator")
         .to_string();
     if role != "operator" && role != "node" {
-        fail(
-            conn,
+        conn.fail(
             id,
             &GatewayError::InvalidConnect(format!("unknown role {role:?}")),
         );

@@ -12,19 +12,22 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 use serde_json::{json, Value};
 
-use super::conn::{Batch, Conn, ConnAuth, Outbound};
+use super::conn::{Batch, Conn, Outbound};
 use super::http;
 use super::limited::{Budget, Limited};
 use super::tls::{Accepted, Transport};
 use super::ws::{self, Msg, Out, WsError, WsReader};
+use crate::addr::{Caller, ReplyTo};
+use crate::auth::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::auth::pairing::PeerTerms;
+use crate::clock::now_ms;
+use crate::protocol::connect::ConnAuth;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
-use crate::protocol::handshake::{self, HandshakeEnv, SharedAuth};
 use crate::protocol::method::{ChatMethod, Method};
 use crate::protocol::params::FieldRef;
 use crate::protocol::{authz, PROTOCOL_VERSION};
-use crate::shard::{now_ms, Caller, GatewayShard, ReplyTo};
+use crate::shard::GatewayShard;
 
 /// A connection's socket; borrowed only inside one poll (reads and writes of the connection's
 /// task, and its boxed ending).
@@ -113,6 +116,9 @@ struct Upgraded {
     deadline: Instant,
     slot: ConnSlot,
     guard: UnauthGuard,
+    /// The upgrade came with an `Origin` header (a browser): OpenClaw never lets a
+    /// device-less browser keep shared-secret scopes.
+    browser_origin: bool,
 }
 
 /// What an open gateway connection keeps for its whole life (besides the shard's `Conn`).
@@ -152,7 +158,10 @@ pub(crate) fn handle_tcp(
         let id = live.conn.id;
         Box::pin(finish(&shard, &live.conn, &mut live.rd, &live.io)).await;
         shard.limiter.forget_conn(id);
-        shard.remove_conn(id);
+        let gone = shard.remove_conn(id);
+        if gone.is_some_and(|c| c.auth.borrow().as_ref().is_some_and(|a| a.role == "node")) {
+            crate::node::node_down(&shard, shard.conn_ref(id));
+        }
     }
 }
 
@@ -349,6 +358,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             if http::switch(&mut stream, key).await.is_err() {
                 return None;
             }
+            let browser_origin = head.origin.as_deref().is_some_and(|o| !o.trim().is_empty());
             return Some(Upgraded {
                 stream,
                 rest: head.rest,
@@ -356,6 +366,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 deadline,
                 slot,
                 guard,
+                browser_origin,
             });
         }
         ("POST", path, None)
@@ -386,7 +397,13 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                     r#"{"error":"rate_limited"}"#.to_owned(),
                 ),
                 None => {
-                    match crate::auth::bootstrap::join(shard, method, path, head.has_query, now) {
+                    match crate::auth::bootstrap::join(
+                        &shard.shared.bootstrap,
+                        method,
+                        path,
+                        head.has_query,
+                        now,
+                    ) {
                         Some(payload) => (200, "OK", payload),
                         None => {
                             shard.shared.limits.record_failure(peer.ip(), now);
@@ -406,7 +423,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             .await;
         }
         ("GET", "/metrics", None) => {
-            let text = crate::ops::metrics::render(shard).await;
+            let text = crate::ops::exposition::render(shard).await;
             http::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &text).await;
         }
         ("GET", "/health" | "/healthz", None) => {
@@ -609,6 +626,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         deadline,
         slot,
         guard,
+        browser_origin,
     } = up;
     let cfg = shard.config();
     let budget: Budget = Rc::new(Cell::new(cfg.gateway.preauth_max_payload + 1024));
@@ -638,7 +656,10 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         &io,
         &nonce,
         deadline,
-        client_cert.as_deref(),
+        Upgrade {
+            client_cert: client_cert.as_deref(),
+            browser_origin,
+        },
     )
     .await;
     if admitted {
@@ -659,6 +680,14 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
     ))
 }
 
+/// What the upgrade request told about the peer, for the handshake.
+struct Upgrade<'a> {
+    /// sha256 of the TLS client certificate, if one was presented.
+    client_cert: Option<&'a str>,
+    /// The upgrade carried an `Origin` header (a browser).
+    browser_origin: bool,
+}
+
 /// Reads and answers `connect`. Returns true when admitted.
 async fn handshake_phase(
     shard: &Rc<GatewayShard>,
@@ -667,8 +696,12 @@ async fn handshake_phase(
     io: &Io,
     nonce: &str,
     deadline: Instant,
-    client_cert: Option<&str>,
+    up: Upgrade<'_>,
 ) -> bool {
+    let Upgrade {
+        client_cert,
+        browser_origin,
+    } = up;
     let peer = conn.peer;
     let cfg = shard.config();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -686,17 +719,17 @@ async fn handshake_phase(
     .await;
     let text = match (ended, first) {
         (Err(_), _) => {
-            fail(conn, None, &GatewayError::HandshakeTimeout);
+            conn.fail(None, &GatewayError::HandshakeTimeout);
             return false;
         }
         (Ok(Ended::Stopped), Some(Some(text))) => text,
         (Ok(Ended::Stopped), _) => {
-            fail(conn, None, &GatewayError::HandshakeNotConnect);
+            conn.fail(None, &GatewayError::HandshakeNotConnect);
             return false;
         }
         (Ok(Ended::Closed), _) => return false,
         (Ok(Ended::Failed(WsError::TooBig(_) | WsError::Io(_))), _) => {
-            fail(conn, None, &GatewayError::PreauthTooLarge);
+            conn.fail(None, &GatewayError::PreauthTooLarge);
             return false;
         }
         (Ok(Ended::Failed(e)), _) => {
@@ -705,7 +738,7 @@ async fn handshake_phase(
         }
     };
     if text.len() > cfg.gateway.preauth_max_payload {
-        fail(conn, None, &GatewayError::PreauthTooLarge);
+        conn.fail(None, &GatewayError::PreauthTooLarge);
         return false;
     }
     let (req_id, params, seed) = match frame::parse(text.as_str()) {
@@ -719,11 +752,11 @@ async fn handshake_phase(
             (id, p, true)
         }
         Inbound::Request(r) => {
-            fail(conn, Some(&r.id), &GatewayError::HandshakeNotConnect);
+            conn.fail(Some(&r.id), &GatewayError::HandshakeNotConnect);
             return false;
         }
         Inbound::Invalid { id, .. } => {
-            fail(conn, id.as_deref(), &GatewayError::HandshakeNotConnect);
+            conn.fail(id.as_deref(), &GatewayError::HandshakeNotConnect);
             return false;
         }
     };
@@ -735,8 +768,7 @@ async fn handshake_phase(
             .auth_blocked(peer.ip(), cfg.gateway.auth_failures_per_minute, now)
     {
         shard.metrics.refusal("auth_locked_out");
-        fail(
-            conn,
+        conn.fail(
             req_id.as_deref(),
             &GatewayError::AuthRateLimited {
                 retry_after_ms: wait,
@@ -786,19 +818,20 @@ async fn handshake_phase(
         } else {
             Ok(())
         }) {
-            fail(conn, req_id.as_deref(), &e);
+            conn.fail(req_id.as_deref(), &e);
             return false;
         }
         return super::seed::admit(shard, conn, req_id.as_deref(), &params, peer);
     }
     let req_id = req_id.unwrap_or_default();
     let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth)| {
-        // OpenClaw keeps a device-less operator's requested scopes when it authenticated
-        // with the shared secret from a direct loopback peer (the CLI's `gateway call`);
-        // anywhere else a device-less operator gets no scopes.
+        // OpenClaw keeps a device-less operator's requested scopes when its CLI (or local
+        // backend) authenticated with the shared secret from a direct loopback peer (the
+        // CLI's `gateway call`); any other device-less operator gets no scopes.
         if adm.device_id.is_none()
             && shared_auth == SharedAuth::Secret
             && peer.ip().is_loopback()
+            && handshake::loopback_secret_keeps_scopes(&adm.client, browser_origin)
             && cfg.gateway.auth.loopback_shared_secret_keeps_scopes
         {
             adm.scopes = adm.params.scopes.clone();
@@ -813,7 +846,7 @@ async fn handshake_phase(
         }
         Ok((adm, shared_auth))
     });
-    crate::auth::pairing::announce(shard);
+    crate::auth::device_methods::announce(shard);
     match admitted {
         Ok((adm, shared_auth)) => {
             let auth = ConnAuth {
@@ -888,7 +921,7 @@ async fn handshake_phase(
                 .handshake_failures
                 .set(shard.metrics.handshake_failures.get() + 1);
             tracing::info!(shard = %shard.id, peer = %peer, error = ?e, "connect refused");
-            fail(conn, Some(&req_id), &e);
+            conn.fail(Some(&req_id), &e);
             false
         }
     }
@@ -950,14 +983,6 @@ async fn hello_ok(
     })
 }
 
-/// Sends the error (as a `res` when there is an id to answer) and closes as the error says.
-pub fn fail(conn: &Conn, id: Option<&str>, e: &GatewayError) {
-    let w = e.wire();
-    conn.push_frame(frame::res_err(id.unwrap_or("invalid"), &w));
-    let (code, reason) = w.close.unwrap_or((1008, "closing"));
-    conn.close(code, reason);
-}
-
 async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsReader, io: &Io) {
     let ended = drive(shard, conn, rd, io, |m| {
         if conn.is_closing() {
@@ -977,7 +1002,7 @@ async fn request_loop(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, rd: &mut WsRead
     .await;
     match ended {
         Ended::Failed(WsError::TooBig(limit)) => {
-            fail(conn, None, &GatewayError::FrameTooLarge { limit });
+            conn.fail(None, &GatewayError::FrameTooLarge { limit });
         }
         Ended::Failed(e) => {
             tracing::debug!(conn = conn.id, error = %e, "read ended");

@@ -37,7 +37,8 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest as _;
 
-use crate::config::Config;
+use super::tls_policy::{check_policy, suite_key};
+use crate::config::{CertRotation, Config};
 
 /// The byte stream of one connection: plain TCP or TLS over TCP.
 #[derive(Debug)]
@@ -137,41 +138,6 @@ pub struct TlsState {
     pub generation: AtomicU64,
     /// Set by SIGHUP: reload now.
     pub hup: Arc<AtomicBool>,
-}
-
-/// Maps a suite name of the config to rustls's spelling (`TLS_AES_…` → `TLS13_AES_…`).
-fn suite_key(name: &str) -> String {
-    let n = name.trim().to_ascii_uppercase().replace('-', "_");
-    match n.strip_prefix("TLS13_") {
-        Some(rest) => format!("TLS_{rest}"),
-        None => n,
-    }
-}
-
-/// Checks `security.transport.tls` without touching files (for `Config::validate`).
-pub fn check_policy(min_version: &str, ciphers: &[String]) -> Result<bool, String> {
-    let min13 = match min_version.trim().to_ascii_lowercase().as_str() {
-        "tlsv1.3" | "1.3" | "tls1.3" | "tlsv13" => true,
-        "tlsv1.2" | "1.2" | "tls1.2" | "tlsv12" => false,
-        other => {
-            return Err(format!(
-                "unknown TLS version {other:?} (TLSv1.3 or TLSv1.2)"
-            ))
-        }
-    };
-    let known: Vec<String> = rustls::crypto::ring::ALL_CIPHER_SUITES
-        .iter()
-        .filter_map(|s| s.suite().as_str().map(suite_key))
-        .collect();
-    for c in ciphers {
-        if !known.contains(&suite_key(c)) {
-            return Err(format!(
-                "unknown cipher suite {c:?} (known: {})",
-                known.join(", ")
-            ));
-        }
-    }
-    Ok(min13)
 }
 
 impl TlsState {
@@ -366,17 +332,13 @@ pub async fn accept(tls: Option<&TlsState>, stream: TcpStream, deadline: Instant
 
 /// Reloads the TLS config on file change (every `checkInterval`, when rotation is enabled)
 /// and on SIGHUP (checked every 100 ms). Runs on one shard until shutdown.
-pub async fn watch(shared: Arc<crate::shard::Shared>) {
-    let Some(tls) = shared.tls.as_ref() else {
-        return;
-    };
-    let rot = &shared.config.security.transport.tls.certificate_rotation;
+pub async fn watch(tls: &TlsState, rot: &CertRotation, shutdown: &AtomicBool) {
     let every = rot
         .check_interval
         .duration()
         .max(Duration::from_millis(100));
     let mut next_check = Instant::now() + every;
-    while !shared.shutdown.load(Ordering::Relaxed) {
+    while !shutdown.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(100)).await;
         if tls.hup.swap(false, Ordering::Relaxed) {
             tracing::info!("SIGHUP: reloading TLS certificate");
@@ -392,22 +354,6 @@ pub async fn watch(shared: Arc<crate::shard::Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policy_names() {
-        assert_eq!(check_policy("TLSv1.3", &[]), Ok(true));
-        assert_eq!(check_policy("1.2", &[]), Ok(false));
-        assert!(check_policy("TLSv1.1", &[]).is_err());
-        let ok = [
-            "TLS_AES_256_GCM_SHA384".to_string(),
-            "TLS13_CHACHA20_POLY1305_SHA256".into(),
-        ];
-        assert!(check_policy("TLSv1.3", &ok).is_ok());
-        let bad = ["TLS_RSA_WITH_RC4_128_MD5".to_string()];
-        assert!(check_policy("TLSv1.3", &bad)
-            .unwrap_err()
-            .contains("unknown cipher"));
-    }
 
     #[test]
     fn builds_with_configured_suites_and_rejects_a_bad_key() {

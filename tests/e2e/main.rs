@@ -24,4 +24,5 @@ mod security;
 mod setup_codes;
 mod snapshot;
 mod ui_pause;
+mod watchers;
 mod workers;

@@ -10,9 +10,9 @@ use serde_json::Value;
 use shards::ShardId;
 
 use super::*;
+use crate::addr::{ConnRef, ReplyTo};
+use crate::delivery::trace::Step;
 use crate::protocol::error::GatewayError;
-use crate::queue::trace::Step;
-use crate::shard::{ConnRef, ReplyTo};
 
 const T0: i64 = 1_700_000_000_000;
 

@@ -1,112 +1,18 @@
 //! The `connect` handshake (PROTOCOL.md §3), sans-IO: params, the challenge nonce, `now` and the
 //! peer's address class in; an [`Admission`] or a [`GatewayError`] out. Side effects are limited
 //! to the pairing store (silent approval), the pending pairing requests and the TOTP replay
-//! guard, all passed in by the caller (see `crate::auth::pairing` for the policy terms).
+//! guard, all passed in by the caller (see `crate::auth::pairing` for the policy terms). The
+//! request's wire shape is [`crate::protocol::connect`].
 
-use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use super::error::GatewayError;
-use super::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
 use crate::auth::device::{self, DeviceAuthError, DeviceProof};
 use crate::auth::pairing::{self, PeerTerms};
 use crate::auth::store::{ApproveRequest, PairingStore, TokenCheckError};
 use crate::config::{AuthConfig, AuthMode};
-
-/// `connect.params.client`
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ClientInfo {
-    /// `cli`, `gateway-client`, `openclaw-macos`, …
-    pub id: Box<str>,
-    /// Display name.
-    pub display_name: Option<Box<str>>,
-    /// Client version.
-    pub version: Box<str>,
-    /// `linux`, `darwin`, …
-    pub platform: Box<str>,
-    /// Device family.
-    pub device_family: Option<Box<str>>,
-    /// Model identifier.
-    pub model_identifier: Option<Box<str>>,
-    /// `cli, ui, webchat, backend, node, probe, test, worker`.
-    pub mode: Box<str>,
-    /// Instance id.
-    pub instance_id: Option<Box<str>>,
-}
-
-/// `connect.params.auth`
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectAuth {
-    /// Shared token.
-    pub token: Option<String>,
-    /// Shared password.
-    pub password: Option<String>,
-    /// Per-device token from an earlier `hello-ok`.
-    pub device_token: Option<String>,
-    /// Bootstrap token.
-    pub bootstrap_token: Option<String>,
-    /// TOTP code (RFC 6238, 6 digits), required for admin/write grants when MFA applies
-    /// (`access.authentication.mfa`, `gateway.pairing.policies.*.mfa`). Ours.
-    pub totp: Option<String>,
-}
-
-/// `connect.params.device`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceBlock {
-    /// hex sha256 of the raw public key.
-    pub id: String,
-    /// base64url raw key (or PEM).
-    pub public_key: String,
-    /// base64url signature.
-    pub signature: String,
-    /// ms since epoch.
-    pub signed_at: i64,
-    /// The challenge nonce.
-    pub nonce: String,
-}
-
-/// `connect.params`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectParams {
-    /// Lowest protocol the client speaks.
-    pub min_protocol: i64,
-    /// Highest protocol the client speaks.
-    pub max_protocol: i64,
-    /// Who the client is.
-    pub client: ClientInfo,
-    /// `operator` (default) or `node`.
-    #[serde(default)]
-    pub role: Option<String>,
-    /// Requested scopes.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Node capabilities.
-    #[serde(default)]
-    pub caps: Vec<String>,
-    /// Node commands.
-    #[serde(default)]
-    pub commands: Vec<String>,
-    /// Node permissions.
-    #[serde(default)]
-    pub permissions: Option<Value>,
-    /// Shared or device auth.
-    #[serde(default)]
-    pub auth: Option<ConnectAuth>,
-    /// Device identity proof.
-    #[serde(default)]
-    pub device: Option<DeviceBlock>,
-    /// Locale.
-    #[serde(default)]
-    pub locale: Option<String>,
-    /// User agent.
-    #[serde(default)]
-    pub user_agent: Option<String>,
-}
+use crate::protocol::connect::{negotiate, parse_params, ClientInfo, ConnectParams};
+use crate::protocol::error::GatewayError;
 
 /// Who a successful handshake admitted.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,40 +73,6 @@ pub enum SharedAuth {
 /// Compares two secrets in constant time (length leaks, content does not).
 pub(crate) fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// Parses `connect.params`.
-pub fn parse_params(params: &Value) -> Result<ConnectParams, GatewayError> {
-    let p: ConnectParams = serde_json::from_value(params.clone())
-        .map_err(|e| GatewayError::InvalidConnect(e.to_string()))?;
-    if p.client.id.is_empty() {
-        return Err(GatewayError::InvalidConnect(
-            "client.id must not be empty".into(),
-        ));
-    }
-    if p.min_protocol > p.max_protocol {
-        return Err(GatewayError::InvalidConnect(
-            "minProtocol > maxProtocol".into(),
-        ));
-    }
-    Ok(p)
-}
-
-/// Decides the protocol version.
-pub fn negotiate(p: &ConnectParams, role: &str) -> Result<i64, GatewayError> {
-    let probe_like = role == "node" || &*p.client.mode == "probe" || &*p.client.mode == "node";
-    let floor = if probe_like {
-        MIN_PROBE_PROTOCOL
-    } else {
-        PROTOCOL_VERSION
-    };
-    if p.max_protocol < floor || p.min_protocol > PROTOCOL_VERSION {
-        return Err(GatewayError::ProtocolMismatch {
-            min: p.min_protocol,
-            max: p.max_protocol,
-        });
-    }
-    Ok(p.max_protocol.min(PROTOCOL_VERSION))
 }
 
 /// What the pairing store records for verified device `device_id` asking for `role`: its key,
@@ -460,6 +332,20 @@ pub fn admit(
     ))
 }
 
+/// Whether a device-less operator that proved the shared secret from a loopback peer keeps
+/// the scopes it asked for. OpenClaw keeps them only for its own CLI (`cli`/`cli`: `openclaw
+/// gateway call` and friends) and the local backend client (`gateway-client`/`backend`), and
+/// never for a browser (an `Origin` header); every other device-less client — the `gateway
+/// probe` connection (`cli`/`probe`), a UI, a webchat — gets no scopes, so `openclaw gateway
+/// probe` reports "connect-only" as it does against OpenClaw.
+pub fn loopback_secret_keeps_scopes(client: &ClientInfo, browser_origin: bool) -> bool {
+    !browser_origin
+        && matches!(
+            (&*client.id, &*client.mode),
+            ("cli", "cli") | ("gateway-client", "backend")
+        )
+}
+
 fn check_device_token(
     store: &PairingStore,
     device_id: &str,
@@ -475,4 +361,39 @@ fn check_device_token(
             TokenCheckError::Expired => GatewayError::DeviceTokenExpired,
             _ => GatewayError::DeviceTokenMismatch,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, mode: &str) -> ClientInfo {
+        parse_params(&serde_json::json!({"minProtocol": 4, "maxProtocol": 4,
+            "client": {"id": id, "version": "1", "platform": "linux", "mode": mode}}))
+        .unwrap()
+        .client
+    }
+
+    #[test]
+    fn only_the_cli_and_the_local_backend_keep_loopback_secret_scopes() {
+        assert!(loopback_secret_keeps_scopes(&client("cli", "cli"), false));
+        assert!(loopback_secret_keeps_scopes(
+            &client("gateway-client", "backend"),
+            false
+        ));
+        // `openclaw gateway probe`, UIs and webchats do not; a browser never does.
+        assert!(!loopback_secret_keeps_scopes(
+            &client("cli", "probe"),
+            false
+        ));
+        assert!(!loopback_secret_keeps_scopes(
+            &client("openclaw-tui", "ui"),
+            false
+        ));
+        assert!(!loopback_secret_keeps_scopes(
+            &client("webchat", "webchat"),
+            false
+        ));
+        assert!(!loopback_secret_keeps_scopes(&client("cli", "cli"), true));
+    }
 }
