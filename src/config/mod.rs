@@ -6,6 +6,7 @@
 //! refuses the start with the key path and the reason ([`ConfigError`]).
 
 mod duration;
+mod redis;
 mod security;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use duration::Millis;
+pub use redis::{parse_url as parse_redis_url, RedisQueueConfig, RedisTarget};
 pub use security::*;
 
 /// The whole configuration.
@@ -605,6 +607,8 @@ pub struct QueueConfig {
     pub retry_policy: RetryPolicy,
     /// Dead letters.
     pub dead_letter: DeadLetterConfig,
+    /// The Redis backend (`backend: "redis"`).
+    pub redis: RedisQueueConfig,
 }
 
 impl Default for QueueConfig {
@@ -615,6 +619,7 @@ impl Default for QueueConfig {
             max_size: 10_000,
             retry_policy: RetryPolicy::default(),
             dead_letter: DeadLetterConfig::default(),
+            redis: RedisQueueConfig::default(),
         }
     }
 }
@@ -1098,13 +1103,15 @@ impl Config {
         }
         match self.queue.backend.as_str() {
             "memory" | "journal" => {}
-            "redis" | "kafka" => {
+            "redis" => {
+                if let Err((key, reason)) = self.queue.redis.check() {
+                    return bad(&format!("queue.redis.{key}"), reason);
+                }
+            }
+            "kafka" => {
                 return bad(
                     "queue.backend",
-                    format!(
-                        "backend {:?} is not available yet (available: \"memory\", \"journal\")",
-                        self.queue.backend
-                    ),
+                    "backend \"kafka\" is not available yet (available: \"memory\", \"journal\", \"redis\")".into(),
                 )
             }
             other => {
