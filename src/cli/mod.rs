@@ -8,6 +8,7 @@ use crate::config::{AuthMode, Config, Overrides};
 
 mod call;
 mod doctor;
+mod doctor_redis;
 mod ops;
 mod watch;
 mod worker;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shardgate_redis::test_server::RedisServer;
 
-use crate::support::{Client, Gateway, Launch, Started, ADMIN, READ, WRITE};
+use crate::support::{http_get, Client, Gateway, Launch, Started, ADMIN, READ, WRITE};
 
 fn launch(redis: &RedisServer, dir: &std::path::Path, delay_ms: u64) -> Gateway {
     let cfg = format!(
@@ -220,4 +220,69 @@ fn redis_down_answers_unavailable_and_recovers_by_itself() {
     let st = c.request_ok("queue.stats", json!({}));
     let text = st.to_string();
     assert!(text.contains("\"reconnects\""), "{st}");
+    // /metrics: the client's round trips and the failures while Redis was down.
+    let (_, _, body) = http_get(gw.port, "/metrics");
+    let counter = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    assert!(counter("shardgate_redis_commands_total") > 0);
+    assert!(counter("shardgate_redis_errors_total") > 0);
+    assert!(counter("shardgate_redis_reconnects_total") > 0);
+    assert!(counter("shardgate_redis_admissions_refused_total") > 0);
+}
+
+#[test]
+fn doctor_checks_redis_reachability_and_persistence() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.json5");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{{queue: {{backend: 'redis', redis: {{url: 'redis://{}'}}}}}}",
+            redis.addr()
+        ),
+    )
+    .unwrap();
+    let doctor = || -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .args(["doctor", "--json", "--port", "0", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let find = |v: &Value, name: &str| -> Value {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check: {v}"))
+    };
+    let v = doctor();
+    assert_eq!(find(&v, "redis")["status"], "ok", "{v}");
+    let p = find(&v, "redis persistence");
+    assert_eq!(p["status"], "ok", "{v}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("appendfsync always"),
+        "{p}"
+    );
+    // Persistence weakened at runtime: a warning that says what to set.
+    redis_cli(&redis, &["CONFIG", "SET", "appendfsync", "everysec"]);
+    let p = find(&doctor(), "redis persistence");
+    assert_eq!(p["status"], "warn", "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("appendfsync always"),
+        "{p}"
+    );
+    redis.kill9();
+    let v = doctor();
+    assert_eq!(find(&v, "redis")["status"], "fail", "{v}");
+    assert_eq!(v["ok"], false, "{v}");
 }
