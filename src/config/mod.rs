@@ -1301,6 +1301,44 @@ mod tests {
         );
     }
 
+    /// `queue.backend: "redis"` needs `queue.redis.url`; each bad key is named; kafka stays
+    /// refused with what is available.
+    #[test]
+    fn the_redis_backend_names_its_bad_keys() {
+        for (text, key) in [
+            ("{queue: {backend: 'redis'}}", "queue.redis.url"),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h'}}}",
+                "queue.redis.url",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', slots: 0}}}",
+                "queue.redis.slots",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', keyPrefix: ''}}}",
+                "queue.redis.keyPrefix",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', commandTimeout: '0ms'}}}",
+                "queue.redis.commandTimeout",
+            ),
+            ("{queue: {backend: 'kafka'}}", "queue.backend"),
+        ] {
+            let e = parse(text)
+                .and_then(|l| l.config.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let l = parse("{queue: {backend: 'redis', redis: {url: 'redis://u:p@h:6379', slots: 16}}}")
+            .unwrap();
+        l.config.validate().unwrap();
+        assert_eq!(l.config.queue.redis.slots, 16);
+        assert_eq!(l.config.queue.redis.key_prefix, "shardgate");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+
     /// Keys the gateway has no behaviour for are not accepted silently: a value it cannot
     /// honour refuses the start with the key's path, and a key that was removed warns.
     #[test]
