@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Millis;
+use super::duration::Millis;
 
 /// `queue.redis` (used when `queue.backend` is `"redis"`).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]

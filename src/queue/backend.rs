@@ -96,7 +96,10 @@ impl QueueBackend for Durable {
     async fn append(&self, r: &Record) -> Result<(), AppendError> {
         match self {
             Durable::Journal(j) => QueueBackend::append(&**j, r).await,
-            Durable::Redis(q) => q.admit(r).await,
+            Durable::Redis(q) => q
+                .admit(r)
+                .await
+                .map_err(|e| AppendError::transient(e.as_str())),
         }
     }
 

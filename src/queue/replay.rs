@@ -64,7 +64,7 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
 /// reads back the sessions this shard owns, restores them into the core, re-admits what has
 /// no outcome, and only then takes admissions (until then they answer `UNAVAILABLE`).
 pub fn open_redis(shard: &Rc<GatewayShard>) -> Result<(), String> {
-    let q = super::redis::RedisQueue::new(&shard.config(), shard.id.0)?;
+    let q = super::redis::RedisQueue::new(shard.config(), shard.id.0)?;
     *shard.queue.redis.borrow_mut() = Some(q.clone());
     shard.queue.core.borrow_mut().durable = true;
     let weak = Rc::downgrade(shard);
@@ -87,7 +87,7 @@ pub fn open_redis(shard: &Rc<GatewayShard>) -> Result<(), String> {
                     return;
                 }
                 Err(e) => {
-                    if attempt % 20 == 0 {
+                    if attempt.is_multiple_of(20) {
                         tracing::warn!(shard = %shard.id, "redis queue: cannot read back yet: {e}");
                     }
                     attempt += 1;

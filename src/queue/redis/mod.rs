@@ -14,7 +14,7 @@
 //! - A work stream is never trimmed by length: an entry leaves it only when its run completed
 //!   or was dead-lettered.
 //! - While Redis is unreachable (or before this shard has read its slots back), admissions
-//!   fail as transient ([`AppendError::transient`]) and the client is told to retry; the
+//!   fail (every failure here is transient) and the client is told to retry; the
 //!   link reconnects by itself.
 //!
 //! One backend per shard, created on the shard's executor (the client is `!Send`). Each shard
@@ -29,7 +29,6 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 use shardgate_redis::{Client, Options, Script, Value as RValue};
 
-use super::backend::AppendError;
 use crate::clock::now_ms;
 use crate::config::{parse_redis_url, Config};
 use crate::delivery::record::{Fold, Record};
@@ -254,16 +253,15 @@ impl RedisQueue {
         }
     }
 
-    /// Appends an admission and resolves once Redis has it.
-    pub async fn admit(&self, r: &Record) -> Result<(), AppendError> {
+    /// Appends an admission and resolves once Redis has it. Every error is transient:
+    /// Redis unreachable or slow, or this shard not read back yet.
+    pub async fn admit(&self, r: &Record) -> Result<(), String> {
         let Record::Acc { id, k, s, .. } = r else {
-            return Err(AppendError::failed("only admissions are awaited"));
+            return Err("only admissions are awaited".into());
         };
         if !self.ready.get() {
             self.append_failed.set(self.append_failed.get() + 1);
-            return Err(AppendError::transient(
-                "the queue is still reading Redis back",
-            ));
+            return Err("the queue is still reading Redis back".into());
         }
         let slot = self.keys.slot(s);
         let json = serde_json::to_string(r).unwrap_or_default();
@@ -309,7 +307,7 @@ impl RedisQueue {
             }
             Err(e) => {
                 self.append_failed.set(self.append_failed.get() + 1);
-                Err(AppendError::transient(&format!("redis: {e}")))
+                Err(format!("redis: {e}"))
             }
         }
     }
@@ -341,7 +339,7 @@ impl RedisQueue {
                 }
                 self.admit(r)
                     .await
-                    .map_err(|e| shardgate_redis::Error::UnexpectedReply(e.why))
+                    .map_err(shardgate_redis::Error::UnexpectedReply)
             }
             Record::Done { id, .. } => {
                 let Some((slot, s)) = self.runs.borrow_mut().remove(id) else {
