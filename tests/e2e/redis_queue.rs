@@ -118,10 +118,12 @@ fn redis_keeps_acknowledged_messages_across_gateway_kill_9() {
         json!({"message": "k l m n o p q r", "sessionKey": "agent:main:r3", "idempotencyKey": "r-chat"}),
     );
     assert_eq!(s["status"], "started");
-    assert_eq!(
-        work_entries(&redis),
-        2,
-        "the two unfinished admissions are in Redis"
+    // The two unfinished admissions are in Redis (the finished one's completion, written
+    // without waiting, leaves the stream).
+    wait_until(
+        "2 unfinished admissions in redis",
+        Duration::from_secs(10),
+        || work_entries(&redis) == 2,
     );
     drop(c);
     drop(gw); // SIGKILL
@@ -199,6 +201,11 @@ fn redis_down_answers_unavailable_and_recovers_by_itself() {
         json!({"message": "before", "sessionKey": "agent:main:d", "idempotencyKey": "d-0"}),
     );
     wait_ok(&mut c, "d-0");
+    wait_until(
+        "d-0 to leave the work stream",
+        Duration::from_secs(10),
+        || work_entries(&redis) == 0,
+    );
     redis.kill9();
     let p = json!({"message": "while down", "sessionKey": "agent:main:d", "idempotencyKey": "d-1"});
     let e = c.request_err("chat.send", p.clone());

@@ -157,6 +157,18 @@ impl RedisQueue {
         mine: impl Fn(&str) -> bool,
     ) -> Result<Fold, shardgate_redis::Error> {
         let mut fold = Fold::default();
+        // Loaded up front so the first writes do not each pay a NOSCRIPT round trip (and
+        // keep their order: a NOSCRIPT retry lets a later write of another script go first).
+        for sc in [
+            &self.scripts.admit,
+            &self.scripts.complete,
+            &self.scripts.dead,
+            &self.scripts.redrive,
+        ] {
+            self.client
+                .call(&[b"SCRIPT", b"LOAD", sc.source().as_bytes()])
+                .await?;
+        }
         let mut epochs = Vec::with_capacity(self.keys.slots as usize);
         for slot in 0..self.keys.slots {
             let e = self
