@@ -308,6 +308,12 @@ async fn shard_main(
             return;
         }
     }
+    if shared.config.queue.backend == "redis" {
+        if let Err(e) = crate::queue::open_redis(&shard) {
+            let _ = ready.send(Err(format!("shard {}: redis: {e}", ctx.id)));
+            return;
+        }
+    }
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {

@@ -6,6 +6,7 @@
 //! refuses the start with the key path and the reason ([`ConfigError`]).
 
 mod duration;
+mod redis;
 mod security;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use duration::Millis;
+pub use redis::{parse_url as parse_redis_url, RedisQueueConfig, RedisTarget};
 pub use security::*;
 
 /// The whole configuration.
@@ -654,6 +656,8 @@ pub struct QueueConfig {
     pub retry_policy: RetryPolicy,
     /// Dead letters.
     pub dead_letter: DeadLetterConfig,
+    /// The Redis backend (`backend: "redis"`).
+    pub redis: RedisQueueConfig,
 }
 
 impl Default for QueueConfig {
@@ -664,6 +668,7 @@ impl Default for QueueConfig {
             max_size: 10_000,
             retry_policy: RetryPolicy::default(),
             dead_letter: DeadLetterConfig::default(),
+            redis: RedisQueueConfig::default(),
         }
     }
 }
@@ -1157,13 +1162,15 @@ impl Config {
         }
         match self.queue.backend.as_str() {
             "memory" | "journal" => {}
-            "redis" | "kafka" => {
+            "redis" => {
+                if let Err((key, reason)) = self.queue.redis.check() {
+                    return bad(&format!("queue.redis.{key}"), reason);
+                }
+            }
+            "kafka" => {
                 return bad(
                     "queue.backend",
-                    format!(
-                        "backend {:?} is not available yet (available: \"memory\", \"journal\")",
-                        self.queue.backend
-                    ),
+                    "backend \"kafka\" is not available yet (available: \"memory\", \"journal\", \"redis\")".into(),
                 )
             }
             other => {
@@ -1399,6 +1406,44 @@ mod tests {
             "{:?}",
             l.warnings
         );
+    }
+
+    /// `queue.backend: "redis"` needs `queue.redis.url`; each bad key is named; kafka stays
+    /// refused with what is available.
+    #[test]
+    fn the_redis_backend_names_its_bad_keys() {
+        for (text, key) in [
+            ("{queue: {backend: 'redis'}}", "queue.redis.url"),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h'}}}",
+                "queue.redis.url",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', slots: 0}}}",
+                "queue.redis.slots",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', keyPrefix: ''}}}",
+                "queue.redis.keyPrefix",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', commandTimeout: '0ms'}}}",
+                "queue.redis.commandTimeout",
+            ),
+            ("{queue: {backend: 'kafka'}}", "queue.backend"),
+        ] {
+            let e = parse(text)
+                .and_then(|l| l.config.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let l = parse("{queue: {backend: 'redis', redis: {url: 'redis://u:p@h:6379', slots: 16}}}")
+            .unwrap();
+        l.config.validate().unwrap();
+        assert_eq!(l.config.queue.redis.slots, 16);
+        assert_eq!(l.config.queue.redis.key_prefix, "shardgate");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
 
     /// Keys the gateway has no behaviour for are not accepted silently: a value it cannot

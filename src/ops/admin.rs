@@ -264,6 +264,9 @@ async fn diagnose(shard: &Rc<GatewayShard>) -> Value {
         cfg.queue.backend != "memory",
         if journal {
             "journal backend: acknowledged messages survive restarts".into()
+        } else if cfg.queue.backend == "redis" {
+            "redis backend: acknowledged messages survive restarts unless Redis loses its disk"
+                .into()
         } else {
             "memory backend: queued messages are lost on restart".into()
         },

@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::runs::{reply_final, run_directory_found, trace_found};
 use shards::dedup::Handle;
 
+use super::backend::QueueBackend;
 use super::channel;
 use crate::agent::echo::{self, Outcome};
 use crate::clock::now_ms;
@@ -261,8 +262,8 @@ pub(super) fn apply_finished(
         apply(shard, run_id, found, f.at, &mut events);
     }
     if let Some(r) = f.journal {
-        if let Some(j) = shard.queue.journal() {
-            j.append_nowait(&r);
+        if let Some(b) = shard.queue.backend() {
+            b.append_nowait(&r);
         }
     }
     for to in f.caller.iter().chain(&f.joiners) {
@@ -317,8 +318,8 @@ pub(super) fn apply(
                 }
             }
             Effect::Journal(r) => {
-                if let Some(j) = shard.queue.journal() {
-                    j.append_nowait(&r);
+                if let Some(b) = shard.queue.backend() {
+                    b.append_nowait(&r);
                 }
             }
             Effect::Enqueue(job) => {

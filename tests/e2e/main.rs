@@ -18,6 +18,7 @@ mod mesh;
 mod monitor;
 mod nodes;
 mod ops;
+mod redis_queue;
 mod routing;
 mod rpc;
 mod security;
