@@ -327,7 +327,7 @@ fn redis_dead_letters_survive_a_restart_and_redrive() {
     let redis = RedisServer::start().expect("redis-server");
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
-        "{{queue: {{backend: 'redis', redis: {{url: 'redis://{}', keyPrefix: 'sgt', slots: 8}}, retryPolicy: {{maxAttempts: 2, initialDelay: '20ms', maxDelay: '50ms'}}}}, agents: {{bindings: {{broken: {{testFailFirstAttempts: 99}}}}}}}}",
+        "{{queue: {{backend: 'redis', redis: {{url: 'redis://{}', keyPrefix: 'sgt', slots: 8}}, retryPolicy: {{maxAttempts: 2, initialDelay: '20ms', maxDelay: '50ms'}}}}, agents: {{bindings: {{broken: {{dangerouslyFailFirstAttempts: 99}}}}}}}}",
         redis.addr()
     );
     let gw = launch_cfg(&cfg, dir.path());
