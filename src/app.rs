@@ -316,6 +316,12 @@ async fn shard_main(
             return;
         }
     }
+    if shared.config.queue.backend == "redis" {
+        if let Err(e) = crate::queue::open_redis(&shard) {
+            let _ = ready.send(Err(format!("shard {}: redis: {e}", ctx.id)));
+            return;
+        }
+    }
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -349,6 +355,8 @@ async fn shard_main(
         .detach()
     };
 
+    let health = glommio::spawn_local(crate::routing::publish_health(shard.clone())).detach();
+
     let purger = {
         let shard = shard.clone();
         // Housekeeping once a minute, or at half the shortest cache ttl (at least 100 ms).
@@ -380,6 +388,7 @@ async fn shard_main(
     crate::transport::server::accept_loop(shard.clone(), listener, stop).await;
     drain(&shard).await;
     ticker.cancel();
+    health.cancel();
     purger.cancel();
     let _ = ready.send(Ok(()));
     // Stay parked: the process exits from the main thread (see `serve`).

@@ -12,12 +12,14 @@
 //!
 //! ## Data paths
 //! 1. Inbound: socket → [`transport::server`] (HTTP head, upgrade, WebSocket) →
-//!    [`protocol::frame::parse`] → [`protocol::authz::authorize`] → [`routing::dispatch`] →
-//!    local method, or the session's owner (a plain call when local, a [`shard::MeshMsg::Call`]
+//!    [`protocol::frame::parse`] (the method looked up once in the table,
+//!    [`protocol::method::Method`]) → [`protocol::authz::authorize`] → [`routing::dispatch`]
+//!    (where by the method's placement) → local method, or the session's owner (a plain call when local, a [`shard::MeshMsg::Call`]
 //!    over the SPSC mesh when not) → dedup → per-session lane → the echo agent. The decisions
 //!    of that last stretch (dedup, admission, ordering, retry, dead letters) are the sans-IO
 //!    [`delivery`] core; [`queue`] drives it and applies its effects.
-//! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] →
+//! 2. Outbound: the owner emits events and answers with [`shard::GatewayShard::deliver`] (a
+//!    run's events also to the session's other watchers, [`session::watchers`]) →
 //!    the connection's shard (mesh hop if remote) → [`transport::conn::Conn`] send buffer
 //!    (seq, backpressure) → the connection's task, which writes all queued frames in one
 //!    `send` from a per-shard scratch buffer ([`transport::ws`]).
@@ -46,13 +48,16 @@
 //! | 1 base | `clock`, `config`, `auth::net`, `auth::totp`, `transport::tls_policy` | the clock, the typed config, and the pure parsers its validation uses |
 //! | 2 wire | `protocol` | sans-IO: frames, errors, the connect request, params, scopes |
 //! | 3 trust | `auth` | the paired-device store, device proofs, pairing policy, setup codes, the connect decision |
-//! | 4 core | `addr`, `delivery`, `session`, `queue::backend`, `queue::journal` | addresses, the sans-IO delivery core, sessions and lanes, the durable journal |
-//! | 5 state | `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | what a shard holds, each subsystem's per-shard state |
+//! | 4 core | `addr`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses, the sans-IO delivery core, sessions and lanes, the durable journal |
+//! | 5 state | `snapshot`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | what a shard holds, each subsystem's per-shard state |
 //! | 6 shard | `shard` | one shard: its state, the mesh, delivery to connections |
 //! | 7 methods | `routing`, `queue`, `agent`, `node`, `auth::device_methods`, `ops` | what requests do: dispatch, the delivery driver, agents, nodes, pairing, operations |
 //! | 8 transport | `transport` | sockets: accept, HTTP, WebSocket, the connection's task |
 //! | 9 app | `app` | start and stop of the whole |
 //! | 10 cli | `cli`, `client` | the command line and the client it uses |
+//!
+//! External crates sit below layer 1: `shards` (the runtime) and `shardgate_redis` (the
+//! Redis client the `queue::redis` backend and `doctor` use).
 
 #![forbid(unsafe_code)]
 
@@ -72,6 +77,7 @@ pub mod queue;
 pub mod routing;
 pub mod session;
 pub mod shard;
+pub mod snapshot;
 pub mod transport;
 
 #[cfg(test)]

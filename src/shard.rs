@@ -35,8 +35,8 @@ pub struct Call {
     pub reply: ReplyTo,
     /// Who asked.
     pub caller: Caller,
-    /// Method name.
-    pub method: String,
+    /// The method (one placed on the session's owner).
+    pub method: crate::protocol::method::Method,
     /// Parameters.
     pub params: crate::protocol::params::Params,
     /// The session it acts on (normalised).
@@ -253,6 +253,8 @@ pub struct GatewayShard {
     presence: RefCell<BTreeMap<String, Value>>,
     presence_version: Cell<u64>,
     health_version: Cell<u64>,
+    /// The other shards' parts of hello-ok's health, as they last published them.
+    pub health_parts: crate::snapshot::HealthParts,
     /// Runs executing on this shard.
     pub inflight: Cell<usize>,
     pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
@@ -279,6 +281,7 @@ impl GatewayShard {
     /// A shard with no connections yet.
     pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new();
+        let health_parts = crate::snapshot::HealthParts::new(shared.shards);
         let queue = crate::queue::state::QueueState::new(&shared.config);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         let runs = shards::dedup::DedupRing::new(
@@ -301,6 +304,7 @@ impl GatewayShard {
             presence: RefCell::new(BTreeMap::new()),
             presence_version: Cell::new(1),
             health_version: Cell::new(1),
+            health_parts,
             inflight: Cell::new(0),
             pending: RefCell::new(HashMap::new()),
             next_pending: Cell::new(1),
@@ -399,6 +403,8 @@ impl GatewayShard {
         let removed = self.conns.borrow_mut().remove(&id);
         if let Some(c) = &removed {
             c.mark_closed();
+            self.health_parts.mark_changed();
+            self.unwatch_all(self.conn_ref(id));
             if c.auth
                 .borrow()
                 .as_ref()
@@ -441,6 +447,24 @@ impl GatewayShard {
                 c.sessions_subscribed.get()
             });
         });
+    }
+
+    /// A connection closed: removes it from the watcher set of every session it watched
+    /// ([`crate::session::watchers`]).
+    pub fn unwatch_all(self: &Rc<Self>, conn: ConnRef) {
+        for key in self.sessions.watching.forget(conn.id) {
+            let owner = self.owner(&key);
+            self.on_shard(owner, move |s| s.sessions.watchers.unwatch(&key, conn));
+        }
+    }
+
+    /// Answers a session method's result (`Null`: answered already, or later).
+    pub fn answer(&self, reply: &ReplyTo, r: Result<Value, GatewayError>) {
+        match r {
+            Ok(Value::Null) => {}
+            Ok(v) => self.reply_ok(reply, &v),
+            Err(e) => self.reply_err(reply, &e),
+        }
     }
 
     /// The connection with `id`, if it lives here.
@@ -635,14 +659,20 @@ impl GatewayShard {
         v
     }
 
+    /// The gateway's own entry, in OpenClaw's shape. `version` is the OpenClaw version we
+    /// are wire-compatible with (as `hello-ok.server.version`): the CLI prints it as "app
+    /// VERSION" (`gateway probe`, `status`' "Gateway self") and compares it with its own.
+    /// shardgate's own version is in `shardgateVersion`.
     fn self_presence(&self) -> Value {
         let host = &self.shared.host;
-        let version = env!("CARGO_PKG_VERSION");
+        let ip = &self.config().gateway.host;
+        let version = crate::protocol::OPENCLAW_COMPAT_VERSION;
         json!({
-            "host": host, "ip": self.config().gateway.host, "version": version,
-            "platform": std::env::consts::OS, "deviceFamily": "Linux", "mode": "gateway",
+            "host": host, "ip": ip, "version": version,
+            "shardgateVersion": env!("CARGO_PKG_VERSION"),
+            "platform": self_platform(), "deviceFamily": "Linux", "mode": "gateway",
             "reason": "self", "instanceId": self.shared.instance_id,
-            "text": format!("Gateway: {host} · shardgate {version} · mode gateway · reason self"),
+            "text": format!("Gateway: {host} ({ip}) · app {version} · mode gateway · reason self"),
             "ts": self.shared.started_ms,
         })
     }
@@ -656,6 +686,19 @@ impl GatewayShard {
     pub fn all_conns(&self) -> Vec<Rc<Conn>> {
         self.conns.borrow().values().cloned().collect()
     }
+}
+
+/// `linux <kernel release>`, as OpenClaw's self presence names its platform; read once
+/// (presence is rebuilt on every change).
+fn self_platform() -> &'static str {
+    static PLATFORM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PLATFORM.get_or_init(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        match release.trim() {
+            "" => std::env::consts::OS.to_string(),
+            r => format!("{} {r}", std::env::consts::OS),
+        }
+    })
 }
 
 /// Whether a connection appears in presence (the CLI's short calls do not, as in OpenClaw).

@@ -20,6 +20,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use serde::Deserialize;
 use serde_json::Value;
 use shardgate::protocol::frame;
+use shardgate::protocol::method::Called;
 use shardgate::protocol::params::Params;
 use shardgate_bench::{chat_send_req, AGENT_REQ, HEALTH_REQ};
 
@@ -41,10 +42,10 @@ fn to_request(f: SimdFrame<'_>) -> Option<frame::Request> {
         return None;
     }
     let id = f.id.filter(|s| !s.is_empty())?.into_owned();
-    let method = f.method.filter(|s| !s.is_empty())?.into_owned();
+    let method = Called::parse(f.method.filter(|s| !s.is_empty())?);
     let params = match f.params {
-        None | Some(Value::Null) => Params::empty(&method),
-        Some(p @ Value::Object(_)) => Params::for_method(&method, p),
+        None | Some(Value::Null) => Params::empty(method.known()),
+        Some(p @ Value::Object(_)) => Params::for_method(method.known(), p),
         Some(_) => return None,
     };
     Some(frame::Request { id, method, params })

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::clock::now_ms;
 use crate::delivery::{Job, JobKind};
 use crate::protocol::frame;
+use crate::routing::watchers;
 use crate::session::{RunCtl, Session};
 use crate::shard::GatewayShard;
 
@@ -187,10 +188,10 @@ pub async fn run(
     let room = 192 + run.text.len();
     // `ts` of a lifecycle event is the time it reports (its start or its end).
     let lifecycle = |seq: u64, ts: i64, data: Lifecycle| {
-        if let Some(w) = job.watcher {
+        if watchers::wanted(shard, key, job.watcher) {
             let ev =
                 frame::open_event_with(room, "agent", |s| lifecycle_event(s, &run, seq, ts, &data));
-            shard.event_open_to(w, ev, false);
+            watchers::send_open(shard, key, job.watcher, ev, false);
         }
     };
     seq += 1;
@@ -227,18 +228,18 @@ pub async fn run(
         seq += 1;
         let chat = job.kind == JobKind::Chat;
         chat_seq += u64::from(chat);
-        if let Some(w) = job.watcher {
+        if watchers::wanted(shard, key, job.watcher) {
             let ts = now_ms();
             let room = room + text_json.len() + word.len();
             let ev = frame::open_event_with(room, "agent", |s| {
                 assistant_event(s, &run, seq, ts, &text_json, word)
             });
-            shard.event_open_to(w, ev, false);
+            watchers::send_open(shard, key, job.watcher, ev, false);
             if chat {
                 let ev = frame::open_event_with(room, "chat", |s| {
                     chat_delta(s, &run, chat_seq, &text_json, ts)
                 });
-                shard.event_open_to(w, ev, true);
+                watchers::send_open(shard, key, job.watcher, ev, true);
             }
         }
     }
@@ -255,16 +256,14 @@ pub async fn run(
     );
     if job.kind == JobKind::Chat {
         chat_seq += 1;
-        if let Some(w) = job.watcher {
-            let p = ChatEvent {
-                run_id: &job.run_id,
-                session_key: key,
-                seq: chat_seq,
-                state: if aborted { "aborted" } else { "final" },
-                message: chat_message(&text, ended),
-            };
-            shard.event_to(w, "chat", &p, false);
-        }
+        let p = ChatEvent {
+            run_id: &job.run_id,
+            session_key: key,
+            seq: chat_seq,
+            state: if aborted { "aborted" } else { "final" },
+            message: chat_message(&text, ended),
+        };
+        watchers::send(shard, key, job.watcher, "chat", &p, false);
     }
     if aborted {
         Outcome::Aborted(text)

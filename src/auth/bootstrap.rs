@@ -19,20 +19,18 @@
 //! - A token expires `gateway.pairing.setupCodeTtl` (10 min) after it was minted and is
 //!   consumed by the first successful connect that presents it: expired, used and unknown
 //!   tokens are one refusal (`AUTH_BOOTSTRAP_TOKEN_INVALID`), so a caller learns nothing.
-//! - A join code holds the payload with the raw token, so join codes live in memory only
-//!   (a restart burns them) and are burned by their first `GET`.
+//! - A join code outlives a restart, as OpenClaw's do (they are rows of its state database),
+//!   until it expires or its first `GET` burns it. Its payload holds the raw token, so it is
+//!   kept (in memory and in `<state_dir>/devices/join-codes.json`, `0600`, by the store
+//!   writer) only sealed with AES-256-GCM under a key derived from the code itself, and looked
+//!   up by the code's SHA-256: without the 128-bit code, neither the code nor the token can be
+//!   read back. A join URL is handed out, and a burned code's payload served, only once the
+//!   change is on disk.
 //! - The tables are process-wide (any shard mints, any shard redeems), touched only when
 //!   codes are minted or redeemed, never per frame; no lock is held across a file write.
-#![expect(
-    clippy::disallowed_types,
-    reason = "join codes are shared by all shards and touched only when minted or redeemed"
-)]
-
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Mutex;
 
 use base64::Engine as _;
 use rand::RngCore as _;
@@ -85,9 +83,14 @@ impl std::fmt::Debug for Issued {
     }
 }
 
-/// What a join code serves until its first `GET`.
-struct JoinCode {
-    payload: String,
+/// What a join code serves until its first `GET`, as stored (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinRecord {
+    /// Hex SHA-256 of the code: how a `GET` finds it.
+    code_sha256: String,
+    /// base64url(nonce ‖ AES-256-GCM(payload)) under [`join_key`] of the code.
+    sealed: String,
     expires_at_ms: i64,
 }
 
@@ -104,8 +107,8 @@ pub struct Bootstrap {
     /// Minted tokens (hashes), written to `<state_dir>/devices/bootstrap.json` (memory only
     /// in tests); keyed `""` for the tickets (one table).
     tokens: Doc<Records>,
-    /// Join codes: memory only (they hold the raw token).
-    join: Mutex<BTreeMap<String, JoinCode>>,
+    /// Join codes, sealed (see the module doc), written to `<state_dir>/devices/join-codes.json`.
+    join: Doc<Vec<JoinRecord>>,
 }
 
 impl std::fmt::Debug for Bootstrap {
@@ -115,6 +118,46 @@ impl std::fmt::Debug for Bootstrap {
 }
 
 const FILE: &str = "bootstrap.json";
+const JOIN_FILE: &str = "join-codes.json";
+
+/// The AES-256 key a join code's payload is sealed under: derived from the code (128 random
+/// bits), domain-separated from the code's lookup hash.
+fn join_key(code: &str) -> aes_gcm::Aes256Gcm {
+    use aes_gcm::KeyInit as _;
+    let key = Sha256::new()
+        .chain_update(b"shardgate join code payload v1\0")
+        .chain_update(code.as_bytes())
+        .finalize();
+    aes_gcm::Aes256Gcm::new(&key)
+}
+
+/// Seals `payload` under `code`'s key: base64url(nonce ‖ ciphertext).
+fn seal_join(code: &str, payload: &str) -> String {
+    use aes_gcm::aead::Aead as _;
+    let nonce: [u8; 12] = rand::random();
+    let ct = join_key(code)
+        .encrypt(aes_gcm::Nonce::from_slice(&nonce), payload.as_bytes())
+        .unwrap_or_default();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+}
+
+/// The payload sealed by [`seal_join`], `None` when it does not open under `code`'s key.
+fn open_join(code: &str, sealed: &str) -> Option<String> {
+    use aes_gcm::aead::Aead as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sealed)
+        .ok()?;
+    if raw.len() < 12 + 16 {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(12);
+    let plain = join_key(code)
+        .decrypt(aes_gcm::Nonce::from_slice(nonce), ct)
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
 
 fn random_b64url(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
@@ -146,14 +189,11 @@ impl Bootstrap {
         state_file::create_private_dir(&dir)?;
         let path = dir.join(FILE);
         let tokens = state_file::read_json_or_default(&path)?;
-        let encode: Encode<Records> = Box::new(|t| {
-            let mut bytes = serde_json::to_vec_pretty(t).map_err(|e| e.to_string())?;
-            bytes.push(b'\n');
-            Ok(bytes)
-        });
+        let join_path = dir.join(JOIN_FILE);
+        let join = state_file::read_json_or_default(&join_path)?;
         Ok(Bootstrap {
-            tokens: Doc::file(tokens, path, encode, writer),
-            join: Mutex::new(BTreeMap::new()),
+            tokens: Doc::file(tokens, path, pretty_json(), writer),
+            join: Doc::file(join, join_path, pretty_json(), writer),
         })
     }
 
@@ -161,14 +201,8 @@ impl Bootstrap {
     pub fn in_memory() -> Bootstrap {
         Bootstrap {
             tokens: Doc::memory(Records::new()),
-            join: Mutex::new(BTreeMap::new()),
+            join: Doc::memory(Vec::new()),
         }
-    }
-
-    fn join_codes(&self, now_ms: i64) -> std::sync::MutexGuard<'_, BTreeMap<String, JoinCode>> {
-        let mut g = self.join.lock().unwrap_or_else(|e| e.into_inner());
-        g.retain(|_, j| j.expires_at_ms > now_ms);
-        g
     }
 
     /// Mints a token for `profile`, valid `ttl_ms`; hand it out once the ticket resolved
@@ -225,26 +259,64 @@ impl Bootstrap {
             .map_or_else(|e| match e {}, |(hit, ticket)| hit.then_some(ticket))
     }
 
-    /// Registers `payload` under a new join code valid until `expires_at_ms`.
-    pub fn register_join(&self, payload: &Value, expires_at_ms: i64, now_ms: i64) -> String {
+    /// Registers `payload` under a new join code valid until `expires_at_ms`, sealed; hand
+    /// the code out once the ticket resolved.
+    pub fn register_join(
+        &self,
+        payload: &Value,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> (String, Ticket) {
         let code = random_b64url(16);
-        self.join_codes(now_ms).insert(
-            code.clone(),
-            JoinCode {
-                payload: payload.to_string(),
-                expires_at_ms,
-            },
-        );
-        code
+        let record = JoinRecord {
+            code_sha256: sha256_hex(&code),
+            sealed: seal_join(&code, &payload.to_string()),
+            expires_at_ms,
+        };
+        let ((), ticket) = self
+            .join
+            .change("", |j| {
+                j.retain(|r| r.expires_at_ms > now_ms);
+                j.push(record);
+                Ok::<_, std::convert::Infallible>(((), true))
+            })
+            .unwrap_or_else(|e| match e {});
+        (code, ticket)
     }
 
-    /// Burns a join code: its payload the first time, `None` after (or when expired).
-    pub fn redeem_join(&self, code: &str, now_ms: i64) -> Option<String> {
+    /// Burns a join code: its payload the first time (serve it once the ticket resolved: a
+    /// code forgotten only in memory could be served again after a restart), `None` after (or
+    /// when expired, malformed or unknown).
+    pub fn redeem_join(&self, code: &str, now_ms: i64) -> Option<(String, Ticket)> {
         if !is_join_code(code) {
             return None;
         }
-        self.join_codes(now_ms).remove(code).map(|j| j.payload)
+        let wanted = sha256_hex(code);
+        let (record, ticket) = self
+            .join
+            .change("", |j| {
+                let before = j.len();
+                j.retain(|r| r.expires_at_ms > now_ms);
+                let hit = j
+                    .iter()
+                    .position(|r| r.code_sha256 == wanted)
+                    .map(|i| j.remove(i));
+                let changed = j.len() != before;
+                Ok::<_, std::convert::Infallible>((hit, changed))
+            })
+            .unwrap_or_else(|e| match e {});
+        let payload = open_join(code, &record?.sealed)?;
+        Some((payload, ticket))
     }
+}
+
+/// The encoding of a state file: pretty JSON and a newline.
+fn pretty_json<T: Serialize>() -> Encode<T> {
+    Box::new(|t| {
+        let mut bytes = serde_json::to_vec_pretty(t).map_err(|e| e.to_string())?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    })
 }
 
 /// The payload of a setup code.
@@ -374,7 +446,11 @@ pub async fn setup_code(
         "access": NODE_PROFILE,
     });
     if let Some(base) = join_base {
-        let code = codes.register_join(&body, issued.expires_at_ms, now);
+        let (code, durable) = codes.register_join(&body, issued.expires_at_ms, now);
+        durable.wait().await.map_err(|e| {
+            tracing::error!(error = %e, "join code store");
+            GatewayError::AgentFailed(format!("join code store: {e}"))
+        })?;
         out["joinUrl"] = json!(format!("{base}/j/{code}"));
     }
     tracing::info!(setup = %issued.setup_id, join, "setup code minted");
@@ -383,7 +459,7 @@ pub async fn setup_code(
 
 /// `GET /j/<code>`: the setup payload of a live join code, once. `None` (404) for anything
 /// else: another method, a query string, a malformed, unknown, used or expired code.
-pub fn join(
+pub async fn join(
     codes: &Bootstrap,
     method: &str,
     path: &str,
@@ -394,7 +470,15 @@ pub fn join(
     if method != "GET" || has_query {
         return None;
     }
-    codes.redeem_join(code, now_ms)
+    let (payload, burned) = codes.redeem_join(code, now_ms)?;
+    match burned.wait().await {
+        Ok(()) => Some(payload),
+        Err(e) => {
+            // Not burned durably: refuse rather than risk serving it again after a restart.
+            tracing::error!(error = %e, "join code store");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -446,19 +530,58 @@ mod tests {
         );
     }
 
+    /// A join code registered and on disk.
+    fn register(b: &Bootstrap, payload: &Value, expires_at_ms: i64, now_ms: i64) -> String {
+        let (code, durable) = b.register_join(payload, expires_at_ms, now_ms);
+        block_on(durable.wait()).unwrap();
+        code
+    }
+
+    /// The payload of a burned join code, once the burn is on disk.
+    fn redeem(b: &Bootstrap, code: &str, now_ms: i64) -> Option<String> {
+        let (payload, durable) = b.redeem_join(code, now_ms)?;
+        block_on(durable.wait()).unwrap();
+        Some(payload)
+    }
+
     #[test]
     fn join_code_is_burned_by_its_first_get() {
         let b = Bootstrap::in_memory();
-        let code = b.register_join(&json!({"url": "ws://h:1"}), 5_000, 0);
+        let code = register(&b, &json!({"url": "ws://h:1"}), 5_000, 0);
         assert!(is_join_code(&code), "{code}");
-        assert!(b.redeem_join("short", 1).is_none());
+        assert!(redeem(&b, "short", 1).is_none());
         assert_eq!(
-            b.redeem_join(&code, 1).as_deref(),
+            redeem(&b, &code, 1).as_deref(),
             Some(r#"{"url":"ws://h:1"}"#)
         );
-        assert!(b.redeem_join(&code, 2).is_none());
-        let old = b.register_join(&json!({}), 5_000, 0);
-        assert!(b.redeem_join(&old, 5_000).is_none(), "expired");
+        assert!(redeem(&b, &code, 2).is_none());
+        let old = register(&b, &json!({}), 5_000, 0);
+        assert!(redeem(&b, &old, 5_000).is_none(), "expired");
+    }
+
+    #[test]
+    fn join_code_survives_a_restart_sealed_and_burns_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = StoreWriter::start().unwrap();
+        let b = Bootstrap::open(dir.path(), &writer).unwrap();
+        let body = json!({"url": "ws://h:1", "bootstrapToken": "raw-secret-token"});
+        let code = register(&b, &body, 5_000, 0);
+        let short = register(&b, &body, 100, 0);
+        let path = dir.path().join("devices").join(JOIN_FILE);
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert!(!on_disk.contains("raw-secret-token"), "raw token at rest");
+        assert!(!on_disk.contains(&code), "code at rest");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Restarted: served once, with its expiry kept.
+        let b = Bootstrap::open(dir.path(), &writer).unwrap();
+        assert!(redeem(&b, &short, 100).is_none(), "expired after restart");
+        assert_eq!(redeem(&b, &code, 10).as_deref(), Some(&*body.to_string()));
+        let b = Bootstrap::open(dir.path(), &writer).unwrap();
+        assert!(redeem(&b, &code, 11).is_none(), "burned before the restart");
+        // A record does not open under another code's key.
+        assert!(open_join(&random_b64url(16), &seal_join(&code, "x")).is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::totp;
 use crate::addr::Caller;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::DeviceMethod;
 use crate::protocol::params::required_str;
 use crate::shard::GatewayShard;
 use crate::transport::conn::Conn;
@@ -36,21 +37,6 @@ pub fn announce(shard: &Rc<GatewayShard>) {
 fn emit(shard: &Rc<GatewayShard>, name: &'static str, payload: Value) {
     let text = payload.to_string();
     shard.broadcast(move |s| s.event_local_all(name, &text, true, false, Conn::may_pair));
-}
-
-/// Whether `method` is answered here.
-pub fn handles(method: &str) -> bool {
-    matches!(
-        method,
-        "device.pair.list"
-            | "device.pair.approve"
-            | "device.pair.reject"
-            | "device.pair.remove"
-            | "device.token.rotate"
-            | "device.token.revoke"
-            | "device.mfa.enroll"
-            | "device.pair.setupCode"
-    )
 }
 
 fn store_err(e: StoreError) -> GatewayError {
@@ -94,14 +80,14 @@ async fn on_disk(t: Ticket) -> Result<(), GatewayError> {
 pub async fn call(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
-    method: &str,
+    m: DeviceMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
     let shared = &shard.shared;
     let now = now_ms();
     let by = caller.auth.actor();
-    match method {
-        "device.pair.setupCode" => {
+    match m {
+        DeviceMethod::PairSetupCode => {
             super::bootstrap::setup_code(
                 &shard.shared.bootstrap,
                 shard.config(),
@@ -110,7 +96,7 @@ pub async fn call(
             )
             .await
         }
-        "device.pair.list" => {
+        DeviceMethod::PairList => {
             let pending: Vec<Value> = shared
                 .pairing
                 .list(now)
@@ -120,7 +106,7 @@ pub async fn call(
             let paired: Vec<Value> = shared.store.list().iter().map(device_json).collect();
             Ok(json!({"pending": pending, "paired": paired}))
         }
-        "device.pair.approve" => {
+        DeviceMethod::PairApprove => {
             let id = required_str(p, "requestId")?;
             let r = shared
                 .pairing
@@ -152,7 +138,7 @@ pub async fn call(
             );
             Ok(json!({"requestId": id, "device": device}))
         }
-        "device.pair.reject" => {
+        DeviceMethod::PairReject => {
             let id = required_str(p, "requestId")?;
             let r = shared
                 .pairing
@@ -166,7 +152,7 @@ pub async fn call(
             );
             Ok(json!({"requestId": id, "deviceId": r.approve.device_id}))
         }
-        "device.pair.remove" => {
+        DeviceMethod::PairRemove => {
             let dev = required_str(p, "deviceId")?;
             let (removed, t) = shared.store.remove(dev);
             // A node's approved surface belongs to its device (as in OpenClaw).
@@ -189,7 +175,7 @@ pub async fn call(
             shard.close_device(dev, None, "device removed");
             Ok(json!({"deviceId": dev, "removed": true}))
         }
-        "device.token.rotate" => {
+        DeviceMethod::TokenRotate => {
             let dev = required_str(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             let (t, written) = shared.store.rotate(dev, role, now).map_err(store_err)?;
@@ -210,7 +196,7 @@ pub async fn call(
             }
             Ok(out)
         }
-        "device.token.revoke" => {
+        DeviceMethod::TokenRevoke => {
             let dev = required_str(p, "deviceId")?;
             let role = p.get("role").and_then(|r| r.as_str()).unwrap_or("operator");
             on_disk(shared.store.revoke(dev, role, now).map_err(store_err)?).await?;
@@ -222,7 +208,7 @@ pub async fn call(
                 .and_then(|d| d.tokens.get(role).and_then(|t| t.revoked_at_ms));
             Ok(json!({"deviceId": dev, "role": role, "revokedAtMs": at}))
         }
-        "device.mfa.enroll" => {
+        DeviceMethod::MfaEnroll => {
             let dev = required_str(p, "deviceId")?;
             let secret = totp::generate_secret();
             let written = shared
@@ -236,6 +222,5 @@ pub async fn call(
                       "algorithm": "SHA1", "digits": totp::DIGITS, "period": totp::STEP_SECS}),
             )
         }
-        other => Err(GatewayError::UnknownMethod(other.to_owned())),
     }
 }

@@ -373,6 +373,20 @@ pub fn admit(
     ))
 }
 
+/// Whether a device-less operator that proved the shared secret from a loopback peer keeps
+/// the scopes it asked for. OpenClaw keeps them only for its own CLI (`cli`/`cli`: `openclaw
+/// gateway call` and friends) and the local backend client (`gateway-client`/`backend`), and
+/// never for a browser (an `Origin` header); every other device-less client — the `gateway
+/// probe` connection (`cli`/`probe`), a UI, a webchat — gets no scopes, so `openclaw gateway
+/// probe` reports "connect-only" as it does against OpenClaw.
+pub fn loopback_secret_keeps_scopes(client: &ClientInfo, browser_origin: bool) -> bool {
+    !browser_origin
+        && matches!(
+            (&*client.id, &*client.mode),
+            ("cli", "cli") | ("gateway-client", "backend")
+        )
+}
+
 fn check_device_token(
     store: &PairingStore,
     device_id: &str,
@@ -388,4 +402,39 @@ fn check_device_token(
             TokenCheckError::Expired => GatewayError::DeviceTokenExpired,
             _ => GatewayError::DeviceTokenMismatch,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, mode: &str) -> ClientInfo {
+        parse_params(&serde_json::json!({"minProtocol": 4, "maxProtocol": 4,
+            "client": {"id": id, "version": "1", "platform": "linux", "mode": mode}}))
+        .unwrap()
+        .client
+    }
+
+    #[test]
+    fn only_the_cli_and_the_local_backend_keep_loopback_secret_scopes() {
+        assert!(loopback_secret_keeps_scopes(&client("cli", "cli"), false));
+        assert!(loopback_secret_keeps_scopes(
+            &client("gateway-client", "backend"),
+            false
+        ));
+        // `openclaw gateway probe`, UIs and webchats do not; a browser never does.
+        assert!(!loopback_secret_keeps_scopes(
+            &client("cli", "probe"),
+            false
+        ));
+        assert!(!loopback_secret_keeps_scopes(
+            &client("openclaw-tui", "ui"),
+            false
+        ));
+        assert!(!loopback_secret_keeps_scopes(
+            &client("webchat", "webchat"),
+            false
+        ));
+        assert!(!loopback_secret_keeps_scopes(&client("cli", "cli"), true));
+    }
 }

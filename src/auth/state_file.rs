@@ -1,5 +1,6 @@
 //! The state directory's private JSON files (paired devices, node approvals, setup-code
-//! hashes, the gateway identity): how one is read and how one is replaced.
+//! hashes and sealed join codes, the gateway identity): how one is read and how one is
+//! replaced.
 //!
 //! Invariants a reader must keep:
 //! - Directories are made `0700` and files `0600`: they hold secrets or what admits a peer.

@@ -1,5 +1,6 @@
 //! `shardgate doctor`: checks that need no running gateway (config, state dir, port, kernel
-//! and io_uring, locked-memory and fd limits, clock) plus, when one runs, its health.
+//! and io_uring, locked-memory and fd limits, clock, Redis when the queue is on it) plus, when
+//! one runs, its health.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -214,6 +215,7 @@ pub(super) fn check(config: Option<&Path>, ov: &Overrides) -> (bool, Value) {
             format!("wall clock {now} ms looks wrong: device signatures will fail"),
         );
     }
+    checks.extend(super::doctor_redis::checks(&cfg));
     let ok = checks.iter().all(|c| c["status"] != "fail");
     (ok, json!({"ok": ok, "checks": checks}))
 }

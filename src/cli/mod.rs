@@ -8,6 +8,7 @@ use crate::config::{AuthMode, Config, Overrides};
 
 mod call;
 mod doctor;
+mod doctor_redis;
 mod ops;
 mod watch;
 mod worker;
@@ -105,6 +106,8 @@ pub enum LogFormat {
 pub struct ServeArgs {
     /// JSON5 config file (OpenClaw `openclaw.json` shape plus the seed article's keys:
     /// gateway, queue, deduplication, ordering, network, agents, shards, stateDir).
+    /// Durable queue: `queue.backend` "journal" (local segments) or "redis" with
+    /// `queue.redis.url` "redis://[user:pass@]host:port" (keyPrefix, slots, commandTimeout).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Port to listen on (0 picks a free one; the ready line tells which). Default 18789.

@@ -25,7 +25,7 @@ pub struct WatchArgs {
     pub sink: String,
     /// Sink kind: webhook, slack, pagerduty.
     #[arg(long, default_value = "webhook")]
-    pub sink_kind: String,
+    pub sink_kind: crate::config::SinkKind,
     /// PagerDuty routing key.
     #[arg(long)]
     pub routing_key: Option<String>,
@@ -95,7 +95,7 @@ pub(super) fn main(a: WatchArgs) -> i32 {
         }
     };
     let sink = SinkConfig {
-        kind: a.sink_kind.clone(),
+        kind: a.sink_kind,
         url: a.sink.clone(),
         routing_key: a.routing_key.clone(),
     };

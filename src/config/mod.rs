@@ -6,6 +6,7 @@
 //! refuses the start with the key path and the reason ([`ConfigError`]).
 
 mod duration;
+mod redis;
 mod security;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use duration::Millis;
+pub use redis::{parse_url as parse_redis_url, RedisQueueConfig, RedisTarget};
 pub use security::*;
 
 /// The whole configuration.
@@ -146,15 +148,44 @@ pub struct AlertRule {
 }
 
 /// `monitoring.sinks.<name>`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SinkConfig {
-    /// `webhook` (generic JSON), `slack` (incoming-webhook payload), `pagerduty` (Events v2).
-    pub kind: String,
+    /// What the sink speaks. Required.
+    pub kind: SinkKind,
     /// `http://…` endpoint.
+    #[serde(default)]
     pub url: String,
     /// PagerDuty routing key. Secret: redacted.
+    #[serde(default)]
     pub routing_key: Option<String>,
+}
+
+/// `monitoring.sinks.<name>.kind`: the body an alert is posted as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Generic JSON.
+    Webhook,
+    /// A Slack incoming-webhook payload.
+    Slack,
+    /// PagerDuty Events v2.
+    Pagerduty,
+}
+
+impl std::str::FromStr for SinkKind {
+    type Err = String;
+    /// The config spelling (`shardgate watch --sink-kind`).
+    fn from_str(s: &str) -> Result<SinkKind, String> {
+        match s {
+            "webhook" => Ok(SinkKind::Webhook),
+            "slack" => Ok(SinkKind::Slack),
+            "pagerduty" => Ok(SinkKind::Pagerduty),
+            other => Err(format!(
+                "unknown sink kind {other:?} (webhook, slack, pagerduty)"
+            )),
+        }
+    }
 }
 
 /// `memory`
@@ -249,8 +280,8 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ChannelConfig {
-    /// `log` (record in the session) or `webhook` (HTTP POST to `url`).
-    pub kind: String,
+    /// How messages are delivered. Default `log`.
+    pub kind: ChannelKind,
     /// Webhook URL (`http://host:port/path`).
     pub url: Option<String>,
     /// Per-attempt timeout, ms. Default 5000.
@@ -260,25 +291,45 @@ pub struct ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
-            kind: "log".into(),
+            kind: ChannelKind::Log,
             url: None,
             timeout_ms: 5000,
         }
     }
 }
 
+/// `channels.<name>.kind`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// Record the message in the session.
+    Log,
+    /// HTTP POST to the channel's `url`.
+    Webhook,
+}
+
+/// `agents.bindings.<agentId>.kind`: what runs the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentKind {
+    /// The built-in echo agent.
+    Echo,
+    /// Connected agent workers (`client.mode: "worker"`).
+    Worker,
+}
+
 /// `agents.bindings.<agentId>`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AgentBinding {
-    /// `echo` (built in, the default) or `worker` (runs go to connected agent workers).
-    pub kind: Option<String>,
+    /// What runs the agent. Default `echo`.
+    pub kind: Option<AgentKind>,
     /// Runs of this agent at once across the gateway (split evenly over shards). Default
     /// unlimited.
     pub max_concurrent: Option<usize>,
-    /// Testing only: fail the first N attempts of every run (exercises retry and dead
-    /// letters). Default 0.
-    pub test_fail_first_attempts: u32,
+    /// Testing only, dangerous in production: fail the first N attempts of every run
+    /// (exercises retry and dead letters). Default 0.
+    pub dangerously_fail_first_attempts: u32,
 }
 
 impl Default for Config {
@@ -500,9 +551,12 @@ pub struct AuthConfig {
     pub token: Option<String>,
     /// Shared password (also `OPENCLAW_GATEWAY_PASSWORD`). Secret: redacted.
     pub password: Option<String>,
-    /// A device-less operator that authenticated with the shared secret from a direct
-    /// loopback peer keeps its requested scopes (OpenClaw's behaviour, which the `openclaw
-    /// gateway call` CLI relies on). When false, such operators get no scopes. Default true.
+    /// A device-less CLI operator (client `cli`/`cli`, or the local backend
+    /// `gateway-client`/`backend`) that authenticated with the shared secret from a direct
+    /// loopback peer, without a browser `Origin`, keeps its requested scopes (OpenClaw's
+    /// behaviour, which the `openclaw gateway call` CLI relies on). Any other device-less
+    /// operator (UIs, `gateway probe`) gets no scopes either way. When false, none keeps
+    /// them. Default true.
     pub loopback_shared_secret_keeps_scopes: bool,
 }
 
@@ -602,6 +656,8 @@ pub struct QueueConfig {
     pub retry_policy: RetryPolicy,
     /// Dead letters.
     pub dead_letter: DeadLetterConfig,
+    /// The Redis backend (`backend: "redis"`).
+    pub redis: RedisQueueConfig,
 }
 
 impl Default for QueueConfig {
@@ -612,6 +668,7 @@ impl Default for QueueConfig {
             max_size: 10_000,
             retry_policy: RetryPolicy::default(),
             dead_letter: DeadLetterConfig::default(),
+            redis: RedisQueueConfig::default(),
         }
     }
 }
@@ -622,8 +679,8 @@ impl Default for QueueConfig {
 pub struct RetryPolicy {
     /// Default 3.
     pub max_attempts: u32,
-    /// `exponential` (default) | `fixed`.
-    pub backoff: String,
+    /// Delay growth between attempts. Default `exponential`.
+    pub backoff: Backoff,
     /// Default "1s".
     pub initial_delay: Millis,
     /// Default "30s".
@@ -634,11 +691,21 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 3,
-            backoff: "exponential".into(),
+            backoff: Backoff::Exponential,
             initial_delay: Millis(1_000),
             max_delay: Millis(30_000),
         }
     }
+}
+
+/// `queue.retryPolicy.backoff`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    /// Doubling per attempt, up to `maxDelay`.
+    Exponential,
+    /// Always `initialDelay`.
+    Fixed,
 }
 
 /// `queue.deadLetter`
@@ -1095,13 +1162,15 @@ impl Config {
         }
         match self.queue.backend.as_str() {
             "memory" | "journal" => {}
-            "redis" | "kafka" => {
+            "redis" => {
+                if let Err((key, reason)) = self.queue.redis.check() {
+                    return bad(&format!("queue.redis.{key}"), reason);
+                }
+            }
+            "kafka" => {
                 return bad(
                     "queue.backend",
-                    format!(
-                        "backend {:?} is not available yet (available: \"memory\", \"journal\")",
-                        self.queue.backend
-                    ),
+                    "backend \"kafka\" is not available yet (available: \"memory\", \"journal\", \"redis\")".into(),
                 )
             }
             other => {
@@ -1145,19 +1214,14 @@ impl Config {
             );
         }
         for (name, c) in &self.channels {
-            match c.kind.as_str() {
-                "log" => {}
-                "webhook" if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) => {}
-                "webhook" => {
+            match c.kind {
+                ChannelKind::Log => {}
+                ChannelKind::Webhook
+                    if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) => {}
+                ChannelKind::Webhook => {
                     return bad(
                         &format!("channels.{name}.url"),
                         "a webhook needs an http:// url".into(),
-                    )
-                }
-                k => {
-                    return bad(
-                        &format!("channels.{name}.kind"),
-                        format!("unknown channel kind {k:?} (log, webhook)"),
                     )
                 }
             }
@@ -1182,12 +1246,6 @@ impl Config {
             }
         }
         for (name, s) in &self.monitoring.sinks {
-            if !matches!(s.kind.as_str(), "webhook" | "slack" | "pagerduty") {
-                return bad(
-                    &format!("monitoring.sinks.{name}.kind"),
-                    format!("unknown sink kind {:?} (webhook, slack, pagerduty)", s.kind),
-                );
-            }
             if !s.url.starts_with("http://") {
                 return bad(
                     &format!("monitoring.sinks.{name}.url"),
@@ -1289,6 +1347,103 @@ mod tests {
             e.to_string().contains("queue.retryPolicy.initialDelay"),
             "{e}"
         );
+    }
+
+    /// A string enum refuses a value it does not know, naming the key and the accepted ones.
+    #[test]
+    fn enum_values_are_checked_with_key_and_choices() {
+        for (text, key, choices) in [
+            (
+                "{queue: {retryPolicy: {backoff: 'linear'}}}",
+                "queue.retryPolicy.backoff",
+                "`exponential` or `fixed`",
+            ),
+            (
+                "{channels: {sms: {kind: 'carrier-pigeon'}}}",
+                "channels.sms.kind",
+                "`log` or `webhook`",
+            ),
+            (
+                "{monitoring: {sinks: {ops: {kind: 'email', url: 'http://x'}}}}",
+                "monitoring.sinks.ops.kind",
+                "`webhook`, `slack`, `pagerduty`",
+            ),
+            (
+                "{agents: {bindings: {a: {kind: 'gpt'}}}}",
+                "agents.bindings.a.kind",
+                "`echo` or `worker`",
+            ),
+            (
+                "{gateway: {pairing: {mode: 'open'}}}",
+                "gateway.pairing.mode",
+                "`strict`, `lenient`, `disabled`",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(choices), "{text}: {e}");
+        }
+        let l = parse(
+            "{queue: {retryPolicy: {backoff: 'fixed'}}, channels: {h: {kind: 'webhook', url: 'http://h'}}, \
+             agents: {bindings: {w: {kind: 'worker', dangerouslyFailFirstAttempts: 2}}}}",
+        )
+        .unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert_eq!(l.config.queue.retry_policy.backoff, Backoff::Fixed);
+        assert_eq!(l.config.channels["h"].kind, ChannelKind::Webhook);
+        let w = &l.config.agents.bindings["w"];
+        assert_eq!(
+            (w.kind, w.dangerously_fail_first_attempts),
+            (Some(AgentKind::Worker), 2)
+        );
+        // A sink must say what it speaks.
+        let e = parse("{monitoring: {sinks: {ops: {url: 'http://x'}}}}").unwrap_err();
+        assert!(e.to_string().contains("monitoring.sinks.ops"), "{e}");
+        assert!(e.to_string().contains("kind"), "{e}");
+        // The test hook's old name is no longer read.
+        let l = parse("{agents: {bindings: {a: {testFailFirstAttempts: 2}}}}").unwrap();
+        assert!(
+            l.warnings[0].contains("testFailFirstAttempts"),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    /// `queue.backend: "redis"` needs `queue.redis.url`; each bad key is named; kafka stays
+    /// refused with what is available.
+    #[test]
+    fn the_redis_backend_names_its_bad_keys() {
+        for (text, key) in [
+            ("{queue: {backend: 'redis'}}", "queue.redis.url"),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h'}}}",
+                "queue.redis.url",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', slots: 0}}}",
+                "queue.redis.slots",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', keyPrefix: ''}}}",
+                "queue.redis.keyPrefix",
+            ),
+            (
+                "{queue: {backend: 'redis', redis: {url: 'redis://h:1', commandTimeout: '0ms'}}}",
+                "queue.redis.commandTimeout",
+            ),
+            ("{queue: {backend: 'kafka'}}", "queue.backend"),
+        ] {
+            let e = parse(text)
+                .and_then(|l| l.config.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let l = parse("{queue: {backend: 'redis', redis: {url: 'redis://u:p@h:6379', slots: 16}}}")
+            .unwrap();
+        l.config.validate().unwrap();
+        assert_eq!(l.config.queue.redis.slots, 16);
+        assert_eq!(l.config.queue.redis.key_prefix, "shardgate");
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
 
     /// Keys the gateway has no behaviour for are not accepted silently: a value it cannot

@@ -210,6 +210,39 @@ impl Delivery {
         out
     }
 
+    /// The backend could not take an admission for now (Redis unreachable): the caller, and
+    /// any duplicate that joined it meanwhile, are told to retry; nothing is remembered, so
+    /// the retry (same idempotency key) is admitted afresh.
+    pub fn backend_unavailable(
+        &mut self,
+        job: &Job,
+        reply: ReplyTo,
+        retry_after_ms: u64,
+        now: i64,
+    ) -> Effects {
+        self.pending.remove(&job.run_id);
+        let e = GatewayError::BackendUnavailable { retry_after_ms };
+        let mut out = Effects::new();
+        if let Some(Cached::InFlight { joiners }) = self.dedup.get_mut(&job.dedup_key, now) {
+            for to in std::mem::take(joiners) {
+                out.push(Effect::Reply {
+                    to,
+                    answer: Answer::Err(e.clone()),
+                });
+            }
+        }
+        // Out of the window at once: the next submission of this key is a new admission.
+        let expired = now - self.policy.dedup_window_ms - 1;
+        self.dedup
+            .insert(job.dedup_key.clone(), Cached::in_flight(), expired);
+        self.depth = self.depth.saturating_sub(1);
+        out.push(Effect::Reply {
+            to: reply,
+            answer: Answer::Err(e),
+        });
+        out
+    }
+
     /// Takes back a job admitted before (read from the backend on start, or handed over by
     /// another shard): remembered as running, written again, enqueued without an answer.
     pub fn readmit(&mut self, job: Job, now: i64) -> Effects {

@@ -257,3 +257,60 @@ impl Record {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc(id: &str) -> Record {
+        Record::Acc {
+            id: id.into(),
+            k: format!("agent:{id}"),
+            s: "agent:main:main".into(),
+            m: "hi".into(),
+            method: "agent".into(),
+            ch: None,
+            to: None,
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn fold_is_idempotent_and_ordered() {
+        let mut f = Fold::default();
+        f.apply(acc("a"));
+        f.apply(acc("b"));
+        f.apply(Record::Done {
+            id: "a".into(),
+            k: "agent:a".into(),
+            p: None,
+            e: None,
+            at: 2,
+        });
+        f.apply(acc("a")); // replayed admission after its outcome: no effect
+        f.apply(Record::Dead {
+            id: "b".into(),
+            dl: "d1".into(),
+            attempts: 3,
+            errors: vec![],
+            at: 3,
+        });
+        assert!(matches!(f.entries["a"].state, State::Done { .. }));
+        assert!(matches!(f.entries["b"].state, State::Dead { .. }));
+        f.apply(Record::Redrive {
+            id: "b".into(),
+            at: 4,
+        });
+        assert_eq!(f.entries["b"].state, State::Pending);
+        f.apply(Record::Dead {
+            id: "b".into(),
+            dl: "d2".into(),
+            attempts: 3,
+            errors: vec![],
+            at: 5,
+        });
+        f.apply(Record::Purge { id: "b".into() });
+        assert!(!f.entries.contains_key("b"));
+        assert_eq!(f.order, vec!["a", "b"]);
+    }
+}

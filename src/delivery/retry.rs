@@ -32,7 +32,7 @@ impl RetryPolicy {
             },
             initial_ms: rp.initial_delay.0,
             max_ms: rp.max_delay.0,
-            exponential: rp.backoff != "fixed",
+            exponential: rp.backoff == crate::config::Backoff::Exponential,
         }
     }
 
@@ -140,7 +140,7 @@ mod tests {
             1,
             "at least one attempt"
         );
-        cfg.queue.retry_policy.backoff = "fixed".into();
+        cfg.queue.retry_policy.backoff = crate::config::Backoff::Fixed;
         assert!(!RetryPolicy::of(&cfg).exponential);
     }
 }

@@ -429,47 +429,57 @@ pub fn result(
     Ok(json!({"ok": true}))
 }
 
-/// What the OpenClaw node host reports about itself right after its hello:
-/// `node.skills.update {skills}` and `node.pluginTools.update {tools}` (acknowledged, nothing
-/// here uses them), and `node.runnerInventory.update` (worker hosting), which OpenClaw
-/// refuses while the node's surface awaits approval — the node host retries it until then.
-pub fn host_update(
+/// `node.skills.update {skills}`, what the OpenClaw node host reports about itself right
+/// after its hello: acknowledged, nothing here uses it.
+pub fn skills_update(node: &str, p: &Value) -> Result<Value, GatewayError> {
+    Ok(json!({"nodeId": node, "skills": p.get("skills").cloned().unwrap_or(json!([]))}))
+}
+
+/// `node.pluginTools.update {tools}`, as [`skills_update`].
+pub fn plugin_tools_update(node: &str, p: &Value) -> Result<Value, GatewayError> {
+    Ok(json!({"nodeId": node, "tools": p.get("tools").cloned().unwrap_or(json!([]))}))
+}
+
+/// `node.runnerInventory.update` (worker hosting), which OpenClaw refuses while the node's
+/// surface awaits approval — the node host retries it until then.
+pub fn runner_inventory_update(
     shard: &Rc<GatewayShard>,
     node: &str,
-    method: &str,
-    p: &Value,
 ) -> Result<Value, GatewayError> {
-    match method {
-        "node.skills.update" => {
-            Ok(json!({"nodeId": node, "skills": p.get("skills").cloned().unwrap_or(json!([]))}))
-        }
-        "node.pluginTools.update" => {
-            Ok(json!({"nodeId": node, "tools": p.get("tools").cloned().unwrap_or(json!([]))}))
-        }
-        _ => {
-            let gated = shard
-                .nodes
-                .registry
-                .borrow()
-                .get(node)
-                .is_some_and(|n| n.gated);
-            let np = &shard.shared.node_pairing;
-            match np.pending_for(node, now_ms()) {
-                Some(r) if gated && np.approved(node).is_none() => Err(GatewayError::NodeUnavailable(format!(
-                    "node capability surface is awaiting operator approval; run `openclaw nodes approve {}` (see `openclaw nodes pending`), then this node retries automatically",
-                    r.request_id
-                ))),
-                _ => Ok(json!({"nodeId": node})),
-            }
-        }
+    let gated = shard
+        .nodes
+        .registry
+        .borrow()
+        .get(node)
+        .is_some_and(|n| n.gated);
+    let np = &shard.shared.node_pairing;
+    match np.pending_for(node, now_ms()) {
+        Some(r) if gated && np.approved(node).is_none() => Err(GatewayError::NodeUnavailable(format!(
+            "node capability surface is awaiting operator approval; run `openclaw nodes approve {}` (see `openclaw nodes pending`), then this node retries automatically",
+            r.request_id
+        ))),
+        _ => Ok(json!({"nodeId": node})),
     }
 }
 
 /// `node.event {event, payload}` from a node: passed to operators as a droppable event.
 /// `node.host.stats` (the node host's load, memory and disk, every minute) is kept on the
 /// node's row as `hostStats`, as OpenClaw shows it.
+///
+/// A gated node whose command surface is not approved yet has no pairing generation for its
+/// events to belong to: OpenClaw refuses them (`UNAVAILABLE`, `PAIRING_CHANGED`, retryable),
+/// so nothing it says reaches operators or its row until `nodes approve`.
 pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
     let name = required_str(p, "event")?.to_string();
+    let gated = shard
+        .nodes
+        .registry
+        .borrow()
+        .get(node)
+        .map_or(shard.config().gateway.nodes.require_pairing, |n| n.gated);
+    if gated && shard.shared.node_pairing.approved(node).is_none() {
+        return Err(GatewayError::NodePairingChanged);
+    }
     if name == "node.host.stats" {
         let stats = p
             .get("payloadJSON")

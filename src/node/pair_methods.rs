@@ -11,6 +11,7 @@ use crate::addr::Caller;
 use crate::auth::handshake::Admission;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::NodePairMethod;
 use crate::protocol::params::required_str;
 use crate::shard::GatewayShard;
 
@@ -171,19 +172,6 @@ pub fn on_connect(
     announce(shard, &filed);
 }
 
-/// Whether `method` is answered here.
-pub fn handles(method: &str) -> bool {
-    matches!(
-        method,
-        "node.pair.request"
-            | "node.pair.list"
-            | "node.pair.approve"
-            | "node.pair.reject"
-            | "node.pair.verify"
-            | "node.pair.remove"
-    )
-}
-
 fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
     match p.get(k) {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -207,14 +195,14 @@ fn strings(p: &Value, k: &str) -> Result<Vec<String>, GatewayError> {
 pub async fn call(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
-    method: &str,
+    m: NodePairMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
     let np = &shard.shared.node_pairing;
     let now = now_ms();
     let me = caller.auth.actor();
-    match method {
-        "node.pair.request" => {
+    match m {
+        NodePairMethod::Request => {
             let is_node = caller.auth.role == "node";
             let node_id = match p.get("nodeId").and_then(|v| v.as_str()) {
                 Some(id) if is_node && id != me => {
@@ -269,14 +257,14 @@ pub async fn call(
                     "request": request.to_json()}),
             })
         }
-        "node.pair.list" => {
+        NodePairMethod::List => {
             let (pending, paired) = np.list(now);
             Ok(json!({
                 "pending": pending.iter().map(NodePairRequest::to_json).collect::<Vec<_>>(),
                 "paired": paired.iter().map(ApprovedNode::to_json).collect::<Vec<_>>(),
             }))
         }
-        "node.pair.approve" => {
+        NodePairMethod::Approve => {
             let id = required_str(p, "requestId")?;
             let (r, a, written) = np
                 .approve(id, me, now)
@@ -298,7 +286,7 @@ pub async fn call(
             );
             Ok(json!({"requestId": id, "node": a.to_json()}))
         }
-        "node.pair.reject" => {
+        NodePairMethod::Reject => {
             let id = required_str(p, "requestId")?;
             let r = np
                 .reject(id, now)
@@ -314,7 +302,7 @@ pub async fn call(
             );
             Ok(json!({"requestId": id, "nodeId": r.node_id, "approvedCommands": r.approved}))
         }
-        "node.pair.verify" => {
+        NodePairMethod::Verify => {
             let node_id = required_str(p, "nodeId")?;
             let approved = np.approved(node_id);
             let pending = np.pending_for(node_id, now);
@@ -340,7 +328,7 @@ pub async fn call(
                 "requirePairing": shard.config().gateway.nodes.require_pairing,
             }))
         }
-        "node.pair.remove" => {
+        NodePairMethod::Remove => {
             // OpenClaw keeps a node's surface in its device record, so removing the node
             // unpairs a device paired only as a node, and closes its node connections.
             let node_id = required_str(p, "nodeId")?;
@@ -369,6 +357,5 @@ pub async fn call(
             shard.close_device(node_id, Some("node"), "node removed");
             Ok(json!({"nodeId": node_id}))
         }
-        other => Err(GatewayError::UnknownMethod(other.to_owned())),
     }
 }

@@ -27,6 +27,7 @@ use crate::clock::now_ms;
 use crate::delivery::{Job, JobKind};
 use crate::protocol::error::GatewayError;
 use crate::protocol::params::required_str;
+use crate::routing::watchers;
 use crate::session::Session;
 use crate::shard::GatewayShard;
 
@@ -150,11 +151,9 @@ pub async fn dispatch(
                 json!({"phase": "end", "endedAt": now_ms()}),
             );
             if job.kind == JobKind::Chat {
-                if let Some(w) = job.watcher {
-                    let p = json!({"runId": job.run_id, "sessionKey": job.session_key, "seq": 1_000_000,
-                                   "state": "final", "message": chat_message(&text)});
-                    shard.event_to(w, "chat", &p, false);
-                }
+                let p = json!({"runId": job.run_id, "sessionKey": job.session_key, "seq": 1_000_000,
+                               "state": "final", "message": chat_message(&text)});
+                watchers::send(shard, &job.session_key, job.watcher, "chat", &p, false);
             }
             Ok(Outcome::Ok(text))
         }
@@ -173,10 +172,12 @@ fn emit_agent(shard: &GatewayShard, run_id: &str, stream: &str, data: Value) {
         return;
     };
     r.seq += 1;
-    if let Some(w) = r.watcher {
+    if watchers::wanted(shard, &r.session_key, r.watcher) {
         let p = json!({"runId": run_id, "seq": r.seq, "stream": stream, "ts": now_ms(), "data": data,
                        "sessionKey": r.session_key, "agentId": r.agent_id});
-        shard.event_to(w, "agent", &p, false);
+        let (key, watcher) = (r.session_key.clone(), r.watcher);
+        drop(runs);
+        watchers::send(shard, &key, watcher, "agent", &p, false);
     }
 }
 
@@ -239,11 +240,9 @@ pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Val
         };
         emit_agent(s, &run_id, "assistant", json!({"text": text, "delta": delta}));
         if chat {
-            if let Some(wt) = watcher {
-                let seq = s.workers.runs.borrow().get(&run_id).map(|r| r.chat_seq).unwrap_or(0);
-                let p = json!({"runId": run_id, "sessionKey": key, "seq": seq, "state": "delta", "message": chat_message(&text)});
-                s.event_to(wt, "chat", &p, true);
-            }
+            let seq = s.workers.runs.borrow().get(&run_id).map(|r| r.chat_seq).unwrap_or(0);
+            let p = json!({"runId": run_id, "sessionKey": key, "seq": seq, "state": "delta", "message": chat_message(&text)});
+            watchers::send(s, &key, watcher, "chat", &p, true);
         }
     });
     Ok(json!({"ok": true}))

@@ -11,22 +11,22 @@ use super::exposition::{latency_snapshot, merge_latency};
 use crate::clock::now_ms;
 use crate::config::Millis;
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::AdminMethod;
 use crate::shard::GatewayShard;
 
-/// Runs `method` if it is one of ours.
+/// Runs one of these methods.
 pub async fn call(
     shard: &Rc<GatewayShard>,
-    method: &str,
+    m: AdminMethod,
     p: &Value,
-) -> Option<Result<Value, GatewayError>> {
-    Some(match method {
-        "gateway.stats" => stats(shard, p).await,
-        "gateway.connections" => Ok(connections(shard, p).await),
-        "gateway.latency" => latency(shard, p).await,
-        "gateway.diagnose" => Ok(diagnose(shard).await),
-        "gateway.profile" => profile(shard, p).await,
-        _ => return None,
-    })
+) -> Result<Value, GatewayError> {
+    match m {
+        AdminMethod::Stats => stats(shard, p).await,
+        AdminMethod::Connections => Ok(connections(shard, p).await),
+        AdminMethod::Latency => latency(shard, p).await,
+        AdminMethod::Diagnose => Ok(diagnose(shard).await),
+        AdminMethod::Profile => profile(shard, p).await,
+    }
 }
 
 async fn stats(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
@@ -264,6 +264,9 @@ async fn diagnose(shard: &Rc<GatewayShard>) -> Value {
         cfg.queue.backend != "memory",
         if journal {
             "journal backend: acknowledged messages survive restarts".into()
+        } else if cfg.queue.backend == "redis" {
+            "redis backend: acknowledged messages survive restarts unless Redis loses its disk"
+                .into()
         } else {
             "memory backend: queued messages are lost on restart".into()
         },

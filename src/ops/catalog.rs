@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{AgentKind, Config};
 use crate::protocol::error::GatewayError;
 
 /// The known agent ids, the default first.
@@ -27,9 +27,9 @@ fn agent_ids(cfg: &Config) -> Vec<&str> {
 
 /// The model an agent runs: the echo agent, or a worker speaking for it.
 fn model_of(cfg: &Config, id: &str) -> &'static str {
-    match cfg.agents.bindings.get(id).and_then(|b| b.kind.as_deref()) {
-        Some("worker") => "shardgate/worker",
-        _ => "shardgate/echo",
+    match cfg.agents.bindings.get(id).and_then(|b| b.kind) {
+        Some(AgentKind::Worker) => "shardgate/worker",
+        Some(AgentKind::Echo) | None => "shardgate/echo",
     }
 }
 

@@ -15,60 +15,65 @@ use serde_json::{json, Value};
 use super::{catalog, logs_tail, system_info};
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::CompatMethod;
 use crate::shard::GatewayShard;
 
 /// At most this many system events wait per session (OpenClaw's bound).
 const MAX_SYSTEM_EVENTS: usize = 20;
 
-/// Runs `method` if it is one of ours.
+/// Runs one of these methods.
 pub async fn call(
     shard: &Rc<GatewayShard>,
-    method: &str,
+    m: CompatMethod,
     p: &Value,
-) -> Option<Result<Value, GatewayError>> {
+) -> Result<Value, GatewayError> {
     let cfg = shard.config();
     let agent = cfg.agents.default_agent.as_str();
-    Some(Ok(match method {
+    Ok(match m {
         // Boxed: the file read's future would otherwise widen every connection-local
         // request's task (`spawned_futures_stay_small` in lib.rs).
-        "logs.tail" => return Some(Box::pin(logs(shard, p)).await),
-        "system.info" => system_info::info(shard),
-        "wake" => return Some(wake(shard, p)),
-        "agents.list" => catalog::agents(cfg),
-        "agent.identity.get" => return Some(catalog::identity(cfg, p)),
-        "models.list" => catalog::models(),
-        "diagnostics.stability" => {
+        CompatMethod::LogsTail => return Box::pin(logs(shard, p)).await,
+        CompatMethod::SystemInfo => system_info::info(shard),
+        CompatMethod::Wake => return wake(shard, p),
+        CompatMethod::SetHeartbeats => return set_heartbeats(p),
+        CompatMethod::AgentsList => catalog::agents(cfg),
+        CompatMethod::AgentIdentityGet => return catalog::identity(cfg, p),
+        CompatMethod::ModelsList => catalog::models(),
+        CompatMethod::DiagnosticsStability => {
             json!({"generatedAt": super::log_lines::rfc3339_now(), "capacity": 0, "count": 0, "dropped": 0,
                    "events": [], "summary": {"byType": {}}})
         }
         // No memory search: the probe is reported as not checked, as OpenClaw's is before a
         // deep probe, so `openclaw doctor` skips it rather than reporting a failure.
-        "doctor.memory.status" => json!({"agentId": agent, "searchRuntimeRegistered": false,
-            "embedding": {"ok": false, "checked": false, "error": "shardgate has no memory search"}}),
-        "cron.list" => cron_list(p),
-        "cron.status" => json!({"enabled": false, "triggersEnabled": false, "storage": "none",
-                                "jobs": 0, "nextWakeAtMs": null}),
-        "exec.approvals.get" => json!({
+        CompatMethod::DoctorMemoryStatus => {
+            json!({"agentId": agent, "searchRuntimeRegistered": false,
+            "embedding": {"ok": false, "checked": false, "error": "shardgate has no memory search"}})
+        }
+        CompatMethod::CronList => cron_list(p),
+        CompatMethod::CronStatus => {
+            json!({"enabled": false, "triggersEnabled": false, "storage": "none",
+                                "jobs": 0, "nextWakeAtMs": null})
+        }
+        CompatMethod::ExecApprovalsGet => json!({
             "path": "none (shardgate runs no exec tools)", "exists": false,
             // OpenClaw's hash of a missing file: "missing:" + sha256 of nothing.
             "hash": "missing:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             "file": {"version": 1, "defaults": {}, "agents": {}},
         }),
-        "plugin.approval.list" => json!([]),
-        "question.list" => json!({"questions": []}),
-        "commands.list" => json!({"commands": []}),
-        "tools.catalog" => json!({"agentId": agent, "profiles": [], "groups": []}),
-        "skills.status" => json!({"agentId": agent, "skills": []}),
-        "hooks.status" => json!({"hooks": []}),
-        "usage.status" => json!({"updatedAt": now_ms(), "providers": []}),
-        "usage.cost" => usage_cost(p),
-        "tasks.list" => json!({"tasks": []}),
-        "taskSuggestions.list" => json!({"suggestions": []}),
-        "talk.config" => json!({"config": {}}),
-        "voicewake.get" => json!({"triggers": []}),
-        "update.status" => json!({"sentinel": null, "updateAvailable": null}),
-        _ => return None,
-    }))
+        CompatMethod::PluginApprovalList => json!([]),
+        CompatMethod::QuestionList => json!({"questions": []}),
+        CompatMethod::CommandsList => json!({"commands": []}),
+        CompatMethod::ToolsCatalog => json!({"agentId": agent, "profiles": [], "groups": []}),
+        CompatMethod::SkillsStatus => json!({"agentId": agent, "skills": []}),
+        CompatMethod::HooksStatus => json!({"hooks": []}),
+        CompatMethod::UsageStatus => json!({"updatedAt": now_ms(), "providers": []}),
+        CompatMethod::UsageCost => usage_cost(p),
+        CompatMethod::TasksList => json!({"tasks": []}),
+        CompatMethod::TaskSuggestionsList => json!({"suggestions": []}),
+        CompatMethod::TalkConfig => json!({"config": {}}),
+        CompatMethod::VoicewakeGet => json!({"triggers": []}),
+        CompatMethod::UpdateStatus => json!({"sentinel": null, "updateAvailable": null}),
+    })
 }
 
 /// `logs.tail`: the file read runs on a blocking thread, not on the shard.
@@ -104,6 +109,19 @@ fn wake(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
         q.push_back(text.clone());
     });
     Ok(json!({"ok": true}))
+}
+
+/// `set-heartbeats {enabled}` (`openclaw system heartbeat enable|disable`): OpenClaw flips
+/// its heartbeat runner's wake switch and echoes the value. shardgate has no heartbeat
+/// runner, so there is nothing to switch: the answer is OpenClaw's, and `last-heartbeat`
+/// stays null either way (as OpenClaw's does until a heartbeat has run).
+fn set_heartbeats(p: &Value) -> Result<Value, GatewayError> {
+    match p.get("enabled") {
+        Some(Value::Bool(enabled)) => Ok(json!({"ok": true, "enabled": enabled})),
+        _ => Err(GatewayError::InvalidParams(
+            "invalid set-heartbeats params: enabled (boolean) required".into(),
+        )),
+    }
 }
 
 /// `cron.list {offset?, limit?}`: no cron here, so an empty, complete page. The CLI checks
@@ -162,6 +180,24 @@ mod tests {
         assert_eq!(civil_date(11_016), "2000-02-29");
         assert_eq!(civil_date(20_819), "2027-01-01");
         assert_eq!(civil_date(-1), "1969-12-31");
+    }
+
+    #[test]
+    fn set_heartbeats_echoes_a_boolean_and_refuses_anything_else() {
+        assert_eq!(
+            set_heartbeats(&json!({"enabled": false})).unwrap(),
+            json!({"ok": true, "enabled": false})
+        );
+        assert_eq!(
+            set_heartbeats(&json!({"enabled": true})).unwrap(),
+            json!({"ok": true, "enabled": true})
+        );
+        for bad in [json!({}), json!({"enabled": "yes"}), json!(null)] {
+            assert!(matches!(
+                set_heartbeats(&bad),
+                Err(GatewayError::InvalidParams(m)) if m.contains("enabled (boolean) required")
+            ));
+        }
     }
 
     #[test]

@@ -41,7 +41,11 @@ async fn run_checks(shard: &Rc<GatewayShard>) -> Vec<(String, bool, String)> {
     let cfg = shard.config();
     let mut out = Vec::new();
     for (name, c) in &cfg.channels {
-        if let Some(url) = c.url.as_deref().filter(|_| c.kind == "webhook") {
+        if let Some(url) = c
+            .url
+            .as_deref()
+            .filter(|_| c.kind == crate::config::ChannelKind::Webhook)
+        {
             let r = tcp_check(url).await;
             out.push((
                 format!("channel:{name}"),
@@ -64,7 +68,7 @@ async fn run_checks(shard: &Rc<GatewayShard>) -> Vec<(String, bool, String)> {
             .agents
             .bindings
             .values()
-            .any(|b| b.kind.as_deref() == Some("worker"))
+            .any(|b| b.kind == Some(crate::config::AgentKind::Worker))
     {
         let n = crate::node::worker::status(shard)["count"]
             .as_u64()
@@ -135,6 +139,8 @@ pub async fn check_loop(shard: Rc<GatewayShard>) {
                 }
             }
         }
+        // The rows are part of hello-ok's cached health.
+        shard.health_parts.mark_changed();
         glommio::timer::sleep(h.check_interval.duration()).await;
     }
 }

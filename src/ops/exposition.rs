@@ -415,5 +415,25 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
         "Dedup entries evicted by capacity inside their window.",
         vec![(String::new(), sum(&per, |v| v["dedupEvictedLive"].as_u64()))],
     );
+    // The Redis queue backend's client (queue.backend "redis"), summed over the shards.
+    if per.iter().any(|v| v["queue"]["redis"].is_object()) {
+        for (key, name, help) in [
+            ("commands", "shardgate_redis_commands_total", "Redis commands called."),
+            ("errors", "shardgate_redis_errors_total", "Redis commands that failed (timeouts, disconnects, error replies)."),
+            ("timeouts", "shardgate_redis_timeouts_total", "Redis commands without a reply within queue.redis.commandTimeout."),
+            ("reconnects", "shardgate_redis_reconnects_total", "Connections to Redis re-established after a loss."),
+            ("replies", "shardgate_redis_replies_total", "Redis replies received."),
+            ("rttSumUs", "shardgate_redis_rtt_microseconds_total", "Sum of Redis round-trip times (divide by replies for the mean)."),
+            ("appendFailed", "shardgate_redis_admissions_refused_total", "Admissions answered UNAVAILABLE because Redis could not take them."),
+            ("writeFailed", "shardgate_redis_writes_lost_total", "Outcome writes lost while Redis was unreachable (the run may run again after a restart)."),
+        ] {
+            metric(
+                name,
+                "counter",
+                help,
+                vec![(String::new(), sum(&per, |v| v["queue"]["redis"][key].as_u64()))],
+            );
+        }
+    }
     out
 }

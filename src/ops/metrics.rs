@@ -138,27 +138,18 @@ impl MinuteRing {
 }
 
 impl ShardMetrics {
-    /// Counts one request for `method` (a name from `authz::METHODS`, so the label set is
-    /// bounded).
-    pub fn request(&self, method: &str) {
-        let name = crate::protocol::authz::lookup(method)
-            .map(|(m, _)| m)
-            .unwrap_or("other");
-        *self.requests.borrow_mut().entry(name).or_insert(0) += 1;
+    /// Counts one request for `method` (the label set is the method table's names).
+    pub fn request(&self, method: crate::protocol::method::Method) {
+        *self.requests.borrow_mut().entry(method.name()).or_insert(0) += 1;
         self.minutes
             .borrow_mut()
             .at(crate::clock::now_ms_coarse())
             .requests += 1;
     }
 
-    /// Records the latency of one request of `method` (a name a client sent: unknown ones
-    /// are counted as "other").
-    pub fn latency(&self, method: &str, micros: u64) {
-        let name = crate::protocol::authz::lookup(method)
-            .map(|(m, _)| m)
-            .or_else(|| STAGES.iter().find(|s| **s == method).copied())
-            .unwrap_or("other");
-        self.record_latency(name, micros);
+    /// Records the latency of one request of `method`.
+    pub fn latency(&self, method: crate::protocol::method::Method, micros: u64) {
+        self.record_latency(method.name(), micros);
     }
 
     /// Records a latency under `name`, a method or one of [`STAGES`] named by the gateway

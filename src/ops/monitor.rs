@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::exposition::{latency_snapshot, merge_latency};
 use super::metrics::rss_bytes;
 use crate::clock::now_ms;
-use crate::config::{AlertRule, SinkConfig};
+use crate::config::{AlertRule, SinkConfig, SinkKind};
 use crate::shard::GatewayShard;
 
 /// Hysteresis of the shedding decision: start above 90% of the cap, stop below 80%.
@@ -128,7 +128,6 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
         threshold,
         host,
     } = n.clone();
-    let kind = sink.kind.as_str();
     let status = if firing { "firing" } else { "resolved" };
     let summary = format!(
         "[{}] shardgate {alert} on {host}: value {value:.3}{}",
@@ -137,8 +136,8 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
             .map(|t| format!(" (threshold {t})"))
             .unwrap_or_default()
     );
-    match kind {
-        "slack" => json!({
+    match sink.kind {
+        SinkKind::Slack => json!({
             "text": summary,
             "attachments": [{"color": if firing { "danger" } else { "good" }, "fields": [
                 {"title": "alert", "value": alert, "short": true},
@@ -146,7 +145,7 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
                 {"title": "value", "value": format!("{value:.3}"), "short": true},
                 {"title": "host", "value": host, "short": true}]}],
         }),
-        "pagerduty" => json!({
+        SinkKind::Pagerduty => json!({
             "routing_key": sink.routing_key.clone().unwrap_or_default(),
             "event_action": if firing { "trigger" } else { "resolve" },
             "dedup_key": format!("shardgate-{host}-{alert}"),
@@ -155,8 +154,10 @@ pub fn payload(sink: &SinkConfig, n: &Notice<'_>) -> Value {
                         "timestamp": chrono_like(now_ms()), "component": "shardgate", "class": alert,
                         "custom_details": {"value": value, "threshold": threshold}},
         }),
-        _ => json!({"alert": alert, "status": status, "severity": severity, "value": value,
-                    "threshold": threshold, "gateway": host, "ts": now_ms(), "summary": summary}),
+        SinkKind::Webhook => {
+            json!({"alert": alert, "status": status, "severity": severity, "value": value,
+                    "threshold": threshold, "gateway": host, "ts": now_ms(), "summary": summary})
+        }
     }
 }
 
@@ -279,7 +280,7 @@ mod tests {
     #[test]
     fn sink_payload_shapes() {
         let mut sink = SinkConfig {
-            kind: "pagerduty".into(),
+            kind: SinkKind::Pagerduty,
             url: "http://x".into(),
             routing_key: Some("rk".into()),
         };
@@ -298,10 +299,10 @@ mod tests {
         let pd = payload(&sink, &n("high_latency", false, "critical", 10.0, 1000.0));
         assert_eq!(pd["event_action"], "resolve");
         assert_eq!(pd["dedup_key"], "shardgate-h-high_latency");
-        sink.kind = "slack".into();
+        sink.kind = SinkKind::Slack;
         let sl = payload(&sink, &n("connection_loss", true, "warning", 0.0, 4.0));
         assert!(sl["text"].as_str().unwrap().contains("FIRING"));
-        sink.kind = "webhook".into();
+        sink.kind = SinkKind::Webhook;
         let gen = payload(&sink, &n("connection_loss", false, "warning", 3.0, 4.0));
         assert_eq!(gen["status"], "resolved");
     }

@@ -118,6 +118,11 @@ pub enum GatewayError {
         /// When to try again.
         retry_after_ms: u64,
     },
+    /// The durable queue backend (Redis) cannot be reached: nothing was acknowledged.
+    BackendUnavailable {
+        /// When to try again.
+        retry_after_ms: u64,
+    },
     /// The gateway is stopping.
     ShuttingDown,
     /// A run failed in the agent.
@@ -477,6 +482,14 @@ impl GatewayError {
                 Unavailable,
                 "the session's shard is busy".into(),
                 detail("SHARD_BUSY"),
+                true,
+                Some(*retry_after_ms),
+                None,
+            ),
+            E::BackendUnavailable { retry_after_ms } => (
+                Unavailable,
+                "the queue backend is unavailable: try again shortly".into(),
+                detail("BACKEND_UNAVAILABLE"),
                 true,
                 Some(*retry_after_ms),
                 None,

@@ -10,15 +10,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::error::WireError;
-use super::params::{is_submission, Params, Text};
+use super::method::Called;
+use super::params::{Params, Text};
 
 /// An inbound request after validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// Non-empty correlation id.
     pub id: String,
-    /// Non-empty method name.
-    pub method: String,
+    /// The method, looked up once here (a non-empty name).
+    pub method: Called,
     /// Parameters (`{}` when absent): a submission's fields, or the JSON object.
     pub params: Params,
 }
@@ -39,12 +40,13 @@ pub enum Inbound {
     },
 }
 
-/// A frame's envelope, read in one pass: `type`, `id` and `method` as text (borrowed from
-/// the frame unless escaped), `params` as it comes. A repeated key: the last one counts.
+/// A frame's envelope, read in one pass: `type` and `id` as text (borrowed from the frame
+/// unless escaped), `method` looked up as soon as it is read (`None`: absent, empty or not a
+/// string), `params` as it comes. A repeated key: the last one counts.
 struct RawFrame<'a> {
     kind: Option<Text<'a>>,
     id: Option<Text<'a>>,
-    method: Option<Text<'a>>,
+    method: Option<Called>,
     params: RawParams,
 }
 
@@ -116,10 +118,12 @@ impl<'de> Deserialize<'de> for RawFrame<'de> {
                     match key {
                         Key::Type => f.kind = Some(map.next_value()?),
                         Key::Id => f.id = Some(map.next_value()?),
-                        Key::Method => f.method = Some(map.next_value()?),
+                        Key::Method => {
+                            let name: Text<'_> = map.next_value()?;
+                            f.method = name.0.filter(|m| !m.is_empty()).map(Called::parse);
+                        }
                         Key::Params => {
-                            let method = f.method.as_ref().and_then(|t| t.0.as_deref());
-                            f.params = map.next_value_seed(ParamsSeed(method))?;
+                            f.params = map.next_value_seed(ParamsSeed(f.method.as_ref()))?;
                         }
                         Key::Other => {
                             map.next_value::<IgnoredAny>()?;
@@ -134,7 +138,7 @@ impl<'de> Deserialize<'de> for RawFrame<'de> {
 }
 
 /// Reads `params` for the method named so far (`None`: not yet).
-struct ParamsSeed<'m>(Option<&'m str>);
+struct ParamsSeed<'m>(Option<&'m Called>);
 
 impl<'de> DeserializeSeed<'de> for ParamsSeed<'_> {
     type Value = RawParams;
@@ -151,7 +155,7 @@ impl<'de> Visitor<'de> for ParamsSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawParams, A::Error> {
         let map = MapAccessDeserializer::new(map);
         Ok(match self.0 {
-            Some(m) if is_submission(m) => {
+            Some(Called::Known(m)) if m.is_submission() => {
                 RawParams::Read(Params::Submit(Deserialize::deserialize(map)?))
             }
             Some(_) => RawParams::Read(Params::Json(Value::deserialize(map)?)),
@@ -231,19 +235,16 @@ pub fn parse(text: &str) -> Inbound {
             reason: "missing id".into(),
         };
     };
-    let Some(method) = as_str(raw.method)
-        .filter(|m| !m.is_empty())
-        .map(Cow::into_owned)
-    else {
+    let Some(method) = raw.method else {
         return Inbound::Invalid {
             id: Some(id),
             reason: "missing method".into(),
         };
     };
     let params = match raw.params {
-        RawParams::Absent => Params::empty(&method),
+        RawParams::Absent => Params::empty(method.known()),
         RawParams::Read(p) => p,
-        RawParams::Object(v) => Params::for_method(&method, v),
+        RawParams::Object(v) => Params::for_method(method.known(), v),
         RawParams::NotObject => {
             return Inbound::Invalid {
                 id: Some(id),

@@ -5,7 +5,9 @@ pub mod authz;
 pub mod connect;
 pub mod error;
 pub mod frame;
+pub mod method;
 pub mod params;
+pub mod scope;
 pub mod session_key;
 
 pub use error::{ErrorCode, GatewayError, WireError};

@@ -15,10 +15,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::GatewayError;
+use super::method::Method;
 
-/// The methods whose parameters are a [`Submission`].
-pub fn is_submission(method: &str) -> bool {
-    matches!(method, "agent" | "chat.send" | "sessions.send" | "send")
+/// Whether `method`'s parameters are a [`Submission`] ([`Method::is_submission`]; an unknown
+/// method's are its JSON object).
+fn is_submission(method: Option<Method>) -> bool {
+    method.is_some_and(Method::is_submission)
 }
 
 /// One parameter as sent: absent, a string, or some other JSON value.
@@ -287,7 +289,7 @@ pub enum Params {
 impl Params {
     /// Parses `text`, a JSON object on its own, as `method`'s parameters: what
     /// `frame::parse` does with the `params` of a frame.
-    pub fn parse(method: &str, text: &str) -> serde_json::Result<Params> {
+    pub fn parse(method: Option<Method>, text: &str) -> serde_json::Result<Params> {
         if is_submission(method) {
             serde_json::from_str(text).map(Params::Submit)
         } else {
@@ -296,7 +298,7 @@ impl Params {
     }
 
     /// `method`'s parameters from their JSON object (`Json` for a non-object).
-    pub fn for_method(method: &str, v: Value) -> Params {
+    pub fn for_method(method: Option<Method>, v: Value) -> Params {
         match &v {
             Value::Object(m) if is_submission(method) => Params::Submit(Submission::from_object(m)),
             _ => Params::Json(v),
@@ -304,7 +306,7 @@ impl Params {
     }
 
     /// No parameters (`{}`).
-    pub fn empty(method: &str) -> Params {
+    pub fn empty(method: Option<Method>) -> Params {
         Params::for_method(method, Value::Object(Map::new()))
     }
 
@@ -394,10 +396,38 @@ pub fn required_str<'a>(p: &'a Value, k: &str) -> Result<&'a str, GatewayError> 
     }
 }
 
+/// The string parameter `k` of `p`, which must be there and not blank.
+pub fn required<'a>(p: &'a Params, k: &str) -> Result<&'a str, GatewayError> {
+    non_blank(p.field(k), k)
+}
+
+/// `field` (the parameter `k`) as a string that is not blank.
+pub fn non_blank<'a>(field: FieldRef<'a>, k: &str) -> Result<&'a str, GatewayError> {
+    match field {
+        FieldRef::Str(s) if !s.trim().is_empty() => Ok(s),
+        FieldRef::Str(_) | FieldRef::Other => Err(GatewayError::InvalidParams(format!(
+            "invalid params: {k} must be a non-empty string"
+        ))),
+        FieldRef::Missing => Err(GatewayError::InvalidParams(format!(
+            "invalid params: missing {k}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The methods by name, as requests name them.
+    impl Params {
+        fn parse_for(method: &str, text: &str) -> serde_json::Result<Params> {
+            Params::parse(Method::parse(method), text)
+        }
+        fn empty_for(method: &str) -> Params {
+            Params::empty(Method::parse(method))
+        }
+    }
 
     /// Objects as clients send them, including the awkward ones: wrong types, escapes,
     /// nested values, a field given twice, and fields no submission reads.
@@ -427,7 +457,7 @@ mod tests {
     #[test]
     fn a_submission_reads_as_its_json_object() {
         for text in samples() {
-            let typed = Params::parse("agent", &text).expect("valid JSON");
+            let typed = Params::parse_for("agent", &text).expect("valid JSON");
             assert!(matches!(typed, Params::Submit(_)), "{text}");
             let json = Params::Json(serde_json::from_str(&text).unwrap());
             for name in names() {
@@ -447,15 +477,15 @@ mod tests {
 
     #[test]
     fn other_methods_keep_their_object() {
-        let p = Params::parse("chat.history", r#"{"sessionKey":"k","limit":5}"#).unwrap();
+        let p = Params::parse_for("chat.history", r#"{"sessionKey":"k","limit":5}"#).unwrap();
         assert_eq!(p, Params::Json(json!({"sessionKey": "k", "limit": 5})));
-        assert_eq!(Params::empty("health"), Params::Json(json!({})));
-        assert!(matches!(Params::empty("agent"), Params::Submit(_)));
+        assert_eq!(Params::empty_for("health"), Params::Json(json!({})));
+        assert!(matches!(Params::empty_for("agent"), Params::Submit(_)));
     }
 
     #[test]
     fn a_submission_rebuilds_its_object_and_takes_new_fields() {
-        let mut p = Params::parse("send", r#"{"to":"x","sessionSeq":3,"message":1}"#).unwrap();
+        let mut p = Params::parse_for("send", r#"{"to":"x","sessionSeq":3,"message":1}"#).unwrap();
         p.set_str("idempotencyKey", "seed:1".into());
         assert_eq!(p.str("idempotencyKey"), Some("seed:1"));
         assert_eq!(

@@ -13,7 +13,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde_json::json;
 
 use crate::clock::now_ms;
-use crate::config::ChannelConfig;
+use crate::config::{ChannelConfig, ChannelKind};
 use crate::delivery::Job;
 use crate::session::{HistoryEntry, Session};
 use crate::shard::GatewayShard;
@@ -36,13 +36,13 @@ pub async fn deliver(
     job: &Job,
 ) -> Result<String, String> {
     let cfg = lookup(shard, channel).ok_or_else(|| format!("unknown channel {channel}"))?;
-    match cfg.kind.as_str() {
-        "log" => {
+    match cfg.kind {
+        ChannelKind::Log => {
             let entry = HistoryEntry::outbound(&job.message, now_ms(), &job.run_id, channel, to);
             session.push_history(entry, shard.config().history_limit());
             Ok(job.message.clone())
         }
-        "webhook" => {
+        ChannelKind::Webhook => {
             let url = cfg.url.as_deref().ok_or("webhook channel without url")?;
             let body = json!({"messageId": job.run_id, "channel": channel, "to": to,
                               "message": job.message, "sessionKey": job.session_key, "attempt": job.attempts});
@@ -59,7 +59,6 @@ pub async fn deliver(
                 )),
             }
         }
-        other => Err(format!("channel kind {other:?} is not available")),
     }
 }
 

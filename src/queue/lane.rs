@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::runs::{reply_final, run_directory_found, trace_found};
 use shards::dedup::Handle;
 
+use super::backend::QueueBackend;
 use super::channel;
 use crate::agent::echo::{self, Outcome};
 use crate::clock::now_ms;
@@ -63,7 +64,7 @@ async fn dispatch(
         JobKind::Agent | JobKind::Chat => {
             let agent = session.key.agent_id();
             let binding = cfg.agents.bindings.get(agent);
-            let fail_first = binding.map_or(0, |b| b.test_fail_first_attempts);
+            let fail_first = binding.map_or(0, |b| b.dangerously_fail_first_attempts);
             if job.attempts <= fail_first {
                 return Err(format!(
                     "agent {agent} failed (test failure {} of {fail_first})",
@@ -71,7 +72,7 @@ async fn dispatch(
                 ));
             }
             let timeout = Duration::from_millis(cfg.agents.run_timeout_ms);
-            let on_worker = binding.and_then(|b| b.kind.as_deref()) == Some("worker");
+            let on_worker = binding.and_then(|b| b.kind) == Some(crate::config::AgentKind::Worker);
             if !on_worker && cfg.agents.echo.delta_delay_ms == 0 {
                 // Without a per-word delay the echo agent never yields: it cannot overstay
                 // the timeout, so it runs without arming a timer.
@@ -261,8 +262,8 @@ pub(super) fn apply_finished(
         apply(shard, run_id, found, f.at, &mut events);
     }
     if let Some(r) = f.journal {
-        if let Some(j) = shard.queue.journal() {
-            j.append_nowait(&r);
+        if let Some(b) = shard.queue.backend() {
+            b.append_nowait(&r);
         }
     }
     for to in f.caller.iter().chain(&f.joiners) {
@@ -297,7 +298,15 @@ pub(super) fn apply(
                     reply_final(shard, &to, payload.as_ref(), error.as_ref())
                 }
             },
-            Effect::Event { to, name, payload } => shard.event_to(to, name, &payload, false),
+            Effect::Event { to, name, payload } => {
+                // A run's end (timeout, failure): to its caller and the session's watchers.
+                match payload.get("sessionKey").and_then(|k| k.as_str()) {
+                    Some(key) => {
+                        crate::routing::watchers::send(shard, key, Some(to), name, &payload, false)
+                    }
+                    None => shard.event_to(to, name, &payload, false),
+                }
+            }
             Effect::Trace { run, step, detail } => {
                 let id = run.as_deref().unwrap_or(run_id);
                 if step == Step::DeadLettered {
@@ -309,8 +318,8 @@ pub(super) fn apply(
                 }
             }
             Effect::Journal(r) => {
-                if let Some(j) = shard.queue.journal() {
-                    j.append_nowait(&r);
+                if let Some(b) = shard.queue.backend() {
+                    b.append_nowait(&r);
                 }
             }
             Effect::Enqueue(job) => {

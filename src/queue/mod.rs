@@ -16,6 +16,7 @@ pub mod backend;
 pub mod channel;
 pub mod journal;
 mod lane;
+pub mod redis;
 mod replay;
 mod runs;
 pub mod state;
@@ -24,6 +25,6 @@ mod submit;
 #[cfg(test)]
 pub(crate) use lane::drive_lane;
 pub use lane::enqueue;
-pub use replay::{open_journal, purge_dead, readmit, redrive, snapshot};
+pub use replay::{open_journal, open_redis, purge_dead, readmit, redrive, snapshot};
 pub use runs::{reply_final, run_directory, trace};
 pub use submit::{submit, Journaled, Submit};

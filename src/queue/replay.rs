@@ -1,6 +1,7 @@
 //! Start-up with a durable backend: the journal is opened and replayed into the core
 //! ([`Delivery::restore`](crate::delivery::Delivery::restore)), pending jobs are re-admitted
 //! on their sessions' owners, and the journal is given the core's snapshot for compaction.
+//! With Redis ([`open_redis`]) each shard reads back the sessions it owns, once Redis answers.
 //! Also the redrive and purge of dead letters, which re-admit or drop jobs the same way.
 
 use std::rc::Rc;
@@ -56,6 +57,52 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
         weak.upgrade().map(|s| snapshot(&s)).unwrap_or_default()
     }));
     j.start();
+    Ok(())
+}
+
+/// Starts this shard's Redis backend: connects in the background and, once Redis answers,
+/// reads back the sessions this shard owns, restores them into the core, re-admits what has
+/// no outcome, and only then takes admissions (until then they answer `UNAVAILABLE`).
+pub fn open_redis(shard: &Rc<GatewayShard>) -> Result<(), String> {
+    let q = super::redis::RedisQueue::new(shard.config(), shard.id.0)?;
+    *shard.queue.redis.borrow_mut() = Some(q.clone());
+    shard.queue.core.borrow_mut().durable = true;
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        let mut attempt = 0u32;
+        loop {
+            let Some(shard) = weak.upgrade() else { return };
+            let me = shard.id;
+            let fold = q.read_back(|s| shard.owner(s) == me).await;
+            match fold {
+                Ok(fold) => {
+                    let restored = shard.queue.core.borrow_mut().restore(&fold, now_ms());
+                    let pending = restored.pending.len();
+                    for job in restored.pending {
+                        readmit(&shard, job);
+                    }
+                    q.set_ready();
+                    tracing::info!(shard = %shard.id, records = fold.records, pending,
+                        done = restored.done, dead = restored.dead, "redis queue read back");
+                    return;
+                }
+                Err(e) => {
+                    if attempt.is_multiple_of(20) {
+                        tracing::warn!(shard = %shard.id, "redis queue: cannot read back yet: {e}");
+                    }
+                    attempt += 1;
+                    drop(shard);
+                    // The link reconnects by itself; wait for it rather than spin.
+                    let _ = q
+                        .client()
+                        .wait_connected(std::time::Duration::from_secs(1))
+                        .await;
+                    glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .detach();
     Ok(())
 }
 

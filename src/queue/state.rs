@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use super::journal;
+use super::backend::Durable;
+use super::{journal, redis};
 use crate::config::Config;
 use crate::delivery::Delivery;
 
@@ -21,6 +22,8 @@ pub struct QueueState {
     pub agent_slots: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
     /// The durable backend, when `queue.backend = "journal"`.
     pub journal: RefCell<Option<Rc<journal::Journal>>>,
+    /// The durable backend, when `queue.backend = "redis"`.
+    pub redis: RefCell<Option<Rc<redis::RedisQueue>>>,
 }
 
 impl QueueState {
@@ -47,6 +50,7 @@ impl QueueState {
             core: RefCell::new(Delivery::new(cfg)),
             agent_slots: RefCell::default(),
             journal: RefCell::new(None),
+            redis: RefCell::new(None),
         }
     }
 
@@ -62,10 +66,17 @@ impl QueueState {
             .as_ref()
             .map(|j| j.stats_json())
             .unwrap_or(Value::Null);
+        if let Some(r) = self.redis.borrow().as_ref() {
+            v["redis"] = r.stats_json();
+        }
         v
     }
 
-    pub(crate) fn journal(&self) -> Option<Rc<journal::Journal>> {
-        self.journal.borrow().clone()
+    /// The durable backend, if any.
+    pub(crate) fn backend(&self) -> Option<Durable> {
+        if let Some(j) = self.journal.borrow().as_ref() {
+            return Some(Durable::Journal(j.clone()));
+        }
+        self.redis.borrow().clone().map(Durable::Redis)
     }
 }

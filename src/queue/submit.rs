@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
+use super::backend::{Durable, QueueBackend};
+use super::lane;
 use super::lane::apply;
 use super::runs::{run_directory_found, trace_found};
-use super::{journal, lane};
 use crate::addr::ReplyTo;
 use crate::clock::now_ms;
 use crate::delivery::trace::{Detail, Step};
@@ -47,7 +48,7 @@ pub struct Submit<'a> {
 /// An admitted job whose acknowledgement waits for its admission record.
 #[derive(Debug)]
 pub struct Journaled {
-    journal: Rc<journal::Journal>,
+    backend: Durable,
     session: Rc<Session>,
     job: Job,
     reply: ReplyTo,
@@ -61,7 +62,7 @@ impl Journaled {
     /// and answers the error).
     pub async fn finish(self, shard: &Rc<GatewayShard>) {
         let Journaled {
-            journal,
+            backend,
             session,
             mut job,
             reply,
@@ -69,13 +70,19 @@ impl Journaled {
             seq,
             now,
         } = self;
-        if let Err(e) =
-            super::backend::QueueBackend::append(&*journal, &Record::admission(&job)).await
-        {
-            tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {e}");
-            let mut effects = shard.queue.with_core(&shard.shared.queued, |d| {
-                d.journal_failed(&job, reply, &e, now)
-            });
+        if let Err(e) = backend.append(&Record::admission(&job)).await {
+            let mut effects = if e.transient {
+                tracing::warn!(shard = %shard.id, run = %job.run_id, "queue backend unavailable: {}", e.why);
+                let retry = super::redis::RETRY_AFTER_MS;
+                shard.queue.with_core(&shard.shared.queued, |d| {
+                    d.backend_unavailable(&job, reply, retry, now)
+                })
+            } else {
+                tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {}", e.why);
+                shard.queue.with_core(&shard.shared.queued, |d| {
+                    d.journal_failed(&job, reply, &e.why, now)
+                })
+            };
             return apply(shard, &job.run_id, &mut job.found, now, &mut effects);
         }
         super::runs::trace(shard, &job.run_id, Step::Journaled, Detail::Empty);
@@ -150,9 +157,9 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     };
     placed(shard, &session, &mut job, now);
     // Durable backend: acknowledge only once the admission record is on disk.
-    if let Some(journal) = shard.queue.journal() {
+    if let Some(backend) = shard.queue.backend() {
         return Some(Journaled {
-            journal,
+            backend,
             session,
             job,
             reply,

@@ -8,24 +8,77 @@ use serde_json::{json, Value};
 use crate::addr::Caller;
 use crate::clock::now_ms;
 use crate::protocol::error::GatewayError;
+use crate::protocol::method::InfoMethod;
 use crate::shard::GatewayShard;
 
 /// What `health` names as the session store: sessions are kept in memory on their owner shard.
 const SESSION_STORE: &str = "memory";
 
-/// The `health` payload (also `hello-ok.snapshot.health` and the `health` event).
-pub async fn health(shard: &Rc<GatewayShard>) -> Value {
+/// This shard's part of the `health` payload: its counts, and its dependency rows (shard 0
+/// checks the dependencies).
+fn part(s: &GatewayShard) -> Value {
+    let (authed, total) = s.conn_counts();
+    let counts = json!({"shard": s.id.0, "connections": authed, "sockets": total,
+           "sessions": s.sessions.map.borrow().len(), "inflightRuns": s.inflight.get()});
+    Value::Array(vec![counts, crate::ops::deps::rows(s)])
+}
+
+/// The `health` payload, fresh: every shard's part over the mesh (the `health` and `status`
+/// methods, which may wait).
+pub(super) async fn health(shard: &Rc<GatewayShard>) -> Value {
     let t0 = std::time::Instant::now();
-    // One round over the shards for both the counts and the dependency rows: hello-ok waits
-    // for this on every connect.
-    let answers = shard
-        .gather(|s| {
-            let (authed, total) = s.conn_counts();
-            let counts = json!({"shard": s.id.0, "connections": authed, "sockets": total,
-                   "sessions": s.sessions.map.borrow().len(), "inflightRuns": s.inflight.get()});
-            Value::Array(vec![counts, crate::ops::deps::rows(s)])
-        })
-        .await;
+    let answers = shard.gather(|s| part(s)).await;
+    health_of(shard, answers, t0)
+}
+
+/// hello-ok's `snapshot.health` (and the `health` event after it): this shard's part now and
+/// the others' as they last published them ([`crate::snapshot`]), so a connect waits for no
+/// other shard. A shard that has not published yet (the first moments after start) counts as
+/// it starts: nothing connected, no sessions.
+pub fn hello_health(shard: &GatewayShard) -> Value {
+    let t0 = std::time::Instant::now();
+    let answers = shard.health_parts.assemble(shard.id.0, part(shard), |s| {
+        json!([{"shard": s, "connections": 0, "sockets": 0, "sessions": 0, "inflightRuns": 0}, []])
+    });
+    health_of(shard, answers, t0)
+}
+
+/// Publishes this shard's part to every shard when it changed ([`crate::snapshot`]): parked
+/// until a local event, then a look [`CHECK_MS`](crate::snapshot::CHECK_MS) later, and after
+/// a publication another within [`PERIOD_MS`](crate::snapshot::PERIOD_MS). Runs for the
+/// shard's life.
+pub async fn publish_health(shard: Rc<GatewayShard>) {
+    use crate::snapshot::{CHECK_MS, PERIOD_MS};
+    use std::time::Duration;
+    let parts = &shard.health_parts;
+    let mut moved = false;
+    loop {
+        if moved {
+            let wait = Duration::from_millis(PERIOD_MS.saturating_sub(CHECK_MS));
+            let _ = glommio::timer::timeout(wait, async {
+                parts.changed().await;
+                Ok(())
+            })
+            .await;
+        } else {
+            parts.changed().await;
+        }
+        // Let a burst of events settle: one look, one publication at most, per check.
+        glommio::timer::sleep(Duration::from_millis(CHECK_MS)).await;
+        parts.take_changed();
+        moved = match parts.to_publish(part(&shard)) {
+            Some(p) => {
+                let from = shard.id.0;
+                shard.broadcast(move |s| s.health_parts.store(from, p.clone()));
+                true
+            }
+            None => false,
+        };
+    }
+}
+
+/// The `health` payload from every shard's part, in shard order.
+fn health_of(shard: &GatewayShard, answers: Vec<Value>, t0: std::time::Instant) -> Value {
     let mut per_shard = Vec::with_capacity(answers.len());
     let mut deps = Vec::new();
     for a in answers {
@@ -78,23 +131,17 @@ fn flatten(per_shard: Vec<Value>) -> Vec<Value> {
     per_shard.into_iter().flat_map(flatten_one).collect()
 }
 
-/// Runs a connection-local method.
+/// Runs an info method.
 pub(super) async fn local(
     shard: &Rc<GatewayShard>,
     caller: &Caller,
-    method: &str,
+    m: InfoMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
-    if let Some(r) = crate::ops::admin::call(shard, method, p).await {
-        return r;
-    }
-    if let Some(r) = crate::ops::compat::call(shard, method, p).await {
-        return r;
-    }
     let cfg = shard.config();
-    Ok(match method {
-        "health" => health(shard).await,
-        "status" => {
+    Ok(match m {
+        InfoMethod::Health => health(shard).await,
+        InfoMethod::Status => {
             let h = health(shard).await;
             json!({
                 "runtimeVersion": crate::protocol::OPENCLAW_COMPAT_VERSION,
@@ -108,23 +155,18 @@ pub(super) async fn local(
                 "gateway": h["gateway"],
             })
         }
-        "node.list" => crate::node::list(shard, crate::node::may_pair(&caller.auth)),
-        "workers.status" => crate::node::worker::status(shard),
-        "capabilities.status" => crate::node::caps::status(shard),
-        "capability.invoke" => crate::node::caps::invoke(shard, p).await?,
-        "node.describe" => crate::node::describe(shard, p, crate::node::may_pair(&caller.auth))?,
-        "system-presence" => Value::Array(shard.presence_list()),
+        InfoMethod::SystemPresence => Value::Array(shard.presence_list()),
         // The last heartbeat run's outcome; heartbeats are disabled here (no heartbeat
         // runner), and OpenClaw answers null until one has run.
-        "last-heartbeat" => Value::Null,
-        "gateway.identity.get" => json!({
+        InfoMethod::LastHeartbeat => Value::Null,
+        InfoMethod::GatewayIdentityGet => json!({
             "deviceId": shard.shared.identity.device_id, "publicKey": shard.shared.identity.public_key,
         }),
-        "channels.status" => {
+        InfoMethod::ChannelsStatus => {
             json!({"ts": now_ms(), "channels": {}, "channelOrder": [], "channelLabels": {}})
         }
-        "config.get" => json!({"config": cfg.redacted_json(), "path": Value::Null}),
-        "sessions.list" => {
+        InfoMethod::ConfigGet => json!({"config": cfg.redacted_json(), "path": Value::Null}),
+        InfoMethod::SessionsList => {
             let rows = shard.gather(|s| Value::Array(s.sessions.rows())).await;
             let mut all = flatten(rows);
             // As OpenClaw: archived sessions only when asked for (`archived: "all"`/true,
@@ -157,14 +199,14 @@ pub(super) async fn local(
                    "defaults": {"modelProvider": crate::session::MODEL_PROVIDER,
                                 "model": crate::session::MODEL, "contextTokens": Value::Null}})
         }
-        "sessions.subscribe" | "sessions.unsubscribe" => {
-            let on = method == "sessions.subscribe";
+        InfoMethod::SessionsSubscribe | InfoMethod::SessionsUnsubscribe => {
+            let on = m == InfoMethod::SessionsSubscribe;
             if let Some(c) = shard.conn(caller.conn.id) {
                 c.sessions_subscribed.set(on);
             }
             json!({"ok": true, "subscribed": on})
         }
-        "system-event" => {
+        InfoMethod::SystemEvent => {
             let text = match p.get("text") {
                 Some(Value::String(t)) if !t.is_empty() => t.clone(),
                 _ => {
@@ -178,7 +220,7 @@ pub(super) async fn local(
             tracing::debug!(shard = %shard.id, device = ?caller.auth.device_id, len = text.len(), "system-event");
             json!({"ok": true})
         }
-        "queue.status" => {
+        InfoMethod::QueueStatus => {
             let per = shard.gather(|s| s.queue.stats_json()).await;
             let dead: u64 = per.iter().filter_map(|v| v["deadLetters"].as_u64()).sum();
             json!({"enabled": cfg.queue.enabled, "backend": cfg.queue.backend, "maxSize": cfg.queue.max_size,
@@ -186,7 +228,7 @@ pub(super) async fn local(
                    "deadLetters": dead, "deadLetterEnabled": cfg.queue.dead_letter.enabled,
                    "perShard": per})
         }
-        "queue.stats" => {
+        InfoMethod::QueueStats => {
             let per = shard.gather(|s| s.queue.stats_json()).await;
             let mut total = serde_json::Map::new();
             for v in &per {
@@ -208,7 +250,7 @@ pub(super) async fn local(
             json!({"total": total, "perShard": per, "dedup": dedup,
                    "retryPolicy": serde_json::to_value(&cfg.queue.retry_policy).unwrap_or_default()})
         }
-        "queue.inspect" => {
+        InfoMethod::QueueInspect => {
             let limit = p
                 .get("limit")
                 .and_then(|v| v.as_u64())
@@ -242,7 +284,7 @@ pub(super) async fn local(
             all.truncate(limit);
             json!({"deadLetter": dead, "count": all.len(), "items": all})
         }
-        "queue.redrive" => {
+        InfoMethod::QueueRedrive => {
             let id = p.get("id").and_then(|v| v.as_str()).map(str::to_string);
             let all = p.get("all").and_then(|v| v.as_bool()).unwrap_or(false);
             if id.is_none() && !all {
@@ -259,7 +301,7 @@ pub(super) async fn local(
             }
             json!({"ok": true, "redriven": n})
         }
-        "gateway.trace" => {
+        InfoMethod::GatewayTrace => {
             let id = match p.get("messageId").or_else(|| p.get("runId")) {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
                 _ => {
@@ -289,6 +331,6 @@ pub(super) async fn local(
             }
             json!({"messageId": id, "stages": stages})
         }
-        other => return Err(GatewayError::UnknownMethod(other.to_string())),
+        InfoMethod::GatewayAudit => crate::ops::audit::report(cfg),
     })
 }

@@ -4,6 +4,7 @@
 //! order; a job is acknowledged (`accepted`/`started`) when it enters the lane.
 
 pub mod history;
+pub mod watchers;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -113,14 +114,16 @@ impl Session {
 pub struct SessionTable {
     /// Sessions by normalised key.
     pub map: RefCell<HashMap<String, Rc<Session>, ahash::RandomState>>,
+    /// Who watches the runs of the keys this shard owns ([`watchers`]).
+    pub watchers: watchers::Watchers,
+    /// Which keys this shard's connections watch ([`watchers`]).
+    pub watching: watchers::Watching,
 }
 
 impl SessionTable {
     /// An empty table.
     pub fn new() -> SessionTable {
-        SessionTable {
-            map: RefCell::new(HashMap::default()),
-        }
+        SessionTable::default()
     }
 
     /// The session, created on first use. The bool is true when it was created now.

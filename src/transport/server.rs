@@ -24,6 +24,7 @@ use crate::clock::now_ms;
 use crate::protocol::connect::ConnAuth;
 use crate::protocol::error::GatewayError;
 use crate::protocol::frame::{self, Inbound};
+use crate::protocol::method::{ChatMethod, Method};
 use crate::protocol::params::FieldRef;
 use crate::protocol::{authz, PROTOCOL_VERSION};
 use crate::shard::GatewayShard;
@@ -115,6 +116,9 @@ struct Upgraded {
     deadline: Instant,
     slot: ConnSlot,
     guard: UnauthGuard,
+    /// The upgrade came with an `Origin` header (a browser): OpenClaw never lets a
+    /// device-less browser keep shared-secret scopes.
+    browser_origin: bool,
 }
 
 /// What an open gateway connection keeps for its whole life (besides the shard's `Conn`).
@@ -354,6 +358,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             if http::switch(&mut stream, key).await.is_err() {
                 return None;
             }
+            let browser_origin = head.origin.as_deref().is_some_and(|o| !o.trim().is_empty());
             return Some(Upgraded {
                 stream,
                 rest: head.rest,
@@ -361,6 +366,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 deadline,
                 slot,
                 guard,
+                browser_origin,
             });
         }
         ("POST", path, None)
@@ -397,7 +403,9 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                         path,
                         head.has_query,
                         now,
-                    ) {
+                    )
+                    .await
+                    {
                         Some(payload) => (200, "OK", payload),
                         None => {
                             shard.shared.limits.record_failure(peer.ip(), now);
@@ -620,6 +628,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         deadline,
         slot,
         guard,
+        browser_origin,
     } = up;
     let cfg = shard.config();
     let budget: Budget = Rc::new(Cell::new(cfg.gateway.preauth_max_payload + 1024));
@@ -649,7 +658,10 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         &io,
         &nonce,
         deadline,
-        client_cert.as_deref(),
+        Upgrade {
+            client_cert: client_cert.as_deref(),
+            browser_origin,
+        },
     )
     .await;
     if admitted {
@@ -670,6 +682,14 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
     ))
 }
 
+/// What the upgrade request told about the peer, for the handshake.
+struct Upgrade<'a> {
+    /// sha256 of the TLS client certificate, if one was presented.
+    client_cert: Option<&'a str>,
+    /// The upgrade carried an `Origin` header (a browser).
+    browser_origin: bool,
+}
+
 /// Reads and answers `connect`. Returns true when admitted.
 async fn handshake_phase(
     shard: &Rc<GatewayShard>,
@@ -678,8 +698,12 @@ async fn handshake_phase(
     io: &Io,
     nonce: &str,
     deadline: Instant,
-    client_cert: Option<&str>,
+    up: Upgrade<'_>,
 ) -> bool {
+    let Upgrade {
+        client_cert,
+        browser_origin,
+    } = up;
     let peer = conn.peer;
     let cfg = shard.config();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -720,7 +744,9 @@ async fn handshake_phase(
         return false;
     }
     let (req_id, params, seed) = match frame::parse(text.as_str()) {
-        Inbound::Request(r) if r.method == "connect" => (Some(r.id), r.params.into_json(), false),
+        Inbound::Request(r) if r.method.as_str() == "connect" => {
+            (Some(r.id), r.params.into_json(), false)
+        }
         Inbound::SeedConnect(p) => {
             let id = serde_json::from_str::<Value>(text.as_str())
                 .ok()
@@ -801,12 +827,13 @@ async fn handshake_phase(
     }
     let req_id = req_id.unwrap_or_default();
     let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth, durable)| {
-        // OpenClaw keeps a device-less operator's requested scopes when it authenticated
-        // with the shared secret from a direct loopback peer (the CLI's `gateway call`);
-        // anywhere else a device-less operator gets no scopes.
+        // OpenClaw keeps a device-less operator's requested scopes when its CLI (or local
+        // backend) authenticated with the shared secret from a direct loopback peer (the
+        // CLI's `gateway call`); any other device-less operator gets no scopes.
         if adm.device_id.is_none()
             && shared_auth == SharedAuth::Secret
             && peer.ip().is_loopback()
+            && handshake::loopback_secret_keeps_scopes(&adm.client, browser_origin)
             && cfg.gateway.auth.loopback_shared_secret_keeps_scopes
         {
             adm.scopes = adm.params.scopes.clone();
@@ -842,6 +869,8 @@ async fn handshake_phase(
             shard.metrics.hellos.set(shard.metrics.hellos.get() + 1);
             let hello = hello_ok(shard, conn, &adm, shared_auth).await;
             *conn.auth.borrow_mut() = Some(std::sync::Arc::new(auth.clone()));
+            // One more connection (a node up, a presence entry): others' hello-ok shows it soon.
+            shard.health_parts.mark_changed();
             conn.push_frame(frame::res_ok(&req_id, &hello));
             // Like OpenClaw: a fresh health snapshot right after hello (seq 1).
             let sv = (
@@ -927,7 +956,7 @@ async fn hello_ok(
     shared_auth: SharedAuth,
 ) -> Value {
     let cfg = shard.config();
-    let health = crate::routing::health_snapshot(shard).await;
+    let health = crate::routing::hello_health(shard);
     let mut auth = json!({
         "method": match shared_auth { SharedAuth::DeviceToken => "device-token", SharedAuth::Certificate => "certificate", SharedAuth::Open => "none", SharedAuth::Bootstrap => "bootstrap-token", SharedAuth::Secret => cfg.gateway.auth.effective_mode().as_str() },
         "role": adm.role, "scopes": adm.scopes,
@@ -945,7 +974,7 @@ async fn hello_ok(
         "server": {"version": crate::protocol::OPENCLAW_COMPAT_VERSION, "shardgateVersion": env!("CARGO_PKG_VERSION"),
                    "connId": conn.conn_uuid.to_string(), "name": "shardgate", "shard": shard.id.0},
         "features": {
-            "methods": authz::METHODS.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+            "methods": Method::ALL.iter().map(|m| m.name()).collect::<Vec<_>>(),
             "events": authz::EVENTS,
             "capabilities": authz::CAPABILITIES,
         },
@@ -1024,37 +1053,44 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
             return;
         }
     }
-    if req.method == "connect" {
+    if req.method.as_str() == "connect" {
         let e = GatewayError::InvalidFrame("already connected".into());
         conn.push_frame(frame::res_err(&req.id, &e.wire()));
         return;
     }
-    if let Err(e) = authz::authorize(&req.method, &auth.role, &auth.scopes) {
-        let unauthorized = matches!(
-            e,
-            GatewayError::MissingScope(_) | GatewayError::UnauthorizedRole(_)
-        );
-        conn.push_frame(frame::res_err(&req.id, &e.wire()));
-        if unauthorized {
-            let n = conn.unauthorized_streak.get() + 1;
-            conn.unauthorized_streak.set(n);
-            if n > 10 {
-                let w = GatewayError::RepeatedUnauthorized.wire();
-                let (code, reason) = w.close.unwrap_or((1008, "repeated unauthorized calls"));
-                conn.close(code, reason);
+    let method = match authz::authorize(&req.method, &auth.role, &auth.scopes) {
+        Ok(m) => m,
+        Err(e) => {
+            let unauthorized = matches!(
+                e,
+                GatewayError::MissingScope(_) | GatewayError::UnauthorizedRole(_)
+            );
+            conn.push_frame(frame::res_err(&req.id, &e.wire()));
+            if unauthorized {
+                let n = conn.unauthorized_streak.get() + 1;
+                conn.unauthorized_streak.set(n);
+                if n > 10 {
+                    let w = GatewayError::RepeatedUnauthorized.wire();
+                    let (code, reason) = w.close.unwrap_or((1008, "repeated unauthorized calls"));
+                    conn.close(code, reason);
+                }
             }
+            return;
         }
-        return;
-    }
+    };
     conn.unauthorized_streak.set(0);
-    shard.metrics.request(&req.method);
+    shard.metrics.request(method);
     let mut req = req;
-    if auth.seed && req.method == "agent" && req.params.field("idempotencyKey") == FieldRef::Missing
+    if auth.seed
+        && method == Method::Chat(ChatMethod::Agent)
+        && req.params.field("idempotencyKey") == FieldRef::Missing
     {
         let key = format!("seed:{}:{}", conn.conn_uuid, req.id);
         req.params.set_str("idempotencyKey", key);
     }
-    if req.method == "chat.send" && matches!(&*auth.client.mode, "ui" | "webchat") {
+    if method == Method::Chat(ChatMethod::ChatSend)
+        && matches!(&*auth.client.mode, "ui" | "webchat")
+    {
         pause_after_chat_ack(shard, conn, &req.id);
     }
     let caller = Caller {
@@ -1066,7 +1102,7 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
         conn: caller.conn,
         req_id: req.id,
     };
-    crate::routing::dispatch(shard.clone(), caller, reply, req.method, req.params);
+    crate::routing::dispatch(shard.clone(), caller, reply, method, req.params);
 }
 
 /// A UI client learns of its run from the answer to `chat.send`: the run's events wait

@@ -164,7 +164,7 @@ fn per_session_order_kept_under_50_concurrent_senders_on_2_shards() {
 }
 
 const FLAKY: &str =
-    "{agents: {bindings: {flaky: {testFailFirstAttempts: 2}, broken: {testFailFirstAttempts: 99}}},
+    "{agents: {bindings: {flaky: {dangerouslyFailFirstAttempts: 2}, broken: {dangerouslyFailFirstAttempts: 99}}},
   queue: {retryPolicy: {maxAttempts: 3, initialDelay: '20ms', maxDelay: '200ms'}}}";
 
 #[test]

@@ -526,6 +526,44 @@ fn token_without_device_scopes_cleared_when_loopback_trust_off() {
 }
 
 #[test]
+fn probe_and_ui_token_connects_without_device_get_no_scopes() {
+    let gw = Gateway::standard(None);
+    // Exactly what `openclaw gateway probe` sends from a fresh HOME (no device identity).
+    for (id, mode) in [
+        ("cli", "probe"),
+        ("openclaw-tui", "ui"),
+        ("webchat", "webchat"),
+    ] {
+        let o = ConnectOpts {
+            client_id: id,
+            client_mode: mode,
+            scopes: scopes(&[READ]),
+            ..Default::default()
+        };
+        let mut c = Client::connect_with(gw.port, &o);
+        assert_eq!(
+            c.hello["auth"]["scopes"],
+            json!([]),
+            "{id}/{mode}: {}",
+            c.hello
+        );
+        let e = c.request_err("status", json!({}));
+        assert_eq!(e["message"], "missing scope: operator.read", "{id}/{mode}");
+    }
+    // A browser (an Origin header) does not keep them even as cli/cli.
+    let mut b = Client::connect_raw_with_origin(gw.port, &format!("http://127.0.0.1:{}", gw.port));
+    let res = b.handshake(
+        ConnectOpts {
+            scopes: scopes(&[READ]),
+            ..Default::default()
+        }
+        .params(),
+    );
+    assert_eq!(res["ok"], true, "{res}");
+    assert_eq!(res["payload"]["auth"]["scopes"], json!([]), "{res}");
+}
+
+#[test]
 fn cli_style_token_connect_keeps_requested_scopes() {
     let gw = Gateway::standard(None);
     // Exactly the frame the openclaw CLI sends (FRAMES.md §1).

@@ -9,7 +9,7 @@ use crate::support::{http_raw, keys_on_each_shard, operators_on_each_shard, Gate
 
 /// Stalls shard `target` for `ms` through the test hook, asked on another shard (the hook
 /// refuses on the shard to stall). Returns the hook's answer.
-fn stall(gw: &Gateway, target: usize, ms: u64) -> String {
+pub(crate) fn stall(gw: &Gateway, target: usize, ms: u64) -> String {
     for _ in 0..64 {
         let text = http_raw(
             gw.port,

@@ -753,3 +753,55 @@ fn node_invoke_round_trip_latency_is_reported() {
     );
     assert_eq!(h.len(), N as u64);
 }
+
+#[test]
+fn node_event_is_refused_until_the_surface_is_approved() {
+    let gw = Gateway::standard(None);
+    let (mut node, node_id) = connect_node(&gw, &["system.run", "system.which"]);
+    let mut op = gw.operator(&[READ, WRITE]);
+    wait_listed(&mut op, &node_id, true);
+    // As OpenClaw 2026.9.6 answers a node host that is still pending approval.
+    let stats = json!({"event": "node.host.stats", "payloadJSON": "{\"cpuLoad1\":0.5}"});
+    for p in [
+        json!({"event": "test.ping", "payload": {"n": 1}}),
+        stats.clone(),
+    ] {
+        let e = node.request_err("node.event", p);
+        assert_eq!(
+            (
+                &e["code"],
+                &e["message"],
+                &e["details"]["code"],
+                &e["retryable"]
+            ),
+            (
+                &json!("UNAVAILABLE"),
+                &json!("node pairing changed while invocation was active"),
+                &json!("PAIRING_CHANGED"),
+                &json!(true)
+            ),
+            "{e}"
+        );
+    }
+    // Nothing it said reached operators or its row.
+    op.request_ok("health", json!({}));
+    assert!(op.events_named("node.event").is_empty());
+    let d = op.request_ok("node.describe", json!({"nodeId": node_id}));
+    assert!(d.get("hostStats").is_none(), "{d}");
+    // Approved: its events pass and its stats are kept.
+    approve_node(&gw, &mut op, &node_id, "system.which");
+    node.request_ok(
+        "node.event",
+        json!({"event": "test.ping", "payload": {"n": 2}}),
+    );
+    let e = op.wait_event("node.event test.ping", |v| {
+        v["event"] == "node.event" && v["payload"]["event"] == "test.ping"
+    });
+    assert_eq!(
+        (&e["payload"]["nodeId"], &e["payload"]["payload"]["n"]),
+        (&json!(node_id), &json!(2)),
+        "{e}"
+    );
+    let r = node.request_ok("node.event", stats);
+    assert_eq!(r["handled"], true, "{r}");
+}

@@ -51,7 +51,7 @@ fn cli_text(gw: &Gateway, args: &[&str]) -> String {
 /// A gateway with some traffic: two agent runs and one dead letter.
 fn busy_gateway() -> Gateway {
     let gw = Gateway::standard(Some(
-        "{agents: {bindings: {broken: {testFailFirstAttempts: 9}}}, queue: {retryPolicy: {maxAttempts: 2, initialDelay: '10ms'}}}",
+        "{agents: {bindings: {broken: {dangerouslyFailFirstAttempts: 9}}}, queue: {retryPolicy: {maxAttempts: 2, initialDelay: '10ms'}}}",
     ));
     let mut c = gw.operator(&[WRITE, ADMIN]);
     c.run_agent("agent:main:ops", "hello ops", "ops-1");

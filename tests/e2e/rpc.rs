@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use shardgate::auth::device::DeviceIdentity;
 
 use crate::support::{http_get, Client, ConnectOpts, Gateway, ADMIN, READ, TOKEN, WRITE};
 
@@ -237,9 +238,13 @@ fn chat_send_streams_contiguous_seq() {
         scopes: crate::support::scopes(&[READ, WRITE]),
         ..Default::default()
     };
-    let mut a = Client::connect_with(gw.port, &ui("openclaw-control-ui"));
+    let mut a = Client::connect_with_device(
+        gw.port,
+        &DeviceIdentity::generate(),
+        &ui("openclaw-control-ui"),
+    );
     // Another visible client: `a` gets presence events too.
-    let _b = Client::connect_with(gw.port, &ui("webchat"));
+    let _b = Client::connect_with_device(gw.port, &DeviceIdentity::generate(), &ui("webchat"));
     a.wait_event("presence listing 3 entries", |e| {
         e["event"] == "presence"
             && e["payload"]["presence"]
@@ -609,13 +614,25 @@ fn system_presence_is_array() {
         scopes: crate::support::scopes(&[READ]),
         ..Default::default()
     };
-    let mut a = Client::connect_with(gw.port, &ui);
+    let mut a = Client::connect_with_device(gw.port, &DeviceIdentity::generate(), &ui);
     let p = a.request_ok("system-presence", json!({}));
     let arr = p
         .as_array()
         .expect("system-presence payload is a bare array");
     assert_eq!(arr[0]["mode"], "gateway");
     assert_eq!(arr[0]["reason"], "self");
+    // The CLI prints the self entry's version as "app VERSION" and compares it with its own:
+    // the OpenClaw version we are compatible with; ours is beside it.
+    assert_eq!(arr[0]["version"], "2026.9.6", "{}", arr[0]);
+    assert_eq!(arr[0]["shardgateVersion"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        arr[0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains(" · app 2026.9.6 · "),
+        "{}",
+        arr[0]
+    );
     for k in [
         "host",
         "ip",
@@ -633,8 +650,9 @@ fn system_presence_is_array() {
     }
 
     // A second visible client shows up once presence reached a's shard.
-    let b = Client::connect_with(
+    let b = Client::connect_with_device(
         gw.port,
+        &DeviceIdentity::generate(),
         &ConnectOpts {
             client_id: "webchat",
             client_mode: "webchat",

@@ -136,7 +136,9 @@ fn bootstrap_token_pairs_a_node_once_and_join_url_serves_once() {
 
 #[test]
 fn bootstrap_token_expires_and_admits_only_a_node() {
-    let gw = gateway("300ms");
+    // Long enough for three connects on a loaded machine before the first token expires;
+    // the expiry check below waits on the clock for the second one.
+    let gw = gateway("3s");
     let mut admin = gw.operator(&[ADMIN]);
     let mint = |admin: &mut Client| {
         let r = admin.request_ok("device.pair.setupCode", json!({"bootstrapProfile": "node"}));
@@ -196,4 +198,53 @@ fn loopback_gateway_without_public_url_mints_no_code() {
         "{e}"
     );
     assert_eq!(http_get(gw.port, "/j/AAAAAAAAAAAAAAAAAAAAAA").0, 404);
+}
+
+#[test]
+fn setup_code_and_join_url_survive_a_restart_with_their_expiry() {
+    let state = tempfile::tempdir().unwrap();
+    let launch = || match Gateway::launch(crate::support::Launch {
+        args: &["--token", crate::support::TOKEN],
+        config: Some("{gateway: {pairing: {publicUrl: 'ws://127.0.0.1:1', setupCodeTtl: '10m'}}}"),
+        state_dir: Some(state.path()),
+        ..Default::default()
+    }) {
+        crate::support::Started::Ready(g) => g,
+        crate::support::Started::Exited { status, stderr } => panic!("{status}: {stderr}"),
+    };
+    let (token, join_path, expires) = {
+        let gw = launch();
+        let mut admin = gw.operator(&[ADMIN]);
+        let r = admin.request_ok(
+            "device.pair.setupCode",
+            json!({"bootstrapProfile": "node", "joinUrl": true}),
+        );
+        let payload = decode(r["setupCode"].as_str().unwrap());
+        let join = r["joinUrl"].as_str().unwrap();
+        let code = join.strip_prefix("http://127.0.0.1:1/j/").expect(join);
+        (
+            payload["bootstrapToken"].as_str().unwrap().to_string(),
+            format!("/j/{code}"),
+            r["expiresAtMs"].clone(),
+        )
+    };
+    // Restarted on the same state dir: the join URL serves its payload (expiry kept) once,
+    // and the setup code's token pairs a node once.
+    let gw = launch();
+    let (status, _, body) = http_get(gw.port, &join_path);
+    assert_eq!(status, 200, "join URL lost on restart: {body}");
+    let served: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(served["bootstrapToken"], token.as_str());
+    assert_eq!(served["expiresAtMs"], expires);
+    assert_eq!(http_get(gw.port, &join_path).0, 404, "served twice");
+    let id = DeviceIdentity::generate();
+    let (_node, res) = connect_bootstrap(gw.port, &id, &token, "node");
+    assert_eq!(res["ok"], true, "setup code lost on restart: {res}");
+    assert_eq!(res["payload"]["auth"]["method"], "bootstrap-token");
+    drop(gw);
+    // Spent before the second restart: refused after it.
+    let gw = launch();
+    assert_eq!(http_get(gw.port, &join_path).0, 404);
+    let (mut c, res) = connect_bootstrap(gw.port, &DeviceIdentity::generate(), &token, "node");
+    assert_refused(&mut c, &res);
 }

@@ -7,6 +7,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use shardgate::auth::device::DeviceIdentity;
 
 use crate::support::{scopes, Client, ConnectOpts, Gateway, FRAME_TIMEOUT, READ, WRITE};
 
@@ -86,7 +87,7 @@ fn ui_chat_send_answer_is_read_alone_and_the_run_follows_after_the_pause() {
         scopes: scopes(&[READ, WRITE]),
         ..Default::default()
     };
-    let mut ui = Client::connect_with(gw.port, &ui_opts);
+    let mut ui = Client::connect_with_device(gw.port, &DeviceIdentity::generate(), &ui_opts);
     // Several sessions, so that both shards own one: a run's frames cross the mesh or not.
     for (i, key) in ["main", "tui-a", "tui-b"].into_iter().enumerate() {
         // A round trip first: nothing else is on its way to `ui` when the message goes.

@@ -540,7 +540,17 @@ impl Client {
 
     /// [`Client::connect_raw`] to `ip` (e.g. the LAN address, to be a non-loopback peer).
     pub(crate) fn connect_raw_at(ip: IpAddr, port: u16) -> Client {
-        let mut c = Client::upgrade_at(ip, port);
+        Client::challenged(Client::upgrade_at(ip, port))
+    }
+
+    /// [`Client::connect_raw`] with an `Origin` header on the upgrade, as a browser sends.
+    pub(crate) fn connect_raw_with_origin(port: u16, origin: &str) -> Client {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        Client::challenged(Client::upgrade_with_origin(ip, port, Some(origin)))
+    }
+
+    /// Reads the `connect.challenge` off a fresh upgrade.
+    fn challenged(mut c: Client) -> Client {
         let ch = c.recv_json();
         assert_eq!(ch["type"], "event", "first frame is an event: {ch}");
         assert_eq!(
@@ -563,11 +573,22 @@ impl Client {
 
     /// Opens the socket to `ip:port` and upgrades; reads nothing.
     pub(crate) fn upgrade_at(ip: IpAddr, port: u16) -> Client {
+        Client::upgrade_with_origin(ip, port, None)
+    }
+
+    /// [`Client::upgrade_at`], with an `Origin` header when given.
+    fn upgrade_with_origin(ip: IpAddr, port: u16, origin: Option<&str>) -> Client {
+        use tungstenite::client::IntoClientRequest;
         let stream = TcpStream::connect((ip, port)).expect("tcp connect");
         stream.set_nodelay(true).ok();
         stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let url = format!("ws://{}/", SocketAddr::new(ip, port));
-        let (ws, resp) = match tungstenite::client(url.as_str(), stream) {
+        let mut req = url.into_client_request().expect("ws request");
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert("Origin", o.parse().expect("origin header value"));
+        }
+        let (ws, resp) = match tungstenite::client(req, stream) {
             Ok(x) => x,
             Err(e) => panic!("websocket upgrade failed: {e}"),
         };
