@@ -282,6 +282,19 @@ impl Drop for Gateway {
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
+        // A failing test shows what the gateway logged last: a flake that happens only under
+        // load can then be read from the one run that caught it.
+        if std::thread::panicking() {
+            let log = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- gateway stderr, last {} of {} lines ---\n{}",
+                tail.len(),
+                lines.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
