@@ -1513,6 +1513,15 @@ impl LocalExecutor {
                                     if this.has_runnable_queue() {
                                         break;
                                     }
+                                    // A sleep ended by another thread's wake returns
+                                    // without sweeping the shared channels and foreign
+                                    // wakes it was woken for: sweep them before deciding
+                                    // that nothing is runnable.
+                                    if this.reactor.spin_poll_io().unwrap_or(false)
+                                        || this.has_runnable_queue()
+                                    {
+                                        break;
+                                    }
                                     // Consumed by a wake from another thread: without it
                                     // the next park would not sleep.
                                     this.reactor.sys.install_eventfd();
