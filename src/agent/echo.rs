@@ -188,10 +188,11 @@ pub async fn run(
     let room = 192 + run.text.len();
     // `ts` of a lifecycle event is the time it reports (its start or its end).
     let lifecycle = |seq: u64, ts: i64, data: Lifecycle| {
-        if watchers::wanted(shard, key, job.watcher) {
+        let to = watchers::targets(shard, key, job.watcher);
+        if !to.is_empty() {
             let ev =
                 frame::open_event_with(room, "agent", |s| lifecycle_event(s, &run, seq, ts, &data));
-            watchers::send_open(shard, key, job.watcher, ev, false);
+            watchers::send_open(shard, &to, ev, false);
         }
     };
     seq += 1;
@@ -228,18 +229,19 @@ pub async fn run(
         seq += 1;
         let chat = job.kind == JobKind::Chat;
         chat_seq += u64::from(chat);
-        if watchers::wanted(shard, key, job.watcher) {
+        let to = watchers::targets(shard, key, job.watcher);
+        if !to.is_empty() {
             let ts = now_ms();
             let room = room + text_json.len() + word.len();
             let ev = frame::open_event_with(room, "agent", |s| {
                 assistant_event(s, &run, seq, ts, &text_json, word)
             });
-            watchers::send_open(shard, key, job.watcher, ev, false);
+            watchers::send_open(shard, &to, ev, false);
             if chat {
                 let ev = frame::open_event_with(room, "chat", |s| {
                     chat_delta(s, &run, chat_seq, &text_json, ts)
                 });
-                watchers::send_open(shard, key, job.watcher, ev, true);
+                watchers::send_open(shard, &to, ev, true);
             }
         }
     }

@@ -172,12 +172,17 @@ fn emit_agent(shard: &GatewayShard, run_id: &str, stream: &str, data: Value) {
         return;
     };
     r.seq += 1;
-    if watchers::wanted(shard, &r.session_key, r.watcher) {
+    let to = watchers::targets(shard, &r.session_key, r.watcher);
+    if !to.is_empty() {
         let p = json!({"runId": run_id, "seq": r.seq, "stream": stream, "ts": now_ms(), "data": data,
                        "sessionKey": r.session_key, "agentId": r.agent_id});
-        let (key, watcher) = (r.session_key.clone(), r.watcher);
         drop(runs);
-        watchers::send(shard, &key, watcher, "agent", &p, false);
+        watchers::send_open(
+            shard,
+            &to,
+            crate::protocol::frame::open_event("agent", &p),
+            false,
+        );
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::rc::Rc;
 
+use smallvec::SmallVec;
+
 use crate::addr::ConnRef;
 use crate::protocol::method::{ChatMethod, Method};
 use crate::shard::GatewayShard;
@@ -24,29 +26,31 @@ pub fn note(shard: &Rc<GatewayShard>, conn: ConnRef, key: &str) {
     }
 }
 
-/// Whether a run event of session `key` has anyone to go to: the run's caller or a watcher.
-pub fn wanted(shard: &GatewayShard, key: &str, caller: Option<ConnRef>) -> bool {
-    caller.is_some() || shard.sessions.watchers.others(key, caller)
+/// Who a run event of session `key` goes to: the session's other watchers, then the run's
+/// caller. One lookup per event (a streamed word's frames share it); copied out, so that no
+/// borrow of the watcher table is held while the frames are sent (a send may close a
+/// connection, which edits the table). Empty: nobody wants the event, so build no frame.
+pub fn targets(shard: &GatewayShard, key: &str, caller: Option<ConnRef>) -> Targets {
+    let mut to = shard.sessions.watchers.others_of(key, caller);
+    to.extend(caller);
+    to
 }
 
-/// Sends a run event of session `key` (begun with [`crate::protocol::frame::open_event`]) to
-/// the run's caller and to every other connection watching the session.
-pub fn send_open(
-    shard: &GatewayShard,
-    key: &str,
-    caller: Option<ConnRef>,
-    open: String,
-    droppable: bool,
-) {
-    for w in shard.sessions.watchers.others_of(key, caller) {
-        shard.event_open_to(w, open.clone(), droppable);
-    }
-    if let Some(c) = caller {
-        shard.event_open_to(c, open, droppable);
+/// The connections of [`targets`].
+pub type Targets = SmallVec<[ConnRef; 4]>;
+
+/// Sends a run event (begun with [`crate::protocol::frame::open_event`]) to `to`: a copy of
+/// the frame per target but the last.
+pub fn send_open(shard: &GatewayShard, to: &[ConnRef], open: String, droppable: bool) {
+    if let Some((last, rest)) = to.split_last() {
+        for w in rest {
+            shard.event_open_to(*w, open.clone(), droppable);
+        }
+        shard.event_open_to(*last, open, droppable);
     }
 }
 
-/// [`send_open`] of `payload` as event `name`.
+/// [`send_open`] of `payload` as event `name` to the [`targets`] of session `key`.
 pub fn send<T: serde::Serialize + ?Sized>(
     shard: &GatewayShard,
     key: &str,
@@ -55,8 +59,9 @@ pub fn send<T: serde::Serialize + ?Sized>(
     payload: &T,
     droppable: bool,
 ) {
-    if wanted(shard, key, caller) {
+    let to = targets(shard, key, caller);
+    if !to.is_empty() {
         let open = crate::protocol::frame::open_event(name, payload);
-        send_open(shard, key, caller, open, droppable);
+        send_open(shard, &to, open, droppable);
     }
 }
