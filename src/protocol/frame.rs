@@ -550,9 +550,16 @@ pub fn push_json_const(s: &mut String, v: &'static str) {
 /// Appends `v` escaped as inside a JSON string literal, without the quotes: text built up
 /// piece by piece (a streamed answer) is escaped once per piece, not once per frame.
 pub fn push_escaped(s: &mut String, v: &str) {
+    // Writing to a `String` cannot fail.
+    let _ = write_escaped(s, v);
+}
+
+/// Writes `v` escaped as inside a JSON string literal, without the quotes, to any
+/// [`std::fmt::Write`] (a frame's `String`, the log file's line buffer): the one JSON escape
+/// table of the gateway.
+pub fn write_escaped<W: std::fmt::Write + ?Sized>(w: &mut W, v: &str) -> std::fmt::Result {
     if !needs_escape(v.as_bytes()) {
-        s.push_str(v);
-        return;
+        return w.write_str(v);
     }
     let mut start = 0;
     for (i, b) in v.bytes().enumerate() {
@@ -568,17 +575,18 @@ pub fn push_escaped(s: &mut String, v: &str) {
             _ => continue,
         };
         // `i` is at an ASCII byte: a char boundary.
-        s.push_str(&v[start..i]);
+        w.write_str(&v[start..i])?;
         if esc.is_empty() {
-            s.push_str("\\u00");
-            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-            s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            w.write_str("\\u00")?;
+            w.write_char(char::from(HEX[usize::from(b >> 4)]))?;
+            w.write_char(char::from(HEX[usize::from(b & 0xf)]))?;
         } else {
-            s.push_str(esc);
+            w.write_str(esc)?;
         }
         start = i + 1;
     }
-    s.push_str(&v[start..]);
+    w.write_str(&v[start..])
 }
 
 #[cfg(test)]
