@@ -259,10 +259,11 @@ impl Record {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn acc(id: &str) -> Record {
+    /// An admission record of run `id` (the journal's tests use it too).
+    pub(crate) fn acc(id: &str) -> Record {
         Record::Acc {
             id: id.into(),
             k: format!("agent:{id}"),

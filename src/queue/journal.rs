@@ -416,19 +416,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn acc(id: &str) -> Record {
-        Record::Acc {
-            id: id.into(),
-            k: format!("agent:{id}"),
-            s: "agent:main:main".into(),
-            m: "hi".into(),
-            method: "agent".into(),
-            ch: None,
-            to: None,
-            at: 1,
-        }
-    }
+    use crate::delivery::record::tests::acc;
 
     #[test]
     fn frames_round_trip_plain_and_sealed() {
