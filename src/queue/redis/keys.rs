@@ -63,6 +63,18 @@ impl Keys {
     pub fn epoch(&self, slot: u32) -> String {
         format!("{}:epoch:{slot}", self.prefix)
     }
+
+    /// The KEYS of the dead-letter and redrive scripts, in their order: the work stream, its
+    /// run ids, the dead-letter stream, its run ids, the epoch.
+    pub fn dead_letter_keys(&self, slot: u32) -> [String; 5] {
+        [
+            self.work(slot),
+            self.ids(slot),
+            self.dead(slot),
+            self.dead_ids(slot),
+            self.epoch(slot),
+        ]
+    }
 }
 
 #[cfg(test)]

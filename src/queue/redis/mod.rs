@@ -397,14 +397,7 @@ impl RedisQueue {
                     return Ok(());
                 };
                 let json = serde_json::to_string(r).unwrap_or_default();
-                let k = &self.keys;
-                let (work, ids, dead, dids, ep) = (
-                    k.work(slot),
-                    k.ids(slot),
-                    k.dead(slot),
-                    k.dead_ids(slot),
-                    k.epoch(slot),
-                );
+                let keys = self.keys.dead_letter_keys(slot);
                 let (epoch, minid) = (
                     self.epoch(slot),
                     (now - self.dead_max_age_ms).max(0).to_string(),
@@ -412,13 +405,7 @@ impl RedisQueue {
                 self.client
                     .eval(
                         &self.scripts.dead,
-                        &[
-                            work.as_bytes(),
-                            ids.as_bytes(),
-                            dead.as_bytes(),
-                            dids.as_bytes(),
-                            ep.as_bytes(),
-                        ],
+                        &keys.each_ref().map(|k| k.as_bytes()),
                         &[
                             epoch.as_bytes(),
                             id.as_bytes(),
@@ -443,25 +430,12 @@ impl RedisQueue {
                 let Some((slot, _)) = found else {
                     return Ok(());
                 };
-                let k = &self.keys;
-                let (work, ids, dead, dids, ep) = (
-                    k.work(slot),
-                    k.ids(slot),
-                    k.dead(slot),
-                    k.dead_ids(slot),
-                    k.epoch(slot),
-                );
+                let keys = self.keys.dead_letter_keys(slot);
                 let epoch = self.epoch(slot);
                 self.client
                     .eval(
                         &self.scripts.redrive,
-                        &[
-                            work.as_bytes(),
-                            ids.as_bytes(),
-                            dead.as_bytes(),
-                            dids.as_bytes(),
-                            ep.as_bytes(),
-                        ],
+                        &keys.each_ref().map(|k| k.as_bytes()),
                         &[epoch.as_bytes(), id.as_bytes(), mode],
                     )
                     .await
