@@ -372,9 +372,9 @@ async fn shard_main(
                 glommio::timer::sleep(Duration::from_millis(period)).await;
                 crate::ops::deps::trim_caches(&shard, now_ms());
                 crate::queue::purge_dead(&shard, now_ms());
-                shard.queue.core.borrow_mut().dedup.expire(now_ms());
+                shard.queue().core.borrow_mut().dedup.expire(now_ms());
                 // The run ring keeps traces, and runs for `agent.wait`, within the dedup window.
-                shard.runs.borrow_mut().expire(now_ms());
+                shard.runs().borrow_mut().expire(now_ms());
             }
         })
         .detach()
@@ -398,22 +398,23 @@ async fn shard_main(
 /// The shutdown sequence of one shard.
 async fn drain(shard: &Rc<GatewayShard>) {
     let cfg = shard.config();
-    tracing::info!(shard = %shard.id, inflight = shard.inflight.get(), "shutting down: draining runs");
+    tracing::info!(shard = %shard.id(), inflight = shard.inflight().get(), "shutting down: draining runs");
     let payload = json!({"reason": "gateway stopping", "restartExpectedMs": null}).to_string();
     shard.event_local_all("shutdown", &payload, false, false, |_| true);
     let deadline = Instant::now() + Duration::from_millis(cfg.gateway.drain_timeout_ms);
-    while shard.inflight.get() > 0 && Instant::now() < deadline {
+    while shard.inflight().get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    if shard.inflight.get() > 0 {
-        tracing::warn!(shard = %shard.id, inflight = shard.inflight.get(), "drain timeout: runs still in flight");
+    if shard.inflight().get() > 0 {
+        tracing::warn!(shard = %shard.id(), inflight = shard.inflight().get(), "drain timeout: runs still in flight");
     }
-    let journal = shard.queue.journal.borrow().clone();
+    let journal = shard.queue().journal.borrow().clone();
     if let Some(j) = journal {
         j.close().await;
     }
-    shard.shared.drained.fetch_add(1, Ordering::SeqCst);
-    while shard.shared.drained.load(Ordering::SeqCst) < shard.shards() && Instant::now() < deadline
+    shard.shared().drained.fetch_add(1, Ordering::SeqCst);
+    while shard.shared().drained.load(Ordering::SeqCst) < shard.shards()
+        && Instant::now() < deadline
     {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }

@@ -48,8 +48,8 @@
 //! | 1 base | `clock`, `config`, `auth::net`, `auth::totp`, `transport::tls_policy` | the clock, the typed config, and the pure parsers its validation uses |
 //! | 2 wire | `protocol` | sans-IO: frames, errors, the connect request, params, scopes |
 //! | 3 trust | `auth` | the paired-device store, device proofs, pairing policy, setup codes, the connect decision |
-//! | 4 core | `addr`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses, the sans-IO delivery core, sessions and lanes, the durable journal |
-//! | 5 state | `snapshot`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | what a shard holds, each subsystem's per-shard state |
+//! | 4 core | `addr`, `envelope`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses and envelopes, the sans-IO delivery core, sessions and lanes, the durable journal |
+//! | 5 state | `shared`, `snapshot`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | the process-wide state, what a shard holds, each subsystem's per-shard state |
 //! | 6 shard | `shard` | one shard: its state, the mesh, delivery to connections |
 //! | 7 methods | `routing`, `queue`, `agent`, `node`, `auth::device_methods`, `ops` | what requests do: dispatch, the delivery driver, agents, nodes, pairing, operations |
 //! | 8 transport | `transport` | sockets: accept, HTTP, WebSocket, the connection's task |
@@ -70,6 +70,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod envelope;
 pub mod node;
 pub mod ops;
 pub mod protocol;
@@ -77,6 +78,7 @@ pub mod queue;
 pub mod routing;
 pub mod session;
 pub mod shard;
+pub mod shared;
 pub mod snapshot;
 pub mod transport;
 

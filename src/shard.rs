@@ -8,17 +8,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 use shards::mesh::{Class, Mesh, MeshStats, SendError};
 use shards::ShardId;
 
-use crate::addr::{Caller, ConnRef, ReplyTo};
-use crate::auth::limits::PeerLimits;
-use crate::auth::store::PairingStore;
+use crate::addr::{ConnRef, ReplyTo};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::protocol::connect::ConnAuth;
@@ -26,40 +22,11 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::frame;
 use crate::protocol::SessionKey;
 use crate::session::SessionTable;
+
+pub use crate::envelope::{Call, Out};
+pub use crate::session::run_entry::{RunEntry, RunRecord};
+pub use crate::shared::{Shared, StopWaiters};
 use crate::transport::conn::Conn;
-
-/// A request travelling to the shard that owns its session.
-#[derive(Debug)]
-pub struct Call {
-    /// Answers go here.
-    pub reply: ReplyTo,
-    /// Who asked.
-    pub caller: Caller,
-    /// The method (one placed on the session's owner).
-    pub method: crate::protocol::method::Method,
-    /// Parameters.
-    pub params: crate::protocol::params::Params,
-    /// The session it acts on (normalised).
-    pub key: SessionKey,
-    /// When the caller's shard received it, ms since the epoch.
-    pub received_at: i64,
-    /// The caller's shard.
-    pub received_shard: usize,
-}
-
-/// Something to put on a connection's wire.
-#[derive(Debug)]
-pub enum Out {
-    /// A complete frame (`res`).
-    Frame(String),
-    /// An event begun with [`frame::open_event`]; `seq` is given by the connection's shard.
-    Event {
-        /// The frame without `seq` and its closing brace.
-        open: String,
-        /// May be skipped under backpressure.
-        droppable: bool,
-    },
-}
 
 /// Control-plane work to run on another shard.
 pub type Control = Box<dyn FnOnce(&Rc<GatewayShard>) + Send>;
@@ -84,189 +51,49 @@ impl std::fmt::Debug for MeshMsg {
     }
 }
 
-/// Process-wide state shared by all shards (read-mostly or internally synchronized).
-#[derive(Debug)]
-pub struct Shared {
-    /// The configuration (fixed for the process).
-    pub config: Arc<Config>,
-    /// Paired devices.
-    pub store: PairingStore,
-    /// The thread that writes the state files (paired devices, node approvals, setup codes)
-    /// and its counters (`/metrics`, health).
-    pub store_writer: crate::auth::store_writer::StoreWriter,
-    /// Pre-auth limits per IP.
-    pub limits: PeerLimits,
-    /// Pending pairing requests and the TOTP replay guard.
-    pub pairing: crate::auth::pairing::Pairing,
-    /// Node pairing: pending `node.pair.request`s and approved command sets.
-    pub node_pairing: crate::node::pairing::NodePairing,
-    /// Setup codes: bootstrap tokens (hashed) and join codes.
-    pub bootstrap: crate::auth::bootstrap::Bootstrap,
-    /// The address the gateway listens on (the port resolved when 0 was asked for).
-    pub listen: std::net::SocketAddr,
-    /// IP allowlist, connections per IP, origins, network classes.
-    pub access: crate::auth::access::Access,
-    /// TLS acceptor state (when `gateway.tls.enabled`), reloaded on rotation.
-    pub tls: Option<crate::transport::tls::TlsState>,
-    /// Process start.
-    pub started: Instant,
-    /// Process start, ms since epoch.
-    pub started_ms: i64,
-    /// Process start on [`shards::clock::monotonic_us`] (the origin of [`Shared::mono_us`]).
-    pub started_us: u64,
-    /// Number of shards.
-    pub shards: usize,
-    /// Set by SIGTERM/SIGINT (in the signal handler).
-    pub shutdown: Arc<AtomicBool>,
-    /// Wakes the shards waiting for `shutdown` ([`StopWaiters::wait`]) once it is set.
-    pub stop_waiters: StopWaiters,
-    /// Shards that finished draining their runs.
-    pub drained: AtomicUsize,
-    /// This gateway instance's id (presence "self").
-    pub instance_id: String,
-    /// The bound port.
-    pub port: std::sync::atomic::AtomicU16,
-    /// Messages admitted and not finished, all shards (bounded by `queue.maxSize`).
-    pub queued: AtomicUsize,
-    /// Host name for presence.
-    pub host: String,
-    /// Set while over the memory cap: new connections and runs are refused.
-    pub shedding: AtomicBool,
-    /// The gateway's own Ed25519 identity (`gateway.identity.get`), kept in the state dir.
-    pub identity: crate::auth::identity::GatewayIdentity,
-}
-
-/// The shards' wakers waiting for the shutdown flag: the thread that sees the signal wakes
-/// them ([`StopWaiters::wake_all`]), so a shard does not poll the flag on a timer (a wake-up
-/// every 50 ms per shard, and with the default spin before sleeping, 50 µs of polling each).
-#[derive(Debug, Default)]
-#[expect(
-    clippy::disallowed_types,
-    reason = "the signal thread, outside the pool, hands the shards their wake-up; locked once per waiter and once at shutdown"
-)]
-pub struct StopWaiters(std::sync::Mutex<Vec<std::task::Waker>>);
-
-impl StopWaiters {
-    /// Completes once `flag` is set and [`StopWaiters::wake_all`] has run after it (or at
-    /// once if it is set already).
-    pub fn wait<'a>(&'a self, flag: &'a AtomicBool) -> impl std::future::Future<Output = ()> + 'a {
-        std::future::poll_fn(move |cx| {
-            let set = || flag.load(std::sync::atomic::Ordering::SeqCst);
-            if set() {
-                return std::task::Poll::Ready(());
-            }
-            let mut waiters = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
-            }
-            // Checked again under the lock: `wake_all` takes it after the flag is set, so a
-            // flag set after the first check is seen here or wakes this waker.
-            if set() {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-    }
-
-    /// Wakes every waiter (the flag was set before).
-    pub fn wake_all(&self) {
-        let waiters = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in waiters {
-            w.wake();
-        }
-    }
-}
-
-impl Shared {
-    /// Milliseconds since the process started.
-    pub fn uptime_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// A monotonic clock shared by every shard, microseconds since start.
-    pub fn mono_us(&self) -> u64 {
-        shards::clock::monotonic_us().saturating_sub(self.started_us)
-    }
-}
-
-/// A record of a run in the run directory (on `owner(runId)`), for `agent.wait`.
-#[derive(Debug, Default)]
-pub struct RunRecord {
-    /// `queued`, `running`, `ok`, `error`, `timeout`, `aborted` (empty: only waited for).
-    pub status: &'static str,
-    /// When it started.
-    pub started_at: Option<i64>,
-    /// When it ended.
-    pub ended_at: Option<i64>,
-    /// Error text.
-    pub error: Option<String>,
-    /// Waiters to notify at the end.
-    pub waiters: Vec<futures_channel::oneshot::Sender<()>>,
-}
-
-/// A run id's entry in a shard's run ring ([`GatewayShard::runs`]): the stages its message
-/// passed on this shard and, on `owner(runId)`, its run directory record. One entry, one key
-/// and one index probe per run rather than two rings' worth.
-#[derive(Debug, Default)]
-pub struct RunEntry {
-    /// Pipeline stages recorded here (`gateway.trace`).
-    pub trace: crate::delivery::trace::Trace,
-    /// The run directory record (status `""` unless this shard owns the run id, or only
-    /// waited for).
-    pub record: RunRecord,
-}
-
-/// The record has nothing on the heap in the common case (no error text, no waiters).
-impl shards::dedup::Prefetch for RunEntry {
-    fn prefetch(&self) {
-        self.trace.prefetch();
-    }
-}
-
 /// Everything one shard owns.
 pub struct GatewayShard {
     /// This shard.
-    pub id: ShardId,
+    id: ShardId,
     /// Process-wide state.
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
     mesh: Rc<Mesh<MeshMsg>>,
     conns: RefCell<HashMap<u64, Rc<Conn>, ahash::RandomState>>,
     next_conn: Cell<u64>,
     /// Sessions this shard owns.
-    pub sessions: SessionTable,
+    sessions: SessionTable,
     /// Queue state: dead letters, counters, the durable journal.
-    pub queue: crate::queue::state::QueueState,
+    queue: crate::queue::state::QueueState,
     /// Node registry replica and the invokes pending on this shard's nodes.
-    pub nodes: crate::node::registry::NodeState,
+    nodes: crate::node::registry::NodeState,
     /// Counters (merged on read).
-    pub metrics: crate::ops::metrics::ShardMetrics,
+    metrics: crate::ops::metrics::ShardMetrics,
     /// Request rate limiters (this shard's share of `access.rateLimiting`).
-    pub limiter: crate::auth::access::ShardLimiter,
+    limiter: crate::auth::access::ShardLimiter,
     /// Agent worker runs (by session shard) and assignments (by worker shard).
-    pub workers: crate::node::worker_pool::WorkerState,
+    workers: crate::node::worker_pool::WorkerState,
     /// Run entries: traces recorded here, and the run directory of the run ids owned here.
     /// Bounded like the dedup ring (capacity and window): a client cannot grow it without
     /// limit by submitting runs faster than the window expires them.
-    pub runs: RefCell<shards::dedup::DedupRing<String, RunEntry>>,
+    runs: RefCell<shards::dedup::DedupRing<String, RunEntry>>,
     /// Presence, replicated on every shard (keyed by connection).
     presence: RefCell<BTreeMap<String, Value>>,
     presence_version: Cell<u64>,
     health_version: Cell<u64>,
     /// The other shards' parts of hello-ok's health, as they last published them.
-    pub health_parts: crate::snapshot::HealthParts,
+    health_parts: crate::snapshot::HealthParts,
     /// Runs executing on this shard.
-    pub inflight: Cell<usize>,
+    inflight: Cell<usize>,
     pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
     next_pending: Cell<u64>,
     /// Dependency health states (shard 0 checks them).
-    pub deps: crate::ops::dep_state::Deps,
+    deps: crate::ops::dep_state::Deps,
     /// Alert states (shard 0 evaluates them).
-    pub alert_state: RefCell<Vec<(String, bool)>>,
+    alert_state: RefCell<Vec<(String, bool)>>,
     /// System events queued by `wake` for the default agent's main session, oldest first
     /// (the same on every shard: `wake` broadcasts). No heartbeat runs here to consume them,
     /// so they stay queued, bounded as in OpenClaw; `status.queuedSystemEvents` shows them.
-    pub system_events: RefCell<std::collections::VecDeque<String>>,
+    system_events: RefCell<std::collections::VecDeque<String>>,
 }
 
 impl std::fmt::Debug for GatewayShard {
@@ -282,7 +109,7 @@ impl GatewayShard {
     pub fn new(id: ShardId, shared: Arc<Shared>, mesh: Rc<Mesh<MeshMsg>>) -> Rc<GatewayShard> {
         let sessions = SessionTable::new();
         let health_parts = crate::snapshot::HealthParts::new(shared.shards);
-        let queue = crate::queue::state::QueueState::new(&shared.config);
+        let queue = crate::queue::state::QueueState::new(&shared.config, shared.shards);
         let limiter = crate::auth::access::ShardLimiter::new(&shared.config, shared.shards);
         let runs = shards::dedup::DedupRing::new(
             shared.config.deduplication.capacity,
@@ -312,6 +139,82 @@ impl GatewayShard {
             alert_state: RefCell::new(Vec::new()),
             deps: Default::default(),
         })
+    }
+
+    // ----- state (each subsystem's own API is on its type) -----
+
+    /// This shard.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Process-wide state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Sessions this shard owns.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
+    }
+
+    /// Queue state: dead letters, counters, the durable journal.
+    pub fn queue(&self) -> &crate::queue::state::QueueState {
+        &self.queue
+    }
+
+    /// Node registry replica and the invokes pending on this shard's nodes.
+    pub fn nodes(&self) -> &crate::node::registry::NodeState {
+        &self.nodes
+    }
+
+    /// Counters (merged on read).
+    pub fn metrics(&self) -> &crate::ops::metrics::ShardMetrics {
+        &self.metrics
+    }
+
+    /// Request rate limiters (this shard's share of `access.rateLimiting`).
+    pub fn limiter(&self) -> &crate::auth::access::ShardLimiter {
+        &self.limiter
+    }
+
+    /// Agent worker runs (by session shard) and assignments (by worker shard).
+    pub fn workers(&self) -> &crate::node::worker_pool::WorkerState {
+        &self.workers
+    }
+
+    /// Run entries: traces recorded here, and the run directory of the run ids owned here.
+    /// Bounded like the dedup ring (capacity and window): a client cannot grow it without
+    /// limit by submitting runs faster than the window expires them.
+    pub fn runs(&self) -> &RefCell<shards::dedup::DedupRing<String, RunEntry>> {
+        &self.runs
+    }
+
+    /// The other shards' parts of hello-ok's health, as they last published them.
+    pub fn health_parts(&self) -> &crate::snapshot::HealthParts {
+        &self.health_parts
+    }
+
+    /// Runs executing on this shard.
+    pub fn inflight(&self) -> &Cell<usize> {
+        &self.inflight
+    }
+
+    /// Dependency health states (shard 0 checks them).
+    pub fn deps(&self) -> &crate::ops::dep_state::Deps {
+        &self.deps
+    }
+
+    /// Alert states (shard 0 evaluates them).
+    pub fn alert_state(&self) -> &RefCell<Vec<(String, bool)>> {
+        &self.alert_state
+    }
+
+    /// System events queued by `wake` for the default agent's main session, oldest first
+    /// (the same on every shard: `wake` broadcasts). No heartbeat runs here to consume them,
+    /// so they stay queued, bounded as in OpenClaw; `status.queuedSystemEvents` shows them.
+    pub fn system_events(&self) -> &RefCell<std::collections::VecDeque<String>> {
+        &self.system_events
     }
 
     /// The configuration.

@@ -26,8 +26,8 @@ use crate::transport::conn::Conn;
 /// Sends `device.pair.requested` for requests filed since the last call (called by the
 /// connection's shard right after a handshake).
 pub fn announce(shard: &Rc<GatewayShard>) {
-    for r in shard.shared.pairing.take_unannounced(now_ms()) {
-        tracing::info!(shard = %shard.id, request = %r.request_id, device = %r.approve.device_id,
+    for r in shard.shared().pairing.take_unannounced(now_ms()) {
+        tracing::info!(shard = %shard.id(), request = %r.request_id, device = %r.approve.device_id,
             network = r.network.as_str(), "pairing requested");
         emit(shard, "device.pair.requested", r.to_json());
     }
@@ -83,15 +83,15 @@ pub async fn call(
     m: DeviceMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
-    let shared = &shard.shared;
+    let shared = &shard.shared();
     let now = now_ms();
     let by = caller.auth.actor();
     match m {
         DeviceMethod::PairSetupCode => {
             super::bootstrap::setup_code(
-                &shard.shared.bootstrap,
+                &shard.shared().bootstrap,
                 shard.config(),
-                shard.shared.listen,
+                shard.shared().listen,
                 p,
             )
             .await

@@ -1,5 +1,6 @@
 //! Admission: whether a new message may enter the queue, weighed against the memory cap, the
-//! queue bound (`queue.maxSize`, counted over every shard) and its session's lane bound
+//! queue bound (`queue.maxSize`, over every shard: the driver holds this shard's credits,
+//! [`crate::queue::state::Credits`], and says whether one was left) and its session's lane bound
 //! (`ordering.bufferSize`).
 //!
 //! Invariant: a refusal is never silent: it names its reason (the trace's `rejected` detail)
@@ -13,8 +14,9 @@ use crate::protocol::error::GatewayError;
 pub struct Load {
     /// Over the memory cap: refuse new runs.
     pub shedding: bool,
-    /// Messages admitted and not finished, all shards.
-    pub queued: usize,
+    /// No room under `queue.maxSize` (counted over every shard by the driver; false
+    /// without a queue).
+    pub queue_full: bool,
     /// Jobs waiting in the target session's lane, held ones included (0 for a new session).
     pub lane: usize,
 }
@@ -22,10 +24,6 @@ pub struct Load {
 /// The bounds admission enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
-    /// `queue.enabled`: without a queue, `maxSize` does not apply.
-    pub queue_enabled: bool,
-    /// `queue.maxSize`.
-    pub max_size: usize,
     /// `ordering.bufferSize`.
     pub lane_size: usize,
 }
@@ -75,7 +73,7 @@ pub fn check(load: Load, bounds: Bounds) -> Result<(), Refusal> {
     if load.shedding {
         return Err(Refusal::Overloaded);
     }
-    if bounds.queue_enabled && load.queued >= bounds.max_size {
+    if load.queue_full {
         return Err(Refusal::QueueFull);
     }
     if load.lane >= bounds.lane_size {
@@ -88,28 +86,24 @@ pub fn check(load: Load, bounds: Bounds) -> Result<(), Refusal> {
 mod tests {
     use super::*;
 
-    const B: Bounds = Bounds {
-        queue_enabled: true,
-        max_size: 2,
-        lane_size: 3,
-    };
+    const B: Bounds = Bounds { lane_size: 3 };
 
-    fn load(queued: usize, lane: usize) -> Load {
+    fn load(queue_full: bool, lane: usize) -> Load {
         Load {
             shedding: false,
-            queued,
+            queue_full,
             lane,
         }
     }
 
     #[test]
     fn admits_below_both_bounds() {
-        assert_eq!(check(load(1, 2), B), Ok(()));
+        assert_eq!(check(load(false, 2), B), Ok(()));
     }
 
     #[test]
     fn queue_bound_is_inclusive_and_says_queue_full_with_retry_after() {
-        assert_eq!(check(load(2, 0), B), Err(Refusal::QueueFull));
+        assert_eq!(check(load(true, 0), B), Err(Refusal::QueueFull));
         let wire = Refusal::QueueFull.error().wire().to_json();
         assert_eq!(wire["details"]["code"], "QUEUE_FULL");
         assert_eq!(wire["retryAfterMs"], 1000);
@@ -118,7 +112,7 @@ mod tests {
 
     #[test]
     fn lane_bound_refuses_with_its_own_retry_after() {
-        assert_eq!(check(load(0, 3), B), Err(Refusal::LaneFull));
+        assert_eq!(check(load(false, 3), B), Err(Refusal::LaneFull));
         assert_eq!(
             Refusal::LaneFull.error().wire().to_json()["retryAfterMs"],
             500
@@ -129,19 +123,9 @@ mod tests {
     fn shedding_wins_over_the_other_bounds() {
         let l = Load {
             shedding: true,
-            ..load(5, 5)
+            ..load(true, 5)
         };
         assert_eq!(check(l, B), Err(Refusal::Overloaded));
         assert_eq!(Refusal::Overloaded.reason(), "OVERLOADED");
-    }
-
-    #[test]
-    fn a_disabled_queue_has_no_size_bound_but_lanes_still_do() {
-        let b = Bounds {
-            queue_enabled: false,
-            ..B
-        };
-        assert_eq!(check(load(1_000, 0), b), Ok(()));
-        assert_eq!(check(load(1_000, 3), b), Err(Refusal::LaneFull));
     }
 }

@@ -80,8 +80,6 @@ impl Policy {
     pub fn of(cfg: &Config) -> Policy {
         Policy {
             bounds: Bounds {
-                queue_enabled: cfg.queue.enabled,
-                max_size: cfg.queue.max_size,
                 lane_size: cfg.ordering.buffer_size,
             },
             retry: RetryPolicy::of(cfg),

@@ -32,7 +32,7 @@ fn order(c: &CapabilityConfig) -> Vec<String> {
 /// Live nodes matching `node:<sel>` for `cap`, by node id order.
 fn nodes_for(shard: &GatewayShard, cap: &str, sel: &str) -> Vec<String> {
     shard
-        .nodes
+        .nodes()
         .registry
         .borrow()
         .values()

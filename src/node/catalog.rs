@@ -157,10 +157,10 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 /// Every known node as `node.list` shows it: connected first, then by name, then by id.
 /// `with_pending` shows the pending request's id and declared surface.
 pub fn rows(shard: &GatewayShard, with_pending: bool) -> Vec<Value> {
-    let live = shard.nodes.registry.borrow();
-    let (pending, approved) = shard.shared.node_pairing.list(now_ms());
+    let live = shard.nodes().registry.borrow();
+    let (pending, approved) = shard.shared().node_pairing.list(now_ms());
     let devices: Vec<PairedDevice> = shard
-        .shared
+        .shared()
         .store
         .list()
         .into_iter()

@@ -38,7 +38,7 @@ impl Answer {
                 Err(e) => shard.reply_err(&reply, &e),
             },
             Answer::Internal { origin, id } => shard.on_shard(origin, move |o| {
-                let tx = o.nodes.internal.borrow_mut().remove(&id);
+                let tx = o.nodes().internal.borrow_mut().remove(&id);
                 if let Some(tx) = tx {
                     let _ = tx.send(r);
                 }
@@ -120,7 +120,7 @@ pub fn node_up(
         &adm.params.commands,
     );
     if !withheld.is_empty() {
-        tracing::warn!(shard = %shard.id, node = %id, commands = ?withheld,
+        tracing::warn!(shard = %shard.id(), node = %id, commands = ?withheld,
             "node command surface withheld (not in the platform allowlist; see gateway.nodes.allowCommands)");
     }
     let info = NodeInfo {
@@ -141,12 +141,12 @@ pub fn node_up(
         approved: None,
         pending_request: None,
     };
-    tracing::info!(shard = %shard.id, node = %id, "node connected");
+    tracing::info!(shard = %shard.id(), node = %id, "node connected");
     if files_request {
         pair_methods::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
     }
     shard.broadcast(move |s| {
-        s.nodes
+        s.nodes()
             .registry
             .borrow_mut()
             .insert(info.node_id.clone(), info.clone());
@@ -157,17 +157,17 @@ pub fn node_up(
 /// The node on `conn` went away: forget it everywhere and fail its pending invokes.
 pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
     let id = shard
-        .nodes
+        .nodes()
         .registry
         .borrow()
         .values()
         .find(|n| n.conn == conn)
         .map(|n| n.node_id.clone());
     let Some(id) = id else { return };
-    tracing::info!(shard = %shard.id, node = %id, "node disconnected");
+    tracing::info!(shard = %shard.id(), node = %id, "node disconnected");
     worker::worker_down(shard, conn);
     let failed: Vec<PendingInvoke> = {
-        let mut p = shard.nodes.pending.borrow_mut();
+        let mut p = shard.nodes().pending.borrow_mut();
         let ids: Vec<String> = p
             .iter()
             .filter(|(_, v)| v.node_conn == conn)
@@ -180,7 +180,7 @@ pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
         f.caller.send(shard, Err(e));
     }
     shard.broadcast(move |s| {
-        let mut r = s.nodes.registry.borrow_mut();
+        let mut r = s.nodes().registry.borrow_mut();
         if r.get(&id).is_some_and(|n| n.conn == conn) {
             r.remove(&id);
         }
@@ -241,13 +241,13 @@ fn prepare(shard: &GatewayShard, p: &Value) -> Result<Prepared, GatewayError> {
     let node_id = required_str(p, "nodeId")?.to_string();
     let command = required_str(p, "command")?.to_string();
     let idem = required_str(p, "idempotencyKey")?.to_string();
-    let live = shard.nodes.registry.borrow().get(&node_id).cloned();
+    let live = shard.nodes().registry.borrow().get(&node_id).cloned();
     // OpenClaw's order: a node whose surface was never approved has no pairing generation
     // to invoke under (`PAIRING_CHANGED`), connected or not; then it must be connected.
     let gated = live
         .as_ref()
         .map_or(shard.config().gateway.nodes.require_pairing, |n| n.gated);
-    if gated && shard.shared.node_pairing.approved(&node_id).is_none() {
+    if gated && shard.shared().node_pairing.approved(&node_id).is_none() {
         return Err(GatewayError::NodePairingChanged);
     }
     let node = live.ok_or_else(|| GatewayError::NodeNotConnected(node_id.clone()))?;
@@ -315,7 +315,7 @@ fn start(shard: &Rc<GatewayShard>, x: Prepared, answer: Answer) {
             return;
         }
         let invoke_id = uuid::Uuid::new_v4().to_string();
-        s.nodes.pending.borrow_mut().insert(
+        s.nodes().pending.borrow_mut().insert(
             invoke_id.clone(),
             PendingInvoke {
                 caller: answer,
@@ -330,7 +330,7 @@ fn start(shard: &Rc<GatewayShard>, x: Prepared, answer: Answer) {
         let s2 = s.clone();
         glommio::spawn_local(async move {
             glommio::timer::sleep(Duration::from_millis(timeout_ms)).await;
-            let gone = s2.nodes.pending.borrow_mut().remove(&invoke_id);
+            let gone = s2.nodes().pending.borrow_mut().remove(&invoke_id);
             if let Some(p) = gone {
                 let e = GatewayError::AgentTimeout(format!(
                     "node {} did not answer {} within {timeout_ms} ms",
@@ -355,15 +355,15 @@ pub fn invoke(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
 /// Invokes a node and waits for its answer (used by capability failover).
 pub async fn invoke_await(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
     let x = prepare(shard, p)?;
-    let id = shard.nodes.next_internal.get();
-    shard.nodes.next_internal.set(id + 1);
+    let id = shard.nodes().next_internal.get();
+    shard.nodes().next_internal.set(id + 1);
     let (tx, rx) = futures_channel::oneshot::channel();
-    shard.nodes.internal.borrow_mut().insert(id, tx);
+    shard.nodes().internal.borrow_mut().insert(id, tx);
     start(
         shard,
         x,
         Answer::Internal {
-            origin: shard.id,
+            origin: shard.id(),
             id,
         },
     );
@@ -386,7 +386,7 @@ pub fn result(
         ));
     }
     let pending = {
-        let mut m = shard.nodes.pending.borrow_mut();
+        let mut m = shard.nodes().pending.borrow_mut();
         match m.get(id) {
             Some(x) if x.node_id == node_id => m.remove(id),
             _ => None,
@@ -447,12 +447,12 @@ pub fn runner_inventory_update(
     node: &str,
 ) -> Result<Value, GatewayError> {
     let gated = shard
-        .nodes
+        .nodes()
         .registry
         .borrow()
         .get(node)
         .is_some_and(|n| n.gated);
-    let np = &shard.shared.node_pairing;
+    let np = &shard.shared().node_pairing;
     match np.pending_for(node, now_ms()) {
         Some(r) if gated && np.approved(node).is_none() => Err(GatewayError::NodeUnavailable(format!(
             "node capability surface is awaiting operator approval; run `openclaw nodes approve {}` (see `openclaw nodes pending`), then this node retries automatically",
@@ -472,12 +472,12 @@ pub fn runner_inventory_update(
 pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, GatewayError> {
     let name = required_str(p, "event")?.to_string();
     let gated = shard
-        .nodes
+        .nodes()
         .registry
         .borrow()
         .get(node)
         .map_or(shard.config().gateway.nodes.require_pairing, |n| n.gated);
-    if gated && shard.shared.node_pairing.approved(node).is_none() {
+    if gated && shard.shared().node_pairing.approved(node).is_none() {
         return Err(GatewayError::NodePairingChanged);
     }
     if name == "node.host.stats" {
@@ -491,7 +491,7 @@ pub fn event(shard: &Rc<GatewayShard>, node: &str, p: &Value) -> Result<Value, G
             stats["updatedAtMs"] = json!(now_ms());
             let (id, text) = (node.to_owned(), stats.to_string());
             shard.broadcast(move |s| {
-                if let Some(n) = s.nodes.registry.borrow_mut().get_mut(&id) {
+                if let Some(n) = s.nodes().registry.borrow_mut().get_mut(&id) {
                     n.row["hostStats"] = serde_json::from_str(&text).unwrap_or_default();
                 }
             });

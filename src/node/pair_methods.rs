@@ -19,9 +19,9 @@ use crate::shard::GatewayShard;
 /// state (and, with `declared`, replaces its declared commands and caps first): a gated
 /// node's effective surface is what it declares *and* its approval holds.
 fn apply(s: &GatewayShard, node_id: &str, declared: Option<(&[String], &[String])>) {
-    let approved = s.shared.node_pairing.approved(node_id);
-    let pending = s.shared.node_pairing.pending_for(node_id, now_ms());
-    let mut reg = s.nodes.registry.borrow_mut();
+    let approved = s.shared().node_pairing.approved(node_id);
+    let pending = s.shared().node_pairing.pending_for(node_id, now_ms());
+    let mut reg = s.nodes().registry.borrow_mut();
     let Some(n) = reg.get_mut(node_id) else {
         return;
     };
@@ -62,7 +62,7 @@ pub(crate) fn apply_local(s: &GatewayShard, node_id: &str) {
 
 /// Sends a pairing event to every operator allowed to act on it, and to the node itself.
 fn emit(shard: &Rc<GatewayShard>, name: &'static str, node_id: &str, payload: Value) {
-    if let Some(conn) = shard.nodes.registry.borrow().get(node_id).map(|n| n.conn) {
+    if let Some(conn) = shard.nodes().registry.borrow().get(node_id).map(|n| n.conn) {
         shard.event_to(conn, name, &payload, true);
     }
     let text = payload.to_string();
@@ -95,7 +95,7 @@ fn announce(shard: &Rc<GatewayShard>, filed: &Filed) {
                    "supersededBy": request.request_id, "ts": now_ms()}),
         );
     }
-    tracing::info!(shard = %shard.id, request = %request.request_id, node = %request.node_id,
+    tracing::info!(shard = %shard.id(), request = %request.request_id, node = %request.node_id,
         commands = ?request.commands, "node pairing requested");
     emit(
         shard,
@@ -127,7 +127,7 @@ pub fn on_connect(
         version: Some(c.version.to_string()),
         device_family: c.device_family.as_deref().map(str::to_owned),
     };
-    let np = &shard.shared.node_pairing;
+    let np = &shard.shared().node_pairing;
     let now = now_ms();
     let first = np.approved(node_id).is_none();
     let filed = np.file(node_id, commands, caps, meta, false, now);
@@ -140,7 +140,7 @@ pub fn on_connect(
             glommio::spawn_local(async move {
                 match written.wait().await {
                     Ok(()) => {
-                        tracing::info!(shard = %shard.id, node = %node_id, commands = ?a.commands,
+                        tracing::info!(shard = %shard.id(), node = %node_id, commands = ?a.commands,
                             "node capability surface approved by its bootstrap token");
                         sync(&shard, &node_id);
                         emit(
@@ -152,7 +152,7 @@ pub fn on_connect(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "node pairing store");
-                        shard.shared.node_pairing.restore(r.clone());
+                        shard.shared().node_pairing.restore(r.clone());
                         sync(&shard, &node_id);
                         announce(
                             &shard,
@@ -198,7 +198,7 @@ pub async fn call(
     m: NodePairMethod,
     p: &Value,
 ) -> Result<Value, GatewayError> {
-    let np = &shard.shared.node_pairing;
+    let np = &shard.shared().node_pairing;
     let now = now_ms();
     let me = caller.auth.actor();
     match m {
@@ -221,7 +221,7 @@ pub async fn call(
             let commands = strings(p, "commands")?;
             let caps = strings(p, "caps")?;
             let live = shard
-                .nodes
+                .nodes()
                 .registry
                 .borrow()
                 .get(&node_id)
@@ -306,7 +306,7 @@ pub async fn call(
             let node_id = required_str(p, "nodeId")?;
             let approved = np.approved(node_id);
             let pending = np.pending_for(node_id, now);
-            let live = shard.nodes.registry.borrow().get(node_id).cloned();
+            let live = shard.nodes().registry.borrow().get(node_id).cloned();
             let declared = live.as_ref().map(|n| n.declared.clone());
             let unapproved: Vec<String> = declared
                 .iter()
@@ -332,7 +332,7 @@ pub async fn call(
             // OpenClaw keeps a node's surface in its device record, so removing the node
             // unpairs a device paired only as a node, and closes its node connections.
             let node_id = required_str(p, "nodeId")?;
-            let store = &shard.shared.store;
+            let store = &shard.shared().store;
             let device_node_only = store
                 .get(node_id)
                 .is_some_and(|d| d.roles.iter().all(|r| r == "node"));

@@ -33,8 +33,8 @@ use crate::shard::GatewayShard;
 
 /// Picks the least-loaded live worker serving `agent`.
 fn pick(shard: &GatewayShard, agent: &str) -> Option<(String, ConnRef)> {
-    let reg = shard.nodes.registry.borrow();
-    let load = shard.workers.load.borrow();
+    let reg = shard.nodes().registry.borrow();
+    let load = shard.workers().load.borrow();
     // The pool: at most `connections.pool.maxSize` workers of this agent (by id order).
     let max = shard.config().connections.pool.max_size.max(1);
     let mut cands: Vec<(usize, String, ConnRef)> = reg
@@ -55,8 +55,8 @@ fn pick(shard: &GatewayShard, agent: &str) -> Option<(String, ConnRef)> {
     cands.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let least = cands[0].0;
     let ties: Vec<_> = cands.into_iter().filter(|c| c.0 == least).collect();
-    let i = shard.workers.rr.get();
-    shard.workers.rr.set(i.wrapping_add(1));
+    let i = shard.workers().rr.get();
+    shard.workers().rr.set(i.wrapping_add(1));
     let (_, id, conn) = ties[i % ties.len()].clone();
     Some((id, conn))
 }
@@ -85,7 +85,7 @@ pub async fn dispatch(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     };
     let (tx, rx) = oneshot::channel();
-    shard.workers.runs.borrow_mut().insert(
+    shard.workers().runs.borrow_mut().insert(
         job.run_id.clone(),
         RunHere {
             watcher: job.watcher,
@@ -99,7 +99,7 @@ pub async fn dispatch(
         },
     );
     *shard
-        .workers
+        .workers()
         .load
         .borrow_mut()
         .entry(worker.clone())
@@ -112,14 +112,14 @@ pub async fn dispatch(
     );
     let request = json!({"runId": job.run_id, "agentId": agent, "sessionKey": job.session_key,
                          "message": job.message, "kind": job.kind.method(), "attempt": job.attempts});
-    let (origin, run_id, test) = (shard.id, job.run_id.clone(), pool.test_on_borrow);
+    let (origin, run_id, test) = (shard.id(), job.run_id.clone(), pool.test_on_borrow);
     let ping_timeout = pool.connection_timeout.duration();
     shard.on_shard(conn.shard, move |w| {
-        w.workers.assigned.borrow_mut().insert(run_id.clone(), Assigned { session_shard: origin, worker_conn: conn });
+        w.workers().assigned.borrow_mut().insert(run_id.clone(), Assigned { session_shard: origin, worker_conn: conn });
         let w = w.clone();
         glommio::spawn_local(async move {
             if test && !ping(&w, conn, ping_timeout).await {
-                tracing::warn!(shard = %w.id, run = %run_id, "worker failed the liveness check; closing it");
+                tracing::warn!(shard = %w.id(), run = %run_id, "worker failed the liveness check; closing it");
                 if let Some(c) = w.conn(conn.id) {
                     c.close(1011, "worker failed liveness check");
                 }
@@ -133,8 +133,8 @@ pub async fn dispatch(
     let r = rx
         .await
         .unwrap_or_else(|_| Err("worker run cancelled".into()));
-    let run = shard.workers.runs.borrow_mut().remove(&job.run_id);
-    if let Some(n) = shard.workers.load.borrow_mut().get_mut(&worker) {
+    let run = shard.workers().runs.borrow_mut().remove(&job.run_id);
+    if let Some(n) = shard.workers().load.borrow_mut().get_mut(&worker) {
         *n = n.saturating_sub(1);
     }
     match r {
@@ -167,7 +167,7 @@ fn chat_message(text: &str) -> Value {
 
 /// Emits an `agent` event of a worker run to its watcher (on the session's shard).
 fn emit_agent(shard: &GatewayShard, run_id: &str, stream: &str, data: Value) {
-    let mut runs = shard.workers.runs.borrow_mut();
+    let mut runs = shard.workers().runs.borrow_mut();
     let Some(r) = runs.get_mut(run_id) else {
         return;
     };
@@ -189,7 +189,7 @@ fn emit_agent(shard: &GatewayShard, run_id: &str, stream: &str, data: Value) {
 async fn ping(w: &Rc<GatewayShard>, conn: ConnRef, timeout: Duration) -> bool {
     let id = uuid::Uuid::new_v4().to_string();
     let (tx, rx) = oneshot::channel();
-    w.workers.pings.borrow_mut().insert(id.clone(), tx);
+    w.workers().pings.borrow_mut().insert(id.clone(), tx);
     w.event_to(conn, "worker.ping", &json!({"id": id}), false);
     let ok = glommio::timer::timeout(timeout, async {
         let _ = rx.await;
@@ -197,19 +197,19 @@ async fn ping(w: &Rc<GatewayShard>, conn: ConnRef, timeout: Duration) -> bool {
     })
     .await
     .is_ok();
-    w.workers.pings.borrow_mut().remove(&id);
+    w.workers().pings.borrow_mut().remove(&id);
     ok
 }
 
 /// On the worker's shard: forward a run's end to its session's shard.
 fn finish_from_worker(w: &Rc<GatewayShard>, run_id: &str, r: Result<String, String>) {
-    let Some(a) = w.workers.assigned.borrow_mut().remove(run_id) else {
+    let Some(a) = w.workers().assigned.borrow_mut().remove(run_id) else {
         return;
     };
     let id = run_id.to_string();
     w.on_shard(a.session_shard, move |s| {
         let tx = s
-            .workers
+            .workers()
             .runs
             .borrow_mut()
             .get_mut(&id)
@@ -223,7 +223,7 @@ fn finish_from_worker(w: &Rc<GatewayShard>, run_id: &str, r: Result<String, Stri
 /// `worker.run.event {runId, stream?, delta}` from a worker on this shard.
 pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Value, GatewayError> {
     let run_id = required_str(p, "runId")?.to_string();
-    let target = match w.workers.assigned.borrow().get(&run_id) {
+    let target = match w.workers().assigned.borrow().get(&run_id) {
         Some(a) if a.worker_conn == caller => a.session_shard,
         _ => return Ok(json!({"ok": true, "ignored": true})),
     };
@@ -234,7 +234,7 @@ pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Val
         .to_string();
     w.on_shard(target, move |s| {
         let (chat, watcher, text, key) = {
-            let mut runs = s.workers.runs.borrow_mut();
+            let mut runs = s.workers().runs.borrow_mut();
             let Some(r) = runs.get_mut(&run_id) else { return };
             if !r.text.is_empty() && !delta.is_empty() {
                 r.text.push(' ');
@@ -245,7 +245,7 @@ pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Val
         };
         emit_agent(s, &run_id, "assistant", json!({"text": text, "delta": delta}));
         if chat {
-            let seq = s.workers.runs.borrow().get(&run_id).map(|r| r.chat_seq).unwrap_or(0);
+            let seq = s.workers().runs.borrow().get(&run_id).map(|r| r.chat_seq).unwrap_or(0);
             let p = json!({"runId": run_id, "sessionKey": key, "seq": seq, "state": "delta", "message": chat_message(&text)});
             watchers::send(s, &key, watcher, "chat", &p, true);
         }
@@ -257,7 +257,7 @@ pub fn run_event(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Val
 pub fn run_result(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Value, GatewayError> {
     let run_id = required_str(p, "runId")?;
     let mine = w
-        .workers
+        .workers()
         .assigned
         .borrow()
         .get(run_id)
@@ -287,7 +287,7 @@ pub fn run_result(w: &Rc<GatewayShard>, caller: ConnRef, p: &Value) -> Result<Va
 /// `worker.pong {id}`
 pub fn pong(w: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
     let id = required_str(p, "id")?;
-    if let Some(tx) = w.workers.pings.borrow_mut().remove(id) {
+    if let Some(tx) = w.workers().pings.borrow_mut().remove(id) {
         let _ = tx.send(());
     }
     Ok(json!({"ok": true}))
@@ -296,7 +296,7 @@ pub fn pong(w: &GatewayShard, p: &Value) -> Result<Value, GatewayError> {
 /// The worker on `conn` disconnected: fail its runs (the retry policy moves them).
 pub fn worker_down(w: &Rc<GatewayShard>, conn: ConnRef) {
     let runs: Vec<String> = w
-        .workers
+        .workers()
         .assigned
         .borrow()
         .iter()
@@ -311,9 +311,9 @@ pub fn worker_down(w: &Rc<GatewayShard>, conn: ConnRef) {
 /// `workers.status`-style rows: who serves which agents, with this shard's load view.
 pub fn status(shard: &GatewayShard) -> Value {
     let min = shard.config().connections.pool.min_size;
-    let load = shard.workers.load.borrow();
+    let load = shard.workers().load.borrow();
     let rows: Vec<Value> = shard
-        .nodes
+        .nodes()
         .registry
         .borrow()
         .values()

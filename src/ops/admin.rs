@@ -45,7 +45,7 @@ async fn stats(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayErro
     let now = now_ms();
     let per = shard
         .gather(move |s| {
-            let m = s.metrics.minutes.borrow();
+            let m = s.metrics().minutes.borrow();
             Value::Array(
                 m.last(now, minutes)
                     .into_iter()
@@ -113,7 +113,7 @@ async fn connections(shard: &Rc<GatewayShard>, p: &Value) -> Value {
                     .iter()
                     .map(|c| {
                         let a = c.auth.borrow();
-                        json!({"connId": c.conn_uuid.to_string(), "shard": s.id.0, "peer": c.peer.to_string(),
+                        json!({"connId": c.conn_uuid.to_string(), "shard": s.id().0, "peer": c.peer.to_string(),
                                "role": a.as_ref().map(|a| a.role.clone()),
                                "clientId": a.as_ref().map(|a| a.client.id.clone()),
                                "mode": a.as_ref().map(|a| a.client.mode.clone()),

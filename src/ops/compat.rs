@@ -102,7 +102,7 @@ fn wake(shard: &Rc<GatewayShard>, p: &Value) -> Result<Value, GatewayError> {
         _ => return Err(bad("must have required property 'text'")),
     };
     shard.broadcast(move |s| {
-        let mut q = s.system_events.borrow_mut();
+        let mut q = s.system_events().borrow_mut();
         if q.len() == MAX_SYSTEM_EVENTS {
             q.pop_front();
         }

@@ -79,7 +79,7 @@ async fn run_checks(shard: &Rc<GatewayShard>) -> Vec<(String, bool, String)> {
             format!("{n} workers connected (minSize {min})"),
         ));
     }
-    let store = shard.shared.store_writer.stats();
+    let store = shard.shared().store_writer.stats();
     if store.errors.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         // The writer's own record (no I/O here): the files whose last write failed.
         let failing = store.failing();
@@ -119,7 +119,7 @@ pub async fn check_loop(shard: Rc<GatewayShard>) {
         let results = run_checks(&shard).await;
         let now = now_ms();
         {
-            let mut states = shard.deps.states.borrow_mut();
+            let mut states = shard.deps().states.borrow_mut();
             for (name, ok, detail) in results {
                 let st = states.entry(name.clone()).or_insert_with(|| DepState {
                     healthy: true,
@@ -140,7 +140,7 @@ pub async fn check_loop(shard: Rc<GatewayShard>) {
             }
         }
         // The rows are part of hello-ok's cached health.
-        shard.health_parts.mark_changed();
+        shard.health_parts().mark_changed();
         glommio::timer::sleep(h.check_interval.duration()).await;
     }
 }
@@ -149,7 +149,7 @@ pub async fn check_loop(shard: Rc<GatewayShard>) {
 pub fn rows(shard: &GatewayShard) -> Value {
     Value::Array(
         shard
-            .deps
+            .deps()
             .states
             .borrow()
             .iter()
@@ -167,13 +167,13 @@ pub fn trim_caches(shard: &GatewayShard, now: i64) {
             && s.held.borrow().is_empty()
             && s.current.borrow().is_none()
     };
-    let mut map = shard.sessions.map.borrow_mut();
+    let mut map = shard.sessions().map.borrow_mut();
     if let Some(ttl) = c.session.ttl {
         let before = map.len();
         map.retain(|_, s| !(idle(s) && now - s.updated_at.get() >= ttl.0 as i64));
         let n = before - map.len();
         if n > 0 {
-            tracing::debug!(shard = %shard.id, evicted = n, "idle sessions expired (memory.caching.session.ttl)");
+            tracing::debug!(shard = %shard.id(), evicted = n, "idle sessions expired (memory.caching.session.ttl)");
         }
     }
     if let Some(max) = c.session.max_size {

@@ -12,7 +12,7 @@ use crate::shard::GatewayShard;
 
 /// Latency histograms of one shard as `{method: [[value, count], …]}` (merged on read).
 pub fn latency_snapshot(s: &GatewayShard) -> Value {
-    let l = s.metrics.latency.borrow();
+    let l = s.metrics().latency.borrow();
     let m: serde_json::Map<String, Value> = l
         .iter()
         .map(|(k, h)| {
@@ -44,7 +44,7 @@ pub fn merge_latency(per: &[Value]) -> BTreeMap<String, hdrhistogram::Histogram<
 
 /// One shard's snapshot, as JSON (sent over the mesh).
 pub fn snapshot(s: &GatewayShard) -> Value {
-    let m = &s.metrics;
+    let m = &s.metrics();
     let (authed, sockets) = s.conn_counts();
     let mut by_role: BTreeMap<String, u64> = BTreeMap::new();
     for c in s.all_conns() {
@@ -52,7 +52,7 @@ pub fn snapshot(s: &GatewayShard) -> Value {
             *by_role.entry(a.role.clone()).or_insert(0) += 1;
         }
     }
-    let core = s.queue.core.borrow();
+    let core = s.queue().core.borrow();
     let d = &core.dedup;
     json!({
         "requests": m.requests.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
@@ -60,10 +60,10 @@ pub fn snapshot(s: &GatewayShard) -> Value {
         "handshakeFailures": m.handshake_failures.get(),
         "refusals": m.refusals.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "connections": authed, "sockets": sockets, "byRole": by_role,
-        "sessions": s.sessions.map.borrow().len(), "inflight": s.inflight.get(),
-        "queue": s.queue.stats_json(),
+        "sessions": s.sessions().map.borrow().len(), "inflight": s.inflight().get(),
+        "queue": s.queue().stats_json(),
         "dedupEntries": d.len(), "dedupEvictedLive": d.evicted_live,
-        "nodes": s.nodes.registry.borrow().len(),
+        "nodes": s.nodes().registry.borrow().len(),
         "mesh": mesh_json(s),
     })
 }
@@ -74,7 +74,7 @@ fn mesh_json(s: &GatewayShard) -> Value {
     json!({
         "sent": st.sent, "backlog": st.backlog, "refusedFull": st.refused_full,
         "refusedClosed": st.refused_closed, "lostOnClose": st.lost_on_close,
-        "lost": s.metrics.mesh_lost.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "lost": s.metrics().mesh_lost.borrow().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -109,7 +109,7 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
         "shardgate_uptime_seconds",
         "gauge",
         "Seconds since the gateway started.",
-        vec![(String::new(), shard.shared.uptime_ms() / 1000)],
+        vec![(String::new(), shard.shared().uptime_ms() / 1000)],
     );
     metric(
         "shardgate_shards",
@@ -125,7 +125,7 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
             String::new(),
             u64::from(
                 shard
-                    .shared
+                    .shared()
                     .shedding
                     .load(std::sync::atomic::Ordering::Relaxed),
             ),
@@ -280,7 +280,7 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
             .map(|(r, v)| (format!("{{outcome=\"{r}\"}}"), v))
             .collect(),
     );
-    let store = shard.shared.store_writer.stats();
+    let store = shard.shared().store_writer.stats();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     metric(
         "shardgate_store_writes_total",

@@ -43,10 +43,10 @@ pub async fn shed_loop(shard: Rc<GatewayShard>) {
     }
     loop {
         let rss = rss_bytes();
-        let now = shard.shared.shedding.load(Ordering::Relaxed);
+        let now = shard.shared().shedding.load(Ordering::Relaxed);
         let next = should_shed(now, rss, cap);
         if next != now {
-            shard.shared.shedding.store(next, Ordering::Relaxed);
+            shard.shared().shedding.store(next, Ordering::Relaxed);
             if next {
                 tracing::warn!(
                     rss,
@@ -84,7 +84,8 @@ async fn evaluate(shard: &Rc<GatewayShard>, rule: &AlertRule) -> Option<(f64, bo
             Some((n as f64, (n as f64) < t * 0.5))
         }
         "queue_backlog" => {
-            let depth = shard.shared.queued.load(Ordering::Relaxed) as f64;
+            let per = shard.gather(|s| json!(s.queue().core.borrow().depth)).await;
+            let depth = per.iter().filter_map(|v| v.as_u64()).sum::<u64>() as f64;
             Some((
                 depth,
                 depth
@@ -95,7 +96,7 @@ async fn evaluate(shard: &Rc<GatewayShard>, rule: &AlertRule) -> Option<(f64, bo
         }
         "memory_pressure" => Some((
             rss_bytes() as f64,
-            shard.shared.shedding.load(Ordering::Relaxed),
+            shard.shared().shedding.load(Ordering::Relaxed),
         )),
         _ => None,
     }
@@ -224,7 +225,7 @@ pub async fn alert_loop(shard: Rc<GatewayShard>) {
                 continue;
             }
             firing[i] = breach;
-            *shard.alert_state.borrow_mut() = firing
+            *shard.alert_state().borrow_mut() = firing
                 .iter()
                 .zip(&m.alerts)
                 .map(|(f, r)| (r.name.clone(), *f))
@@ -243,7 +244,7 @@ pub async fn alert_loop(shard: Rc<GatewayShard>) {
                         severity: &rule.severity,
                         value,
                         threshold: rule.threshold,
-                        host: &shard.shared.host,
+                        host: &shard.shared().host,
                     },
                 );
                 let url = sink.url.clone();

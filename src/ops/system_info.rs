@@ -48,13 +48,13 @@ pub fn info(shard: &Rc<GatewayShard>) -> Value {
         .collect();
     let mem = read("/proc/meminfo");
     let rss = super::metrics::rss_bytes();
-    let host = &shard.shared.host;
+    let host = &shard.shared().host;
     json!({
         "machineName": host, "hostname": host, "platform": std::env::consts::OS,
         "release": release, "arch": node_arch(), "osLabel": format!("Linux {release}"),
-        "port": shard.shared.port.load(std::sync::atomic::Ordering::Relaxed),
-        "pid": std::process::id(), "processInstanceId": shard.shared.instance_id,
-        "uptimeMs": shard.shared.uptime_ms(), "cpuCount": cpus, "cpuModel": cpu_model,
+        "port": shard.shared().port.load(std::sync::atomic::Ordering::Relaxed),
+        "pid": std::process::id(), "processInstanceId": shard.shared().instance_id,
+        "uptimeMs": shard.shared().uptime_ms(), "cpuCount": cpus, "cpuModel": cpu_model,
         "loadAverage": load,
         "memoryTotalBytes": meminfo_bytes(&mem, "MemTotal"),
         "memoryFreeBytes": meminfo_bytes(&mem, "MemAvailable"),

@@ -38,7 +38,7 @@ pub fn call(shard: &Rc<GatewayShard>, path: &str) -> (u16, String) {
                     ),
                 );
             }
-            if target == shard.id.0 {
+            if target == shard.id().0 {
                 // Stalling this shard before answering would hold the answer back too.
                 return (
                     409,
@@ -54,14 +54,14 @@ pub fn call(shard: &Rc<GatewayShard>, path: &str) -> (u16, String) {
                 200,
                 format!(
                     "stalling shard {target} for {ms} ms (asked on shard {})\n",
-                    shard.id
+                    shard.id()
                 ),
             )
         }
         ["dangerously", "store", what @ ("hold" | "release")] => {
             let hold = *what == "hold";
             tracing::warn!(hold, "test hook: store writer");
-            shard.shared.store_writer.stats().hold(hold);
+            shard.shared().store_writer.stats().hold(hold);
             (200, format!("store writer {what}\n"))
         }
         _ => (404, "no such test hook\n".into()),

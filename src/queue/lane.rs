@@ -29,7 +29,7 @@ use crate::shard::Out;
 
 /// Puts a job at the back of its session's lane and makes sure the lane is being driven.
 pub fn enqueue(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: Job) {
-    shard.inflight.set(shard.inflight.get() + 1);
+    shard.inflight().set(shard.inflight().get() + 1);
     session.lane.borrow_mut().push_back(job);
     if !session.running.get() {
         session.running.set(true);
@@ -111,7 +111,7 @@ async fn acquire_agent_slot(
         .and_then(|b| b.max_concurrent)
         .map(|m| m.div_ceil(shard.shards()).max(1))?;
     let sem = shard
-        .queue
+        .queue()
         .agent_slots
         .borrow_mut()
         .entry(agent.to_string())
@@ -126,7 +126,9 @@ pub(crate) async fn drive_lane(shard: Rc<GatewayShard>, session: Rc<Session>) {
         let job = session.lane.borrow_mut().pop_front();
         let Some(mut job) = job else { break };
         run_job(&shard, &session, &mut job).await;
-        shard.inflight.set(shard.inflight.get().saturating_sub(1));
+        shard
+            .inflight()
+            .set(shard.inflight().get().saturating_sub(1));
         glommio::yield_if_needed().await;
     }
     session.running.set(false);
@@ -140,7 +142,7 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
     });
     *session.current.borrow_mut() = Some(ctl.clone());
     let started = now_ms();
-    shard.metrics.record_latency(
+    shard.metrics().record_latency(
         "stage:queue_wait",
         ((started - job.accepted_at).max(0) as u64) * 1000,
     );
@@ -168,11 +170,12 @@ async fn run_job(shard: &Rc<GatewayShard>, session: &Rc<Session>, job: &mut Job)
             at,
         );
         let slot = acquire_agent_slot(shard, agent).await;
-        let t0 = shard.shared.mono_us();
+        let t0 = shard.shared().mono_us();
         let r = dispatch(shard, session, job, &ctl, at).await;
-        shard
-            .metrics
-            .record_latency("stage:dispatch", shard.shared.mono_us().saturating_sub(t0));
+        shard.metrics().record_latency(
+            "stage:dispatch",
+            shard.shared().mono_us().saturating_sub(t0),
+        );
         drop(slot);
         match r {
             Ok(o) => break Some(o),
@@ -193,9 +196,9 @@ fn attempt_failed(
     error: String,
     aborted: bool,
 ) -> Option<u64> {
-    tracing::warn!(shard = %shard.id, run = %job.run_id, attempt = job.attempts, error = %error, "dispatch failed");
+    tracing::warn!(shard = %shard.id(), run = %job.run_id, attempt = job.attempts, error = %error, "dispatch failed");
     let now = now_ms();
-    let mut effects = shard.queue.with_core(&shard.shared.queued, |d| {
+    let mut effects = shard.queue().with_core(&shard.shared().queued, |d| {
         d.attempt_failed(job, error, aborted, rand::random::<f64>(), now)
     });
     let wait = effects::retry_delay(&effects);
@@ -234,11 +237,11 @@ fn complete(
         agent_id: session.key.agent_id(),
         started,
     };
-    let finished = shard
-        .queue
-        .with_core(&shard.shared.queued, |d| d.finished(job, ran, info, ended));
-    shard.metrics.run_done(failed);
-    shard.metrics.record_latency(
+    let finished = shard.queue().with_core(&shard.shared().queued, |d| {
+        d.finished(job, ran, info, ended)
+    });
+    shard.metrics().run_done(failed);
+    shard.metrics().record_latency(
         "stage:end_to_end",
         ((ended - job.accepted_at).max(0) as u64) * 1000,
     );
@@ -254,7 +257,7 @@ pub(super) fn apply_finished(
 ) {
     let (step, detail) = f.stage;
     if step == Step::DeadLettered {
-        tracing::warn!(shard = %shard.id, run = %run_id, "dead-lettered");
+        tracing::warn!(shard = %shard.id(), run = %run_id, "dead-lettered");
     }
     trace_found(shard, found, run_id, step, detail, f.at);
     if !f.events.is_empty() {
@@ -262,7 +265,7 @@ pub(super) fn apply_finished(
         apply(shard, run_id, found, f.at, &mut events);
     }
     if let Some(r) = f.journal {
-        if let Some(b) = shard.queue.backend() {
+        if let Some(b) = shard.queue().backend() {
             b.append_nowait(&r);
         }
     }
@@ -310,7 +313,7 @@ pub(super) fn apply(
             Effect::Trace { run, step, detail } => {
                 let id = run.as_deref().unwrap_or(run_id);
                 if step == Step::DeadLettered {
-                    tracing::warn!(shard = %shard.id, run = %id, "dead-lettered");
+                    tracing::warn!(shard = %shard.id(), run = %id, "dead-lettered");
                 }
                 match run {
                     Some(ref r) => trace_found(shard, &mut None, r, step, detail, now),
@@ -318,7 +321,7 @@ pub(super) fn apply(
                 }
             }
             Effect::Journal(r) => {
-                if let Some(b) = shard.queue.backend() {
+                if let Some(b) = shard.queue().backend() {
                     b.append_nowait(&r);
                 }
             }
@@ -326,7 +329,7 @@ pub(super) fn apply(
                 let Ok(key) = SessionKey::parse(&job.session_key, "main") else {
                     continue;
                 };
-                let (session, _) = shard.sessions.get_or_create(&key, now);
+                let (session, _) = shard.sessions().get_or_create(&key, now);
                 enqueue(shard, &session, *job);
             }
             Effect::RunStatus { status, at, error } => {

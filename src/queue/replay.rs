@@ -14,7 +14,7 @@ use crate::shard::GatewayShard;
 
 /// The live state of a shard's queue as journal records (compaction).
 pub fn snapshot(shard: &GatewayShard) -> Vec<Record> {
-    shard.queue.core.borrow().snapshot(now_ms())
+    shard.queue().core.borrow().snapshot(now_ms())
 }
 
 /// Re-admits a job read back from the journal (or forwarded by another shard).
@@ -22,8 +22,8 @@ pub fn readmit(shard: &Rc<GatewayShard>, job: Job) {
     let now = now_ms();
     let run_id = job.run_id.clone();
     let mut effects = shard
-        .queue
-        .with_core(&shard.shared.queued, |d| d.readmit(job, now));
+        .queue()
+        .with_core(&shard.shared().queued, |d| d.readmit(job, now));
     apply(shard, &run_id, &mut None, now, &mut effects);
 }
 
@@ -37,11 +37,11 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
     };
     let dir = state_dir
         .join("journal")
-        .join(format!("shard-{}", shard.id.0));
+        .join(format!("shard-{}", shard.id().0));
     let (j, fold) = journal::Journal::open(&dir, cipher).map_err(|e| e.to_string())?;
-    *shard.queue.journal.borrow_mut() = Some(j.clone());
+    *shard.queue().journal.borrow_mut() = Some(j.clone());
     let restored = {
-        let mut core = shard.queue.core.borrow_mut();
+        let mut core = shard.queue().core.borrow_mut();
         core.durable = true;
         core.restore(&fold, now_ms())
     };
@@ -50,7 +50,7 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
         let owner = shard.owner(&job.session_key);
         shard.on_shard(owner, move |s| readmit(s, job));
     }
-    tracing::info!(shard = %shard.id, records = fold.records, pending, done = restored.done,
+    tracing::info!(shard = %shard.id(), records = fold.records, pending, done = restored.done,
         dead = restored.dead, dir = %dir.display(), "journal replayed");
     let weak = Rc::downgrade(shard);
     j.set_snapshot(Box::new(move || {
@@ -64,31 +64,31 @@ pub fn open_journal(shard: &Rc<GatewayShard>) -> Result<(), String> {
 /// reads back the sessions this shard owns, restores them into the core, re-admits what has
 /// no outcome, and only then takes admissions (until then they answer `UNAVAILABLE`).
 pub fn open_redis(shard: &Rc<GatewayShard>) -> Result<(), String> {
-    let q = super::redis::RedisQueue::new(shard.config(), shard.id.0)?;
-    *shard.queue.redis.borrow_mut() = Some(q.clone());
-    shard.queue.core.borrow_mut().durable = true;
+    let q = super::redis::RedisQueue::new(shard.config(), shard.id().0)?;
+    *shard.queue().redis.borrow_mut() = Some(q.clone());
+    shard.queue().core.borrow_mut().durable = true;
     let weak = Rc::downgrade(shard);
     glommio::spawn_local(async move {
         let mut attempt = 0u32;
         loop {
             let Some(shard) = weak.upgrade() else { return };
-            let me = shard.id;
+            let me = shard.id();
             let fold = q.read_back(|s| shard.owner(s) == me).await;
             match fold {
                 Ok(fold) => {
-                    let restored = shard.queue.core.borrow_mut().restore(&fold, now_ms());
+                    let restored = shard.queue().core.borrow_mut().restore(&fold, now_ms());
                     let pending = restored.pending.len();
                     for job in restored.pending {
                         readmit(&shard, job);
                     }
                     q.set_ready();
-                    tracing::info!(shard = %shard.id, records = fold.records, pending,
+                    tracing::info!(shard = %shard.id(), records = fold.records, pending,
                         done = restored.done, dead = restored.dead, "redis queue read back");
                     return;
                 }
                 Err(e) => {
                     if attempt.is_multiple_of(20) {
-                        tracing::warn!(shard = %shard.id, "redis queue: cannot read back yet: {e}");
+                        tracing::warn!(shard = %shard.id(), "redis queue: cannot read back yet: {e}");
                     }
                     attempt += 1;
                     drop(shard);
@@ -110,8 +110,8 @@ pub fn open_redis(shard: &Rc<GatewayShard>) -> Result<(), String> {
 pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
     let now = now_ms();
     let (n, mut effects) = shard
-        .queue
-        .with_core(&shard.shared.queued, |d| d.redrive(id, now));
+        .queue()
+        .with_core(&shard.shared().queued, |d| d.redrive(id, now));
     apply(shard, "", &mut None, now, &mut effects);
     n
 }
@@ -119,10 +119,10 @@ pub fn redrive(shard: &Rc<GatewayShard>, id: Option<&str>) -> usize {
 /// Drops dead letters older than `deadLetter.maxAge`.
 pub fn purge_dead(shard: &Rc<GatewayShard>, now: i64) {
     let (purged, mut effects) = shard
-        .queue
-        .with_core(&shard.shared.queued, |d| d.purge(now));
+        .queue()
+        .with_core(&shard.shared().queued, |d| d.purge(now));
     apply(shard, "", &mut None, now, &mut effects);
     if purged > 0 {
-        tracing::info!(shard = %shard.id, purged, "purged expired dead letters");
+        tracing::info!(shard = %shard.id(), purged, "purged expired dead letters");
     }
 }

@@ -35,9 +35,9 @@ pub(super) fn trace_found(
         ts: now,
         detail,
         step,
-        shard: shard.id.0 as u32,
+        shard: shard.id().0 as u32,
     };
-    let mut runs = shard.runs.borrow_mut();
+    let mut runs = shard.runs().borrow_mut();
     let e = match found.and_then(|h| runs.by_handle(h, now)) {
         Some(e) => e,
         None => {
@@ -92,8 +92,8 @@ pub(super) fn run_directory_found(
     f: impl FnOnce(&mut RunRecord) + Send + 'static,
 ) {
     let owner = shard.owner(run_id);
-    if owner == shard.id {
-        let mut runs = shard.runs.borrow_mut();
+    if owner == shard.id() {
+        let mut runs = shard.runs().borrow_mut();
         if let Some(e) = found.and_then(|h| runs.by_handle(h, now)) {
             return update(&mut e.record, f);
         }
@@ -106,7 +106,7 @@ pub(super) fn run_directory_found(
 }
 
 fn update_run(shard: &GatewayShard, run_id: &str, now: i64, f: impl FnOnce(&mut RunRecord)) {
-    let mut runs = shard.runs.borrow_mut();
+    let mut runs = shard.runs().borrow_mut();
     update(
         &mut runs
             .get_or_insert_with(run_id, now, RunEntry::default)

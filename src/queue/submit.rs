@@ -72,14 +72,14 @@ impl Journaled {
         } = self;
         if let Err(e) = backend.append(&Record::admission(&job)).await {
             let mut effects = if e.transient {
-                tracing::warn!(shard = %shard.id, run = %job.run_id, "queue backend unavailable: {}", e.why);
+                tracing::warn!(shard = %shard.id(), run = %job.run_id, "queue backend unavailable: {}", e.why);
                 let retry = super::redis::RETRY_AFTER_MS;
-                shard.queue.with_core(&shard.shared.queued, |d| {
+                shard.queue().with_core(&shard.shared().queued, |d| {
                     d.backend_unavailable(&job, reply, retry, now)
                 })
             } else {
-                tracing::error!(shard = %shard.id, run = %job.run_id, "journal append failed: {}", e.why);
-                shard.queue.with_core(&shard.shared.queued, |d| {
+                tracing::error!(shard = %shard.id(), run = %job.run_id, "journal append failed: {}", e.why);
+                shard.queue().with_core(&shard.shared().queued, |d| {
                     d.journal_failed(&job, reply, &e.why, now)
                 })
             };
@@ -95,7 +95,7 @@ impl Journaled {
 /// [`Journaled::finish`] has written its admission record.
 pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     // A call received on this shard was stamped a moment ago, in this same turn.
-    let now = if s.received.1 == shard.id.0 {
+    let now = if s.received.1 == shard.id().0 {
         s.received.0
     } else {
         now_ms()
@@ -113,10 +113,10 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         },
         now,
     );
-    let session = shard.sessions.get(s.key.as_str());
+    let session = shard.sessions().get(s.key.as_str());
     let load = Load {
-        shedding: shard.shared.shedding.load(Ordering::Relaxed),
-        queued: shard.shared.queued.load(Ordering::Relaxed),
+        shedding: shard.shared().shedding.load(Ordering::Relaxed),
+        queue_full: !shard.queue().credits.room(&shard.shared().queued),
         lane: session
             .as_ref()
             .map_or(0, |s| s.lane.borrow().len() + s.held.borrow().len()),
@@ -135,8 +135,8 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
         reply,
         seq,
     } = match shard
-        .queue
-        .with_core(&shard.shared.queued, |d| d.submit(sub, now))
+        .queue()
+        .with_core(&shard.shared().queued, |d| d.submit(sub, now))
     {
         Submitted::Admitted(a) => a,
         Submitted::Answered(mut effects) => {
@@ -148,7 +148,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     let session = match session {
         Some(session) => session,
         None => {
-            let (session, created) = shard.sessions.get_or_create(s.key, now);
+            let (session, created) = shard.sessions().get_or_create(s.key, now);
             if created {
                 shard.sessions_changed(s.key, "created");
             }
@@ -157,7 +157,7 @@ pub fn submit(shard: &Rc<GatewayShard>, s: Submit<'_>) -> Option<Journaled> {
     };
     placed(shard, &session, &mut job, now);
     // Durable backend: acknowledge only once the admission record is on disk.
-    if let Some(backend) = shard.queue.backend() {
+    if let Some(backend) = shard.queue().backend() {
         return Some(Journaled {
             backend,
             session,
@@ -207,9 +207,9 @@ fn accept(
         reply.conn,
         Out::Frame(frame::res_ok_with(&reply.req_id, |s| ack.write_json(s))),
     );
-    shard.metrics.record_latency(
+    shard.metrics().record_latency(
         job.kind.method(),
-        shard.shared.mono_us().saturating_sub(received_us),
+        shard.shared().mono_us().saturating_sub(received_us),
     );
     admit_ordered(shard, session, job, seq, now);
 }
@@ -263,7 +263,7 @@ fn ordering_timeout(shard: &Rc<GatewayShard>, session: &Rc<Session>, now: i64) {
     loop {
         let gap = session.held.borrow_mut().expire(now);
         let Some(gap) = gap else { break };
-        tracing::warn!(shard = %shard.id, session = %session.key, from = gap.from, to = gap.to,
+        tracing::warn!(shard = %shard.id(), session = %session.key, from = gap.from, to = gap.to,
             "ordering gap: predecessors did not arrive within ordering.timeout; skipping");
         release_held(shard, session);
     }

@@ -101,7 +101,7 @@ fn history(shard: &GatewayShard, key: &SessionKey, p: &Value) -> Result<Value, G
         .and_then(|v| v.as_u64())
         .unwrap_or(200)
         .clamp(1, 1000) as usize;
-    Ok(match shard.sessions.get(key.as_str()) {
+    Ok(match shard.sessions().get(key.as_str()) {
         Some(s) => {
             let h = s.history.borrow();
             let skip = h.len().saturating_sub(limit);
@@ -121,7 +121,7 @@ pub(super) fn abort(
 ) -> Result<Value, GatewayError> {
     let want = p.get("runId").and_then(Value::as_str);
     let mut ids = Vec::new();
-    if let Some(s) = shard.sessions.get(key.as_str()) {
+    if let Some(s) = shard.sessions().get(key.as_str()) {
         if let Some(c) = s.current.borrow().as_ref() {
             if want.is_none_or(|w| w == c.run_id) {
                 c.aborted.set(true);
@@ -148,7 +148,7 @@ pub(super) fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
         let s = s.clone();
         glommio::spawn_local(async move {
             let rx = {
-                let mut runs = s.runs.borrow_mut();
+                let mut runs = s.runs().borrow_mut();
                 let r = &mut runs
                     .get_or_insert_with(run_id.as_str(), now_ms(), Default::default)
                     .record;
@@ -170,7 +170,7 @@ pub(super) fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
                 .is_err();
             }
             let v = {
-                let runs = s.runs.borrow();
+                let runs = s.runs().borrow();
                 let r = runs.get(run_id.as_str(), now_ms()).map(|e| &e.record);
                 let status = match r.map(|r| r.status) {
                     _ if timed_out => "timeout",

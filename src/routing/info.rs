@@ -18,8 +18,8 @@ const SESSION_STORE: &str = "memory";
 /// checks the dependencies).
 fn part(s: &GatewayShard) -> Value {
     let (authed, total) = s.conn_counts();
-    let counts = json!({"shard": s.id.0, "connections": authed, "sockets": total,
-           "sessions": s.sessions.map.borrow().len(), "inflightRuns": s.inflight.get()});
+    let counts = json!({"shard": s.id().0, "connections": authed, "sockets": total,
+           "sessions": s.sessions().map.borrow().len(), "inflightRuns": s.inflight().get()});
     Value::Array(vec![counts, crate::ops::deps::rows(s)])
 }
 
@@ -37,7 +37,7 @@ pub(super) async fn health(shard: &Rc<GatewayShard>) -> Value {
 /// it starts: nothing connected, no sessions.
 pub fn hello_health(shard: &GatewayShard) -> Value {
     let t0 = std::time::Instant::now();
-    let answers = shard.health_parts.assemble(shard.id.0, part(shard), |s| {
+    let answers = shard.health_parts().assemble(shard.id().0, part(shard), |s| {
         json!([{"shard": s, "connections": 0, "sockets": 0, "sessions": 0, "inflightRuns": 0}, []])
     });
     health_of(shard, answers, t0)
@@ -50,7 +50,7 @@ pub fn hello_health(shard: &GatewayShard) -> Value {
 pub async fn publish_health(shard: Rc<GatewayShard>) {
     use crate::snapshot::{CHECK_MS, PERIOD_MS};
     use std::time::Duration;
-    let parts = &shard.health_parts;
+    let parts = &shard.health_parts();
     let mut moved = false;
     loop {
         if moved {
@@ -68,8 +68,8 @@ pub async fn publish_health(shard: Rc<GatewayShard>) {
         parts.take_changed();
         moved = match parts.to_publish(part(&shard)) {
             Some(p) => {
-                let from = shard.id.0;
-                shard.broadcast(move |s| s.health_parts.store(from, p.clone()));
+                let from = shard.id().0;
+                shard.broadcast(move |s| s.health_parts().store(from, p.clone()));
                 true
             }
             None => false,
@@ -113,7 +113,7 @@ fn health_of(shard: &GatewayShard, answers: Vec<Value>, t0: std::time::Instant) 
         // sessions live in memory on their owner shard.
         "agents": [{"agentId": agent, "isDefault": true, "sessions": {"path": SESSION_STORE, "count": sessions, "recent": []}}],
         "sessions": {"path": SESSION_STORE, "count": sessions, "recent": []},
-        "gateway": {"version": env!("CARGO_PKG_VERSION"), "uptimeMs": shard.shared.uptime_ms(),
+        "gateway": {"version": env!("CARGO_PKG_VERSION"), "uptimeMs": shard.shared().uptime_ms(),
                     "shards": shard.shards(), "connections": connections, "perShard": per_shard},
     })
 }
@@ -148,7 +148,7 @@ pub(super) async fn local(
                 "shardgateVersion": env!("CARGO_PKG_VERSION"),
                 "heartbeat": {"defaultAgentId": cfg.agents.default_agent, "agents": []},
                 "channelSummary": [],
-                "queuedSystemEvents": shard.system_events.borrow().iter().collect::<Vec<_>>(),
+                "queuedSystemEvents": shard.system_events().borrow().iter().collect::<Vec<_>>(),
                 "sessions": {"count": h["sessions"]["count"], "recent": [],
                              "byAgent": [{"agentId": cfg.agents.default_agent, "count": h["sessions"]["count"], "recent": []}]},
                 "pid": std::process::id(),
@@ -160,14 +160,14 @@ pub(super) async fn local(
         // runner), and OpenClaw answers null until one has run.
         InfoMethod::LastHeartbeat => Value::Null,
         InfoMethod::GatewayIdentityGet => json!({
-            "deviceId": shard.shared.identity.device_id, "publicKey": shard.shared.identity.public_key,
+            "deviceId": shard.shared().identity.device_id, "publicKey": shard.shared().identity.public_key,
         }),
         InfoMethod::ChannelsStatus => {
             json!({"ts": now_ms(), "channels": {}, "channelOrder": [], "channelLabels": {}})
         }
         InfoMethod::ConfigGet => json!({"config": cfg.redacted_json(), "path": Value::Null}),
         InfoMethod::SessionsList => {
-            let rows = shard.gather(|s| Value::Array(s.sessions.rows())).await;
+            let rows = shard.gather(|s| Value::Array(s.sessions().rows())).await;
             let mut all = flatten(rows);
             // As OpenClaw: archived sessions only when asked for (`archived: "all"`/true,
             // or "only"); `agentId` narrows to one agent.
@@ -217,19 +217,19 @@ pub(super) async fn local(
             };
             // A presence line from a client, not a heartbeat (those come from a heartbeat
             // run, which shardgate does not have): logged, and `last-heartbeat` stays null.
-            tracing::debug!(shard = %shard.id, device = ?caller.auth.device_id, len = text.len(), "system-event");
+            tracing::debug!(shard = %shard.id(), device = ?caller.auth.device_id, len = text.len(), "system-event");
             json!({"ok": true})
         }
         InfoMethod::QueueStatus => {
-            let per = shard.gather(|s| s.queue.stats_json()).await;
+            let per = shard.gather(|s| s.queue().stats_json()).await;
             let dead: u64 = per.iter().filter_map(|v| v["deadLetters"].as_u64()).sum();
             json!({"enabled": cfg.queue.enabled, "backend": cfg.queue.backend, "maxSize": cfg.queue.max_size,
-                   "depth": shard.shared.queued.load(std::sync::atomic::Ordering::Relaxed),
+                   "depth": per.iter().filter_map(|v| v["depth"].as_u64()).sum::<u64>(),
                    "deadLetters": dead, "deadLetterEnabled": cfg.queue.dead_letter.enabled,
                    "perShard": per})
         }
         InfoMethod::QueueStats => {
-            let per = shard.gather(|s| s.queue.stats_json()).await;
+            let per = shard.gather(|s| s.queue().stats_json()).await;
             let mut total = serde_json::Map::new();
             for v in &per {
                 if let Some(m) = v.as_object() {
@@ -242,7 +242,7 @@ pub(super) async fn local(
             }
             let dedup = shard
                 .gather(|s| {
-                    let core = s.queue.core.borrow();
+                    let core = s.queue().core.borrow();
                     let d = &core.dedup;
                     json!({"entries": d.len(), "capacity": d.capacity(), "evictedLive": d.evicted_live, "expired": d.expired})
                 })
@@ -262,12 +262,12 @@ pub(super) async fn local(
                 .unwrap_or(false);
             let rows = shard
                 .gather(move |s| {
-                    let id = s.id.0;
+                    let id = s.id().0;
                     if dead {
-                        Value::Array(s.queue.core.borrow().dead.iter().map(|d| d.row(id)).collect())
+                        Value::Array(s.queue().core.borrow().dead.iter().map(|d| d.row(id)).collect())
                     } else {
                         let mut v = Vec::new();
-                        for sess in s.sessions.map.borrow().values() {
+                        for sess in s.sessions().map.borrow().values() {
                             if let Some(c) = sess.current.borrow().as_ref() {
                                 v.push(json!({"messageId": c.run_id, "sessionKey": sess.key.as_str(), "state": "running", "shard": id}));
                             }
@@ -313,7 +313,7 @@ pub(super) async fn local(
             let id2 = id.clone();
             let parts = shard
                 .gather(move |s| {
-                    s.runs
+                    s.runs()
                         .borrow()
                         .get(&id2, now_ms())
                         .map(|e| {

@@ -93,7 +93,7 @@ pub fn dispatch(
     params: Params,
 ) {
     if shard
-        .shared
+        .shared()
         .shutdown
         .load(std::sync::atomic::Ordering::Relaxed)
         && method.is_submission()
@@ -141,9 +141,9 @@ fn route_session(
         params,
         key,
         received_at: now_ms(),
-        received_shard: shard.id.0,
+        received_shard: shard.id().0,
     };
-    if owner == shard.id {
+    if owner == shard.id() {
         run_owned(shard, call);
     } else {
         match shard.send_mesh(owner, MeshMsg::Call(Box::new(call))) {
@@ -164,7 +164,7 @@ fn refuse_call(shard: &GatewayShard, refused: shards::mesh::SendError<MeshMsg>) 
         SendError::Closed(_) | SendError::NotAPeer(_) => GatewayError::ShuttingDown,
     };
     if let MeshMsg::Call(call) = refused.into_inner() {
-        shard.metrics.mesh_lost("call_refused");
+        shard.metrics().mesh_lost("call_refused");
         shard.reply_err(&call.reply, &err);
     }
 }
@@ -237,9 +237,9 @@ pub(crate) async fn local_call(
             Err(method.not_here())
         }
     };
-    shard.metrics.latency(
+    shard.metrics().latency(
         method,
-        shard.shared.mono_us().saturating_sub(caller.received_us),
+        shard.shared().mono_us().saturating_sub(caller.received_us),
     );
     match r {
         Ok(v) => shard.reply_ok(&reply, &v),
@@ -259,10 +259,10 @@ pub fn on_mesh(shard: &Rc<GatewayShard>, msg: MeshMsg) {
 /// Runs a session method on the session's owner (this shard).
 pub fn run_owned(shard: Rc<GatewayShard>, call: Call) {
     // Sessions and runs may come and go: hello-ok's cached counts look again soon.
-    shard.health_parts.mark_changed();
+    shard.health_parts().mark_changed();
     if watchers::watches(call.method) {
         shard
-            .sessions
+            .sessions()
             .watchers
             .watch(call.key.as_str(), call.caller.conn);
     }

@@ -33,7 +33,7 @@ pub(super) fn run(shard: Rc<GatewayShard>, call: Call, m: SessionMethod) {
 /// `sessions.get {key}`: `{session: row}`.
 fn get(shard: &GatewayShard, key: &SessionKey) -> Result<Value, GatewayError> {
     shard
-        .sessions
+        .sessions()
         .get(key.as_str())
         .map(|s| json!({"session": s.row()}))
         .ok_or_else(|| GatewayError::NotFound(format!("session not found: {key}")))
@@ -41,7 +41,7 @@ fn get(shard: &GatewayShard, key: &SessionKey) -> Result<Value, GatewayError> {
 
 /// `sessions.create {key?, agentId?, label?}`: the session, made when new.
 fn create(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value, GatewayError> {
-    let (s, created) = shard.sessions.get_or_create(key, now_ms());
+    let (s, created) = shard.sessions().get_or_create(key, now_ms());
     if let Some(l) = p.get("label").and_then(Value::as_str) {
         *s.label.borrow_mut() = Some(l.to_string());
     }
@@ -55,7 +55,7 @@ fn create(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value
 
 /// `sessions.reset {key}`: empties the transcript and starts a new incarnation.
 fn reset(shard: &Rc<GatewayShard>, key: &SessionKey) -> Result<Value, GatewayError> {
-    match shard.sessions.get(key.as_str()) {
+    match shard.sessions().get(key.as_str()) {
         Some(s) => {
             s.history.borrow_mut().clear();
             *s.session_id.borrow_mut() = uuid::Uuid::new_v4().to_string();
@@ -70,7 +70,7 @@ fn reset(shard: &Rc<GatewayShard>, key: &SessionKey) -> Result<Value, GatewayErr
 /// `sessions.delete {key}`: removes the session (aborting its run); `deleted: false` when
 /// there was none.
 fn delete(shard: &Rc<GatewayShard>, key: &SessionKey) -> Result<Value, GatewayError> {
-    let removed = shard.sessions.map.borrow_mut().remove(key.as_str());
+    let removed = shard.sessions().map.borrow_mut().remove(key.as_str());
     match removed {
         Some(s) => {
             if let Some(c) = s.current.borrow().as_ref() {
@@ -86,7 +86,7 @@ fn delete(shard: &Rc<GatewayShard>, key: &SessionKey) -> Result<Value, GatewayEr
 /// `sessions.describe {key}`: `{session: row}`, or `{session: null}` for a key with no
 /// session (OpenClaw answers an unknown key that way, not with an error).
 fn describe(shard: &GatewayShard, key: &SessionKey) -> Value {
-    json!({"session": shard.sessions.get(key.as_str()).map(|s| s.row())})
+    json!({"session": shard.sessions().get(key.as_str()).map(|s| s.row())})
 }
 
 /// `sessions.patch {key, label?, archived?, expectedSessionId?}` →
@@ -94,7 +94,7 @@ fn describe(shard: &GatewayShard, key: &SessionKey) -> Value {
 /// caller to name the incarnation it saw (`expectedSessionId`); so do we.
 fn patch(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value, GatewayError> {
     let s = shard
-        .sessions
+        .sessions()
         .get(key.as_str())
         .ok_or_else(|| GatewayError::NotFound(format!("session not found: {key}")))?;
     let archived = match p.get("archived") {
@@ -145,7 +145,7 @@ fn patch(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value,
 /// `sessions.compact {key, maxLines?}`: with `maxLines`, keeps the newest that many messages;
 /// without, there is no model to summarize with, so nothing changes (`compacted: false`).
 fn compact(shard: &Rc<GatewayShard>, key: &SessionKey, p: &Value) -> Result<Value, GatewayError> {
-    let Some(s) = shard.sessions.get(key.as_str()) else {
+    let Some(s) = shard.sessions().get(key.as_str()) else {
         return Ok(
             json!({"ok": true, "key": key.as_str(), "compacted": false, "reason": "no sessionId"}),
         );

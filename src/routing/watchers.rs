@@ -20,9 +20,9 @@ pub fn watches(m: Method) -> bool {
 /// On the caller's shard, before a session method goes to the key's owner: notes the watch
 /// and, when that made the connection stop watching an older key, tells that key's owner.
 pub fn note(shard: &Rc<GatewayShard>, conn: ConnRef, key: &str) {
-    if let Some(old) = shard.sessions.watching.note(conn.id, key) {
+    if let Some(old) = shard.sessions().watching.note(conn.id, key) {
         let owner = shard.owner(&old);
-        shard.on_shard(owner, move |s| s.sessions.watchers.unwatch(&old, conn));
+        shard.on_shard(owner, move |s| s.sessions().watchers.unwatch(&old, conn));
     }
 }
 
@@ -31,7 +31,7 @@ pub fn note(shard: &Rc<GatewayShard>, conn: ConnRef, key: &str) {
 /// borrow of the watcher table is held while the frames are sent (a send may close a
 /// connection, which edits the table). Empty: nobody wants the event, so build no frame.
 pub fn targets(shard: &GatewayShard, key: &str, caller: Option<ConnRef>) -> Targets {
-    let mut to = shard.sessions.watchers.others_of(key, caller);
+    let mut to = shard.sessions().watchers.others_of(key, caller);
     to.extend(caller);
     to
 }

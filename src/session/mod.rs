@@ -4,6 +4,7 @@
 //! order; a job is acknowledged (`accepted`/`started`) when it enters the lane.
 
 pub mod history;
+pub mod run_entry;
 pub mod watchers;
 
 use std::cell::{Cell, RefCell};

@@ -50,7 +50,7 @@ pub fn admit(
             GatewayError::AuthTokenMismatch | GatewayError::AuthPasswordMismatch
         ) {
             shard
-                .shared
+                .shared()
                 .limits
                 .record_failure(peer.ip(), crate::clock::now_ms());
         }
@@ -103,7 +103,7 @@ pub fn admit(
     let mut res = json!({"type": "res", "ok": true, "payload": {
         "status": "hello-ok",
         "health": {"gateway": "running", "channels": {}},
-        "snapshot": {"presence": {"gateway": "online"}, "state": {"sessions": shard.sessions.map.borrow().len()}},
+        "snapshot": {"presence": {"gateway": "online"}, "state": {"sessions": shard.sessions().map.borrow().len()}},
     }});
     if let Some(id) = id {
         res["id"] = json!(id);

@@ -50,13 +50,16 @@ pub async fn accept_loop(
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                shard.metrics.accepted.set(shard.metrics.accepted.get() + 1);
+                shard
+                    .metrics()
+                    .accepted
+                    .set(shard.metrics().accepted.get() + 1);
                 let sh = shard.clone();
                 glommio::spawn_local(handle_tcp(sh, stream)).detach();
             }
             Some(Err(e)) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = %shard.id, error = %e, "accept failed; backing off 100ms");
+                tracing::warn!(shard = %shard.id(), error = %e, "accept failed; backing off 100ms");
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -73,7 +76,7 @@ struct UnauthGuard {
 impl UnauthGuard {
     fn release(&self) {
         if self.active.replace(false) {
-            self.shard.shared.limits.leave_unauth(self.ip);
+            self.shard.shared().limits.leave_unauth(self.ip);
         }
     }
 }
@@ -103,7 +106,7 @@ impl ConnSlot {
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         if let Some(shard) = &self.shard {
-            shard.shared.access.leave_conn(self.ip);
+            shard.shared().access.leave_conn(self.ip);
         }
     }
 }
@@ -133,7 +136,7 @@ struct Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.slot.shared.access.leave_conn(self.conn.peer.ip());
+        self.slot.shared().access.leave_conn(self.conn.peer.ip());
     }
 }
 
@@ -157,7 +160,7 @@ pub(crate) fn handle_tcp(
         }
         let id = live.conn.id;
         Box::pin(finish(&shard, &live.conn, &mut live.rd, &live.io)).await;
-        shard.limiter.forget_conn(id);
+        shard.limiter().forget_conn(id);
         let gone = shard.remove_conn(id);
         if gone.is_some_and(|c| c.auth.borrow().as_ref().is_some_and(|a| a.role == "node")) {
             crate::node::node_down(&shard, shard.conn_ref(id));
@@ -175,10 +178,10 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
     let _ = stream.set_nodelay(true);
     let deadline =
         Instant::now() + Duration::from_millis(shard.config().gateway.handshake_timeout_ms);
-    let mut stream = match super::tls::accept(shard.shared.tls.as_ref(), stream, deadline).await {
+    let mut stream = match super::tls::accept(shard.shared().tls.as_ref(), stream, deadline).await {
         Accepted::Ready(t) => t,
         Accepted::PlainRefused(mut s) => {
-            shard.metrics.refusal("tls_required");
+            shard.metrics().refusal("tls_required");
             http::respond(
                 &mut s,
                 400,
@@ -190,8 +193,8 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             return None;
         }
         Accepted::Failed(why) => {
-            shard.metrics.refusal("tls_handshake");
-            tracing::info!(shard = %shard.id, peer = %peer, error = %why, "TLS handshake failed");
+            shard.metrics().refusal("tls_handshake");
+            tracing::info!(shard = %shard.id(), peer = %peer, error = %why, "TLS handshake failed");
             return None;
         }
         Accepted::Gone => return None,
@@ -228,9 +231,9 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
         }
     };
     let cfg = shard.config();
-    let (allowed, refresh) = shard.shared.access.allowed(peer.ip());
+    let (allowed, refresh) = shard.shared().access.allowed(peer.ip());
     if refresh {
-        let shared = shard.shared.clone();
+        let shared = shard.shared().clone();
         glommio::spawn_local(async move {
             glommio::executor()
                 .spawn_blocking(move || shared.access.refresh_hosts())
@@ -239,8 +242,8 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
         .detach();
     }
     if !allowed {
-        shard.metrics.refusal("ip_not_allowed");
-        tracing::info!(shard = %shard.id, peer = %peer, "refused: address not in access.ipWhitelist");
+        shard.metrics().refusal("ip_not_allowed");
+        tracing::info!(shard = %shard.id(), peer = %peer, "refused: address not in access.ipWhitelist");
         http::respond(
             &mut stream,
             403,
@@ -270,12 +273,12 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
         }
         (_, "/", Some(key)) => {
             if !shard
-                .shared
+                .shared()
                 .access
                 .origin_allowed(head.origin.as_deref(), head.host.as_deref())
             {
-                shard.metrics.refusal("origin");
-                tracing::info!(shard = %shard.id, peer = %peer, origin = ?head.origin, "refused: origin not allowed");
+                shard.metrics().refusal("origin");
+                tracing::info!(shard = %shard.id(), peer = %peer, origin = ?head.origin, "refused: origin not allowed");
                 http::respond(
                     &mut stream,
                     403,
@@ -286,8 +289,8 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 .await;
                 return None;
             }
-            if !shard.shared.access.enter_conn(peer.ip()) {
-                shard.metrics.refusal("conn_per_ip");
+            if !shard.shared().access.enter_conn(peer.ip()) {
+                shard.metrics().refusal("conn_per_ip");
                 http::respond(
                     &mut stream,
                     429,
@@ -308,11 +311,11 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 active: Cell::new(false),
             };
             if !shard
-                .shared
+                .shared()
                 .limits
                 .enter_unauth(peer.ip(), cfg.gateway.max_unauthenticated_per_ip)
             {
-                tracing::warn!(shard = %shard.id, peer = %peer, "too many unauthenticated sockets");
+                tracing::warn!(shard = %shard.id(), peer = %peer, "too many unauthenticated sockets");
                 http::respond(
                     &mut stream,
                     503,
@@ -325,7 +328,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             }
             guard.active.set(true);
             if shard
-                .shared
+                .shared()
                 .shutdown
                 .load(std::sync::atomic::Ordering::Relaxed)
             {
@@ -340,11 +343,11 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 return None;
             }
             if shard
-                .shared
+                .shared()
                 .shedding
                 .load(std::sync::atomic::Ordering::Relaxed)
             {
-                tracing::warn!(shard = %shard.id, peer = %peer, "memory cap: connection refused");
+                tracing::warn!(shard = %shard.id(), peer = %peer, "memory cap: connection refused");
                 http::respond(
                     &mut stream,
                     503,
@@ -385,7 +388,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             // Setup-code join URLs (`openclaw devices join-code`): burned by the first GET;
             // misses count as auth failures of the peer (guessing costs a lockout).
             let now = now_ms();
-            let blocked = shard.shared.limits.auth_blocked(
+            let blocked = shard.shared().limits.auth_blocked(
                 peer.ip(),
                 cfg.gateway.auth_failures_per_minute,
                 now,
@@ -398,7 +401,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 ),
                 None => {
                     match crate::auth::bootstrap::join(
-                        &shard.shared.bootstrap,
+                        &shard.shared().bootstrap,
                         method,
                         path,
                         head.has_query,
@@ -408,7 +411,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                     {
                         Some(payload) => (200, "OK", payload),
                         None => {
-                            shard.shared.limits.record_failure(peer.ip(), now);
+                            shard.shared().limits.record_failure(peer.ip(), now);
                             (404, "Not Found", r#"{"error":"not_found"}"#.to_owned())
                         }
                     }
@@ -440,7 +443,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
         }
         ("GET", "/ready" | "/readyz", None) => {
             if shard
-                .shared
+                .shared()
                 .shutdown
                 .load(std::sync::atomic::Ordering::Relaxed)
             {
@@ -667,7 +670,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
     if admitted {
         guard.release();
         budget.set(usize::MAX);
-        tracing::debug!(shard = %shard.id, conn = conn.id, peer = %peer, "connected");
+        tracing::debug!(shard = %shard.id(), conn = conn.id, peer = %peer, "connected");
         let (frame, message) = frame_limits(shard);
         rd.set_limits(frame, message);
     }
@@ -765,11 +768,11 @@ async fn handshake_phase(
     let now = now_ms();
     if let Some(wait) =
         shard
-            .shared
+            .shared()
             .limits
             .auth_blocked(peer.ip(), cfg.gateway.auth_failures_per_minute, now)
     {
-        shard.metrics.refusal("auth_locked_out");
+        shard.metrics().refusal("auth_locked_out");
         conn.fail(
             req_id.as_deref(),
             &GatewayError::AuthRateLimited {
@@ -778,19 +781,19 @@ async fn handshake_phase(
         );
         return false;
     }
-    let net = shard.shared.access.classify(peer.ip());
+    let net = shard.shared().access.classify(peer.ip());
     let env = HandshakeEnv {
         auth: &cfg.gateway.auth,
         nonce,
         now_ms: now,
         direct_loopback: peer.ip().is_loopback(),
-        store: &shard.shared.store,
+        store: &shard.shared().store,
         terms: PeerTerms {
             mode: cfg.gateway.pairing.mode,
             net,
             policy: crate::auth::pairing::policy_for(cfg, net),
             mfa: &cfg.access.authentication.mfa,
-            pairing: &shard.shared.pairing,
+            pairing: &shard.shared().pairing,
             peer_ip: peer.ip(),
             client_cert,
             cert_auth: cfg
@@ -800,7 +803,7 @@ async fn handshake_phase(
                 .iter()
                 .any(|m| m == "certificate"),
         },
-        bootstrap: Some(&shard.shared.bootstrap),
+        bootstrap: Some(&shard.shared().bootstrap),
     };
     if seed {
         // The seed dialect has no device identity and gets read+write with the shared
@@ -866,11 +869,11 @@ async fn handshake_phase(
                 device_id: adm.device_id.clone(),
                 seed: false,
             };
-            shard.metrics.hellos.set(shard.metrics.hellos.get() + 1);
+            shard.metrics().hellos.set(shard.metrics().hellos.get() + 1);
             let hello = hello_ok(shard, conn, &adm, shared_auth).await;
             *conn.auth.borrow_mut() = Some(std::sync::Arc::new(auth.clone()));
             // One more connection (a node up, a presence entry): others' hello-ok shows it soon.
-            shard.health_parts.mark_changed();
+            shard.health_parts().mark_changed();
             conn.push_frame(frame::res_ok(&req_id, &hello));
             // Like OpenClaw: a fresh health snapshot right after hello (seq 1).
             let sv = (
@@ -901,7 +904,7 @@ async fn handshake_phase(
                 let key = conn.conn_uuid.to_string();
                 shard.broadcast(move |s| s.presence_upsert(key.clone(), entry.clone()));
             }
-            tracing::info!(shard = %shard.id, conn = conn.id, peer = %peer, role = %adm.role,
+            tracing::info!(shard = %shard.id(), conn = conn.id, peer = %peer, role = %adm.role,
                 client = %adm.client.id, mode = %adm.client.mode, device = adm.device_id.is_some(), "hello-ok");
             true
         }
@@ -915,22 +918,22 @@ async fn handshake_phase(
                     | GatewayError::MfaInvalid
                     | GatewayError::MfaReplayed
             ) {
-                shard.shared.limits.record_failure(peer.ip(), now);
+                shard.shared().limits.record_failure(peer.ip(), now);
             }
             match &e {
                 GatewayError::MfaInvalid
                 | GatewayError::MfaReplayed
                 | GatewayError::MfaRequired
-                | GatewayError::MfaNotEnrolled => shard.metrics.refusal("mfa"),
-                GatewayError::PairingRequired { .. } => shard.metrics.refusal("pairing_required"),
-                GatewayError::DeviceCertMismatch => shard.metrics.refusal("cert_mismatch"),
+                | GatewayError::MfaNotEnrolled => shard.metrics().refusal("mfa"),
+                GatewayError::PairingRequired { .. } => shard.metrics().refusal("pairing_required"),
+                GatewayError::DeviceCertMismatch => shard.metrics().refusal("cert_mismatch"),
                 _ => {}
             }
             shard
-                .metrics
+                .metrics()
                 .handshake_failures
-                .set(shard.metrics.handshake_failures.get() + 1);
-            tracing::info!(shard = %shard.id, peer = %peer, error = ?e, "connect refused");
+                .set(shard.metrics().handshake_failures.get() + 1);
+            tracing::info!(shard = %shard.id(), peer = %peer, error = ?e, "connect refused");
             conn.fail(Some(&req_id), &e);
             false
         }
@@ -972,7 +975,7 @@ async fn hello_ok(
         "type": "hello-ok",
         "protocol": adm.protocol.min(PROTOCOL_VERSION),
         "server": {"version": crate::protocol::OPENCLAW_COMPAT_VERSION, "shardgateVersion": env!("CARGO_PKG_VERSION"),
-                   "connId": conn.conn_uuid.to_string(), "name": "shardgate", "shard": shard.id.0},
+                   "connId": conn.conn_uuid.to_string(), "name": "shardgate", "shard": shard.id().0},
         "features": {
             "methods": Method::ALL.iter().map(|m| m.name()).collect::<Vec<_>>(),
             "events": authz::EVENTS,
@@ -982,7 +985,7 @@ async fn hello_ok(
             "presence": shard.presence_list(),
             "health": health,
             "stateVersion": shard.state_version(),
-            "uptimeMs": shard.shared.uptime_ms(),
+            "uptimeMs": shard.shared().uptime_ms(),
             "sessionDefaults": {"defaultAgentId": cfg.agents.default_agent, "mainKey": "main",
                                 "mainSessionKey": format!("agent:{}:main", cfg.agents.default_agent), "scope": "per-sender"},
             "authMode": cfg.gateway.auth.effective_mode().as_str(),
@@ -1045,9 +1048,12 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
             return;
         }
     };
-    if shard.limiter.enabled() {
-        if let Err((limit, wait)) = shard.limiter.check(conn.id, conn.peer.ip(), Instant::now()) {
-            shard.metrics.refusal("rate_limited");
+    if shard.limiter().enabled() {
+        if let Err((limit, wait)) = shard
+            .limiter()
+            .check(conn.id, conn.peer.ip(), Instant::now())
+        {
+            shard.metrics().refusal("rate_limited");
             let e = crate::auth::access::rate_limited(limit, wait);
             conn.push_frame(frame::res_err(&req.id, &e.wire()));
             return;
@@ -1079,7 +1085,7 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
         }
     };
     conn.unauthorized_streak.set(0);
-    shard.metrics.request(method);
+    shard.metrics().request(method);
     let mut req = req;
     if auth.seed
         && method == Method::Chat(ChatMethod::Agent)
@@ -1096,7 +1102,7 @@ fn on_text(shard: &Rc<GatewayShard>, conn: &Rc<Conn>, text: &str) {
     let caller = Caller {
         conn: shard.conn_ref(conn.id),
         auth,
-        received_us: shard.shared.mono_us(),
+        received_us: shard.shared().mono_us(),
     };
     let reply = ReplyTo {
         conn: caller.conn,
@@ -1142,8 +1148,8 @@ async fn drain_rest(
     match drained {
         Ok(r) => r,
         Err(_) => {
-            shard.metrics.refusal("write_timeout");
-            tracing::warn!(shard = %shard.id, conn = conn.id, peer = %conn.peer, timeout_ms = limit.as_millis() as u64,
+            shard.metrics().refusal("write_timeout");
+            tracing::warn!(shard = %shard.id(), conn = conn.id, peer = %conn.peer, timeout_ms = limit.as_millis() as u64,
                 "peer stopped reading: connection dropped (gateway.writeTimeoutMs)");
             Err(std::io::ErrorKind::TimedOut.into())
         }

@@ -154,7 +154,7 @@ fn a_full_queue_refuses_with_queue_full_and_retry_after() {
     let mut d = Delivery::new(&c);
     let k = key();
     let mut s = sub(&k, JobKind::Agent, "run-1", "req-1");
-    s.load.queued = c.queue.max_size;
+    s.load.queue_full = true;
     let out = answered(d.submit(s, T0));
     assert_eq!(steps(&out), vec![Step::Rejected]);
     match &replies(&out)[0].1 {
