@@ -48,8 +48,8 @@
 //! | 1 base | `clock`, `config`, `auth::net`, `auth::totp`, `transport::tls_policy` | the clock, the typed config, and the pure parsers its validation uses |
 //! | 2 wire | `protocol` | sans-IO: frames, errors, the connect request, params, scopes |
 //! | 3 trust | `auth` | the paired-device store, device proofs, pairing policy, setup codes, the connect decision |
-//! | 4 core | `addr`, `envelope`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses and envelopes, the sans-IO delivery core, sessions and lanes, the durable journal |
-//! | 5 state | `shared`, `snapshot`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | the process-wide state, what a shard holds, each subsystem's per-shard state |
+//! | 4 core | `addr`, `envelope`, `cluster`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses and envelopes, cluster membership and slot leases, the sans-IO delivery core, sessions and lanes, the durable journal |
+//! | 5 state | `shared`, `snapshot`, `relay`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | the process-wide state, the cluster relay, what a shard holds, each subsystem's per-shard state |
 //! | 6 shard | `shard` | one shard: its state, the mesh, delivery to connections |
 //! | 7 methods | `routing`, `queue`, `agent`, `node`, `auth::device_methods`, `ops` | what requests do: dispatch, the delivery driver, agents, nodes, pairing, operations |
 //! | 8 transport | `transport` | sockets: accept, HTTP, WebSocket, the connection's task |
@@ -68,6 +68,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod envelope;

@@ -5,6 +5,7 @@
 //! An unknown key is a warning naming its path; a value of the wrong type or out of bounds
 //! refuses the start with the key path and the reason ([`ConfigError`]).
 
+mod cluster;
 mod duration;
 mod redis;
 mod security;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{ClusterMode, ClusteringConfig};
 pub use duration::Millis;
 pub use redis::{parse_url as parse_redis_url, RedisQueueConfig, RedisTarget};
 pub use security::*;
@@ -468,6 +470,8 @@ pub struct GatewayConfig {
     pub tls: TlsConfig,
     /// Browser (Control UI) settings.
     pub control_ui: ControlUiConfig,
+    /// Several gateways on one Redis (seed `gateway.clustering`; `crate::cluster`).
+    pub clustering: ClusteringConfig,
 }
 
 /// `gateway.nodeCapabilities.<capability>`
@@ -537,6 +541,7 @@ impl Default for GatewayConfig {
             pairing: PairingConfig::default(),
             tls: TlsConfig::default(),
             control_ui: ControlUiConfig::default(),
+            clustering: ClusteringConfig::default(),
         }
     }
 }
@@ -1179,6 +1184,9 @@ impl Config {
                     format!("unknown backend {other:?} (memory, journal, redis, kafka)"),
                 )
             }
+        }
+        if let Err((key, reason)) = g.clustering.check(&self.queue.backend) {
+            return bad(&format!("gateway.clustering.{key}"), reason);
         }
         match self.storage.encryption.as_deref() {
             None | Some("none") | Some("aes-256-gcm") => {}
