@@ -14,6 +14,21 @@ pub struct ConnRef {
     pub shard: ShardId,
     /// Its id on that shard.
     pub id: u64,
+    /// Its gateway: 0 is this one; `n` is the cluster member with index `n − 1`
+    /// ([`crate::cluster::MemberIdx`]), whose requests came over the relay.
+    pub gw: u16,
+}
+
+impl ConnRef {
+    /// A connection of this gateway.
+    pub fn local(shard: ShardId, id: u64) -> ConnRef {
+        ConnRef { shard, id, gw: 0 }
+    }
+
+    /// Whether the connection is on this gateway.
+    pub fn is_local(&self) -> bool {
+        self.gw == 0
+    }
 }
 
 /// Who called, carried with a request to the shard that runs it.

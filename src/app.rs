@@ -183,6 +183,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             "too little memlock: unregistered buffers"
         }
     );
+    let clustering = &config.gateway.clustering;
+    let cluster = clustering.enabled.then(|| {
+        let me = crate::cluster::member_id(clustering, addr.port());
+        tracing::info!(member = %me, "clustering: active-active on Redis leases");
+        Arc::new(crate::cluster::Ownership::new(
+            me,
+            config.queue.redis.slots,
+            clustering.nodes.clone(),
+        ))
+    });
     let shutdown = Arc::new(AtomicBool::new(false));
     let stop_signals = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
     for sig in stop_signals {
@@ -217,6 +227,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         host: host_name(),
         shedding: AtomicBool::new(false),
         identity,
+        cluster,
     });
     let waker_shared = shared.clone();
     std::thread::Builder::new()
@@ -322,6 +333,13 @@ async fn shard_main(
             return;
         }
     }
+    let cluster = match join_cluster(&shard).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {}: cluster: {e}", ctx.id)));
+            return;
+        }
+    };
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -386,6 +404,11 @@ async fn shard_main(
     }
     let stop = shared.stop_waiters.wait(&shared.shutdown);
     crate::transport::server::accept_loop(shard.clone(), listener, stop).await;
+    let driver = cluster.and_then(|c| c.borrow_mut().take());
+    if let Some(d) = driver {
+        // Hand the slots over now, so the others take them without waiting for the TTL.
+        d.leave().await;
+    }
     drain(&shard).await;
     ticker.cancel();
     health.cancel();
@@ -427,4 +450,64 @@ async fn drain(shard: &Rc<GatewayShard>) {
     while shard.conn_counts().1 > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The cluster driver, once started (shard 0), for a graceful leave at shutdown.
+type ClusterSlot = Rc<std::cell::RefCell<Option<crate::cluster::ClusterHandle>>>;
+
+/// Joins the cluster when `gateway.clustering.enabled`: every shard gets its end of the
+/// relay (publishing on its queue's Redis connection); shard 0 also listens on this
+/// gateway's relay channel and then starts the lease driver, in the background so that a
+/// Redis down at start delays the cluster, not the gateway's local methods. Listening comes
+/// first: a member takes slots (and so gets requests) only once it can hear them.
+async fn join_cluster(shard: &Rc<GatewayShard>) -> Result<Option<ClusterSlot>, String> {
+    let Some(own) = shard.shared().cluster.clone() else {
+        return Ok(None);
+    };
+    let cfg = shard.config();
+    let q = shard
+        .queue()
+        .redis
+        .borrow()
+        .clone()
+        .ok_or("gateway.clustering needs queue.backend \"redis\"")?;
+    let relay =
+        crate::relay::Relay::new(q.client().clone(), own.clone(), &cfg.queue.redis.key_prefix);
+    shard.set_relay(relay.clone());
+    if shard.id().0 != 0 {
+        return Ok(None);
+    }
+    let opts = crate::cluster::driver::options(cfg)?;
+    let slot: ClusterSlot = Rc::default();
+    let (weak, out) = (Rc::downgrade(shard), slot.clone());
+    glommio::spawn_local(async move {
+        let mut attempt = 0u32;
+        let (sub, rx) = loop {
+            match async {
+                let (sub, rx) = shardgate_redis::Subscriber::connect(opts.clone()).await?;
+                sub.subscribe(&[relay.my_channel().as_bytes()]).await?;
+                Ok::<_, shardgate_redis::Error>((sub, rx))
+            }
+            .await
+            {
+                Ok(s) => break s,
+                Err(e) => {
+                    if attempt.is_multiple_of(20) {
+                        tracing::warn!("cluster: cannot subscribe to the relay yet: {e}");
+                    }
+                    attempt += 1;
+                    glommio::timer::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+        let Some(shard) = weak.upgrade() else { return };
+        crate::transport::relay_in::listen(&shard, relay, sub, rx);
+        let host = crate::queue::takeover::Takeover::new(&shard);
+        match crate::cluster::start(shard.config(), own.me(), own.clone(), host) {
+            Ok(h) => *out.borrow_mut() = Some(h),
+            Err(e) => tracing::error!("cluster: the lease driver did not start: {e}"),
+        }
+    })
+    .detach();
+    Ok(Some(slot))
 }

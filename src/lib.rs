@@ -76,6 +76,7 @@ pub mod node;
 pub mod ops;
 pub mod protocol;
 pub mod queue;
+pub mod relay;
 pub mod routing;
 pub mod session;
 pub mod shard;

@@ -94,6 +94,8 @@ pub struct GatewayShard {
     /// (the same on every shard: `wake` broadcasts). No heartbeat runs here to consume them,
     /// so they stay queued, bounded as in OpenClaw; `status.queuedSystemEvents` shows them.
     system_events: RefCell<std::collections::VecDeque<String>>,
+    /// This shard's end of the cluster relay (clustering only).
+    relay: RefCell<Option<Rc<crate::relay::Relay>>>,
 }
 
 impl std::fmt::Debug for GatewayShard {
@@ -138,6 +140,7 @@ impl GatewayShard {
             system_events: RefCell::new(Default::default()),
             alert_state: RefCell::new(Vec::new()),
             deps: Default::default(),
+            relay: RefCell::new(None),
         })
     }
 
@@ -386,7 +389,7 @@ impl GatewayShard {
 
     /// A reference to a local connection.
     pub fn conn_ref(&self, id: u64) -> ConnRef {
-        ConnRef { shard: self.id, id }
+        ConnRef::local(self.id, id)
     }
 
     pub fn deliver_local(&self, conn: u64, out: Out) {
@@ -400,9 +403,25 @@ impl GatewayShard {
         }
     }
 
-    /// Puts `out` on connection `to`, wherever it lives.
+    /// This shard's end of the cluster relay, once clustering started.
+    pub fn relay(&self) -> Option<Rc<crate::relay::Relay>> {
+        self.relay.borrow().clone()
+    }
+
+    /// Installs this shard's end of the cluster relay.
+    pub fn set_relay(&self, relay: Rc<crate::relay::Relay>) {
+        *self.relay.borrow_mut() = Some(relay);
+    }
+
+    /// Puts `out` on connection `to`, wherever it lives (on another gateway: over the
+    /// relay).
     pub fn deliver(&self, to: ConnRef, out: Out) {
-        if to.shard == self.id {
+        if !to.is_local() {
+            match self.relay.borrow().as_ref() {
+                Some(r) => r.out(to, out),
+                None => self.metrics.mesh_lost("no_relay"),
+            }
+        } else if to.shard == self.id {
             self.deliver_local(to.id, out);
         } else {
             match self.send_mesh(to.shard, MeshMsg::Deliver(to.id, out)) {

@@ -59,6 +59,9 @@ pub struct Shared {
     pub host: String,
     /// Set while over the memory cap: new connections and runs are refused.
     pub shedding: AtomicBool,
+    /// The cluster's slot ownership view (`gateway.clustering.enabled`), written by the
+    /// cluster driver on shard 0 and read by every shard per session request.
+    pub cluster: Option<Arc<crate::cluster::Ownership>>,
     /// The gateway's own Ed25519 identity (`gateway.identity.get`), kept in the state dir.
     pub identity: crate::auth::identity::GatewayIdentity,
 }

@@ -266,6 +266,25 @@ pub(super) fn gateway(cmd: GatewayCmd, t: &Target) -> Result<(), String> {
                         &["shard", "connections", "sockets", "sessions", "inflight"],
                         &rows,
                     );
+                    let c = &v["cluster"];
+                    if c.is_object() {
+                        println!();
+                        let owned: Vec<String> = c["slots"]["owned"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|o| format!("{}@{}", s(&o["slot"]), s(&o["epoch"])))
+                            .collect();
+                        print_kv(&[
+                            ("cluster member", s(&c["me"])),
+                            ("live members", s(&c["members"]["live"])),
+                            ("missing members", s(&c["members"]["missingExpected"])),
+                            ("owned slots (slot@epoch)", owned.join(" ")),
+                            ("slots elsewhere", s(&c["slots"]["elsewhere"])),
+                            ("renew rtt", format!("{} ms", s(&c["renew"]["rttMs"]))),
+                            ("redis errors", s(&c["errors"]["redis"])),
+                        ]);
+                    }
                 }
             });
         }

@@ -193,6 +193,14 @@ impl Ownership {
         }
     }
 
+    /// The index of member `name`, if the driver has seen it (any thread may ask).
+    pub fn index_of(&self, name: &str) -> Option<MemberIdx> {
+        let n = self.named.load(Ordering::Acquire);
+        (0..n)
+            .find(|&i| self.names[i].get().is_some_and(|m| m == name))
+            .map(|i| MemberIdx(i as u16))
+    }
+
     /// The index of member `name`, interned on first sight (the driver only: one writer, so
     /// a name is never given two indexes). `None` once [`MAX_MEMBERS`] are named.
     pub(super) fn intern(&self, name: &str) -> Option<MemberIdx> {

@@ -435,5 +435,8 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
             );
         }
     }
+    if let Some(c) = &shard.shared().cluster {
+        out.push_str(&c.prometheus());
+    }
     out
 }

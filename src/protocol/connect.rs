@@ -1,14 +1,14 @@
 //! The `connect` request (PROTOCOL.md §3) as it arrives on the wire, and what a connection is
 //! once admitted ([`ConnAuth`]). The decision between the two is [`crate::auth::handshake`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::GatewayError;
 use super::{MIN_PROBE_PROTOCOL, PROTOCOL_VERSION};
 
 /// `connect.params.client`
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientInfo {
     /// `cli`, `gateway-client`, `openclaw-macos`, …
@@ -135,8 +135,9 @@ pub fn negotiate(p: &ConnectParams, role: &str) -> Result<i64, GatewayError> {
     Ok(p.max_protocol.min(PROTOCOL_VERSION))
 }
 
-/// What an authenticated connection is allowed and who it is.
-#[derive(Debug, Clone)]
+/// What an authenticated connection is allowed and who it is (serialized when its request
+/// is relayed to another gateway of a cluster).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnAuth {
     /// `operator` or `node`.
     pub role: String,

@@ -123,6 +123,12 @@ pub enum GatewayError {
         /// When to try again.
         retry_after_ms: u64,
     },
+    /// In a cluster, the session's owner is changing or cannot be reached (its slot has no
+    /// live lease holder yet, or the relay to it failed): nothing was acknowledged.
+    OwnerUnavailable {
+        /// When to try again.
+        retry_after_ms: u64,
+    },
     /// The gateway is stopping.
     ShuttingDown,
     /// A run failed in the agent.
@@ -482,6 +488,14 @@ impl GatewayError {
                 Unavailable,
                 "the session's shard is busy".into(),
                 detail("SHARD_BUSY"),
+                true,
+                Some(*retry_after_ms),
+                None,
+            ),
+            E::OwnerUnavailable { retry_after_ms } => (
+                Unavailable,
+                "the session's gateway is changing or unreachable: try again shortly".into(),
+                detail("OWNER_UNAVAILABLE"),
                 true,
                 Some(*retry_after_ms),
                 None,

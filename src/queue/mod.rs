@@ -21,6 +21,7 @@ mod replay;
 mod runs;
 pub mod state;
 mod submit;
+pub mod takeover;
 
 #[cfg(test)]
 pub(crate) use lane::drive_lane;

@@ -73,6 +73,25 @@ pub fn open_redis(shard: &Rc<GatewayShard>) -> Result<(), String> {
         loop {
             let Some(shard) = weak.upgrade() else { return };
             let me = shard.id();
+            // In a cluster a slot is read back when its lease is gained (`super::takeover`).
+            if shard.shared().cluster.is_some() {
+                let _ = q
+                    .client()
+                    .wait_connected(std::time::Duration::from_secs(1))
+                    .await;
+                match q.load_scripts().await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        if attempt.is_multiple_of(20) {
+                            tracing::warn!(shard = %shard.id(), "redis queue: cannot load scripts yet: {e}");
+                        }
+                        attempt += 1;
+                        drop(shard);
+                        glommio::timer::sleep(std::time::Duration::from_millis(250)).await;
+                        continue;
+                    }
+                }
+            }
             let fold = q.read_back(|s| shard.owner(s) == me).await;
             match fold {
                 Ok(fold) => {

@@ -153,6 +153,11 @@ pub(super) async fn local(
                              "byAgent": [{"agentId": cfg.agents.default_agent, "count": h["sessions"]["count"], "recent": []}]},
                 "pid": std::process::id(),
                 "gateway": h["gateway"],
+                "cluster": shard.shared().cluster.as_ref().map(|c| {
+                    let mut v = c.status_json();
+                    v["relay"] = shard.relay().map(|r| r.stats_json()).unwrap_or_default();
+                    v
+                }),
             })
         }
         InfoMethod::SystemPresence => Value::Array(shard.presence_list()),

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::addr::{Caller, ReplyTo};
 use crate::clock::now_ms;
+use crate::cluster::SlotOwner;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::{KeyFrom, Method, Placement};
 use crate::protocol::params::Params;
@@ -25,6 +26,7 @@ use crate::shard::{Call, GatewayShard, MeshMsg};
 mod chat;
 mod info;
 mod nodes;
+pub mod remote;
 mod session_ops;
 pub mod watchers;
 
@@ -121,10 +123,6 @@ fn route_session(
         Ok(k) => k,
         Err(e) => return shard.reply_err(&reply, &e),
     };
-    let owner = shard.owner(key.as_str());
-    if watchers::watches(method) {
-        watchers::note(&shard, caller.conn, key.as_str());
-    }
     if from == KeyFrom::SendTarget {
         let ch = params.str("channel").unwrap_or("log");
         if queue::channel::lookup(&shard, ch).is_none() {
@@ -143,6 +141,20 @@ fn route_session(
         received_at: now_ms(),
         received_shard: shard.id().0,
     };
+    // In a cluster the session may live on another gateway (its slot's lease holder).
+    if let Some(relay) = shard.relay() {
+        match relay.owner_of(call.key.as_str()).1 {
+            SlotOwner::Mine { .. } => {}
+            SlotOwner::Member(m) => return remote::forward(shard, relay, m, call),
+            SlotOwner::Releasing { .. } | SlotOwner::Unknown => {
+                return shard.reply_err(&call.reply, &remote::owner_unavailable())
+            }
+        }
+    }
+    if watchers::watches(method) {
+        watchers::note(&shard, call.caller.conn, call.key.as_str());
+    }
+    let owner = shard.owner(call.key.as_str());
     if owner == shard.id() {
         run_owned(shard, call);
     } else {
@@ -155,7 +167,7 @@ fn route_session(
 
 /// Answers a request the owner shard's mesh outbox did not take: retry later when the owner
 /// is behind, or the gateway is stopping when it has closed.
-fn refuse_call(shard: &GatewayShard, refused: shards::mesh::SendError<MeshMsg>) {
+pub fn refuse_call(shard: &GatewayShard, refused: shards::mesh::SendError<MeshMsg>) {
     use shards::mesh::SendError;
     let err = match &refused {
         SendError::Full(_) => GatewayError::ShardBusy {

@@ -115,10 +115,7 @@ mod tests {
     use shards::ShardId;
 
     fn c(id: u64) -> ConnRef {
-        ConnRef {
-            shard: ShardId(0),
-            id,
-        }
+        ConnRef::local(ShardId(0), id)
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod http;
 pub mod limited;
+pub mod relay_in;
 pub mod seed;
 pub mod server;
 pub mod tls;

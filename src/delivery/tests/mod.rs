@@ -26,10 +26,7 @@ fn key() -> SessionKey {
 
 fn reply(req: &str) -> ReplyTo {
     ReplyTo {
-        conn: ConnRef {
-            shard: ShardId(0),
-            id: 7,
-        },
+        conn: ConnRef::local(ShardId(0), 7),
         req_id: req.into(),
     }
 }

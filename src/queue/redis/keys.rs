@@ -21,7 +21,7 @@ impl Keys {
     /// The slot of a session key: CRC-32 (IEEE) of its bytes mod `slots` — fixed by the data,
     /// not by this build (no per-process hash seed).
     pub fn slot(&self, session_key: &str) -> u32 {
-        crc32fast::hash(session_key.as_bytes()) % self.slots
+        slot_of(session_key, self.slots)
     }
 
     /// The work stream of admissions not yet finished.
@@ -75,6 +75,12 @@ impl Keys {
             self.epoch(slot),
         ]
     }
+}
+
+/// The slot of a session key among `slots` (see [`Keys::slot`]): the queue's streams and
+/// the cluster's leases (`crate::cluster`) both cut the sessions this way.
+pub fn slot_of(session_key: &str, slots: u32) -> u32 {
+    crc32fast::hash(session_key.as_bytes()) % slots.max(1)
 }
 
 #[cfg(test)]

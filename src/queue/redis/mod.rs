@@ -1,7 +1,8 @@
 //! The Redis queue backend (`queue.backend: "redis"`): the delivery core's [`Record`]s kept
-//! in Redis streams, shaped for a cluster of gateways (issue 22). Today one gateway owns
-//! every slot; slice 3 adds ownership by leases, and each script already checks the slot's
-//! fencing epoch so a paused old owner can never write.
+//! in Redis streams, shaped for a cluster of gateways. A single gateway owns every slot; in a
+//! cluster ([`crate::cluster`]) a gateway serves a slot only under its lease, after reading
+//! it back (`crate::queue::takeover`), and every script checks the slot's fencing epoch so a
+//! paused old owner can never write.
 //!
 //! Layout ([`keys`]): a session key hashes to one of `queue.redis.slots` slots; each slot has
 //! a work stream of admissions (`{prefix}:q:{slot}`), a dead-letter stream trimmed by age,
@@ -67,6 +68,11 @@ pub struct RedisQueue {
     /// This shard has read its slots back: before that, admissions are refused (a resend
     /// must meet the replayed dedup entry, not start a second run).
     ready: Cell<bool>,
+    /// Per slot: this shard serves it (read back, and in a cluster, under this gateway's
+    /// lease). Admissions to a slot not served are refused as transient.
+    served: RefCell<Vec<bool>>,
+    /// Per slot: admissions written and not yet finished (what a handover waits for).
+    in_flight: RefCell<Vec<u32>>,
     /// runId → (slot, session key) of runs this shard wrote (outcomes carry only the runId).
     runs: RefCell<HashMap<String, (u32, String)>>,
     dedup_window_ms: i64,
@@ -114,6 +120,8 @@ impl RedisQueue {
             scripts: Scripts::new(),
             epochs: RefCell::new(vec![0; r.slots as usize]),
             ready: Cell::new(false),
+            served: RefCell::new(vec![false; r.slots.max(1) as usize]),
+            in_flight: RefCell::new(vec![0; r.slots.max(1) as usize]),
             runs: RefCell::default(),
             dedup_window_ms: cfg.deduplication.window.0 as i64,
             dead_max_age_ms: cfg.queue.dead_letter.max_age.0 as i64,
@@ -135,9 +143,66 @@ impl RedisQueue {
         self.ready.get()
     }
 
-    /// Admissions are taken from now on.
+    /// Admissions are taken from now on, for every slot (a single gateway owns them all).
     pub fn set_ready(&self) {
         self.ready.set(true);
+        self.served.borrow_mut().fill(true);
+    }
+
+    /// Serves `slot` under fencing `epoch` (a cluster lease): its records were read back.
+    pub fn serve(&self, slot: u32, epoch: u64) {
+        if let Some(e) = self.epochs.borrow_mut().get_mut(slot as usize) {
+            *e = epoch as i64;
+        }
+        if let Some(s) = self.served.borrow_mut().get_mut(slot as usize) {
+            *s = true;
+        }
+        self.ready.set(true);
+    }
+
+    /// Stops admitting to `slot` (its lease is being handed over or was lost).
+    pub fn stop_serving(&self, slot: u32) {
+        if let Some(s) = self.served.borrow_mut().get_mut(slot as usize) {
+            *s = false;
+        }
+    }
+
+    /// Admissions of `slot` written here and not finished.
+    pub fn in_flight(&self, slot: u32) -> u32 {
+        self.in_flight
+            .borrow()
+            .get(slot as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Slots this shard serves.
+    pub fn served_slots(&self) -> usize {
+        self.served.borrow().iter().filter(|s| **s).count()
+    }
+
+    /// The slot of a session key.
+    pub fn slot_of(&self, session_key: &str) -> u32 {
+        self.keys.slot(session_key)
+    }
+
+    fn track(&self, id: &str, slot: u32, session: &str) {
+        let new = self
+            .runs
+            .borrow_mut()
+            .insert(id.to_string(), (slot, session.to_string()))
+            .is_none();
+        if new {
+            if let Some(n) = self.in_flight.borrow_mut().get_mut(slot as usize) {
+                *n += 1;
+            }
+        }
+    }
+
+    fn finished(&self, slot: u32) {
+        if let Some(n) = self.in_flight.borrow_mut().get_mut(slot as usize) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     fn epoch(&self, slot: u32) -> String {
@@ -149,16 +214,9 @@ impl RedisQueue {
             .to_string()
     }
 
-    /// Reads every slot back and folds the records of the sessions `mine` accepts (this
-    /// shard's), in admission order: work entries (pending), dead letters, kept answers.
-    /// Also reads the slots' epochs.
-    pub async fn read_back(
-        &self,
-        mine: impl Fn(&str) -> bool,
-    ) -> Result<Fold, shardgate_redis::Error> {
-        let mut fold = Fold::default();
-        // Loaded up front so the first writes do not each pay a NOSCRIPT round trip (and
-        // keep their order: a NOSCRIPT retry lets a later write of another script go first).
+    /// Loads the scripts up front, so the first writes do not each pay a NOSCRIPT round trip
+    /// (and keep their order: a NOSCRIPT retry lets a later write of another script go first).
+    pub async fn load_scripts(&self) -> Result<(), shardgate_redis::Error> {
         for sc in [
             &self.scripts.admit,
             &self.scripts.complete,
@@ -169,6 +227,17 @@ impl RedisQueue {
                 .call(&[b"SCRIPT", b"LOAD", sc.source().as_bytes()])
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Reads every slot back and folds the records of the sessions `mine` accepts (this
+    /// shard's), in admission order: work entries (pending), dead letters, kept answers.
+    /// Also reads the slots' epochs. (A single gateway: it owns every slot.)
+    pub async fn read_back(
+        &self,
+        mine: impl Fn(&str) -> bool,
+    ) -> Result<Fold, shardgate_redis::Error> {
+        self.load_scripts().await?;
         let mut epochs = Vec::with_capacity(self.keys.slots as usize);
         for slot in 0..self.keys.slots {
             let e = self
@@ -178,56 +247,79 @@ impl RedisQueue {
             epochs.push(e.as_int().unwrap_or(0));
         }
         *self.epochs.borrow_mut() = epochs;
-        let mut runs = HashMap::new();
+        let mut fold = Fold::default();
         for slot in 0..self.keys.slots {
-            for fields in self.xrange(&self.keys.work(slot)).await? {
-                let Some(r) = field(&fields, "r").and_then(parse_record) else {
-                    continue;
-                };
-                if let Record::Acc { id, s, .. } = &r {
-                    if mine(s) {
-                        runs.insert(id.clone(), (slot, s.clone()));
-                        fold.apply(r);
-                    }
-                }
-            }
-            for fields in self.xrange(&self.keys.dead(slot)).await? {
-                let acc = field(&fields, "acc").and_then(parse_record);
-                let dead = field(&fields, "r").and_then(parse_record);
-                if let (Some(acc @ Record::Acc { .. }), Some(dead)) = (acc, dead) {
-                    let Record::Acc { id, s, .. } = &acc else {
-                        continue;
-                    };
-                    if mine(s) {
-                        runs.insert(id.clone(), (slot, s.clone()));
-                        fold.apply(acc);
-                        fold.apply(dead);
-                    }
-                }
-            }
-            let res = self
-                .client
-                .call(&[b"HGETALL", self.keys.results(slot).as_bytes()])
-                .await?;
-            for (_, v) in pairs(&res) {
-                let Some(v) = v
-                    .as_str()
-                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
-                else {
-                    continue;
-                };
-                let Some(s) = v["s"].as_str() else { continue };
-                if !mine(s) {
-                    continue;
-                }
-                if let Ok(r) = serde_json::from_value::<Record>(v["r"].clone()) {
+            self.read_slot(slot, &mine, &mut fold).await?;
+        }
+        self.read_back.set(fold.records);
+        Ok(fold)
+    }
+
+    /// Folds `slot`'s records of the sessions `mine` accepts into `fold`: work entries
+    /// (pending), dead letters, kept answers. A gateway that gains the slot's lease reads it
+    /// this way before serving it.
+    pub async fn read_slot(
+        &self,
+        slot: u32,
+        mine: &impl Fn(&str) -> bool,
+        fold: &mut Fold,
+    ) -> Result<(), shardgate_redis::Error> {
+        let before = fold.records;
+        let mut runs = Vec::new();
+        for fields in self.xrange(&self.keys.work(slot)).await? {
+            let Some(r) = field(&fields, "r").and_then(parse_record) else {
+                continue;
+            };
+            if let Record::Acc { id, s, .. } = &r {
+                if mine(s) {
+                    runs.push((id.clone(), s.clone(), true));
                     fold.apply(r);
                 }
             }
         }
-        self.read_back.set(fold.records);
-        self.runs.borrow_mut().extend(runs);
-        Ok(fold)
+        for fields in self.xrange(&self.keys.dead(slot)).await? {
+            let acc = field(&fields, "acc").and_then(parse_record);
+            let dead = field(&fields, "r").and_then(parse_record);
+            if let (Some(acc @ Record::Acc { .. }), Some(dead)) = (acc, dead) {
+                let Record::Acc { id, s, .. } = &acc else {
+                    continue;
+                };
+                if mine(s) {
+                    runs.push((id.clone(), s.clone(), false));
+                    fold.apply(acc);
+                    fold.apply(dead);
+                }
+            }
+        }
+        let res = self
+            .client
+            .call(&[b"HGETALL", self.keys.results(slot).as_bytes()])
+            .await?;
+        for (_, v) in pairs(&res) {
+            let Some(v) = v
+                .as_str()
+                .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            else {
+                continue;
+            };
+            let Some(s) = v["s"].as_str() else { continue };
+            if !mine(s) {
+                continue;
+            }
+            if let Ok(r) = serde_json::from_value::<Record>(v["r"].clone()) {
+                fold.apply(r);
+            }
+        }
+        for (id, s, pending) in runs {
+            if pending {
+                self.track(&id, slot, &s);
+            } else {
+                self.runs.borrow_mut().insert(id, (slot, s));
+            }
+        }
+        self.read_back
+            .set(self.read_back.get() + fold.records - before);
+        Ok(())
     }
 
     /// All entries of a stream, as their field lists.
@@ -271,11 +363,17 @@ impl RedisQueue {
         let Record::Acc { id, k, s, .. } = r else {
             return Err("only admissions are awaited".into());
         };
-        if !self.ready.get() {
-            self.append_failed.set(self.append_failed.get() + 1);
-            return Err("the queue is still reading Redis back".into());
-        }
         let slot = self.keys.slot(s);
+        if !self
+            .served
+            .borrow()
+            .get(slot as usize)
+            .copied()
+            .unwrap_or(false)
+        {
+            self.append_failed.set(self.append_failed.get() + 1);
+            return Err("the session's slot is not served here yet".into());
+        }
         let json = serde_json::to_string(r).unwrap_or_default();
         let (work, ids, dd, epoch_key) = (
             self.keys.work(slot),
@@ -314,7 +412,7 @@ impl RedisQueue {
                 } else {
                     self.duplicates.set(self.duplicates.get() + 1);
                 }
-                self.runs.borrow_mut().insert(id.clone(), (slot, s.clone()));
+                self.track(id, slot, s);
                 Ok(())
             }
             Err(e) => {
@@ -357,6 +455,7 @@ impl RedisQueue {
                 let Some((slot, s)) = self.runs.borrow_mut().remove(id) else {
                     return Ok(());
                 };
+                self.finished(slot);
                 let val = json!({"s": s, "r": r}).to_string();
                 let k = &self.keys;
                 let (work, ids, res, rx, ep) = (
@@ -396,6 +495,7 @@ impl RedisQueue {
                 let Some((slot, _)) = self.runs.borrow().get(id).cloned() else {
                     return Ok(());
                 };
+                self.finished(slot);
                 let json = serde_json::to_string(r).unwrap_or_default();
                 let keys = self.keys.dead_letter_keys(slot);
                 let (epoch, minid) = (
@@ -430,6 +530,12 @@ impl RedisQueue {
                 let Some((slot, _)) = found else {
                     return Ok(());
                 };
+                if mode == b"redrive" {
+                    // Running again: a handover waits for it as for any admission.
+                    if let Some(n) = self.in_flight.borrow_mut().get_mut(slot as usize) {
+                        *n += 1;
+                    }
+                }
                 let keys = self.keys.dead_letter_keys(slot);
                 let epoch = self.epoch(slot);
                 self.client
@@ -450,6 +556,7 @@ impl RedisQueue {
         json!({
             "connected": self.client.is_connected(),
             "ready": self.ready.get(),
+            "servedSlots": self.served_slots(),
             "slots": self.keys.slots,
             "appended": self.appended.get(),
             "duplicates": self.duplicates.get(),

@@ -1,0 +1,57 @@
+//! Session requests for another gateway of a cluster ([`crate::relay`]): sent to the
+//! gateway whose lease covers the session's slot, which runs them as if one of its own
+//! connections had asked (its inbound side is [`crate::transport::relay_in`]).
+
+use std::rc::Rc;
+
+use crate::cluster::MemberIdx;
+use crate::protocol::error::GatewayError;
+use crate::relay::{CallMsg, Relay, Wire};
+use crate::shard::{Call, GatewayShard};
+
+/// How long a client waits before retrying a request whose session's gateway is changing:
+/// about one cluster tick (electionTimeout / 6 at the default 3 s).
+pub const OWNER_RETRY_MS: u64 = 500;
+
+/// The error for a session whose owner is changing or unreachable.
+pub fn owner_unavailable() -> GatewayError {
+    GatewayError::OwnerUnavailable {
+        retry_after_ms: OWNER_RETRY_MS,
+    }
+}
+
+/// Sends `call` to member `to` over the relay; answers `UNAVAILABLE` (retryable) when it
+/// cannot be published or no gateway listens on that member's channel.
+pub(super) fn forward(shard: Rc<GatewayShard>, relay: Rc<Relay>, to: MemberIdx, call: Call) {
+    let Call {
+        reply,
+        caller,
+        method,
+        params,
+        key,
+        received_at,
+        ..
+    } = call;
+    let msg = Wire::Call(Box::new(CallMsg {
+        from: relay.ownership().me().to_string(),
+        shard: caller.conn.shard.0 as u32,
+        conn: caller.conn.id,
+        req: reply.req_id.clone(),
+        method: method.to_string(),
+        params: params.into_json(),
+        key: key.as_str().to_string(),
+        auth: (*caller.auth).clone(),
+        at: received_at,
+    }));
+    glommio::spawn_local(async move {
+        match relay.send(to, &msg).await {
+            Ok(heard) if heard > 0 => {}
+            Ok(_) => shard.reply_err(&reply, &owner_unavailable()),
+            Err(e) => {
+                tracing::warn!(member = to.0, "relay: request not sent: {e}");
+                shard.reply_err(&reply, &owner_unavailable());
+            }
+        }
+    })
+    .detach();
+}
