@@ -10,6 +10,7 @@
 
 mod support;
 
+mod cluster;
 mod compat;
 mod delivery;
 mod handshake;

@@ -632,6 +632,49 @@ impl Client {
         Client::connect_with(port, &o)
     }
 
+    /// [`Client::connect_operator`] that says why instead of panicking (a gateway that may
+    /// have just died).
+    pub(crate) fn try_connect_operator(port: u16, scopes: &[&str]) -> Result<Client, String> {
+        use tungstenite::client::IntoClientRequest;
+        let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).ok();
+        let url = format!("ws://127.0.0.1:{port}/");
+        let req = url.into_client_request().map_err(|e| e.to_string())?;
+        let (ws, _) = tungstenite::client(req, stream).map_err(|e| e.to_string())?;
+        let mut c = Client {
+            ws,
+            challenge: Value::Null,
+            nonce: String::new(),
+            challenge_ts: 0,
+            hello: Value::Null,
+            log: Vec::new(),
+            events: Vec::new(),
+            event_cursor: 0,
+            pending: VecDeque::new(),
+            next_id: 1,
+            closed: None,
+            timeout: FRAME_TIMEOUT,
+        };
+        match c.read_one(Duration::from_secs(5))? {
+            Incoming::Json(v) if v["event"] == "connect.challenge" => {}
+            other => return Err(format!("no challenge: {other:?}")),
+        }
+        let o = ConnectOpts {
+            token: Some(TOKEN),
+            scopes: crate::support::scopes(scopes),
+            ..Default::default()
+        };
+        c.send_json(&json!({"type": "req", "id": "c1", "method": "connect", "params": o.params()}));
+        let res = c.try_wait_res("c1", Duration::from_secs(5))?;
+        if res["ok"] != true {
+            return Err(format!("connect refused: {res}"));
+        }
+        c.hello = res["payload"].clone();
+        c.log.clear();
+        c.events.clear();
+        Ok(c)
+    }
+
     /// A full handshake with `o` (no device); panics unless hello-ok.
     pub(crate) fn connect_with(port: u16, o: &ConnectOpts<'_>) -> Client {
         let mut c = Client::connect_raw(port);
@@ -694,6 +737,16 @@ impl Client {
         self.next_id += 1;
         self.send_json(&json!({"type": "req", "id": id, "method": method, "params": params}));
         id
+    }
+
+    /// [`Client::call`] that says why the send failed instead of panicking.
+    pub(crate) fn try_call(&mut self, method: &str, params: Value) -> Result<String, String> {
+        let id = format!("r{}", self.next_id);
+        self.next_id += 1;
+        let frame = json!({"type": "req", "id": id, "method": method, "params": params});
+        self.try_send_text(&frame.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(id)
     }
 
     /// Sends a request and returns its (first) `res` frame. Events seen meanwhile are kept in
@@ -800,6 +853,28 @@ impl Client {
                 "connection closed ({c} {r:?}) while waiting for a frame; last frames: {}",
                 self.tail_of_log()
             ),
+        }
+    }
+
+    /// The next `res` with `id` within `timeout`, or why not (a closed or broken
+    /// connection, silence): for clients that outlive a gateway and resend elsewhere.
+    pub(crate) fn try_wait_res(&mut self, id: &str, timeout: Duration) -> Result<Value, String> {
+        if let Some(i) = self.pending.iter().position(|r| r["id"] == id) {
+            return Ok(self.pending.remove(i).unwrap());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_one(left)? {
+                Incoming::Json(v) if v["type"] == "res" => {
+                    if v["id"] == id {
+                        return Ok(v);
+                    }
+                    self.pending.push_back(v);
+                }
+                Incoming::Json(_) | Incoming::Binary => {}
+                Incoming::Close(c, r) => return Err(format!("closed ({c} {r:?})")),
+            }
         }
     }
 
