@@ -264,12 +264,10 @@ mod tests {
             "params":{"message":"hi"},"key":"agent:main:x","at":7,
             "auth":{"role":"operator","scopes":["operator.write"],"client":{"id":"cli",
             "version":"1","platform":"linux","mode":"cli"},"device_id":null,"seed":false}}"#;
-        let Wire::Call {
-            from, auth, key, ..
-        } = serde_json::from_str(text).unwrap()
-        else {
+        let Wire::Call(c) = serde_json::from_str(text).unwrap() else {
             panic!("not a call")
         };
+        let CallMsg { from, auth, key, .. } = *c;
         assert_eq!((from.as_str(), key.as_str()), ("a:1", "agent:main:x"));
         assert_eq!(auth.scopes, vec!["operator.write"]);
         assert!(serde_json::from_str::<Wire>(r#"{"t":"nope"}"#).is_err());
