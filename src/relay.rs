@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shardgate_redis::Client;
+use shardgate_redis::{Client, Script};
 
 use crate::addr::ConnRef;
 use crate::cluster::{MemberIdx, Ownership, SlotOwner};
@@ -109,6 +109,9 @@ pub struct Relay {
     sent: Cell<u64>,
     failed: Cell<u64>,
     unheard: Cell<u64>,
+    /// Removes a node's directory entry only if this gateway wrote it (a node that moved to
+    /// another gateway keeps the newer entry).
+    forget_node: Script,
 }
 
 impl std::fmt::Debug for Relay {
@@ -131,6 +134,10 @@ impl Relay {
             sent: Cell::new(0),
             failed: Cell::new(0),
             unheard: Cell::new(0),
+            forget_node: Script::new(
+                "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
+                 return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0",
+            ),
         })
     }
 
@@ -215,6 +222,52 @@ impl Relay {
         (slot, self.ownership.owner(slot))
     }
 
+    /// The cluster's node directory: node id → the member it is connected to.
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// Records in the node directory that node `id` is connected here (`here`), or no
+    /// longer, without waiting. A stale entry (this gateway died) only makes an invoke from
+    /// another gateway fail as "node not connected", as it would anyway.
+    pub fn node_here(self: &Rc<Self>, id: &str, here: bool) {
+        let (this, id) = (self.clone(), id.to_string());
+        glommio::spawn_local(async move {
+            let (key, me) = (this.nodes_key(), this.ownership.me().to_string());
+            let r = if here {
+                this.client
+                    .call(&[b"HSET", key.as_bytes(), id.as_bytes(), me.as_bytes()])
+                    .await
+                    .map(drop)
+            } else {
+                this.client
+                    .eval(
+                        &this.forget_node,
+                        &[key.as_bytes()],
+                        &[id.as_bytes(), me.as_bytes()],
+                    )
+                    .await
+                    .map(drop)
+            };
+            if let Err(e) = r {
+                tracing::warn!(node = %id, "cluster: node directory not updated: {e}");
+            }
+        })
+        .detach();
+    }
+
+    /// The member node `id` is connected to, if another one (`None`: here, or unknown).
+    pub async fn node_home(&self, id: &str) -> Result<Option<MemberIdx>, String> {
+        let v = self
+            .client
+            .call(&[b"HGET", self.nodes_key().as_bytes(), id.as_bytes()])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(v.as_str()
+            .filter(|m| *m != self.ownership.me())
+            .and_then(|m| self.ownership.index_of(m)))
+    }
+
     /// Counters for `/metrics` and `gateway status`.
     pub fn stats_json(&self) -> Value {
         json!({"sent": self.sent.get(), "failed": self.failed.get(), "unheard": self.unheard.get()})
@@ -267,7 +320,9 @@ mod tests {
         let Wire::Call(c) = serde_json::from_str(text).unwrap() else {
             panic!("not a call")
         };
-        let CallMsg { from, auth, key, .. } = *c;
+        let CallMsg {
+            from, auth, key, ..
+        } = *c;
         assert_eq!((from.as_str(), key.as_str()), ("a:1", "agent:main:x"));
         assert_eq!(auth.scopes, vec!["operator.write"]);
         assert!(serde_json::from_str::<Wire>(r#"{"t":"nope"}"#).is_err());

@@ -142,6 +142,9 @@ pub fn node_up(
         pending_request: None,
     };
     tracing::info!(shard = %shard.id(), node = %id, "node connected");
+    if let Some(r) = shard.relay() {
+        r.node_here(&id, true);
+    }
     if files_request {
         pair_methods::on_connect(shard, &id, adm, &declared, &declared_caps, bootstrapped);
     }
@@ -165,6 +168,9 @@ pub fn node_down(shard: &Rc<GatewayShard>, conn: ConnRef) {
         .map(|n| n.node_id.clone());
     let Some(id) = id else { return };
     tracing::info!(shard = %shard.id(), node = %id, "node disconnected");
+    if let Some(r) = shard.relay() {
+        r.node_here(&id, false);
+    }
     worker::worker_down(shard, conn);
     let failed: Vec<PendingInvoke> = {
         let mut p = shard.nodes().pending.borrow_mut();

@@ -31,7 +31,23 @@ pub(super) fn now(
     let me = caller.auth.actor();
     let r = match m {
         NodeMethod::Invoke => {
-            node::invoke(shard, reply, p);
+            // In a cluster the node may be connected to another gateway (asked once: a
+            // relayed invoke is answered where it lands).
+            let elsewhere = p["nodeId"]
+                .as_str()
+                .is_some_and(|id| !shard.nodes().registry.borrow().contains_key(id));
+            match shard.relay() {
+                Some(relay) if elsewhere && caller.conn.is_local() => {
+                    super::remote::forward_node_invoke(
+                        shard.clone(),
+                        relay,
+                        caller.clone(),
+                        reply,
+                        p.clone(),
+                    );
+                }
+                _ => node::invoke(shard, reply, p),
+            }
             return Now::Done;
         }
         NodeMethod::InvokeResult => node::result(shard, me, p),

@@ -4,6 +4,9 @@
 
 use std::rc::Rc;
 
+use serde_json::Value;
+
+use crate::addr::{Caller, ReplyTo};
 use crate::cluster::MemberIdx;
 use crate::protocol::error::GatewayError;
 use crate::relay::{CallMsg, Relay, Wire};
@@ -18,6 +21,47 @@ pub fn owner_unavailable() -> GatewayError {
     GatewayError::OwnerUnavailable {
         retry_after_ms: OWNER_RETRY_MS,
     }
+}
+
+/// `node.invoke` of a node this gateway does not hold: relayed to the member the node
+/// directory names, or run here (which answers "unknown node") when none does.
+pub(super) fn forward_node_invoke(
+    shard: Rc<GatewayShard>,
+    relay: Rc<Relay>,
+    caller: Caller,
+    reply: ReplyTo,
+    params: Value,
+) {
+    glommio::spawn_local(async move {
+        let node_id = params["nodeId"].as_str().unwrap_or_default().to_string();
+        let home = match relay.node_home(&node_id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return crate::node::invoke(&shard, reply, &params),
+            Err(e) => {
+                tracing::warn!("cluster: node directory unreachable: {e}");
+                return shard.reply_err(&reply, &owner_unavailable());
+            }
+        };
+        let msg = Wire::Call(Box::new(CallMsg {
+            from: relay.ownership().me().to_string(),
+            shard: caller.conn.shard.0 as u32,
+            conn: caller.conn.id,
+            req: reply.req_id.clone(),
+            method: "node.invoke".into(),
+            params,
+            key: String::new(),
+            auth: (*caller.auth).clone(),
+            at: crate::clock::now_ms(),
+        }));
+        match relay.send(home, &msg).await {
+            Ok(heard) if heard > 0 => {}
+            _ => shard.reply_err(
+                &reply,
+                &GatewayError::NodeUnavailable(format!("node not connected: {node_id}")),
+            ),
+        }
+    })
+    .detach();
 }
 
 /// Sends `call` to member `to` over the relay; answers `UNAVAILABLE` (retryable) when it

@@ -17,12 +17,12 @@ use crate::addr::{Caller, ConnRef, ReplyTo};
 use crate::cluster::SlotOwner;
 use crate::envelope::Out;
 use crate::protocol::error::GatewayError;
-use crate::protocol::method::{Method, Placement};
+use crate::protocol::method::{Method, NodeMethod, Placement};
 use crate::protocol::params::Params;
 use crate::protocol::SessionKey;
 use crate::relay::{CallMsg, Relay, Wire};
 use crate::routing::remote::owner_unavailable;
-use crate::routing::{refuse_call, run_owned};
+use crate::routing::{dispatch, refuse_call, run_owned};
 use crate::shard::{Call, GatewayShard, MeshMsg};
 
 /// Listens on this gateway's relay channel (on one shard) and hands each message on, for
@@ -98,11 +98,22 @@ pub fn on_relay(shard: &Rc<GatewayShard>, relay: &Relay, text: &[u8]) {
                 gw,
             };
             let reply = ReplyTo { conn, req_id: req };
-            let Some(method) = Method::parse(&method)
-                .filter(|m| matches!(m.placement(), Placement::SessionOwner(_)))
-            else {
+            let Some(method) = Method::parse(&method) else {
                 return shard.reply_err(&reply, &GatewayError::UnknownMethod(method));
             };
+            let caller = Caller {
+                conn,
+                auth: Arc::new(auth),
+                received_us: shard.shared().mono_us(),
+            };
+            if method == Method::Node(NodeMethod::Invoke) {
+                // For a node held here (the caller's gateway asked the node directory).
+                let params = Params::for_method(Some(method), params);
+                return dispatch(shard.clone(), caller, reply, method, params);
+            }
+            if !matches!(method.placement(), Placement::SessionOwner(_)) {
+                return shard.reply_err(&reply, &GatewayError::UnknownMethod(method.to_string()));
+            }
             let key = match SessionKey::parse(&key, &shard.config().agents.default_agent) {
                 Ok(k) => k,
                 Err(e) => return shard.reply_err(&reply, &GatewayError::InvalidParams(e)),
@@ -113,11 +124,7 @@ pub fn on_relay(shard: &Rc<GatewayShard>, relay: &Relay, text: &[u8]) {
             }
             let call = Call {
                 reply,
-                caller: Caller {
-                    conn,
-                    auth: Arc::new(auth),
-                    received_us: shard.shared().mono_us(),
-                },
+                caller,
                 method,
                 params: Params::for_method(Some(method), params),
                 key,

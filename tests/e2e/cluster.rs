@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shardgate_redis::test_server::RedisServer;
 
-use crate::support::{Client, Gateway, Launch, Started, READ, TOKEN, WRITE};
+use crate::support::{connect_node, Client, Gateway, Launch, Started, READ, TOKEN, WRITE};
 
 const SLOTS: u32 = 16;
 const PREFIX: &str = "sgc";
@@ -21,7 +21,8 @@ const ELECTION_MS: u64 = 3_000;
 
 fn member(redis: &RedisServer, name: &str) -> Gateway {
     let cfg = format!(
-        "{{gateway: {{clustering: {{enabled: true, memberId: '{name}', electionTimeout: '{ELECTION_MS}ms'}}}},
+        "{{gateway: {{clustering: {{enabled: true, memberId: '{name}', electionTimeout: '{ELECTION_MS}ms'}},
+                    nodes: {{requirePairing: false, allowCommands: ['*']}}}},
           queue: {{backend: 'redis', redis: {{url: 'redis://{}', keyPrefix: '{PREFIX}', slots: {SLOTS}}}}},
           agents: {{echo: {{deltaDelayMs: 2}}}}}}",
         redis.addr()
@@ -149,6 +150,35 @@ fn a_client_on_one_gateway_reaches_sessions_owned_by_the_others() {
     assert_eq!(acc3["runId"], acc["runId"]);
     assert_eq!(acc3["duplicate"], true, "{acc3}");
     assert_eq!(fin3["payload"], fin["payload"]);
+
+    // `node.invoke` from g1 of a node connected to g3 (found in the node directory).
+    let (mut node, node_id) = connect_node(gws[2].port, &["camera.snap"]);
+    let id = loop {
+        let id = c.call(
+            "node.invoke",
+            json!({"nodeId": node_id, "command": "camera.snap", "params": {"q": 1}, "idempotencyKey": "inv-x"}),
+        );
+        let mut early = None;
+        // Until g3's directory entry lands, g1 answers "unknown node" at once.
+        if let Ok(r) = c.try_wait_res(&id, Duration::from_millis(300)) {
+            early = Some(r);
+        }
+        match early {
+            None => break id,
+            Some(r) => {
+                assert_eq!(r["ok"], false, "{r}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let req = node.wait_event_named("node.invoke.request");
+    assert_eq!(req["payload"]["paramsJSON"], "{\"q\":1}");
+    node.request_ok(
+        "node.invoke.result",
+        json!({"id": req["payload"]["id"], "nodeId": node_id, "ok": true, "payload": {"jpeg": "abc"}}),
+    );
+    let res = c.wait_res(&id);
+    assert_eq!(res["payload"]["payload"]["jpeg"], "abc", "{res}");
 
     // Each member reports its share of the slots.
     let mut owned = 0;

@@ -6,30 +6,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use shardgate::auth::device::DeviceIdentity;
 
-use crate::support::{operators_on_each_shard, Client, ConnectOpts, Gateway, ADMIN, READ, WRITE};
+use crate::support::{
+    connect_node, operators_on_each_shard, Client, ConnectOpts, Gateway, ADMIN, READ, WRITE,
+};
 
 /// Lets test nodes (platform linux) put any command up for approval: the platform defaults
 /// would withhold the made-up ones (`x`, `echo`) and OpenClaw's dangerous ones (camera.snap).
 const ALLOW_ALL: &str = "{gateway: {nodes: {allowCommands: ['*']}}}";
-
-fn connect_node(gw: &Gateway, commands: &[&str]) -> (Client, String) {
-    let id = DeviceIdentity::generate();
-    let o = ConnectOpts {
-        role: "node",
-        client_id: "node-host",
-        client_mode: "node",
-        ..Default::default()
-    };
-    let mut c = Client::connect_raw(gw.port);
-    let mut p = o.params();
-    p["commands"] = json!(commands);
-    p["caps"] = json!(["camera"]);
-    p["nodeType"] = json!("raspberry-pi");
-    p["device"] = o.device_v3(&id, &c.nonce.clone(), c.challenge_ts);
-    let res = c.handshake(p);
-    assert_eq!(res["ok"], true, "node connect refused: {res}");
-    (c, id.device_id())
-}
 
 /// Waits until `op`'s shard lists the node as connected (`present`) or not. A node that was
 /// paired stays listed after it leaves, with `connected: false`.
@@ -96,7 +79,7 @@ fn approve_node(gw: &Gateway, op: &mut Client, node_id: &str, command: &str) {
 #[test]
 fn invoke_round_trip_across_shards() {
     let gw = Gateway::standard(Some(ALLOW_ALL));
-    let (mut node, node_id) = connect_node(&gw, &["camera.snap"]);
+    let (mut node, node_id) = connect_node(gw.port, &["camera.snap"]);
     let mut ops = operators_on_each_shard(&gw, &[READ, WRITE], 2);
     // An operator on the other shard than the node.
     let other = 1 - node.shard();
@@ -131,7 +114,7 @@ fn invoke_round_trip_across_shards() {
 #[test]
 fn invoke_times_out_and_disconnect_fails_pending() {
     let gw = Gateway::standard(Some(ALLOW_ALL));
-    let (mut node, node_id) = connect_node(&gw, &["x"]);
+    let (mut node, node_id) = connect_node(gw.port, &["x"]);
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &node_id, true);
     approve_node(&gw, &mut op, &node_id, "x");
@@ -165,7 +148,7 @@ fn command_policy_refuses_denied_and_undeclared_commands() {
     let gw = Gateway::standard(Some(
         "{gateway: {nodes: {allowCommands: ['camera.snap'], denyCommands: ['system.*']}}}",
     ));
-    let (_node, node_id) = connect_node(&gw, &["camera.snap", "system.run"]);
+    let (_node, node_id) = connect_node(gw.port, &["camera.snap", "system.run"]);
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &node_id, true);
     // system.run is denied: withheld at connect, never approved nor run.
@@ -200,7 +183,7 @@ fn command_policy_refuses_denied_and_undeclared_commands() {
 #[test]
 fn unapproved_node_is_refused_until_approved_and_stays_listed_after_it_leaves() {
     let gw = Gateway::standard(None);
-    let (mut node, node_id) = connect_node(&gw, &["system.run", "system.which"]);
+    let (mut node, node_id) = connect_node(gw.port, &["system.run", "system.which"]);
     let mut op = gw.operator(&[READ, WRITE]);
     let mut pairer = gw.operator(&[READ, "operator.pairing"]);
     wait_listed(&mut op, &node_id, true);
@@ -284,7 +267,7 @@ fn unapproved_node_is_refused_until_approved_and_stays_listed_after_it_leaves() 
 #[test]
 fn node_role_may_not_call_operator_methods() {
     let gw = Gateway::standard(None);
-    let (mut node, _) = connect_node(&gw, &[]);
+    let (mut node, _) = connect_node(gw.port, &[]);
     let e: Value = node.request_err("status", json!({}));
     assert_eq!(e["message"], "unauthorized role: node");
     assert_eq!(node.request_ok("health", json!({}))["ok"], true);
@@ -705,7 +688,7 @@ fn node_invoke_round_trip_latency_is_reported() {
     const N: usize = 500;
     const WARMUP: usize = 50;
     let gw = Gateway::standard(Some(ALLOW_ALL));
-    let (mut node, node_id) = connect_node(&gw, &["echo"]);
+    let (mut node, node_id) = connect_node(gw.port, &["echo"]);
     let other = 1 - node.shard();
     let mut ops = operators_on_each_shard(&gw, &[READ, WRITE], 2);
     let mut op = ops[other].remove(0);
@@ -757,7 +740,7 @@ fn node_invoke_round_trip_latency_is_reported() {
 #[test]
 fn node_event_is_refused_until_the_surface_is_approved() {
     let gw = Gateway::standard(None);
-    let (mut node, node_id) = connect_node(&gw, &["system.run", "system.which"]);
+    let (mut node, node_id) = connect_node(gw.port, &["system.run", "system.which"]);
     let mut op = gw.operator(&[READ, WRITE]);
     wait_listed(&mut op, &node_id, true);
     // As OpenClaw 2026.9.6 answers a node host that is still pending approval.

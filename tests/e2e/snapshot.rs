@@ -4,29 +4,12 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use shardgate::auth::device::DeviceIdentity;
+use serde_json::Value;
 
 use crate::mesh::stall;
-use crate::support::{operators_on_each_shard, Client, ConnectOpts, Gateway, READ, TOKEN};
+use crate::support::{connect_node, operators_on_each_shard, Client, Gateway, READ, TOKEN};
 
 /// A node host with a device of its own: `(client, deviceId)`.
-fn connect_node(gw: &Gateway) -> (Client, String) {
-    let id = DeviceIdentity::generate();
-    let o = ConnectOpts {
-        role: "node",
-        client_id: "node-host",
-        client_mode: "node",
-        ..Default::default()
-    };
-    let mut c = Client::connect_raw(gw.port);
-    let mut p = o.params();
-    p["commands"] = json!([]);
-    p["device"] = o.device_v3(&id, &c.nonce.clone(), c.challenge_ts);
-    let res = c.handshake(p);
-    assert_eq!(res["ok"], true, "node connect refused: {res}");
-    (c, id.device_id())
-}
 
 /// Whether hello-ok's presence lists the device.
 fn in_presence(hello: &Value, device_id: &str) -> bool {
@@ -63,7 +46,7 @@ fn wait_hello_on(gw: &Gateway, shard: usize, what: &str, want: impl Fn(&Value) -
 #[test]
 fn hello_ok_follows_a_node_joining_and_leaving_another_shard() {
     let gw = Gateway::standard(None);
-    let (node, node_id) = connect_node(&gw);
+    let (node, node_id) = connect_node(gw.port, &[]);
     let at = node.shard();
     let other = 1 - at;
     let h = wait_hello_on(&gw, other, "the node up", |h| {

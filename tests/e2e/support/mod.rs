@@ -1051,3 +1051,25 @@ pub(crate) fn operators_on_each_shard(
     }
     by
 }
+
+/// Connects a node (role `node`, a fresh device identity) to `port` declaring `commands`
+/// (caps `camera`, nodeType `raspberry-pi`); returns it and its node id. Panics unless
+/// hello-ok.
+pub(crate) fn connect_node(port: u16, commands: &[&str]) -> (Client, String) {
+    let id = DeviceIdentity::generate();
+    let o = ConnectOpts {
+        role: "node",
+        client_id: "node-host",
+        client_mode: "node",
+        ..Default::default()
+    };
+    let mut c = Client::connect_raw(port);
+    let mut p = o.params();
+    p["commands"] = json!(commands);
+    p["caps"] = json!(["camera"]);
+    p["nodeType"] = json!("raspberry-pi");
+    p["device"] = o.device_v3(&id, &c.nonce.clone(), c.challenge_ts);
+    let res = c.handshake(p);
+    assert_eq!(res["ok"], true, "node connect refused: {res}");
+    (c, id.device_id())
+}
