@@ -20,11 +20,16 @@ const PREFIX: &str = "sgc";
 const ELECTION_MS: u64 = 3_000;
 
 fn member(redis: &RedisServer, name: &str) -> Gateway {
+    member_with_delay(redis, name, 2)
+}
+
+/// A member whose echo agent streams one word per `delay_ms`.
+fn member_with_delay(redis: &RedisServer, name: &str, delay_ms: u64) -> Gateway {
     let cfg = format!(
         "{{gateway: {{clustering: {{enabled: true, memberId: '{name}', electionTimeout: '{ELECTION_MS}ms'}},
                     nodes: {{requirePairing: false, allowCommands: ['*']}}}},
           queue: {{backend: 'redis', redis: {{url: 'redis://{}', keyPrefix: '{PREFIX}', slots: {SLOTS}}}}},
-          agents: {{echo: {{deltaDelayMs: 2}}}}}}",
+          agents: {{echo: {{deltaDelayMs: {delay_ms}}}}}}}",
         redis.addr()
     );
     match Gateway::launch(Launch {
@@ -71,6 +76,24 @@ fn shared_by(redis: &RedisServer, names: &[&str]) -> bool {
         && names.iter().all(|n| holders.iter().any(|h| h == n))
 }
 
+/// The three members share the slots in Redis, and each one's own view agrees: it knows
+/// the holder of every slot (none unknown or changing hands).
+fn wait_converged(redis: &RedisServer, gws: &[&Gateway]) {
+    let names = ["g1", "g2", "g3"];
+    wait_for(
+        "three members to share the slots",
+        Duration::from_secs(30),
+        || {
+            shared_by(redis, &names[..gws.len()])
+                && gws.iter().all(|g| {
+                    let st = g.operator(&[READ]).request_ok("status", json!({}));
+                    let sl = &st["cluster"]["slots"];
+                    sl["unknown"] == 0 && sl["releasing"].as_array().is_some_and(Vec::is_empty)
+                })
+        },
+    );
+}
+
 /// A session key (bare) whose slot `name` leases now.
 fn session_owned_by(redis: &RedisServer, name: &str, prefix: &str) -> String {
     let holders: Vec<String> = (0..SLOTS).map(|s| holder(redis, s)).collect();
@@ -105,11 +128,7 @@ fn a_client_on_one_gateway_reaches_sessions_owned_by_the_others() {
         .iter()
         .map(|n| member(&redis, n))
         .collect();
-    wait_for(
-        "three members to share the slots",
-        Duration::from_secs(30),
-        || shared_by(&redis, &["g1", "g2", "g3"]),
-    );
+    wait_converged(&redis, &gws.iter().collect::<Vec<_>>());
     let mut c = gws[0].operator(&[READ, WRITE]);
 
     // `agent` on a session g2 leases: accepted and answered through g1.
@@ -271,11 +290,7 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
         .map(|n| Some(member(&redis, n)))
         .collect();
     let ports: Vec<u16> = gws.iter().map(|g| g.as_ref().unwrap().port).collect();
-    wait_for(
-        "three members to share the slots",
-        Duration::from_secs(30),
-        || shared_by(&redis, &["g1", "g2", "g3"]),
-    );
+    wait_converged(&redis, &gws.iter().flatten().collect::<Vec<_>>());
     // A session g2 leases now: after the kill, the probe of the failover time.
     let probe = session_owned_by(&redis, "g2", "probe");
 
@@ -407,6 +422,74 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
     );
     // Nothing acknowledged is left behind in Redis: every admission finished.
     drop(seen);
+    wait_for("the work streams to empty", Duration::from_secs(20), || {
+        pending_in_redis(&redis) == 0
+    });
+}
+
+#[test]
+fn kill_9_of_redis_under_a_cluster_keeps_every_acked_run() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let gws: Vec<Gateway> = ["g1", "g2", "g3"]
+        .iter()
+        .map(|n| member_with_delay(&redis, n, 200))
+        .collect();
+    wait_converged(&redis, &gws.iter().collect::<Vec<_>>());
+    // Runs of a second or so each, on sessions spread over the three members.
+    let mut c = gws[0].operator(&[WRITE]);
+    let keys: Vec<String> = (0..12).map(|i| format!("rk-{i}")).collect();
+    let mut acked = 0;
+    for k in &keys {
+        // Retried while a member's view of the leases catches up (a tick).
+        wait_for("an admission", Duration::from_secs(10), || {
+            let id = c.call(
+                "agent",
+                json!({"sessionKey": format!("rs-{k}"), "message": format!("{k} a b c d"), "idempotencyKey": k}),
+            );
+            let r = c.wait_res(&id);
+            assert!(r["ok"] == true || r["error"]["retryable"] == true, "{r}");
+            r["payload"]["status"] == "accepted"
+        });
+        acked += 1;
+    }
+    assert!(
+        pending_in_redis(&redis) > 0,
+        "runs still going when Redis dies"
+    );
+    redis.kill9();
+    // Without Redis the members cannot renew their leases: each stops serving its slots.
+    let mut probe = gws[1].operator(&[WRITE]);
+    wait_for("admissions to be refused", Duration::from_secs(10), || {
+        let r = probe.request("chat.send", json!({"sessionKey": "down-probe", "message": "x", "idempotencyKey": format!("dp-{}", crate::support::now_ms())}));
+        r["ok"] == false && r["error"]["retryable"] == true
+    });
+    redis.restart().expect("redis restart");
+    // Every acked run is still in Redis and gets an answer: a resend meets it.
+    let mut completed = 0;
+    for k in &keys {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let id = c.call(
+                "agent",
+                json!({"sessionKey": format!("rs-{k}"), "message": format!("{k} a b c d"), "idempotencyKey": k}),
+            );
+            let first = c.wait_res(&id);
+            if first["ok"] == true {
+                let fin = c.wait_res(&id);
+                assert_eq!(final_text(&fin), format!("{k} a b c d"), "{fin}");
+                completed += 1;
+                break;
+            }
+            assert_eq!(first["error"]["retryable"], true, "{first}");
+            assert!(
+                Instant::now() < deadline,
+                "{k} never answered again: {first}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!("cluster kill -9 of redis: acked {acked}, completed after restart {completed}");
+    assert_eq!(completed, acked);
     wait_for("the work streams to empty", Duration::from_secs(20), || {
         pending_in_redis(&redis) == 0
     });
