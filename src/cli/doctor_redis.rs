@@ -80,11 +80,8 @@ pub(super) fn checks(cfg: &Config) -> Vec<Value> {
             "queue.redis.url is missing or invalid".into(),
         )];
     };
-    let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
-    let user = t.username.clone().unwrap_or_else(|| "default".into());
-    if let Some(p) = &t.password {
-        hello.extend([b"AUTH".as_slice(), user.as_bytes(), p.as_bytes()]);
-    }
+    let hello_owned = hello_cmd(&t);
+    let hello: Vec<&[u8]> = hello_owned.iter().map(Vec::as_slice).collect();
     let cmds = vec![
         hello,
         vec![b"CONFIG".as_slice(), b"GET", b"appendonly"],
@@ -116,5 +113,73 @@ pub(super) fn checks(cfg: &Config) -> Vec<Value> {
         _ => ("warn", "CONFIG GET not allowed (managed Redis?): check appendonly yes, appendfsync always by hand".into()),
     };
     out.push(json!({"check": "redis persistence", "status": persist.0, "detail": persist.1}));
+    if cfg.gateway.clustering.enabled {
+        out.push(cluster_check(cfg, &t.addr, hello_owned, timeout));
+    }
     out
+}
+
+/// `HELLO 3` with the URL's credentials.
+fn hello_cmd(t: &crate::config::RedisTarget) -> Vec<Vec<u8>> {
+    let mut hello = vec![b"HELLO".to_vec(), b"3".to_vec()];
+    if let Some(p) = &t.password {
+        let user = t.username.clone().unwrap_or_else(|| "default".into());
+        hello.extend([b"AUTH".to_vec(), user.into_bytes(), p.clone().into_bytes()]);
+    }
+    hello
+}
+
+/// Which cluster members Redis sees alive (a heartbeat key), against `clustering.nodes`.
+fn cluster_check(cfg: &Config, addr: &str, hello: Vec<Vec<u8>>, timeout: Duration) -> Value {
+    let keys =
+        crate::cluster::lease::ClusterKeys::new(&cfg.queue.redis.key_prefix, cfg.queue.redis.slots);
+    let check = |status: &str, detail: String| json!({"check": "cluster", "status": status, "detail": detail});
+    let members_key = keys.members();
+    let list = [
+        hello.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        vec![b"SMEMBERS".as_slice(), members_key.as_bytes()],
+    ];
+    let members: Vec<String> = match run(addr, &list, timeout) {
+        Ok(r) => match r.get(1) {
+            Some(Ok(v)) => v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect(),
+            _ => return check("warn", "cannot read the members set".into()),
+        },
+        Err(e) => return check("fail", format!("unreachable: {e}")),
+    };
+    let heartbeat_keys: Vec<String> = members.iter().map(|m| keys.member(m)).collect();
+    let mut probes = vec![hello.iter().map(Vec::as_slice).collect::<Vec<_>>()];
+    probes.extend(
+        heartbeat_keys
+            .iter()
+            .map(|k| vec![b"EXISTS".as_slice(), k.as_bytes()]),
+    );
+    let live: Vec<&String> = match run(addr, &probes, timeout) {
+        Ok(r) => members
+            .iter()
+            .zip(r.iter().skip(1))
+            .filter(|(_, e)| matches!(e, Ok(v) if v.as_int() == Some(1)))
+            .map(|(m, _)| m)
+            .collect(),
+        Err(e) => return check("fail", format!("unreachable: {e}")),
+    };
+    let missing: Vec<&String> = cfg
+        .gateway
+        .clustering
+        .nodes
+        .iter()
+        .filter(|n| !live.contains(n))
+        .collect();
+    if missing.is_empty() {
+        check("ok", format!("live members: {live:?}"))
+    } else {
+        check(
+            "warn",
+            format!("live members: {live:?}; expected but not live: {missing:?}"),
+        )
+    }
 }
