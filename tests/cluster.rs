@@ -303,9 +303,8 @@ impl Monitor {
         self.views.lock().unwrap().retain(|(n, _)| n != id);
     }
 
-    fn finish(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
+    /// Fails the test on any violation seen so far.
+    fn check(&self) {
         let v = self.violations.lock().unwrap();
         assert!(
             v.is_empty(),
@@ -314,6 +313,66 @@ impl Monitor {
             &v[..v.len().min(5)]
         );
     }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.check();
+    }
+}
+
+/// What an operator reads of member `m` once converged: its status JSON and its Prometheus
+/// lines (parsed) show its live peers, its slots and their epochs, a renew round trip.
+fn status_and_metrics_agree(m: &Member, owners: &[(String, u64)]) {
+    let mine: Vec<(u32, u64)> = (0..SLOTS)
+        .filter(|&s| owners[s as usize].0 == m.id)
+        .map(|s| (s, owners[s as usize].1))
+        .collect();
+    let st = wait_until("a renewal happened", Duration::from_secs(2), || {
+        let st = m.view.status_json();
+        if st["renew"]["lastAgeMs"].is_u64() {
+            Ok(st)
+        } else {
+            Err(st.to_string())
+        }
+    });
+    assert_eq!(st["me"], m.id.as_str());
+    assert_eq!(
+        st["members"]["live"],
+        serde_json::json!(["a:1", "b:1", "c:1"])
+    );
+    assert_eq!(st["members"]["missingExpected"], serde_json::json!([]));
+    let owned = st["slots"]["owned"].as_array().unwrap();
+    assert_eq!(owned.len(), mine.len(), "{st}");
+    assert_eq!(owned[0]["epoch"].as_u64(), Some(mine[0].1));
+    assert!(st["renew"]["lastAgeMs"].as_u64().unwrap() < TTL.as_millis() as u64);
+    let text = m.view.prometheus();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text");
+    let get = |name: &str| -> Vec<(String, f64)> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| {
+                let v = match s.value {
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                    _ => f64::NAN,
+                };
+                (s.labels.get("slot").unwrap_or("").to_string(), v)
+            })
+            .collect()
+    };
+    assert_eq!(get("shardgate_cluster_members"), vec![(String::new(), 3.0)]);
+    assert_eq!(
+        get("shardgate_cluster_slots_owned"),
+        vec![(String::new(), mine.len() as f64)]
+    );
+    let epochs = get("shardgate_cluster_lease_epoch");
+    assert_eq!(epochs.len(), mine.len());
+    assert!(epochs.contains(&(mine[0].0.to_string(), mine[0].1 as f64)));
+    let rtt = get("shardgate_cluster_redis_rtt_seconds")[0].1;
+    assert!(rtt > 0.0 && rtt < 1.0, "rtt {rtt}");
 }
 
 fn ms(d: Duration) -> u128 {
@@ -343,8 +402,10 @@ fn members_converge_fail_over_join_and_leave() {
         ms(t.elapsed())
     );
     assert!(first.iter().all(|(_, e)| *e >= 1));
+    status_and_metrics_agree(&a, &first);
 
     // --- c crashes (no leave): a and b take its slots once its leases expire.
+    monitor.check();
     let c_slots: Vec<(u32, u64)> = c.owned();
     assert!(!c_slots.is_empty());
     monitor.forget("c:1");
@@ -370,6 +431,7 @@ fn members_converge_fail_over_join_and_leave() {
         failover <= TTL + Duration::from_secs(1),
         "failover took {failover:?}"
     );
+    monitor.check();
     for (slot, old) in &c_slots {
         let (owner, epoch) = &after[*slot as usize];
         assert!(epoch > old, "slot {slot}: epoch {epoch} after {old}");
@@ -413,6 +475,7 @@ fn members_converge_fail_over_join_and_leave() {
     let after = wait_until("a, b, c and d agree", Duration::from_secs(2), || {
         converged(&[&a, &b, &c, &d])
     });
+    monitor.check();
     let moved: Vec<u32> = (0..SLOTS)
         .filter(|&s| before[s as usize].0 != after[s as usize].0)
         .collect();
