@@ -45,6 +45,9 @@
 //!   With `appendfsync always`, leases and epochs survive a Redis restart; a Sentinel
 //!   failover to a replica can lose the last writes (replication is asynchronous), which
 //!   may lower an epoch: run one Redis with its disk, or accept that window.
+//! - Member ids must be unique. Two live processes with one id renew the same leases and
+//!   both views say `Mine`; only the epoch (raised by the later acquisition) keeps the older
+//!   one's writes out. Nothing detects that misconfiguration yet.
 //!
 //! # Host contract
 //! The host (the gateway's queue and routing, [`ClusterHost`]) is told on shard 0:
