@@ -23,10 +23,10 @@ use futures_lite::{future, StreamExt};
 use glommio::timer::Timer;
 use shardgate_redis::{Client, Error, Options};
 
+use super::host::ClusterHost;
 use super::lease::{ClusterKeys, Leases};
 use super::ownership::{Ownership, SlotOwner};
 use super::planner::{Local, Planner, Timing};
-use super::ClusterHost;
 use crate::clock::now_ms;
 use crate::config::{parse_redis_url, Config};
 
@@ -232,6 +232,9 @@ impl Driver {
     }
 
     async fn run(self: Rc<Self>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        // The first round waits for the connection (up to a tick) rather than failing fast
+        // and losing a tick at start.
+        let _ = self.leases.client.wait_connected(self.tick).await;
         let mut next_tick = self.now();
         let mut leaving: Option<(oneshot::Sender<()>, u64)> = None;
         loop {
@@ -277,13 +280,16 @@ impl Driver {
             if self.now() >= next_tick {
                 let t0 = Instant::now();
                 next_tick = self.ms(t0) + self.tick.as_millis() as u64;
-                self.round(t0).await;
+                if let Some(early) = self.round(t0).await {
+                    next_tick = next_tick.min(early);
+                }
             }
         }
     }
 
     /// One tick: renew + heartbeat + holders in one pipelined round, then acquire and drain.
-    async fn round(self: &Rc<Self>, t0: Instant) {
+    /// Returns when to run the next round early (a dead member's lease expires then).
+    async fn round(self: &Rc<Self>, t0: Instant) -> Option<u64> {
         let started = self.ms(t0);
         let asked = self.planner.borrow().held();
         let leaving = self.planner.borrow().leaving();
@@ -297,7 +303,8 @@ impl Driver {
         let renew = self.leases.renew(&asked);
         let members = async {
             if leaving {
-                self.leases.members().await
+                let ids = self.leases.members().await?;
+                Ok(ids.into_iter().map(|m| (m, None)).collect())
             } else {
                 self.leases.heartbeat(&heartbeat).await
             }
@@ -325,18 +332,35 @@ impl Driver {
                 self.error(&e);
             }
         }
-        let (live, holders) = match (members, holders) {
+        let (members, holders): (Vec<(String, Option<u64>)>, _) = match (members, holders) {
             (Ok(l), Ok(h)) => (l, h),
-            (Err(e), _) | (_, Err(e)) => return self.error(&e),
+            (Err(e), _) | (_, Err(e)) => {
+                self.error(&e);
+                return None;
+            }
         };
+        // A member whose heartbeat ends before our next tick stopped renewing it (a live one
+        // renews every tick): look again right after, so its slots move about one
+        // electionTimeout after it died rather than up to a tick later.
+        let now = self.now();
+        let gone_at = members
+            .iter()
+            .filter(|(m, _)| m != self.ownership.me())
+            .filter_map(|(_, left)| left.map(|l| now + l + 1))
+            .min();
+        let live: Vec<String> = members.into_iter().map(|(m, _)| m).collect();
         self.ownership.with_health(|h| h.live = live.clone());
         self.show_others(&holders);
         let plan = self.planner.borrow_mut().plan(&live, &holders);
         for &slot in &plan.drain {
             self.drain(slot);
         }
+        let early = match (self.expiry_of(&plan.expiring).await, gone_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if plan.acquire.is_empty() {
-            return;
+            return early;
         }
         let t_acq = Instant::now();
         match self.leases.acquire(&plan.acquire).await {
@@ -355,6 +379,26 @@ impl Driver {
                 }
             }
             Err(e) => self.error(&e),
+        }
+        early
+    }
+
+    /// When the first of `slots`' leases expires (monotonic ms, a little after), to take it
+    /// then rather than at the next tick: a crashed member's slots move within about one
+    /// electionTimeout instead of one electionTimeout plus a tick.
+    async fn expiry_of(&self, slots: &[u32]) -> Option<u64> {
+        if slots.is_empty() {
+            return None;
+        }
+        match self.leases.pttl(slots).await {
+            Ok(left) => left
+                .into_iter()
+                .map(|t| self.now() + t.unwrap_or(0) + 1)
+                .min(),
+            Err(e) => {
+                self.error(&e);
+                None
+            }
         }
     }
 

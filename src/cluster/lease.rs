@@ -69,6 +69,7 @@ pub struct Scripts {
     renew: Script,
     release: Script,
     leave: Script,
+    pttl: Script,
 }
 
 impl Scripts {
@@ -80,6 +81,7 @@ impl Scripts {
             renew: Script::new(include_str!("renew.lua")),
             release: Script::new(include_str!("release.lua")),
             leave: Script::new(include_str!("leave.lua")),
+            pttl: Script::new(include_str!("pttl.lua")),
         }
     }
 }
@@ -122,8 +124,9 @@ impl Leases {
         }
     }
 
-    /// Writes this member's heartbeat (`value`, JSON) and returns the live members, sorted.
-    pub async fn heartbeat(&self, value: &str) -> Result<Vec<String>, Error> {
+    /// Writes this member's heartbeat (`value`, JSON) and returns the live members, sorted,
+    /// each with the ms left on its heartbeat (`None` without a TTL).
+    pub async fn heartbeat(&self, value: &str) -> Result<Vec<(String, Option<u64>)>, Error> {
         let keys = [self.keys.member(&self.me), self.keys.members()];
         let prefix = self.keys.member_prefix();
         let v = self
@@ -139,11 +142,13 @@ impl Leases {
                 ],
             )
             .await?;
-        let mut live: Vec<String> = v
-            .as_array()
-            .ok_or_else(|| unexpected("heartbeat", &v))?
-            .iter()
-            .filter_map(|m| m.as_str().map(str::to_string))
+        let flat = v.as_array().ok_or_else(|| unexpected("heartbeat", &v))?;
+        let mut live: Vec<(String, Option<u64>)> = flat
+            .chunks_exact(2)
+            .filter_map(|p| {
+                let left = p[1].as_int().filter(|&t| t >= 0).map(|t| t as u64);
+                p[0].as_str().map(|m| (m.to_string(), left))
+            })
             .collect();
         live.sort();
         Ok(live)
@@ -258,6 +263,22 @@ impl Leases {
         v.as_int()
             .map(|n| n.max(0) as u64)
             .ok_or_else(|| unexpected("release", &v))
+    }
+
+    /// Milliseconds left on the leases of `slots` (`None` when gone or without a TTL).
+    pub async fn pttl(&self, slots: &[u32]) -> Result<Vec<Option<u64>>, Error> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = slots.iter().map(|&s| self.keys.lease(s)).collect();
+        let v = self
+            .client
+            .eval(&self.scripts.pttl, &bytes(&keys), &[])
+            .await?;
+        let a = v.as_array().ok_or_else(|| unexpected("pttl", &v))?;
+        Ok(a.iter()
+            .map(|x| x.as_int().filter(|&t| t >= 0).map(|t| t as u64))
+            .collect())
     }
 
     /// Removes this member's heartbeat and its entry in the members set.

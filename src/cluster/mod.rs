@@ -20,7 +20,8 @@
 //! - Handover: a member that is no longer a slot's desired owner drains it (the host's
 //!   `drain`, bounded by one electionTimeout; the view says `Releasing`), then deletes the
 //!   lease; the new owner takes it at its next tick. A member that died is replaced once its
-//!   lease expires: within electionTimeout + one tick.
+//!   lease expires, about one electionTimeout after its last renewal: the others read how
+//!   long its heartbeat has left and look again right when it ends, not at their next tick.
 //!
 //! # What this is not: consensus
 //! These are leases with fencing, not consensus. Safety of the data rests on the epoch: the
@@ -44,6 +45,9 @@
 //!   With `appendfsync always`, leases and epochs survive a Redis restart; a Sentinel
 //!   failover to a replica can lose the last writes (replication is asynchronous), which
 //!   may lower an epoch: run one Redis with its disk, or accept that window.
+//! - Member ids must be unique. Two live processes with one id renew the same leases and
+//!   both views say `Mine`; only the epoch (raised by the later acquisition) keeps the older
+//!   one's writes out. Nothing detects that misconfiguration yet.
 //!
 //! # Host contract
 //! The host (the gateway's queue and routing, [`ClusterHost`]) is told on shard 0:
@@ -53,32 +57,18 @@
 //! left) — exactly once per `gained`.
 
 pub mod driver;
+mod host;
 pub mod lease;
 pub mod ownership;
 pub mod planner;
 pub mod rendezvous;
 mod report;
 
-use std::future::Future;
-use std::pin::Pin;
-
 pub use driver::{start, ClusterHandle};
+pub use host::ClusterHost;
 pub use ownership::{MemberIdx, Ownership, SlotOwner};
 
 use crate::config::ClusteringConfig;
-
-/// What the gateway does when the driver gains, drains or loses a slot. Called on the
-/// driver's executor (shard 0); calls are short (`drain` returns a future the driver awaits
-/// in a task of its own, bounded by one electionTimeout).
-pub trait ClusterHost {
-    /// This member now holds `slot` with fencing `epoch` (the view already says `Mine`).
-    fn gained(&self, slot: u32, epoch: u64);
-    /// `slot` is no longer served here (the view no longer says `Mine`/`Releasing`).
-    fn lost(&self, slot: u32);
-    /// Finish the slot's in-flight work before it is handed over; accept nothing new (the
-    /// view says `Releasing`). Cut off after one electionTimeout.
-    fn drain(&self, slot: u32) -> Pin<Box<dyn Future<Output = ()>>>;
-}
 
 /// This member's id: `gateway.clustering.memberId`, or `"{hostname}:{bound_port}"`.
 pub fn member_id(cfg: &ClusteringConfig, bound_port: u16) -> String {

@@ -77,6 +77,9 @@ pub struct Plan {
     pub acquire: Vec<u32>,
     /// Slots to drain then release (now `Draining`).
     pub drain: Vec<u32>,
+    /// Slots to take as soon as their lease expires: this member is their desired owner and
+    /// their lease names a member that is no longer live (it died; nobody renews it).
+    pub expiring: Vec<u32>,
 }
 
 /// One member's lease state and decisions.
@@ -202,11 +205,14 @@ impl Planner {
                     *local = Local::Draining { epoch, valid_from };
                     plan.drain.push(slot);
                 }
-                Local::Free if desired_is_me => {
-                    if holder.is_none_or(|h| h.as_ref() == self.me) {
-                        plan.acquire.push(slot);
+                Local::Free if desired_is_me => match holder {
+                    None => plan.acquire.push(slot),
+                    Some(h) if h.as_ref() == self.me => plan.acquire.push(slot),
+                    Some(h) if !live.iter().any(|m| m.as_ref() == h.as_ref()) => {
+                        plan.expiring.push(slot)
                     }
-                }
+                    Some(_) => {}
+                },
                 _ => {}
             }
         }
@@ -309,6 +315,13 @@ mod tests {
         holders[2] = Some("dead");
         let plan = grant_all(&mut p, &["a"], &holders, 0);
         assert_eq!(plan.acquire, vec![0, 1, 3]);
+        assert_eq!(
+            plan.expiring,
+            vec![2],
+            "a dead member's lease is waited out"
+        );
+        // A live member's lease (it is draining the slot for us) is not.
+        assert!(p.plan(&["a", "dead"], &holders).expiring.is_empty());
         // Once its lease expired, it is taken.
         holders[2] = None;
         assert_eq!(p.plan(&["a"], &holders).acquire, vec![2]);
@@ -377,7 +390,7 @@ mod tests {
     fn failed_renewals_give_up_everything_at_the_deadline() {
         let mut p = planner("a", 4);
         grant_all(&mut p, &["a"], &none(4), 0);
-        p.plan(&["a", "b"], &vec![Some("a"); 4]);
+        p.plan(&["a", "b"], &[Some("a"); 4]);
         let deadline = p.deadline().unwrap();
         assert!(deadline < TTL, "stops before the lease can expire");
         assert!(p.expire(deadline - 1).is_empty());
@@ -431,10 +444,10 @@ mod tests {
     #[test]
     fn leaving_drains_everything_and_acquires_nothing() {
         let mut p = planner("a", 4);
-        grant_all(&mut p, &["a"], &vec![None, None, Some("b"), Some("b")], 0);
+        grant_all(&mut p, &["a"], &[None, None, Some("b"), Some("b")], 0);
         assert_eq!(p.held(), vec![0, 1]);
         p.leave();
-        let plan = p.plan(&["a"], &vec![Some("a"), Some("a"), None, None]);
+        let plan = p.plan(&["a"], &[Some("a"), Some("a"), None, None]);
         assert_eq!(plan.drain, vec![0, 1]);
         assert!(plan.acquire.is_empty());
         p.drained(0);
