@@ -9,8 +9,6 @@ use serde_json::Value;
 use crate::mesh::stall;
 use crate::support::{connect_node, operators_on_each_shard, Client, Gateway, READ, TOKEN};
 
-/// A node host with a device of its own: `(client, deviceId)`.
-
 /// Whether hello-ok's presence lists the device.
 fn in_presence(hello: &Value, device_id: &str) -> bool {
     hello["snapshot"]["presence"]
