@@ -365,6 +365,12 @@ impl Driver {
         let t_acq = Instant::now();
         match self.leases.acquire(&plan.acquire).await {
             Ok(got) => {
+                // Before the first renew round, the acquisition is what set the TTL.
+                if !got.is_empty() {
+                    self.ownership.with_health(|h| {
+                        h.last_renew.get_or_insert(t_acq);
+                    });
+                }
                 for (slot, epoch) in got {
                     if self.planner.borrow().slot(slot) != Local::Free {
                         continue;
