@@ -51,6 +51,10 @@ impl std::fmt::Debug for MeshMsg {
     }
 }
 
+/// A cross-shard call that got no answer: the shard is stopping or its mesh is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardGone(pub ShardId);
+
 /// Everything one shard owns.
 pub struct GatewayShard {
     /// This shard.
@@ -84,8 +88,6 @@ pub struct GatewayShard {
     health_parts: crate::snapshot::HealthParts,
     /// Runs executing on this shard.
     inflight: Cell<usize>,
-    pending: RefCell<HashMap<u64, futures_channel::oneshot::Sender<Value>>>,
-    next_pending: Cell<u64>,
     /// Dependency health states (shard 0 checks them).
     deps: crate::ops::dep_state::Deps,
     /// Alert states (shard 0 evaluates them).
@@ -135,8 +137,6 @@ impl GatewayShard {
             health_version: Cell::new(1),
             health_parts,
             inflight: Cell::new(0),
-            pending: RefCell::new(HashMap::new()),
-            next_pending: Cell::new(1),
             system_events: RefCell::new(Default::default()),
             alert_state: RefCell::new(Vec::new()),
             deps: Default::default(),
@@ -507,50 +507,71 @@ impl GatewayShard {
         }
     }
 
-    /// Runs `f` on every shard and collects the results in shard order.
+    /// Runs `f` on shard `to` and resolves with its result (at once when `to` is this
+    /// shard). The call is sent now, not when the future is first polled, so several calls
+    /// made before awaiting any run in parallel. The answer comes back over the mesh, so it
+    /// is handed over on this shard's thread; a call or an answer the mesh refuses (a stopped
+    /// or stuck peer) resolves [`ShardGone`], counted and logged, never a silent wait.
+    pub fn invoke_on<T: Send + 'static>(
+        self: &Rc<Self>,
+        to: ShardId,
+        f: impl FnOnce(&Rc<GatewayShard>) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, ShardGone>> + 'static {
+        let sent = if to == self.id {
+            Err(Ok(f(self)))
+        } else {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            let origin = self.id;
+            let ask = MeshMsg::Control(Box::new(move |remote: &Rc<GatewayShard>| {
+                let v = f(remote);
+                // Dropped with `tx` if refused: the caller sees `ShardGone`.
+                remote.on_shard(origin, move |_| {
+                    let _ = tx.send(v);
+                });
+            }));
+            match self.send_mesh(to, ask) {
+                Ok(()) => Ok(rx),
+                Err(e) => {
+                    self.mesh_refused(to, e);
+                    Err(Err(ShardGone(to)))
+                }
+            }
+        };
+        async move {
+            match sent {
+                Ok(rx) => rx.await.map_err(|_| ShardGone(to)),
+                Err(done) => done,
+            }
+        }
+    }
+
+    /// Runs `f` on every shard (this one included) at once and returns the results in
+    /// shard order.
+    pub async fn map_reduce<T: Send + 'static>(
+        self: &Rc<Self>,
+        f: impl Fn(&Rc<GatewayShard>) -> T + Send + Sync + Clone + 'static,
+    ) -> Vec<Result<T, ShardGone>> {
+        let calls: Vec<_> = (0..self.shards())
+            .map(|s| self.invoke_on(ShardId(s), f.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            out.push(c.await);
+        }
+        out
+    }
+
+    /// [`GatewayShard::map_reduce`] of JSON parts, a shard that did not answer standing as
+    /// `{"error": "shard N unavailable"}` (status and metrics show what they have).
     pub async fn gather(
         self: &Rc<Self>,
         f: impl Fn(&Rc<GatewayShard>) -> Value + Send + Sync + Clone + 'static,
     ) -> Vec<Value> {
-        let mut rxs = Vec::with_capacity(self.shards());
-        for s in 0..self.shards() {
-            if s == self.id.0 {
-                rxs.push(None);
-                continue;
-            }
-            let (tx, rx) = futures_channel::oneshot::channel();
-            let pid = self.next_pending.get();
-            self.next_pending.set(pid + 1);
-            self.pending.borrow_mut().insert(pid, tx);
-            let origin = self.id;
-            let f = f.clone();
-            let ask = MeshMsg::Control(Box::new(move |remote: &Rc<GatewayShard>| {
-                let v = f(remote);
-                remote.on_shard(origin, move |home| {
-                    let tx = home.pending.borrow_mut().remove(&pid);
-                    if let Some(tx) = tx {
-                        let _ = tx.send(v);
-                    }
-                });
-            }));
-            if let Err(e) = self.send_mesh(ShardId(s), ask) {
-                // The answer would never come: the shard reads as unavailable below.
-                self.pending.borrow_mut().remove(&pid);
-                self.mesh_refused(ShardId(s), e);
-            }
-            rxs.push(Some(rx));
-        }
-        let mut out = Vec::with_capacity(rxs.len());
-        for (s, rx) in rxs.into_iter().enumerate() {
-            match rx {
-                None => out.push(f(self)),
-                Some(rx) => out.push(
-                    rx.await
-                        .unwrap_or_else(|_| json!({"error": format!("shard {s} unavailable")})),
-                ),
-            }
-        }
-        out
+        self.map_reduce(f)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|ShardGone(s)| json!({"error": format!("shard {s} unavailable")})))
+            .collect()
     }
 
     // ----- presence -----
