@@ -570,7 +570,9 @@ impl GatewayShard {
         self.map_reduce(f)
             .await
             .into_iter()
-            .map(|r| r.unwrap_or_else(|ShardGone(s)| json!({"error": format!("shard {s} unavailable")})))
+            .map(|r| {
+                r.unwrap_or_else(|ShardGone(s)| json!({"error": format!("shard {s} unavailable")}))
+            })
             .collect()
     }
 

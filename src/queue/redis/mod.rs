@@ -22,6 +22,7 @@
 //! reads back only the sessions it owns ([`RedisQueue::read_back`]).
 
 pub mod keys;
+mod read_back;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -255,9 +256,9 @@ impl RedisQueue {
         Ok(fold)
     }
 
-    /// Folds `slot`'s records of the sessions `mine` accepts into `fold`: work entries
-    /// (pending), dead letters, kept answers. A gateway that gains the slot's lease reads it
-    /// this way before serving it.
+    /// Folds `slot`'s records of the sessions `mine` accepts into `fold` (see
+    /// [`read_back::read_slot`]) and tracks its unfinished runs. A gateway that gains the
+    /// slot's lease reads it this way before serving it.
     pub async fn read_slot(
         &self,
         slot: u32,
@@ -265,96 +266,16 @@ impl RedisQueue {
         fold: &mut Fold,
     ) -> Result<(), shardgate_redis::Error> {
         let before = fold.records;
-        let mut runs = Vec::new();
-        for fields in self.xrange(&self.keys.work(slot)).await? {
-            let Some(r) = field(&fields, "r").and_then(parse_record) else {
-                continue;
-            };
-            if let Record::Acc { id, s, .. } = &r {
-                if mine(s) {
-                    runs.push((id.clone(), s.clone(), true));
-                    fold.apply(r);
-                }
-            }
-        }
-        for fields in self.xrange(&self.keys.dead(slot)).await? {
-            let acc = field(&fields, "acc").and_then(parse_record);
-            let dead = field(&fields, "r").and_then(parse_record);
-            if let (Some(acc @ Record::Acc { .. }), Some(dead)) = (acc, dead) {
-                let Record::Acc { id, s, .. } = &acc else {
-                    continue;
-                };
-                if mine(s) {
-                    runs.push((id.clone(), s.clone(), false));
-                    fold.apply(acc);
-                    fold.apply(dead);
-                }
-            }
-        }
-        let res = self
-            .client
-            .call(&[b"HGETALL", self.keys.results(slot).as_bytes()])
-            .await?;
-        for (_, v) in pairs(&res) {
-            let Some(v) = v
-                .as_str()
-                .and_then(|t| serde_json::from_str::<Value>(t).ok())
-            else {
-                continue;
-            };
-            let Some(s) = v["s"].as_str() else { continue };
-            if !mine(s) {
-                continue;
-            }
-            if let Ok(r) = serde_json::from_value::<Record>(v["r"].clone()) {
-                fold.apply(r);
-            }
-        }
-        for (id, s, pending) in runs {
-            if pending {
-                self.track(&id, slot, &s);
+        for r in read_back::read_slot(&self.client, &self.keys, slot, mine, fold).await? {
+            if r.pending {
+                self.track(&r.id, slot, &r.session);
             } else {
-                self.runs.borrow_mut().insert(id, (slot, s));
+                self.runs.borrow_mut().insert(r.id, (slot, r.session));
             }
         }
         self.read_back
             .set(self.read_back.get() + fold.records - before);
         Ok(())
-    }
-
-    /// All entries of a stream, as their field lists.
-    async fn xrange(&self, key: &str) -> Result<Vec<Vec<RValue>>, shardgate_redis::Error> {
-        let mut out = Vec::new();
-        let mut start = "-".to_string();
-        loop {
-            let v = self
-                .client
-                .call(&[
-                    b"XRANGE",
-                    key.as_bytes(),
-                    start.as_bytes(),
-                    b"+",
-                    b"COUNT",
-                    b"1000",
-                ])
-                .await?;
-            let entries = v.as_array().unwrap_or(&[]);
-            let n = entries.len();
-            for e in entries {
-                let Some([id, fields]) =
-                    e.as_array().and_then(|a| <&[RValue; 2]>::try_from(a).ok())
-                else {
-                    continue;
-                };
-                if let Some(id) = id.as_str() {
-                    start = format!("({id}");
-                }
-                out.push(fields.as_array().unwrap_or(&[]).to_vec());
-            }
-            if n < 1000 {
-                return Ok(out);
-            }
-        }
     }
 
     /// Appends an admission and resolves once Redis has it. Every error is transient:
@@ -571,32 +492,5 @@ impl RedisQueue {
             "replies": s.replies,
             "rttSumUs": s.rtt_sum.as_micros() as u64,
         })
-    }
-}
-
-/// The value of `name` in a stream entry's field list.
-fn field<'a>(fields: &'a [RValue], name: &str) -> Option<&'a str> {
-    fields
-        .chunks(2)
-        .find(|p| p[0].as_str() == Some(name))
-        .and_then(|p| p.get(1))
-        .and_then(RValue::as_str)
-}
-
-fn parse_record(s: &str) -> Option<Record> {
-    serde_json::from_str(s).ok()
-}
-
-/// Key/value pairs of a map reply (RESP3) or a flat array (RESP2 shape).
-fn pairs(v: &RValue) -> Vec<(RValue, RValue)> {
-    match v {
-        RValue::Map(m) => m.clone(),
-        _ => v
-            .as_array()
-            .unwrap_or(&[])
-            .chunks(2)
-            .filter(|c| c.len() == 2)
-            .map(|c| (c[0].clone(), c[1].clone()))
-            .collect(),
     }
 }
