@@ -474,6 +474,7 @@ async fn join_cluster(shard: &Rc<GatewayShard>) -> Result<Option<ClusterSlot>, S
     let relay =
         crate::relay::Relay::new(q.client().clone(), own.clone(), &cfg.queue.redis.key_prefix);
     shard.set_relay(relay.clone());
+    crate::routing::remote::sweep_orphans(shard, relay.clone());
     if shard.id().0 != 0 {
         return Ok(None);
     }

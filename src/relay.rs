@@ -109,6 +109,9 @@ pub struct Relay {
     sent: Cell<u64>,
     failed: Cell<u64>,
     unheard: Cell<u64>,
+    /// Requests relayed from this shard and not finally answered yet: (connection id, request
+    /// id) → the member asked. Swept when that member leaves ([`Relay::orphans`]).
+    pending: RefCell<HashMap<(u64, String), MemberIdx>>,
     /// Removes a node's directory entry only if this gateway wrote it (a node that moved to
     /// another gateway keeps the newer entry).
     forget_node: Script,
@@ -134,6 +137,7 @@ impl Relay {
             sent: Cell::new(0),
             failed: Cell::new(0),
             unheard: Cell::new(0),
+            pending: RefCell::default(),
             forget_node: Script::new(
                 "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
                  return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0",
@@ -268,9 +272,66 @@ impl Relay {
             .and_then(|m| self.ownership.index_of(m)))
     }
 
+    /// A request of connection `conn` was relayed to `member`: it is answered by that
+    /// member or, should the member leave first, by [`Relay::orphans`].
+    pub fn expect(&self, conn: u64, req: &str, member: MemberIdx) {
+        self.pending
+            .borrow_mut()
+            .insert((conn, req.to_string()), member);
+    }
+
+    /// A relayed `res` frame for connection `conn` arrived: its request is settled unless
+    /// this is only the acceptance of a two-phase call (`agent`: its final answer follows).
+    pub fn answered(&self, conn: u64, frame: &str) {
+        #[derive(Deserialize)]
+        struct Head {
+            id: String,
+            #[serde(default)]
+            payload: Option<Status>,
+        }
+        #[derive(Deserialize)]
+        struct Status {
+            #[serde(default)]
+            status: Option<String>,
+        }
+        let Ok(h) = serde_json::from_str::<Head>(frame) else {
+            return;
+        };
+        let accepted = h
+            .payload
+            .and_then(|p| p.status)
+            .is_some_and(|s| s == "accepted");
+        if !accepted {
+            self.pending.borrow_mut().remove(&(conn, h.id));
+        }
+    }
+
+    /// Takes the relayed requests whose member is no longer live (it died or left before
+    /// answering): the caller answers them `UNAVAILABLE`, so no client waits for an answer
+    /// that cannot come.
+    pub fn orphans(&self) -> Vec<(u64, String)> {
+        let live = self.ownership.live_members();
+        let gone = |m: &MemberIdx| {
+            self.ownership
+                .member_name(*m)
+                .is_none_or(|n| !live.contains(&n))
+        };
+        let mut pending = self.pending.borrow_mut();
+        let out: Vec<(u64, String)> = pending
+            .iter()
+            .filter(|(_, m)| gone(m))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &out {
+            pending.remove(k);
+        }
+        out
+    }
+
     /// Counters for `/metrics` and `gateway status`.
     pub fn stats_json(&self) -> Value {
-        json!({"sent": self.sent.get(), "failed": self.failed.get(), "unheard": self.unheard.get()})
+        json!({"sent": self.sent.get(), "failed": self.failed.get(), "unheard": self.unheard.get(),
+               "pending": self.pending.borrow().len()})
     }
 }
 

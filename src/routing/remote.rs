@@ -87,12 +87,34 @@ pub(super) fn forward(shard: Rc<GatewayShard>, relay: Rc<Relay>, to: MemberIdx, 
         auth: (*caller.auth).clone(),
         at: received_at,
     }));
+    relay.expect(caller.conn.id, &reply.req_id, to);
     glommio::spawn_local(async move {
         match relay.send(to, &msg).await {
             Ok(heard) if heard > 0 => {}
             Ok(_) => shard.reply_err(&reply, &owner_unavailable()),
             Err(e) => {
                 tracing::warn!(member = to.0, "relay: request not sent: {e}");
+                shard.reply_err(&reply, &owner_unavailable());
+            }
+        }
+    })
+    .detach();
+}
+
+/// Answers, every half second, the requests this shard relayed to a member that left
+/// before answering them (`UNAVAILABLE`, retryable: a resend with the same idempotency key
+/// meets the run the new owner restored, if it was admitted).
+pub fn sweep_orphans(shard: &Rc<GatewayShard>, relay: Rc<Relay>) {
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(OWNER_RETRY_MS)).await;
+            let Some(shard) = weak.upgrade() else { return };
+            for (conn, req_id) in relay.orphans() {
+                let reply = ReplyTo {
+                    conn: shard.conn_ref(conn),
+                    req_id,
+                };
                 shard.reply_err(&reply, &owner_unavailable());
             }
         }

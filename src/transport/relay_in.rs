@@ -65,7 +65,15 @@ pub fn on_relay(shard: &Rc<GatewayShard>, relay: &Relay, text: &[u8]) {
             shard: s,
             conn,
             frame,
-        } => shard.deliver(ConnRef::local(ShardId(s as usize), conn), Out::Frame(frame)),
+        } => {
+            // On the connection's shard, where its relayed request is remembered.
+            shard.on_shard(ShardId(s as usize), move |sh| {
+                if let Some(r) = sh.relay() {
+                    r.answered(conn, &frame);
+                }
+                sh.deliver_local(conn, Out::Frame(frame));
+            })
+        }
         Wire::Event {
             shard: s,
             conn,

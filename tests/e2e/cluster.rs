@@ -275,6 +275,8 @@ fn submit_until_final(
                     .push((run, final_text(&fin)));
                 return true;
             }
+            // Its owner died after accepting: resend (the new owner restored the run).
+            Ok(fin) if fin["error"]["retryable"] == true => {}
             Ok(fin) => panic!("{key}: final not ok: {fin}"),
             Err(_) => *client = None,
         }
@@ -493,4 +495,57 @@ fn kill_9_of_redis_under_a_cluster_keeps_every_acked_run() {
     wait_for("the work streams to empty", Duration::from_secs(20), || {
         pending_in_redis(&redis) == 0
     });
+}
+
+#[test]
+fn a_relayed_request_whose_owner_dies_is_answered_unavailable() {
+    let redis = RedisServer::start().expect("redis-server");
+    let mut gws: Vec<Option<Gateway>> = ["g1", "g2"]
+        .iter()
+        .map(|n| Some(member_with_delay(&redis, n, 2_000)))
+        .collect();
+    wait_converged(&redis, &gws.iter().flatten().collect::<Vec<_>>());
+    let k2 = session_owned_by(&redis, "g2", "orphan");
+    let mut c = gws[0].as_ref().unwrap().operator(&[WRITE]);
+    // A run of several seconds on g2: accepted through the relay, its final still to come.
+    let id = c.call(
+        "agent",
+        json!({"sessionKey": k2, "message": "one two three four five", "idempotencyKey": "orphan-1"}),
+    );
+    let acc = c.wait_res(&id);
+    assert_eq!(acc["payload"]["status"], "accepted", "{acc}");
+    drop(gws[1].take());
+    let killed = Instant::now();
+    // g1 answers the request itself once g2 is no longer a live member.
+    let fin = c
+        .try_wait_res(&id, Duration::from_secs(15))
+        .expect("an answer after the owner died");
+    assert_eq!(fin["ok"], false, "{fin}");
+    assert_eq!(
+        fin["error"]["details"]["code"], "OWNER_UNAVAILABLE",
+        "{fin}"
+    );
+    assert_eq!(fin["error"]["retryable"], true);
+    println!(
+        "relayed request answered UNAVAILABLE {:.2} s after its owner died",
+        killed.elapsed().as_secs_f64()
+    );
+    // The resend meets the run the new owner (g1) restored from Redis (retried while g1
+    // is still reading the slot back).
+    let mut fin2 = Value::Null;
+    wait_for("the resend to be taken", Duration::from_secs(15), || {
+        let id = c.call(
+            "agent",
+            json!({"sessionKey": k2, "message": "one two three four five", "idempotencyKey": "orphan-1"}),
+        );
+        let first = c.wait_res(&id);
+        if first["ok"] != true {
+            assert_eq!(first["error"]["retryable"], true, "{first}");
+            return false;
+        }
+        assert_eq!(first["payload"]["runId"], "orphan-1");
+        fin2 = c.wait_res(&id);
+        true
+    });
+    assert_eq!(final_text(&fin2), "one two three four five");
 }
