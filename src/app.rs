@@ -486,7 +486,8 @@ async fn join_cluster(shard: &Rc<GatewayShard>) -> Result<Option<ClusterSlot>, S
         let (sub, rx) = loop {
             match async {
                 let (sub, rx) = shardgate_redis::Subscriber::connect(opts.clone()).await?;
-                sub.subscribe(&[relay.my_channel().as_bytes()]).await?;
+                let (mine, all) = (relay.my_channel(), relay.all_channel());
+                sub.subscribe(&[mine.as_bytes(), all.as_bytes()]).await?;
                 Ok::<_, shardgate_redis::Error>((sub, rx))
             }
             .await

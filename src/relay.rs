@@ -42,6 +42,16 @@ pub enum Wire {
         /// The frame.
         frame: String,
     },
+    /// An event for every subscribed client of every member (`sessions.changed`), sent on
+    /// the cluster-wide channel ([`all_channel`]).
+    Broadcast {
+        /// The sending member (which delivered it locally already).
+        from: String,
+        /// The event name.
+        event: String,
+        /// Its payload, JSON text.
+        payload: String,
+    },
     /// An event for a connection of the receiver (its `seq` is given there).
     Event {
         /// The connection's shard.
@@ -99,6 +109,11 @@ pub fn channel(prefix: &str, member: &str) -> String {
     format!("{prefix}:relay:{member}")
 }
 
+/// The channel every member listens on, for cluster-wide events.
+pub fn all_channel(prefix: &str) -> String {
+    format!("{prefix}:relay:*all")
+}
+
 /// One shard's end of the relay: publishes on the shard's Redis connection.
 pub struct Relay {
     client: Client,
@@ -153,6 +168,38 @@ impl Relay {
     /// This gateway's own channel (what it subscribes to).
     pub fn my_channel(&self) -> String {
         channel(&self.prefix, self.ownership.me())
+    }
+
+    /// The cluster-wide channel (what every member also subscribes to).
+    pub fn all_channel(&self) -> String {
+        all_channel(&self.prefix)
+    }
+
+    /// Publishes `event` with `payload` (JSON text) to every other member's subscribed
+    /// clients, without waiting (an event is a hint to refresh: lost with a member, as a
+    /// local one is lost with a connection).
+    pub fn broadcast(self: &Rc<Self>, event: &str, payload: &str) {
+        let msg = Wire::Broadcast {
+            from: self.ownership.me().to_string(),
+            event: event.to_string(),
+            payload: payload.to_string(),
+        };
+        let Ok(text) = serde_json::to_string(&msg) else {
+            return;
+        };
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let ch = this.all_channel();
+            if let Err(e) = this
+                .client
+                .call(&[b"PUBLISH", ch.as_bytes(), text.as_bytes()])
+                .await
+            {
+                this.failed.set(this.failed.get() + 1);
+                tracing::debug!("relay: cluster event not sent: {e}");
+            }
+        })
+        .detach();
     }
 
     fn channel_of(&self, member: MemberIdx) -> Option<Rc<str>> {

@@ -344,10 +344,20 @@ impl GatewayShard {
         });
     }
 
-    /// Tells every `sessions.subscribe`d client that a session changed.
+    /// Tells every `sessions.subscribe`d client that a session changed (in a cluster, on
+    /// every member).
     pub fn sessions_changed(self: &Rc<Self>, key: &SessionKey, reason: &'static str) {
         let payload =
             json!({"sessionKey": key.as_str(), "reason": reason, "ts": now_ms()}).to_string();
+        if let Some(r) = self.relay() {
+            r.broadcast("sessions.changed", &payload);
+        }
+        self.sessions_changed_here(payload);
+    }
+
+    /// [`GatewayShard::sessions_changed`] for this gateway's clients only (also what a
+    /// cluster member's event becomes here).
+    pub fn sessions_changed_here(self: &Rc<Self>, payload: String) {
         self.broadcast(move |s| {
             s.event_local_all("sessions.changed", &payload, true, false, |c| {
                 c.sessions_subscribed.get()

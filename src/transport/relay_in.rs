@@ -74,6 +74,16 @@ pub fn on_relay(shard: &Rc<GatewayShard>, relay: &Relay, text: &[u8]) {
                 sh.deliver_local(conn, Out::Frame(frame));
             })
         }
+        Wire::Broadcast {
+            from,
+            event,
+            payload,
+        } => {
+            // Our own, echoed back by Redis: delivered here already.
+            if from != relay.ownership().me() && event == "sessions.changed" {
+                shard.sessions_changed_here(payload);
+            }
+        }
         Wire::Event {
             shard: s,
             conn,

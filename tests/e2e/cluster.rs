@@ -170,6 +170,17 @@ fn a_client_on_one_gateway_reaches_sessions_owned_by_the_others() {
     assert_eq!(acc3["duplicate"], true, "{acc3}");
     assert_eq!(fin3["payload"], fin["payload"]);
 
+    // A `sessions.subscribe`d client on g2 hears of a session created through g1 on g3.
+    let mut watcher = gws[1].operator(&[READ]);
+    watcher.request_ok("sessions.subscribe", json!({}));
+    let k3b = session_owned_by(&redis, "g3", "relay-s");
+    let created = c.request_ok("sessions.create", json!({"key": k3b, "label": "L"}));
+    assert_eq!(created["created"], true, "{created}");
+    let ev = watcher.wait_event("sessions.changed from another member", |e| {
+        e["event"] == "sessions.changed" && e["payload"]["reason"] == "created"
+    });
+    assert_eq!(ev["payload"]["sessionKey"], format!("agent:main:{k3b}"));
+
     // `node.invoke` from g1 of a node connected to g3 (found in the node directory).
     let (mut node, node_id) = connect_node(gws[2].port, &["camera.snap"]);
     let id = loop {
