@@ -295,6 +295,103 @@ fn submit_until_final(
     false
 }
 
+/// A steady `agent` load: one thread per entry of `homes`, each starting on that gateway
+/// (an index into `ports`), unique keys `t{thread}-{i}` over 8 sessions per thread.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+    lost: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(ports: &[u16], homes: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
+        let lost: Arc<Mutex<Vec<String>>> = Arc::default();
+        let threads = (0..homes)
+            .map(|t| {
+                let (ports, stop, seen, lost) =
+                    (ports.to_vec(), stop.clone(), seen.clone(), lost.clone());
+                std::thread::spawn(move || {
+                    let mut client = None;
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("t{t}-{i}");
+                        let session = format!("load-{t}-{}", i % 8);
+                        if !submit_until_final(&ports, t, &mut client, &session, &key, &seen) {
+                            lost.lock().unwrap().push(key);
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            seen,
+            lost,
+            threads,
+        }
+    }
+
+    /// Keys answered finally so far.
+    fn finals(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| !s.finals.is_empty())
+            .count()
+    }
+
+    /// Stops the threads; what they saw, and the keys they gave up on.
+    fn stop(self) -> (HashMap<String, Seen>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let lost = std::mem::take(&mut *self.lost.lock().unwrap());
+        (seen, lost)
+    }
+}
+
+/// Keys whose message appears twice in its session's history (read from the owner through
+/// `c`): a run done twice on one gateway.
+fn runs_done_twice(c: &mut Client, threads: usize) -> Vec<String> {
+    let mut twice = Vec::new();
+    for t in 0..threads {
+        for n in 0..8 {
+            let h = c.request_ok(
+                "chat.history",
+                json!({"sessionKey": format!("load-{t}-{n}"), "limit": 1000}),
+            );
+            let mut count: HashMap<String, usize> = HashMap::new();
+            for m in h["messages"].as_array().unwrap() {
+                if m["role"] == "user" {
+                    let text = m["content"][0]["text"]
+                        .as_str()
+                        .or(m["content"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    *count.entry(text).or_default() += 1;
+                }
+            }
+            twice.extend(count.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k));
+        }
+    }
+    twice
+}
+
+/// Keys answered with something other than their own run and text.
+fn wrong_answers(seen: &HashMap<String, Seen>) -> Vec<String> {
+    seen.iter()
+        .filter(|(k, s)| s.finals.iter().any(|(run, text)| text != *k || run != *k))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 #[test]
 fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
     let redis = RedisServer::start().expect("redis-server");
@@ -307,36 +404,9 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
     // A session g2 leases now: after the kill, the probe of the failover time.
     let probe = session_owned_by(&redis, "g2", "probe");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
-    let lost: Arc<Mutex<Vec<String>>> = Arc::default();
-    let loaders: Vec<_> = (0..3)
-        .map(|t| {
-            let (ports, stop, seen, lost) =
-                (ports.clone(), stop.clone(), seen.clone(), lost.clone());
-            std::thread::spawn(move || {
-                let mut client = None;
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("t{t}-{i}");
-                    let session = format!("load-{t}-{}", i % 8);
-                    if !submit_until_final(&ports, t, &mut client, &session, &key, &seen) {
-                        lost.lock().unwrap().push(key);
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    let finals = |seen: &Mutex<HashMap<String, Seen>>| {
-        seen.lock()
-            .unwrap()
-            .values()
-            .filter(|s| !s.finals.is_empty())
-            .count()
-    };
+    let load = Load::start(&ports, 3);
     wait_for("a steady load", Duration::from_secs(30), || {
-        finals(&seen) >= 150
+        load.finals() >= 150
     });
 
     // kill -9 g2 (its slots' leases run out; g1 and g3 take them over).
@@ -359,47 +429,18 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let at_kill = finals(&seen);
+    let at_kill = load.finals();
     wait_for("the load to go on", Duration::from_secs(60), || {
-        finals(&seen) >= at_kill + 150
+        load.finals() >= at_kill + 150
     });
-    stop.store(true, Ordering::Relaxed);
-    for l in loaders {
-        l.join().expect("load thread");
-    }
-
-    let seen = seen.lock().unwrap();
+    let (seen, lost) = load.stop();
     let acked = seen.values().filter(|s| s.acked).count();
     let completed = seen.values().filter(|s| !s.finals.is_empty()).count();
-    let wrong: Vec<&String> = seen
-        .iter()
-        .filter(|(k, s)| s.finals.iter().any(|(run, text)| text != *k || run != *k))
-        .map(|(k, _)| k)
-        .collect();
+    let wrong = wrong_answers(&seen);
     // A run done twice on one gateway shows as its message twice in the session's
-    // history (read from the owner through g1). A run cut by the kill and run again by
-    // the new owner is by design (dedup keeps one answer): its earlier copy died with g2.
-    let mut twice = Vec::new();
-    for t in 0..3 {
-        for n in 0..8 {
-            let h = c.request_ok(
-                "chat.history",
-                json!({"sessionKey": format!("load-{t}-{n}"), "limit": 1000}),
-            );
-            let mut count: HashMap<String, usize> = HashMap::new();
-            for m in h["messages"].as_array().unwrap() {
-                if m["role"] == "user" {
-                    let text = m["content"][0]["text"]
-                        .as_str()
-                        .or(m["content"].as_str())
-                        .unwrap_or_default()
-                        .to_string();
-                    *count.entry(text).or_default() += 1;
-                }
-            }
-            twice.extend(count.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k));
-        }
-    }
+    // history. A run cut by the kill and run again by the new owner is by design (dedup
+    // keeps one answer): its earlier copy died with g2.
+    let twice = runs_done_twice(&mut c, 3);
     // Resends after the failover meet their first answer (dedup kept in Redis).
     let mut resent = 0;
     for key in seen.keys() {
@@ -413,7 +454,6 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
         assert_eq!(final_text(&fin), *key);
         resent += 1;
     }
-    let lost = lost.lock().unwrap();
     println!(
         "cluster kill -9 of g2 under load: acked {acked}, completed {completed}, run twice {}, lost {}, resent after failover {resent} (all deduplicated), failover {:.2} s (electionTimeout {:.1} s)",
         twice.len(),
@@ -434,7 +474,6 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
         "failover took {failover:?}"
     );
     // Nothing acknowledged is left behind in Redis: every admission finished.
-    drop(seen);
     wait_for("the work streams to empty", Duration::from_secs(20), || {
         pending_in_redis(&redis) == 0
     });
@@ -559,4 +598,56 @@ fn a_relayed_request_whose_owner_dies_is_answered_unavailable() {
         true
     });
     assert_eq!(final_text(&fin2), "one two three four five");
+}
+
+#[test]
+fn a_member_joining_under_load_takes_its_slots_without_losing_or_doubling_a_run() {
+    let redis = RedisServer::start().expect("redis-server");
+    let g1 = member(&redis, "g1");
+    let g2 = member(&redis, "g2");
+    wait_converged(&redis, &[&g1, &g2]);
+    let load = Load::start(&[g1.port, g2.port], 2);
+    wait_for("a steady load", Duration::from_secs(30), || {
+        load.finals() >= 100
+    });
+    // g3 joins: about a third of the slots are drained on their owners, released, and
+    // taken by g3, while the clients keep sending.
+    let g3 = member(&redis, "g3");
+    let joined = Instant::now();
+    wait_converged(&redis, &[&g1, &g2, &g3]);
+    let moved = joined.elapsed();
+    let at_join = load.finals();
+    wait_for("the load to go on", Duration::from_secs(60), || {
+        load.finals() >= at_join + 100
+    });
+    let (seen, lost) = load.stop();
+    let acked = seen.values().filter(|s| s.acked).count();
+    let completed = seen.values().filter(|s| !s.finals.is_empty()).count();
+    let mut c = g1.operator(&[READ, WRITE]);
+    let twice = runs_done_twice(&mut c, 2);
+    let wrong = wrong_answers(&seen);
+    println!(
+        "cluster join of g3 under load: acked {acked}, completed {completed}, run twice {}, lost {}, slots handed over in {:.2} s",
+        twice.len(),
+        lost.len(),
+        moved.as_secs_f64()
+    );
+    assert!(lost.is_empty(), "acked keys never completed: {lost:?}");
+    assert_eq!(acked, completed, "every acked key completed");
+    assert!(twice.is_empty(), "runs done twice: {twice:?}");
+    assert!(
+        wrong.is_empty(),
+        "keys answered with another's result: {wrong:?}"
+    );
+    let st = g3.operator(&[READ]).request_ok("status", json!({}));
+    assert!(
+        !st["cluster"]["slots"]["owned"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "g3 took no slot: {st}"
+    );
+    wait_for("the work streams to empty", Duration::from_secs(20), || {
+        pending_in_redis(&redis) == 0
+    });
 }
