@@ -1329,7 +1329,7 @@ mod tests {
             (
                 "{channels: {sms: {kind: 'carrier-pigeon'}}}",
                 "channels.sms.kind",
-                "`log` or `webhook`",
+                "`log`, `webhook`, `telegram`",
             ),
             (
                 "{monitoring: {sinks: {ops: {kind: 'email', url: 'http://x'}}}}",
