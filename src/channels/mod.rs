@@ -5,7 +5,7 @@
 //! - A sans-IO state machine per connection (`telegram::machine`) decides; a task on shard 0
 //!   (`telegram::driver`) does its I/O with glommio sockets ([`http`]).
 //! - An inbound message enters the same pipeline as a client's `chat.send` ([`submit`]), on
-//!   the session of its chat ([`route`]: `agent:<agent>:telegram:dm:<chatId>`), and is
+//!   the session of its chat ([`route`]: `agent:<agent>:telegram:direct:<chatId>`), and is
 //!   acknowledged to the platform only once the queue admitted it (with a durable backend:
 //!   once its admission record is written).
 //! - The run's final reply becomes a reply job on the same session (`send` to the channel and

@@ -1,10 +1,12 @@
 //! Session keys of chat-platform conversations, both ways: a chat becomes the session
-//! `agent:<agent>:telegram:dm:<chatId>` (a group: `…:telegram:group:<chatId>`), and a session
-//! key says which channel and chat a reply goes back to.
+//! `agent:<agent>:telegram:direct:<chatId>` (a group: `…:telegram:group:<chatId>`), and a
+//! session key says which channel and chat a reply goes back to. `dm` is read as `direct`, as
+//! the session key parser does ([`crate::protocol::SessionKey`] writes `dm` as `direct`, so
+//! `agent:main:telegram:dm:42` names the same session).
 //!
 //! The channel named like its platform (`channels.telegram`) owns the short form; another
 //! channel of the same platform puts its name after the platform, as OpenClaw does for a
-//! platform's second account (`agent:main:telegram:<name>:dm:<chatId>`). The key alone routes
+//! platform's second account (`agent:main:telegram:<name>:direct:<chatId>`). The key alone routes
 //! a reply, so a reply to a message replayed from the journal after a restart still finds
 //! its chat.
 
@@ -26,7 +28,7 @@ const PLATFORMS: [&str; 1] = ["telegram"];
 
 /// The session key of `chat` on channel `channel` (of `platform`), answered by `agent`.
 pub fn session_key(agent: &str, platform: &str, channel: &str, chat: i64, group: bool) -> String {
-    let peer = if group { "group" } else { "dm" };
+    let peer = if group { "group" } else { "direct" };
     if channel == platform {
         format!("agent:{agent}:{platform}:{peer}:{chat}")
     } else {
@@ -48,7 +50,7 @@ pub fn chat_of(key: &str) -> Option<ChatRoute<'_>> {
         _ => return None,
     };
     let group = match peer {
-        "dm" => false,
+        "direct" | "dm" => false,
         "group" => true,
         _ => return None,
     };
@@ -81,7 +83,7 @@ mod tests {
     #[test]
     fn keys_round_trip() {
         let k = session_key("main", "telegram", "telegram", 42, false);
-        assert_eq!(k, "agent:main:telegram:dm:42");
+        assert_eq!(k, "agent:main:telegram:direct:42");
         assert_eq!(
             chat_of(&k),
             Some(ChatRoute {
@@ -98,7 +100,7 @@ mod tests {
         );
         for not in [
             "agent:main:main",
-            "agent:main:telegram:dm:",
+            "agent:main:telegram:direct:",
             "agent:main:telegram:dm:abc",
             "agent:main:log:direct:42",
             "agent:main:telegram:x:y:dm:1",

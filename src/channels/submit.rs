@@ -64,14 +64,21 @@ impl Submitter {
             loop {
                 let batch = c.next_batch().await;
                 let closing = batch.close.clone();
+                // Taken is as good as written: the send buffer's bound counts what is left.
+                c.written(batch.frames.iter().map(Outbound::len).sum());
                 for f in &batch.frames {
                     if let Outbound::Text(t) = f {
-                        if !t.starts_with(r#"{"type":"res""#) {
+                        // Events (the sessions' runs) are not read; an answer's keys may come in
+                        // any order (`res_err` sorts them).
+                        if t.starts_with(r#"{"type":"event""#) {
                             continue;
                         }
                         let Ok(v) = serde_json::from_str::<Value>(t) else {
                             continue;
                         };
+                        if v["type"] != "res" {
+                            continue;
+                        }
                         let tx = v["id"].as_str().and_then(|id| w.borrow_mut().remove(id));
                         if let Some(tx) = tx {
                             let _ = tx.send(v);

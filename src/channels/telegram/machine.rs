@@ -378,7 +378,7 @@ mod tests {
             0,
         );
         assert_eq!(got.inbound.len(), 2);
-        assert_eq!(got.inbound[0].session_key, "agent:main:telegram:dm:1");
+        assert_eq!(got.inbound[0].session_key, "agent:main:telegram:direct:1");
         assert_eq!(got.inbound[0].idem, "telegram:telegram:5");
         // Not polled again, nor acknowledged, before both are admitted.
         assert_eq!(p.next(0), Next::Admitting);
@@ -478,7 +478,10 @@ mod tests {
         let keys: Vec<&str> = got.inbound.iter().map(|i| i.session_key.as_str()).collect();
         assert_eq!(
             keys,
-            ["agent:main:telegram:dm:7", "agent:main:telegram:group:-100"]
+            [
+                "agent:main:telegram:direct:7",
+                "agent:main:telegram:group:-100"
+            ]
         );
         assert_eq!(got.filtered, 1);
         p.admitted(1);
