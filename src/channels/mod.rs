@@ -39,15 +39,8 @@ pub fn start(shard: &Rc<GatewayShard>) {
                 ))
                 .detach();
             }
-            (ChannelKind::Telegram, TelegramMode::Webhook) => {
-                let mut s = telegram::driver::initial_state(shard, cfg);
-                s.link = match telegram::bot::Bot::for_channel(name, cfg) {
-                    // Telegram calls in; the channel is up as soon as the gateway listens.
-                    Ok(_) => state::Link::Connected,
-                    Err(e) => state::Link::Stopped { reason: e },
-                };
-                shard.channels().set_link(name, s);
-            }
+            // Refused by the config's validation (not built yet).
+            (ChannelKind::Telegram, TelegramMode::Webhook) => {}
             (ChannelKind::Log | ChannelKind::Webhook, _) => {}
         }
     }
