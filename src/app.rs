@@ -398,6 +398,8 @@ async fn shard_main(
         .detach()
     };
     if ctx.id.0 == 0 {
+        // The chat platforms' connections (their long polls) run on shard 0.
+        crate::channels::start(&shard);
         glommio::spawn_local(crate::ops::monitor::shed_loop(shard.clone())).detach();
         glommio::spawn_local(crate::ops::monitor::alert_loop(shard.clone())).detach();
         glommio::spawn_local(crate::ops::deps::check_loop(shard.clone())).detach();

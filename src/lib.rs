@@ -48,10 +48,10 @@
 //! | 1 base | `clock`, `config`, `auth::net`, `auth::totp`, `transport::tls_policy` | the clock, the typed config, and the pure parsers its validation uses |
 //! | 2 wire | `protocol` | sans-IO: frames, errors, the connect request, params, scopes |
 //! | 3 trust | `auth` | the paired-device store, device proofs, pairing policy, setup codes, the connect decision |
-//! | 4 core | `addr`, `envelope`, `cluster`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses and envelopes, cluster membership and slot leases, the sans-IO delivery core, sessions and lanes, the durable journal |
-//! | 5 state | `shared`, `snapshot`, `relay`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | the process-wide state, the cluster relay, what a shard holds, each subsystem's per-shard state |
+//! | 4 core | `addr`, `envelope`, `channels::link`, `channels::route`, `channels::telegram::machine`, `channels::telegram::wire`, `cluster`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses and envelopes, cluster membership and slot leases, the sans-IO delivery core, sessions and lanes, the durable journal |
+//! | 5 state | `shared`, `snapshot`, `channels::state`, `relay`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | the process-wide state, the cluster relay, what a shard holds, each subsystem's per-shard state |
 //! | 6 shard | `shard` | one shard: its state, the mesh, delivery to connections |
-//! | 7 methods | `routing`, `queue`, `agent`, `node`, `auth::device_methods`, `ops` | what requests do: dispatch, the delivery driver, agents, nodes, pairing, operations |
+//! | 7 methods | `routing`, `queue`, `agent`, `node`, `auth::device_methods`, `ops`, `channels` | what requests do: dispatch, the delivery driver, agents, nodes, pairing, operations, chat-platform connections |
 //! | 8 transport | `transport` | sockets: accept, HTTP, WebSocket, the connection's task |
 //! | 9 app | `app` | start and stop of the whole |
 //! | 10 cli | `cli`, `client` | the command line and the client it uses |
@@ -65,6 +65,7 @@ pub mod addr;
 pub mod agent;
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod cli;
 pub mod client;
 pub mod clock;

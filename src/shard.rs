@@ -98,6 +98,8 @@ pub struct GatewayShard {
     system_events: RefCell<std::collections::VecDeque<String>>,
     /// This shard's end of the cluster relay (clustering only).
     relay: RefCell<Option<Rc<crate::relay::Relay>>>,
+    /// Chat channels: counters, and the connections' states (shard 0 drives them).
+    channels: crate::channels::state::ChannelsState,
 }
 
 impl std::fmt::Debug for GatewayShard {
@@ -141,6 +143,7 @@ impl GatewayShard {
             alert_state: RefCell::new(Vec::new()),
             deps: Default::default(),
             relay: RefCell::new(None),
+            channels: Default::default(),
         })
     }
 
@@ -164,6 +167,11 @@ impl GatewayShard {
     /// Queue state: dead letters, counters, the durable journal.
     pub fn queue(&self) -> &crate::queue::state::QueueState {
         &self.queue
+    }
+
+    /// Chat channels' counters and connection states on this shard.
+    pub fn channels(&self) -> &crate::channels::state::ChannelsState {
+        &self.channels
     }
 
     /// Node registry replica and the invokes pending on this shard's nodes.

@@ -5,6 +5,7 @@
 //! An unknown key is a warning naming its path; a value of the wrong type or out of bounds
 //! refuses the start with the key path and the reason ([`ConfigError`]).
 
+mod channels;
 mod cluster;
 mod duration;
 mod redis;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use channels::{ChannelConfig, ChannelKind, TelegramMode, TELEGRAM_API_BASE};
 pub use cluster::{ClusterMode, ClusteringConfig};
 pub use duration::Millis;
 pub use redis::{parse_url as parse_redis_url, RedisQueueConfig, RedisTarget};
@@ -276,38 +278,6 @@ pub struct StorageConfig {
     /// `"aes-256-gcm"` seals the queue journal and dead letters with a key kept in
     /// `<stateDir>/journal.key` (created on first start, mode 0600). Default none.
     pub encryption: Option<String>,
-}
-
-/// `channels.<name>`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct ChannelConfig {
-    /// How messages are delivered. Default `log`.
-    pub kind: ChannelKind,
-    /// Webhook URL (`http://host:port/path`).
-    pub url: Option<String>,
-    /// Per-attempt timeout, ms. Default 5000.
-    pub timeout_ms: u64,
-}
-
-impl Default for ChannelConfig {
-    fn default() -> Self {
-        ChannelConfig {
-            kind: ChannelKind::Log,
-            url: None,
-            timeout_ms: 5000,
-        }
-    }
-}
-
-/// `channels.<name>.kind`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelKind {
-    /// Record the message in the session.
-    Log,
-    /// HTTP POST to the channel's `url`.
-    Webhook,
 }
 
 /// `agents.bindings.<agentId>.kind`: what runs the agent.
@@ -1221,18 +1191,8 @@ impl Config {
                 "must be at least 1024".into(),
             );
         }
-        for (name, c) in &self.channels {
-            match c.kind {
-                ChannelKind::Log => {}
-                ChannelKind::Webhook
-                    if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) => {}
-                ChannelKind::Webhook => {
-                    return bad(
-                        &format!("channels.{name}.url"),
-                        "a webhook needs an http:// url".into(),
-                    )
-                }
-            }
+        if let Err((key, reason)) = channels::validate(&self.channels) {
+            return bad(&key, reason);
         }
         for (i, a) in self.monitoring.alerts.iter().enumerate() {
             if !matches!(
@@ -1369,7 +1329,7 @@ mod tests {
             (
                 "{channels: {sms: {kind: 'carrier-pigeon'}}}",
                 "channels.sms.kind",
-                "`log` or `webhook`",
+                "`log`, `webhook`, `telegram`",
             ),
             (
                 "{monitoring: {sinks: {ops: {kind: 'email', url: 'http://x'}}}}",

@@ -65,6 +65,7 @@ pub fn snapshot(s: &GatewayShard) -> Value {
         "dedupEntries": d.len(), "dedupEvictedLive": d.evicted_live,
         "nodes": s.nodes().registry.borrow().len(),
         "mesh": mesh_json(s),
+        "channels": s.channels().json(0)["counters"].take(),
     })
 }
 
@@ -432,6 +433,57 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
                 "counter",
                 help,
                 vec![(String::new(), sum(&per, |v| v["queue"]["redis"][key].as_u64()))],
+            );
+        }
+    }
+    // Chat channels (`channels.<name>` of a platform kind), summed over the shards.
+    let mut names: Vec<String> = shard
+        .config()
+        .channels
+        .iter()
+        .filter(|(_, c)| c.kind.is_platform())
+        .map(|(n, _)| n.clone())
+        .collect();
+    names.sort();
+    if !names.is_empty() {
+        for (key, name, help) in [
+            (
+                "in",
+                "shardgate_channel_messages_in_total",
+                "Platform messages admitted to the queue, per channel.",
+            ),
+            (
+                "out",
+                "shardgate_channel_messages_out_total",
+                "Replies the platform accepted, per channel.",
+            ),
+            (
+                "errors",
+                "shardgate_channel_errors_total",
+                "Failed platform calls (polls, sends), per channel.",
+            ),
+            (
+                "duplicates",
+                "shardgate_channel_duplicates_total",
+                "Platform deliveries of an update already taken, per channel.",
+            ),
+            (
+                "filtered",
+                "shardgate_channel_filtered_total",
+                "Messages dropped by allowFrom (or from bots), per channel.",
+            ),
+        ] {
+            metric(
+                name,
+                "counter",
+                help,
+                names
+                    .iter()
+                    .map(|n| {
+                        let v = sum(&per, |v| v["channels"][n.as_str()][key].as_u64());
+                        (format!("{{channel=\"{n}\"}}"), v)
+                    })
+                    .collect(),
             );
         }
     }

@@ -3,8 +3,8 @@
 //! `log` (built in, always up) records the message in the session's history. A `webhook`
 //! channel POSTs `{messageId, channel, to, message, sessionKey}` as JSON to its URL over plain
 //! HTTP/1.1; a 2xx answer is delivery, anything else (refused, timeout, non-2xx) is a failed
-//! attempt that the queue retries and finally dead-letters. Chat-platform connectors plug in
-//! here as further kinds.
+//! attempt that the queue retries and finally dead-letters. A chat platform (`telegram`)
+//! sends through its API ([`crate::channels`]).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -58,6 +58,10 @@ pub async fn deliver(
                     cfg.timeout_ms
                 )),
             }
+        }
+        // A reply to a platform chat (its own history entry is the run's answer).
+        ChannelKind::Telegram => {
+            crate::channels::telegram::send::send(shard, channel, &cfg, to, &job.message).await
         }
     }
 }

@@ -218,6 +218,13 @@ fn complete(
     let ended = now_ms();
     *session.current.borrow_mut() = None;
     session.updated_at.set(ended);
+    // A platform chat's answer goes back to the chat as a reply job (queued before the run's
+    // outcome is written, so a durable backend never has the outcome without the reply).
+    if let Some(Outcome::Ok(text)) = &outcome {
+        if !matches!(job.kind, JobKind::Send { .. }) {
+            queue_reply(shard, job, text, ended);
+        }
+    }
     let ran = match outcome {
         Some(Outcome::Ok(text)) => {
             if !matches!(job.kind, JobKind::Send { .. }) {
@@ -246,6 +253,40 @@ fn complete(
         ((ended - job.accepted_at).max(0) as u64) * 1000,
     );
     apply_finished(shard, &job.run_id, &mut job.found, finished);
+}
+
+/// Queues the reply to a platform chat: a `send` job to the channel and chat the session key
+/// names ([`crate::channels::route::reply_route`]), on this session, behind the run that answered.
+/// Its runId is the run's with `:reply`, so a run replayed after a restart queues it once.
+#[cold]
+fn queue_reply(shard: &Rc<GatewayShard>, run: &Job, text: &str, now: i64) {
+    let Some((channel, to)) = crate::channels::route::reply_route(shard.config(), &run.session_key)
+    else {
+        return;
+    };
+    let run_id = format!("{}:reply", run.run_id);
+    let kind = JobKind::Send { channel, to };
+    let dedup_key = crate::delivery::job::dedup_key(kind.method(), &run_id);
+    let reply = Job {
+        run_id: run_id.clone(),
+        session_key: run.session_key.clone(),
+        message: text.to_string(),
+        kind,
+        reply: None,
+        watcher: None,
+        dedup_key,
+        accepted_at: now,
+        attempts: 0,
+        errors: Vec::new(),
+        found: None,
+    };
+    let mut effects = shard.queue().with_core(&shard.shared().queued, |d| {
+        if d.dedup.get_mut(&reply.dedup_key, now).is_some() {
+            return Effects::new();
+        }
+        d.readmit(reply, now)
+    });
+    apply(shard, &run_id, &mut None, now, &mut effects);
 }
 
 /// Applies the end of a run ([`Finished`], in its order) to `run_id` (its handle: `found`).

@@ -20,7 +20,11 @@ fn part(s: &GatewayShard) -> Value {
     let (authed, total) = s.conn_counts();
     let counts = json!({"shard": s.id().0, "connections": authed, "sockets": total,
            "sessions": s.sessions().map.borrow().len(), "inflightRuns": s.inflight().get()});
-    Value::Array(vec![counts, crate::ops::deps::rows(s)])
+    Value::Array(vec![
+        counts,
+        crate::ops::deps::rows(s),
+        s.channels().health_json(),
+    ])
 }
 
 /// The `health` payload, fresh: every shard's part over the mesh (the `health` and `status`
@@ -81,6 +85,7 @@ pub async fn publish_health(shard: Rc<GatewayShard>) {
 fn health_of(shard: &GatewayShard, answers: Vec<Value>, t0: std::time::Instant) -> Value {
     let mut per_shard = Vec::with_capacity(answers.len());
     let mut deps = Vec::new();
+    let mut channel_parts = Vec::new();
     for a in answers {
         if let Value::Array(a) = a {
             let mut a = a.into_iter();
@@ -88,8 +93,11 @@ fn health_of(shard: &GatewayShard, answers: Vec<Value>, t0: std::time::Instant) 
             if let Some(d) = a.next() {
                 deps.extend(flatten_one(d));
             }
+            channel_parts.extend(a.next());
         }
     }
+    let (channels, channel_order, channel_labels) =
+        crate::channels::status::health(shard, &channel_parts);
     let sessions: u64 = per_shard
         .iter()
         .filter_map(|v| v["sessions"].as_u64())
@@ -106,7 +114,7 @@ fn health_of(shard: &GatewayShard, answers: Vec<Value>, t0: std::time::Instant) 
         "dependenciesHealthy": all_healthy,
         "ts": now_ms(),
         "durationMs": t0.elapsed().as_millis() as u64,
-        "channels": {}, "channelOrder": [], "channelLabels": {},
+        "channels": channels, "channelOrder": channel_order, "channelLabels": channel_labels,
         "heartbeatSeconds": 0,
         "defaultAgentId": agent,
         // `path` names the session store, as OpenClaw's does (`openclaw health` prints it):
@@ -168,7 +176,8 @@ pub(super) async fn local(
             "deviceId": shard.shared().identity.device_id, "publicKey": shard.shared().identity.public_key,
         }),
         InfoMethod::ChannelsStatus => {
-            json!({"ts": now_ms(), "channels": {}, "channelOrder": [], "channelLabels": {}})
+            let only = p.get("channel").and_then(Value::as_str);
+            crate::channels::status::status(shard, only).await
         }
         InfoMethod::ConfigGet => json!({"config": cfg.redacted_json(), "path": Value::Null}),
         InfoMethod::SessionsList => {

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod channels;
 mod cluster;
 mod compat;
 mod delivery;

@@ -4,6 +4,8 @@
 //! Every wait is a wait on a condition (a frame, a close, an exit, a log line) bounded by a
 //! timeout; nothing sleeps and hopes.
 
+pub(crate) mod telegram;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
