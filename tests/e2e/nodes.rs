@@ -128,7 +128,11 @@ fn invoke_times_out_and_disconnect_fails_pending() {
         "node.invoke",
         json!({"nodeId": node_id, "command": "x", "timeoutMs": 20000, "idempotencyKey": "t-2"}),
     );
-    node.wait_event_named("node.invoke.request");
+    // The second request's, not the first's (timed out, but delivered to the node too):
+    // the node must hold t-2 when it goes away.
+    node.wait_event("t-2's invoke request", |e| {
+        e["event"] == "node.invoke.request" && e["payload"]["idempotencyKey"] == "t-2"
+    });
     drop(node);
     let res = op.wait_res(&id);
     assert_eq!(res["ok"], false);
