@@ -12,6 +12,7 @@ mod support;
 
 mod cluster;
 mod compat;
+mod compression;
 mod delivery;
 mod handshake;
 mod lifecycle;
