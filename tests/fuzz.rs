@@ -4,6 +4,9 @@
 //! execution counts (`cargo test --test fuzz -- --nocapture`). `FUZZ_ITERS=N` sets the rounds
 //! (default 2000: a debug admission with a device costs an Ed25519 verify and a store fsync).
 //!
+//! permessage-deflate frames too (compressed at random levels, fragmented anywhere, some
+//! inflating past the limit).
+//!
 //! Properties: never a panic; frames split anywhere come out whole and in order, and garbage
 //! ends in an error, not a hang; an admission only for a verified device or a device-less
 //! operator; a store that loads keeps its invariant (every id is the hash of its key).
@@ -270,13 +273,18 @@ fn client_frame(rng: &mut StdRng, fin: bool, opcode: u8, payload: &[u8]) -> Vec<
 
 /// Reads `data` to its end with the gateway's reader; what came out, and how it ended.
 fn read_stream(data: Vec<u8>, seed: u64, max: usize) -> (Vec<String>, String) {
+    read_stream_z(data, seed, max, false)
+}
+
+/// [`read_stream`] with permessage-deflate negotiated or not.
+fn read_stream_z(data: Vec<u8>, seed: u64, max: usize, deflate: bool) -> (Vec<String>, String) {
     use shardgate::transport::ws::{Msg, WsError, WsReader};
     let io = std::cell::RefCell::new(Pieces {
         data,
         pos: 0,
         rng: StdRng::seed_from_u64(seed),
     });
-    let mut reader = WsReader::new(max, max);
+    let mut reader = WsReader::new(max, max).with_deflate(deflate);
     let mut seen = Vec::new();
     let end = futures_lite::future::block_on(async {
         loop {
@@ -359,4 +367,101 @@ fn websocket_frames_split_anywhere_come_out_whole_and_garbage_never_panics() {
         );
     }
     println!("websocket frames: {rounds} rounds of valid and corrupted streams");
+}
+
+/// A compressed client frame: RSV1 when `first`, `payload` already deflated.
+fn client_frame_z(rng: &mut StdRng, fin: bool, first: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    shardgate::transport::ws::encode_client_rsv1(&mut out, fin, first, opcode, rng.gen(), payload);
+    out
+}
+
+/// What a browser sends: raw deflate at a random level, sync flush, tail cut.
+fn deflate(rng: &mut StdRng, msg: &[u8]) -> Vec<u8> {
+    let level = flate2::Compression::new(rng.gen_range(0..10));
+    let mut c = flate2::Compress::new(level, false);
+    let mut out = Vec::with_capacity(msg.len() + msg.len() / 100 + 64);
+    c.compress_vec(msg, &mut out, flate2::FlushCompress::Sync)
+        .unwrap();
+    out.truncate(out.len() - 4);
+    out
+}
+
+#[test]
+fn compressed_messages_split_anywhere_inflate_whole_and_garbage_never_panics() {
+    let mut rng = StdRng::seed_from_u64(7692);
+    let rounds = iters() / 4;
+    let limit = 1 << 18;
+    for round in 0..rounds {
+        // Valid traffic: compressed and plain messages, compressed ones fragmented anywhere
+        // (RSV1 on the first frame only), pings between fragments; some inflate past the limit.
+        let mut data = Vec::new();
+        let mut want = Vec::new();
+        let mut too_big = false;
+        for _ in 0..rng.gen_range(1..6) {
+            let len = match rng.gen_range(0..4) {
+                0 => 0,
+                1 => rng.gen_range(1..300),
+                2 => rng.gen_range(300..70_000),
+                _ => rng.gen_range(limit - 16..limit + 16),
+            };
+            let text: String = (0..len)
+                .map(|i| ['a', 'é', '{', '🎉', '"', 'x'][(i * 13 / 7 + round as usize) % 6])
+                .take(len)
+                .collect();
+            let bytes = text.as_bytes();
+            if rng.gen_bool(0.2) {
+                data.extend(client_frame(&mut rng, true, 1, bytes));
+            } else {
+                let z = deflate(&mut rng, bytes);
+                let mut at = 0;
+                let cuts = rng.gen_range(0..4);
+                for k in 0..=cuts {
+                    let end = if k == cuts {
+                        z.len()
+                    } else {
+                        rng.gen_range(at..=z.len())
+                    };
+                    let op = if k == 0 { 1 } else { 0 };
+                    data.extend(client_frame_z(&mut rng, k == cuts, k == 0, op, &z[at..end]));
+                    if k < cuts && rng.gen_bool(0.3) {
+                        data.extend(client_frame(&mut rng, true, 9, b"hb"));
+                        want.push("ping:2".to_string());
+                    }
+                    at = end;
+                }
+            }
+            if bytes.len() > limit {
+                too_big = true;
+                break;
+            }
+            want.push(format!("t:{text}"));
+        }
+        let (seen, end) = read_stream_z(data.clone(), round as u64, limit, true);
+        if too_big {
+            // Refused at the frame that passed the limit (compressed or inflated size): the
+            // pings among its fragments after that frame are never read.
+            assert_eq!(end, "error Some(1009)", "round {round}");
+            assert!(want.starts_with(&seen), "round {round}: {seen:?}");
+            assert!(seen.len() >= want.iter().filter(|w| w.starts_with("t:")).count());
+        } else {
+            assert_eq!(end, "eof", "round {round}");
+            assert_eq!(seen, want, "round {round}");
+        }
+
+        // Garbage: bytes flipped anywhere, compressed data included. Never a panic or a hang.
+        let mut bad = data;
+        for _ in 0..rng.gen_range(1..8) {
+            if !bad.is_empty() {
+                let i = rng.gen_range(0..bad.len());
+                bad[i] ^= rng.gen::<u8>() | 1;
+            }
+        }
+        let (_, end) = read_stream_z(bad, round as u64 + 1, limit, true);
+        assert!(
+            end == "eof" || end.starts_with("error"),
+            "round {round}: {end}"
+        );
+    }
+    println!("compressed websocket frames: {rounds} rounds of valid and corrupted streams");
 }

@@ -821,8 +821,18 @@ pub struct WebSocketNetConfig {
     /// Largest single WebSocket frame, bytes. Default 16 MiB (a message may span frames up
     /// to `gateway.maxPayload`).
     pub max_frame_size: usize,
-    /// permessage-deflate. Not supported yet: true refuses to start.
+    /// permessage-deflate (RFC 7692): offered by a client, accepted on the upgrade.
+    /// Default false, as OpenClaw's gateway has it: compressing secrets (tokens in
+    /// frames) next to attacker-influenced text leaks them through the compressed size
+    /// (CRIME/BREACH), and it costs CPU per message. When on, the server imposes no context
+    /// takeover both ways, so no connection keeps a compressor (one per shard, reset per
+    /// message; idle memory unchanged) and inflated messages stay bounded by
+    /// `gateway.maxPayload` (close 1009). tuning.md, "Compression".
     pub compression: bool,
+    /// With `compression`, outgoing messages of at most this many bytes are sent
+    /// uncompressed (per message, legal in RFC 7692): deflating a short frame costs more CPU
+    /// than the bytes it saves. Default 256 bytes; 0 compresses every non-empty message.
+    pub compression_threshold: usize,
 }
 
 impl Default for WebSocketNetConfig {
@@ -830,6 +840,7 @@ impl Default for WebSocketNetConfig {
         WebSocketNetConfig {
             max_frame_size: 16 << 20,
             compression: false,
+            compression_threshold: 256,
         }
     }
 }
@@ -1166,12 +1177,6 @@ impl Config {
                     format!("unknown cipher {other:?} (aes-256-gcm)"),
                 )
             }
-        }
-        if self.network.websocket.compression {
-            return bad(
-                "network.websocket.compression",
-                "permessage-deflate is not supported yet; set false".into(),
-            );
         }
         if self.network.mesh_outbox_limit == 0 {
             return bad(

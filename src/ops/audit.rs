@@ -282,6 +282,16 @@ pub fn audit(cfg: &Config, state_dir: &Path) -> Vec<Finding> {
             "device tokens of loopback devices never expire".into(),
         );
     }
+    if cfg.network.websocket.compression {
+        add(
+            "ws-compression-on",
+            Severity::Low,
+            "network.websocket.compression",
+            "permessage-deflate is on: a frame that carries a secret next to text an attacker \
+             influences leaks it through its compressed size (CRIME/BREACH); OpenClaw keeps it off"
+                .into(),
+        );
+    }
     if g.dangerously_enable_ws_echo {
         add(
             "ws-echo-enabled",
@@ -340,6 +350,7 @@ mod tests {
         let f = audit(&Config::default(), dir.path());
         assert!(f.iter().all(|f| f.severity < Severity::High), "{f:?}");
         assert!(ids(&f).contains(&"rate-limits-off"));
+        assert!(!ids(&f).contains(&"ws-compression-on"), "off by default");
     }
 
     #[test]
@@ -354,6 +365,7 @@ mod tests {
         c.gateway.pairing.mode = PairingMode::Disabled;
         c.security.transport.tls.min_version = "TLSv1.2".into();
         c.access.ip_whitelist = vec!["0.0.0.0/0".into()];
+        c.network.websocket.compression = true;
         let f = audit(&c, dir.path());
         let got = ids(&f);
         for want in [
@@ -364,6 +376,7 @@ mod tests {
             "allowlist-wildcard",
             "tls-below-1.3",
             "rate-limits-off",
+            "ws-compression-on",
         ] {
             assert!(got.contains(&want), "{want} missing from {got:?}");
         }

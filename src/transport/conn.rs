@@ -185,6 +185,9 @@ pub struct Conn {
     max_buffered: usize,
     waker: Cell<Option<Waker>>,
     seed: Cell<bool>,
+    /// permessage-deflate: the agreed compressor window (log2 bytes), 0 when not negotiated.
+    /// The compressor itself is the shard's (`transport::deflate`): one byte per connection.
+    deflate: Cell<u8>,
     /// Close code and reason once asked to close (boxed: rare, and every connection has one).
     closing: RefCell<Option<Box<(u16, String)>>>,
     /// A pause after a response, when one was asked for (boxed: rare).
@@ -241,6 +244,7 @@ impl Conn {
             max_buffered,
             waker: Cell::new(None),
             seed: Cell::new(false),
+            deflate: Cell::new(0),
             closing: RefCell::new(None),
             fence: Cell::new(None),
             closed: Cell::new(false),
@@ -251,6 +255,17 @@ impl Conn {
             dropped: Cell::new(0),
             opened_at: crate::clock::now_ms(),
         }
+    }
+
+    /// Compress this connection's outgoing messages with a window of `bits` (9..=15), as
+    /// negotiated on the upgrade.
+    pub fn set_deflate(&self, bits: u8) {
+        self.deflate.set(bits);
+    }
+
+    /// The agreed compressor window, if permessage-deflate was negotiated.
+    pub fn deflate_bits(&self) -> Option<u8> {
+        Some(self.deflate.get()).filter(|&b| b != 0)
     }
 
     fn wake(&self) {

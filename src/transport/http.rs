@@ -20,6 +20,8 @@ pub struct Head {
     pub origin: Option<String>,
     /// `Host`.
     pub host: Option<String>,
+    /// Every `Sec-WebSocket-Extensions` value, in order (offers of permessage-deflate).
+    pub extensions: Vec<String>,
     /// Bytes read past the head.
     pub rest: Vec<u8>,
 }
@@ -43,6 +45,7 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
                 let mut upgrade = false;
                 let mut key = None;
                 let (mut origin, mut host) = (None, None);
+                let mut extensions = Vec::new();
                 for h in req.headers.iter() {
                     let v = String::from_utf8_lossy(h.value);
                     if h.name.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket")
@@ -54,6 +57,8 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
                         origin = Some(v.trim().to_string());
                     } else if h.name.eq_ignore_ascii_case("host") {
                         host = Some(v.trim().to_string());
+                    } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+                        extensions.push(v.into_owned());
                     }
                 }
                 let target = req.path.unwrap_or("/");
@@ -65,6 +70,7 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(
                     ws_key: if upgrade { key } else { None },
                     origin,
                     host,
+                    extensions,
                     rest: buf[len..].to_vec(),
                 }));
             }
@@ -105,14 +111,19 @@ pub async fn respond_with<S: futures_lite::AsyncWrite + Unpin>(
     let _ = s.flush().await;
 }
 
-/// Accepts a WebSocket upgrade.
+/// Accepts a WebSocket upgrade, with the `Sec-WebSocket-Extensions` answer if an extension
+/// was agreed.
 pub async fn switch<S: futures_lite::AsyncWrite + Unpin>(
     s: &mut S,
     key: &str,
+    extensions: Option<&str>,
 ) -> std::io::Result<()> {
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let ext = extensions
+        .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+        .unwrap_or_default();
     let text = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n"
     );
     s.write_all(text.as_bytes()).await?;
     s.flush().await

@@ -2,6 +2,7 @@
 //! in `crate::protocol`; this layer moves bytes and enforces time and size limits.
 
 pub mod conn;
+pub mod deflate;
 pub mod http;
 pub mod limited;
 pub mod relay_in;

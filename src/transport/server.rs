@@ -13,6 +13,7 @@ use glommio::net::{TcpListener, TcpStream};
 use serde_json::{json, Value};
 
 use super::conn::{Batch, Conn, Outbound};
+use super::deflate::{self, Agreed};
 use super::http;
 use super::limited::{Budget, Limited};
 use super::tls::{Accepted, Transport};
@@ -122,6 +123,17 @@ struct Upgraded {
     /// The upgrade came with an `Origin` header (a browser): OpenClaw never lets a
     /// device-less browser keep shared-secret scopes.
     browser_origin: bool,
+    /// permessage-deflate, if it was agreed on the upgrade.
+    deflate: Option<Agreed>,
+}
+
+/// Agrees on permessage-deflate when `network.websocket.compression` is on and the client
+/// offered an acceptable variant.
+fn agree_deflate(shard: &GatewayShard, head: &http::Head) -> Option<Agreed> {
+    if !shard.config().network.websocket.compression {
+        return None;
+    }
+    deflate::negotiate(head.extensions.iter().map(String::as_str))
 }
 
 /// What an open gateway connection keeps for its whole life (besides the shard's `Conn`).
@@ -260,13 +272,19 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
         head.ws_key.as_deref(),
     ) {
         (_, "/echo", Some(key)) if cfg.gateway.dangerously_enable_ws_echo => {
-            if http::switch(&mut stream, key).await.is_ok() {
+            let agreed = agree_deflate(shard, &head);
+            let answer = agreed.map(|a| a.response());
+            if http::switch(&mut stream, key, answer.as_deref())
+                .await
+                .is_ok()
+            {
                 echo_ws(
                     shard,
                     stream,
                     head.rest,
                     peer,
                     cfg.network.websocket.max_frame_size,
+                    agreed,
                 )
                 .await;
             }
@@ -358,7 +376,12 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 .await;
                 return None;
             }
-            if http::switch(&mut stream, key).await.is_err() {
+            let agreed = agree_deflate(shard, &head);
+            let answer = agreed.map(|a| a.response());
+            if http::switch(&mut stream, key, answer.as_deref())
+                .await
+                .is_err()
+            {
                 return None;
             }
             let browser_origin = head.origin.as_deref().is_some_and(|o| !o.trim().is_empty());
@@ -370,6 +393,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 slot,
                 guard,
                 browser_origin,
+                deflate: agreed,
             });
         }
         ("POST", path, None)
@@ -480,10 +504,16 @@ async fn echo_ws(
     rest: Vec<u8>,
     peer: SocketAddr,
     max_frame: usize,
+    agreed: Option<Agreed>,
 ) {
     let io = RefCell::new(Limited::new(stream, Rc::new(Cell::new(usize::MAX))));
-    let mut rd = WsReader::new(max_frame.max(16 << 20), 64 << 20).with_initial(rest);
+    let mut rd = WsReader::new(max_frame.max(16 << 20), 64 << 20)
+        .with_initial(rest)
+        .with_deflate(agreed.is_some());
     let conn = Conn::new(0, peer, 256 << 20);
+    if let Some(a) = agreed {
+        conn.set_deflate(a.server_window_bits);
+    }
     let ended = drive(shard, &conn, &mut rd, &io, |m| {
         match m {
             Msg::Text(t) => conn.push(Outbound::Text(t.to_owned())),
@@ -632,6 +662,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         slot,
         guard,
         browser_origin,
+        deflate,
     } = up;
     let cfg = shard.config();
     let budget: Budget = Rc::new(Cell::new(cfg.gateway.preauth_max_payload + 1024));
@@ -642,8 +673,13 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
     let client_cert = stream.client_cert_sha256();
     let io = Rc::new(RefCell::new(Limited::new(stream, budget.clone())));
     let pre = cfg.gateway.preauth_max_payload;
-    let mut rd = WsReader::new(pre, pre).with_initial(rest);
+    let mut rd = WsReader::new(pre, pre)
+        .with_initial(rest)
+        .with_deflate(deflate.is_some());
     let conn = shard.add_conn(peer);
+    if let Some(a) = deflate {
+        conn.set_deflate(a.server_window_bits);
+    }
 
     let nonce = uuid::Uuid::new_v4().to_string();
     let ts = now_ms();
@@ -905,7 +941,8 @@ async fn handshake_phase(
                 shard.broadcast(move |s| s.presence_upsert(key.clone(), entry.clone()));
             }
             tracing::info!(shard = %shard.id(), conn = conn.id, peer = %peer, role = %adm.role,
-                client = %adm.client.id, mode = %adm.client.mode, device = adm.device_id.is_some(), "hello-ok");
+                client = %adm.client.id, mode = %adm.client.mode, device = adm.device_id.is_some(),
+                deflate = conn.deflate_bits().is_some(), "hello-ok");
             true
         }
         Err(e) => {
@@ -1130,7 +1167,11 @@ async fn write_batch(
     io: &Io,
     batch: &Batch,
 ) -> std::io::Result<()> {
-    let Some(rest) = encode_and_write(conn, io, batch)? else {
+    let z = conn.deflate_bits().map(|window_bits| ws::Deflate {
+        window_bits,
+        threshold: shard.config().network.websocket.compression_threshold,
+    });
+    let Some(rest) = encode_and_write(conn, io, batch, z)? else {
         return Ok(());
     };
     Box::pin(drain_rest(shard, conn, io, rest)).await
@@ -1156,7 +1197,12 @@ async fn drain_rest(
     }
 }
 
-fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Option<Vec<u8>>> {
+fn encode_and_write(
+    conn: &Conn,
+    io: &Io,
+    batch: &Batch,
+    z: Option<ws::Deflate>,
+) -> std::io::Result<Option<Vec<u8>>> {
     let seed = conn.is_seed();
     let close = batch.close.as_ref().filter(|(code, _)| *code != 1006);
     let mut bytes = 0;
@@ -1166,11 +1212,11 @@ fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Opti
             match f {
                 Outbound::Text(t) if seed => {
                     if let Some(t) = super::seed::translate(t) {
-                        ws::encode(buf, Out::Text(t.as_bytes()));
+                        ws::encode_z(buf, Out::Text(t.as_bytes()), z);
                     }
                 }
-                Outbound::Text(t) => ws::encode(buf, Out::Text(t.as_bytes())),
-                Outbound::Binary(b) => ws::encode(buf, Out::Binary(b)),
+                Outbound::Text(t) => ws::encode_z(buf, Out::Text(t.as_bytes()), z),
+                Outbound::Binary(b) => ws::encode_z(buf, Out::Binary(b), z),
                 Outbound::Pong(p) => ws::encode(buf, Out::Pong(p)),
                 Outbound::Shared {
                     open,
@@ -1179,7 +1225,7 @@ fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Opti
                 } if seed => {
                     let t = Outbound::shared_text(open, *seq, *state_version);
                     if let Some(t) = super::seed::translate(&t) {
-                        ws::encode(buf, Out::Text(t.as_bytes()));
+                        ws::encode_z(buf, Out::Text(t.as_bytes()), z);
                     }
                 }
                 Outbound::Shared {
@@ -1188,7 +1234,7 @@ fn encode_and_write(conn: &Conn, io: &Io, batch: &Batch) -> std::io::Result<Opti
                     state_version,
                 } => {
                     let tail = frame::event_tail(*seq, *state_version);
-                    ws::encode_parts(buf, open.as_bytes(), tail.as_bytes());
+                    ws::encode_parts(buf, open.as_bytes(), tail.as_bytes(), z);
                 }
             }
         }

@@ -10,7 +10,14 @@
 //! connection). Frame headers are parsed and formatted by `tungstenite`'s `FrameHeader`.
 //!
 //! Conformance: Autobahn|Testsuite runs against the `/echo` route, which uses this module
-//! (tests/autobahn). No extension is negotiated, so any reserved bit is a protocol error.
+//! (tests/autobahn), every case including permessage-deflate's (12.*, 13.*).
+//!
+//! permessage-deflate ([`super::deflate`]), when the upgrade negotiated it: RSV1 marks a
+//! compressed message on its first frame only; RSV1 on a continuation or a control frame, or
+//! without the extension, and RSV2/RSV3 always, are protocol errors (1002). A compressed
+//! message is inflated by the shard's decompressor once complete, bounded by the message
+//! limit (1009 as soon as the output passes it). Outgoing text and binary messages larger than
+//! a threshold are compressed (RSV1 set); smaller ones, pongs and closes are sent as they are.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -22,6 +29,8 @@ use std::thread::LocalKey;
 use futures_lite::{AsyncRead, AsyncWrite};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
+
+use super::deflate::{self, InflateError};
 
 /// Size of the per-shard read buffer: one `recv` takes up to this much, and a frame up to
 /// this size is parsed from it without being copied to the connection.
@@ -69,6 +78,8 @@ pub enum WsError {
     InvalidUtf8,
     /// A frame or message over its limit (bytes); close 1009.
     TooBig(usize),
+    /// A compressed message that is not a valid deflate stream; close 1007.
+    Inflate,
     /// The socket failed (or the pre-auth read budget ran out).
     Io(io::Error),
     /// The peer closed the TCP connection.
@@ -82,6 +93,7 @@ impl WsError {
             WsError::Protocol(why) => Some((1002, why)),
             WsError::InvalidUtf8 => Some((1007, "invalid UTF-8")),
             WsError::TooBig(_) => Some((1009, "message too big")),
+            WsError::Inflate => Some((1007, "invalid compressed data")),
             WsError::Io(_) | WsError::Eof => None,
         }
     }
@@ -93,6 +105,7 @@ impl std::fmt::Display for WsError {
             WsError::Protocol(why) => write!(f, "protocol error: {why}"),
             WsError::InvalidUtf8 => f.write_str("invalid UTF-8 in a text message"),
             WsError::TooBig(limit) => write!(f, "frame or message over {limit} bytes"),
+            WsError::Inflate => f.write_str("invalid deflate data in a compressed message"),
             WsError::Io(e) => write!(f, "{e}"),
             WsError::Eof => f.write_str("connection closed by the peer"),
         }
@@ -103,6 +116,9 @@ impl std::fmt::Display for WsError {
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// RSV1 was set on the first frame: `data` is deflate data, inflated once complete (no
+    /// UTF-8 check before then).
+    compressed: bool,
     data: Vec<u8>,
     /// `data[..valid]` is known to be UTF-8 (text only).
     valid: usize,
@@ -140,6 +156,8 @@ pub struct WsReader {
     partial: Option<Box<Partial>>,
     max_frame: u32,
     max_message: u32,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    deflate: bool,
 }
 
 /// A size limit as the reader keeps it: below 4 GiB, with room for a frame header.
@@ -147,8 +165,13 @@ fn clamp_limit(limit: usize) -> u32 {
     limit.min(u32::MAX as usize - 16) as u32
 }
 
-/// A parsed, checked frame header: the header, its length and the payload length.
-fn header(data: &[u8], max_frame: usize) -> Result<Option<(FrameHeader, usize, usize)>, WsError> {
+/// A parsed, checked frame header: the header, its length and the payload length. RSV1 is
+/// allowed only with `deflate`, and only on the first frame of a data message.
+fn header(
+    data: &[u8],
+    max_frame: usize,
+    deflate: bool,
+) -> Result<Option<(FrameHeader, usize, usize)>, WsError> {
     let mut cursor = Cursor::new(data);
     let parsed = FrameHeader::parse(&mut cursor).map_err(|e| match e {
         tungstenite::Error::Protocol(_) => WsError::Protocol("reserved opcode"),
@@ -157,10 +180,16 @@ fn header(data: &[u8], max_frame: usize) -> Result<Option<(FrameHeader, usize, u
     let Some((h, len)) = parsed else {
         return Ok(None);
     };
-    if h.rsv1 || h.rsv2 || h.rsv3 {
+    if h.rsv2 || h.rsv3 || (h.rsv1 && !deflate) {
         return Err(WsError::Protocol(
             "reserved bits set (no extension negotiated)",
         ));
+    }
+    if h.rsv1 && matches!(h.opcode, OpCode::Control(_)) {
+        return Err(WsError::Protocol("compressed control frame"));
+    }
+    if h.rsv1 && h.opcode == OpCode::Data(Data::Continue) {
+        return Err(WsError::Protocol("RSV1 on a continuation frame"));
     }
     if h.mask.is_none() {
         return Err(WsError::Protocol("client frames must be masked"));
@@ -215,7 +244,14 @@ impl WsReader {
             partial: None,
             max_frame: clamp_limit(max_frame),
             max_message: clamp_limit(max_message),
+            deflate: false,
         }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated on the upgrade).
+    pub fn with_deflate(mut self, on: bool) -> WsReader {
+        self.deflate = on;
+        self
     }
 
     /// Starts with bytes that arrived with the HTTP upgrade request.
@@ -286,7 +322,7 @@ impl WsReader {
         loop {
             let filled = match self.filled {
                 Some(f) => f as usize,
-                None => match header(&self.pending, self.max_frame as usize) {
+                None => match header(&self.pending, self.max_frame as usize, self.deflate) {
                     Ok(Some((_, hlen, len))) if hlen + len > SCRATCH => {
                         // A frame larger than the scratch buffer is assembled in `pending`.
                         let have = self.pending.len();
@@ -358,7 +394,9 @@ impl WsReader {
         F: FnMut(Msg<'_>) -> bool,
     {
         let mut pos = 0;
-        while let Some((h, hlen, len)) = header(&data[pos..], self.max_frame as usize)? {
+        while let Some((h, hlen, len)) =
+            header(&data[pos..], self.max_frame as usize, self.deflate)?
+        {
             let start = pos + hlen;
             let end = start + len;
             if end > data.len() {
@@ -369,17 +407,37 @@ impl WsReader {
                 unmask(payload, mask);
             }
             pos = end;
-            if !self.frame(h.is_final, h.opcode, payload, on)? {
+            if !self.frame(h.is_final, h.opcode, h.rsv1, payload, on)? {
                 return Ok((pos, false));
             }
         }
         Ok((pos, true))
     }
 
+    /// Inflates a complete compressed message and hands it to `on`.
+    fn inflated<F>(&self, text: bool, input: &[u8], on: &mut F) -> Result<bool, WsError>
+    where
+        F: FnMut(Msg<'_>) -> bool,
+    {
+        deflate::with_inflated(&[input], self.max_message as usize, |m| {
+            if text {
+                let t = std::str::from_utf8(m).map_err(|_| WsError::InvalidUtf8)?;
+                Ok(on(Msg::Text(t)))
+            } else {
+                Ok(on(Msg::Binary(m)))
+            }
+        })
+        .map_err(|e| match e {
+            InflateError::TooBig(limit) => WsError::TooBig(limit),
+            InflateError::Corrupt => WsError::Inflate,
+        })?
+    }
+
     fn frame<F>(
         &mut self,
         fin: bool,
         op: OpCode,
+        compressed: bool,
         payload: &[u8],
         on: &mut F,
     ) -> Result<bool, WsError>
@@ -401,13 +459,16 @@ impl WsReader {
                     return Err(WsError::TooBig(self.max_message as usize));
                 }
                 p.data.extend_from_slice(payload);
-                if p.text {
+                if p.text && !p.compressed {
                     p.check_utf8(fin)?;
                 }
                 if !fin {
                     return Ok(true);
                 }
                 let p = self.partial.take().expect("checked above");
+                if p.compressed {
+                    return self.inflated(p.text, &p.data, on);
+                }
                 Ok(if p.text {
                     on(Msg::Text(
                         std::str::from_utf8(&p.data).map_err(|_| WsError::InvalidUtf8)?,
@@ -424,6 +485,9 @@ impl WsReader {
                     return Err(WsError::TooBig(self.max_message as usize));
                 }
                 let text = d == Data::Text;
+                if fin && compressed {
+                    return self.inflated(text, payload, on);
+                }
                 if fin {
                     return Ok(if text {
                         on(Msg::Text(
@@ -435,10 +499,11 @@ impl WsReader {
                 }
                 let mut p = Box::new(Partial {
                     text,
+                    compressed,
                     data: payload.to_vec(),
                     valid: 0,
                 });
-                if text {
+                if text && !compressed {
                     p.check_utf8(false)?;
                 }
                 self.partial = Some(p);
@@ -459,6 +524,59 @@ pub enum Out<'a> {
     Pong(&'a [u8]),
     /// A close with a status code and reason (the reason is cut to fit 123 bytes).
     Close(u16, &'a str),
+}
+
+/// How one connection's outgoing messages are compressed (permessage-deflate negotiated).
+#[derive(Debug, Clone, Copy)]
+pub struct Deflate {
+    /// The agreed compressor window (log2 bytes).
+    pub window_bits: u8,
+    /// Messages of at most this many bytes are sent uncompressed
+    /// (`network.websocket.compressionThreshold`).
+    pub threshold: usize,
+}
+
+/// Appends one data message whose payload is `parts` joined, compressed with `z` when it is
+/// above the threshold and deflate makes it smaller (RSV1 set), else as it is.
+fn encode_message(buf: &mut Vec<u8>, opcode: OpCode, parts: &[&[u8]], z: Option<Deflate>) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if let Some(z) = z.filter(|z| len > z.threshold) {
+        let done = deflate::with_deflated(z.window_bits, parts, |c| {
+            if c.len() >= len {
+                return false;
+            }
+            let h = FrameHeader {
+                rsv1: true,
+                opcode,
+                ..FrameHeader::default()
+            };
+            // Writing into a Vec cannot fail.
+            let _ = h.format(c.len() as u64, buf);
+            buf.extend_from_slice(c);
+            true
+        });
+        if done {
+            return;
+        }
+    }
+    let h = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    // Writing into a Vec cannot fail.
+    let _ = h.format(len as u64, buf);
+    for p in parts {
+        buf.extend_from_slice(p);
+    }
+}
+
+/// [`encode`], compressing a text or binary message as `z` says (pongs and closes never).
+pub fn encode_z(buf: &mut Vec<u8>, frame: Out<'_>, z: Option<Deflate>) {
+    match frame {
+        Out::Text(p) => encode_message(buf, OpCode::Data(Data::Text), &[p], z),
+        Out::Binary(p) => encode_message(buf, OpCode::Data(Data::Binary), &[p], z),
+        Out::Pong(_) | Out::Close(..) => encode(buf, frame),
+    }
 }
 
 /// Appends `frame`, encoded (server frames are not masked), to `buf`.
@@ -492,24 +610,32 @@ pub fn encode(buf: &mut Vec<u8>, frame: Out<'_>) {
 }
 
 /// Appends a text frame whose payload is `head` followed by `tail` (a shared event and this
-/// connection's end of it), without joining them first.
-pub fn encode_parts(buf: &mut Vec<u8>, head: &[u8], tail: &[u8]) {
-    let h = FrameHeader {
-        opcode: OpCode::Data(Data::Text),
-        ..FrameHeader::default()
-    };
-    // Writing into a Vec cannot fail.
-    let _ = h.format((head.len() + tail.len()) as u64, buf);
-    buf.extend_from_slice(head);
-    buf.extend_from_slice(tail);
+/// connection's end of it), without joining them first; compressed as `z` says.
+pub fn encode_parts(buf: &mut Vec<u8>, head: &[u8], tail: &[u8], z: Option<Deflate>) {
+    encode_message(buf, OpCode::Data(Data::Text), &[head, tail], z);
 }
 
 /// Appends a client frame (masked with `mask`, RFC 6455 §5.3) of raw opcode `opcode`: what a
 /// browser sends. The gateway never sends one; tests and tools build their input with it.
 #[doc(hidden)]
 pub fn encode_client(buf: &mut Vec<u8>, fin: bool, opcode: u8, mask: [u8; 4], payload: &[u8]) {
+    encode_client_rsv1(buf, fin, false, opcode, mask, payload);
+}
+
+/// [`encode_client`] with RSV1 as given: `payload` is then deflate data (permessage-deflate)
+/// or, for tests of the refusals, anything.
+#[doc(hidden)]
+pub fn encode_client_rsv1(
+    buf: &mut Vec<u8>,
+    fin: bool,
+    rsv1: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    payload: &[u8],
+) {
     let h = FrameHeader {
         is_final: fin,
+        rsv1,
         opcode: OpCode::from(opcode),
         mask: Some(mask),
         ..FrameHeader::default()
@@ -609,12 +735,22 @@ mod tests {
 
     /// Everything read from `bytes` (delivered `step` bytes at a time) until EOF or an error.
     fn read_all(bytes: Vec<u8>, step: usize, max: usize) -> (Vec<String>, Option<WsError>) {
+        read_all_z(bytes, step, max, false)
+    }
+
+    /// [`read_all`], with permessage-deflate negotiated or not.
+    fn read_all_z(
+        bytes: Vec<u8>,
+        step: usize,
+        max: usize,
+        deflate: bool,
+    ) -> (Vec<String>, Option<WsError>) {
         let io = RefCell::new(Trickle {
             data: bytes,
             pos: 0,
             step,
         });
-        let mut reader = WsReader::new(max, max);
+        let mut reader = WsReader::new(max, max).with_deflate(deflate);
         let mut seen = Vec::new();
         let err = block_on(async {
             loop {
@@ -807,5 +943,192 @@ mod tests {
         let mut c = Vec::new();
         encode(&mut c, Out::Close(1001, &"\u{e9}".repeat(100)));
         assert!(c.len() <= 127 && std::str::from_utf8(&c[4..]).is_ok());
+    }
+
+    /// A client frame with RSV1 set.
+    fn client_frame_z(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_client_rsv1(&mut out, fin, true, opcode, [9, 8, 7, 6], payload);
+        out
+    }
+
+    /// What a client's compressor sends for `msg`: raw deflate, sync-flushed, tail stripped.
+    fn deflated(msg: &[u8]) -> Vec<u8> {
+        deflate::with_deflated(15, &[msg], |z| z.to_vec())
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_or_fragmented() {
+        let long = "gateway ".repeat(200);
+        let z = deflated(long.as_bytes());
+        let mut bytes = client_frame_z(true, 1, &z);
+        // Fragmented: RSV1 on the first frame only, a ping in between.
+        let (a, b) = z.split_at(z.len() / 2);
+        bytes.extend(client_frame_z(false, 1, a));
+        bytes.extend(client_frame(true, 9, b"p"));
+        bytes.extend(client_frame(true, 0, b));
+        // Uncompressed messages stay legal on a compressed connection.
+        bytes.extend(client_frame(true, 1, b"plain"));
+        bytes.extend(client_frame_z(true, 2, &deflated(&[7; 5000])));
+        // An empty compressed message: the client sends one 0x00 byte.
+        bytes.extend(client_frame_z(true, 1, &[0x00]));
+        let want = vec![
+            format!("text:{long}"),
+            "ping:p".into(),
+            format!("text:{long}"),
+            "text:plain".into(),
+            "binary:5000".into(),
+            "text:".into(),
+        ];
+        for step in [1, 5, 64, 1 << 20] {
+            let (seen, err) = read_all_z(bytes.clone(), step, 1 << 20, true);
+            assert!(err.is_none(), "step {step}: {err:?}");
+            assert_eq!(seen, want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn rsv1_is_refused_where_rfc_7692_forbids_it() {
+        let z = deflated(b"hello");
+        let cases: Vec<(Vec<u8>, bool, u16)> = vec![
+            // RSV1 without the extension negotiated.
+            (client_frame_z(true, 1, &z), false, 1002),
+            // RSV1 on a continuation frame.
+            (
+                {
+                    let mut f = client_frame_z(false, 1, &z[..2]);
+                    f.extend(client_frame_z(true, 0, &z[2..]));
+                    f
+                },
+                true,
+                1002,
+            ),
+            (
+                {
+                    let mut f = client_frame(false, 1, b"he");
+                    f.extend(client_frame_z(true, 0, b"llo"));
+                    f
+                },
+                true,
+                1002,
+            ),
+            // Compressed control frames.
+            (client_frame_z(true, 9, &z), true, 1002),
+            (client_frame_z(true, 8, &[0x03, 0xe8]), true, 1002),
+            (client_frame_z(true, 10, b""), true, 1002),
+            // RSV2 and RSV3 stay reserved.
+            (
+                {
+                    let mut f = client_frame(true, 1, b"x");
+                    f[0] |= 0x20;
+                    f
+                },
+                true,
+                1002,
+            ),
+            (
+                {
+                    let mut f = client_frame(true, 1, b"x");
+                    f[0] |= 0x10;
+                    f
+                },
+                true,
+                1002,
+            ),
+            // Not deflate data; inflates to invalid UTF-8.
+            (client_frame_z(true, 1, &[0xff, 0xff, 0xff]), true, 1007),
+            (
+                client_frame_z(true, 1, &deflated(&[0xff, 0xfe])),
+                true,
+                1007,
+            ),
+        ];
+        for (bytes, deflate, code) in cases {
+            let (_, err) = read_all_z(bytes.clone(), 1 << 20, 1 << 20, deflate);
+            let err = err.unwrap_or_else(|| panic!("no error for {bytes:02x?}"));
+            assert_eq!(err.close().map(|c| c.0), Some(code), "{bytes:02x?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_zip_bomb_closes_1009_at_the_message_limit() {
+        // 1 MiB of zeros in ~1 KiB; the limit (64 KiB, like the pre-auth one) is what counts.
+        let zeros = vec![0u8; 1 << 20];
+        let mut c = flate2::Compress::new(flate2::Compression::best(), false);
+        let mut z = Vec::with_capacity(1 << 16);
+        c.compress_vec(&zeros, &mut z, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(z.len() < 2048, "{}", z.len());
+        for frames in [client_frame_z(true, 2, &z), {
+            let mut f = client_frame_z(false, 2, &z[..100]);
+            f.extend(client_frame(true, 0, &z[100..]));
+            f
+        }] {
+            let (seen, err) = read_all_z(frames, 1 << 20, 64 << 10, true);
+            assert!(seen.is_empty());
+            let err = err.expect("refused");
+            assert!(matches!(err, WsError::TooBig(l) if l == 64 << 10), "{err}");
+            assert_eq!(err.close().map(|c| c.0), Some(1009));
+        }
+    }
+
+    /// The payload of one server frame in `buf`: (rsv1, opcode, payload).
+    fn server_frame(buf: &[u8]) -> (bool, OpCode, Vec<u8>) {
+        let mut cur = Cursor::new(buf);
+        let (h, len) = FrameHeader::parse(&mut cur).unwrap().unwrap();
+        let start = cur.position() as usize;
+        assert_eq!(start + len as usize, buf.len(), "one frame");
+        (h.rsv1, h.opcode, buf[start..].to_vec())
+    }
+
+    #[test]
+    fn outgoing_messages_are_compressed_above_the_threshold_only() {
+        let z = Some(Deflate {
+            window_bits: 10,
+            threshold: 256,
+        });
+        let big = "{\"type\":\"event\",\"event\":\"agent\"} ".repeat(40);
+        let mut buf = Vec::new();
+        encode_z(&mut buf, Out::Text(big.as_bytes()), z);
+        let (rsv1, op, payload) = server_frame(&buf);
+        assert!(rsv1 && op == OpCode::Data(Data::Text));
+        assert!(payload.len() < big.len() / 4, "{}", payload.len());
+        assert!(!payload.ends_with(&[0, 0, 0xff, 0xff]));
+        let back = deflate::with_inflated(&[&payload], 1 << 20, |m| m.to_vec()).unwrap();
+        assert_eq!(back, big.as_bytes());
+        // Split across head and tail (a shared event), same bytes.
+        let mut parts = Vec::new();
+        encode_parts(
+            &mut parts,
+            &big.as_bytes()[..100],
+            &big.as_bytes()[100..],
+            z,
+        );
+        let (rsv1, _, p2) = server_frame(&parts);
+        assert!(rsv1);
+        assert_eq!(
+            deflate::with_inflated(&[&p2], 1 << 20, |m| m.to_vec()).unwrap(),
+            big.as_bytes()
+        );
+        // At the threshold, incompressible, pongs and closes: as they are.
+        for (frame, rsv) in [
+            (Out::Text(&big.as_bytes()[..256]), false),
+            (Out::Binary(&[0x5a; 300]), true),
+            (Out::Binary(&(0..=255).collect::<Vec<u8>>()), false),
+            (Out::Pong(&[b'p'; 125]), false),
+        ] {
+            let mut buf = Vec::new();
+            encode_z(&mut buf, frame, z);
+            let (rsv1, _, _) = server_frame(&buf);
+            assert_eq!(rsv1, rsv, "{frame:?}");
+            if !rsv {
+                let mut plain = Vec::new();
+                encode(&mut plain, frame);
+                assert_eq!(buf, plain, "{frame:?}");
+            }
+        }
+        let mut close = Vec::new();
+        encode_z(&mut close, Out::Close(1000, &"x".repeat(120)), z);
+        assert!(!server_frame(&close).0);
     }
 }

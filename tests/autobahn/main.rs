@@ -1,8 +1,9 @@
 //! WebSocket conformance: the Autobahn|Testsuite fuzzingclient (autobahntestsuite 25.10.1,
 //! Python 2.7) against shardgate's `/echo` route (`--dangerously-enable-ws-echo`), which uses
 //! the same WebSocket layer as the gateway. `run.sh` installs the suite into
-//! `.cache/autobahn-venv` from PyPI, runs every case except 12.* and 13.* (permessage-deflate,
-//! not offered), and fails on any FAILED case.
+//! `.cache/autobahn-venv` from PyPI, starts the server with `network.websocket.compression`
+//! on, runs every case (517, permessage-deflate's 12.* and 13.* included, in two wstest
+//! processes side by side), and fails on any FAILED case or any 12.*/13.* case not OK.
 
 use std::process::Command;
 

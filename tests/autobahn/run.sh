@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the Autobahn|Testsuite fuzzingclient against shardgate's /echo route.
-# Exits non-zero if any case's behavior or behaviorClose is FAILED, if cases
+# Exits non-zero if any case's behavior or behaviorClose is FAILED (or a
+# permessage-deflate case, 12.*/13.*, is not OK: declined is UNIMPLEMENTED), if cases
 # are missing from the report, if wstest times out, or if the server dies.
 #
 # Env (all optional):
@@ -8,12 +9,17 @@
 #                                  if present, else target/debug/shardgate)
 #   SHARDGATE_AUTOBAHN_URL         ws:// URL of an already running echo endpoint;
 #                                  when set, no server is started
-#   SHARDGATE_AUTOBAHN_CASES       comma-separated case patterns (default "*"),
-#                                  e.g. "1.*,2.*,9.1.*"; 12.*/13.* stay excluded
+#   SHARDGATE_AUTOBAHN_CASES       comma-separated case patterns (default "*": every
+#                                  case, permessage-deflate's 12.* and 13.* included),
+#                                  e.g. "1.*,2.*,9.1.*"
+#   SHARDGATE_AUTOBAHN_JOBS        wstest processes run side by side (default 2; the
+#                                  suite is bound by wstest's Python, so two halve the
+#                                  time on two cores). Only when ..._CASES is unset: job 1
+#                                  runs every case but 13.*, job 2 runs 13.*.
 #   SHARDGATE_AUTOBAHN_REPORT_DIR  where reports go (default: a fresh temp dir,
 #                                  removed on success unless ..._KEEP=1)
 #   SHARDGATE_AUTOBAHN_KEEP        1 = keep the temp dir even on success
-#   SHARDGATE_AUTOBAHN_TIMEOUT     seconds for the whole wstest run (default 1200)
+#   SHARDGATE_AUTOBAHN_TIMEOUT     seconds for the whole wstest run (default 2400)
 #   SHARDGATE_AUTOBAHN_READY_TIMEOUT  seconds to wait for the ready line (default 60)
 #   SHARDGATE_AUTOBAHN_STRICT_CLOSE   1 = also fail on UNCLEAN / WRONG CODE closes
 #   SHARDGATE_AUTOBAHN_VENV, SHARDGATE_AUTOBAHN_PYTHON: see install.sh
@@ -31,9 +37,8 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/shardgate-autobahn.XXXXXX")"
 REPORT_DIR="${SHARDGATE_AUTOBAHN_REPORT_DIR:-$WORK/reports}"
 mkdir -p "$REPORT_DIR"
 REPORT_DIR="$(cd "$REPORT_DIR" && pwd)"
-CONFIG="$WORK/fuzzingclient.json"
 SERVER_PID=""
-WSTEST_PID=""
+WSTEST_PIDS=()
 STATUS=1
 
 # The server runs in its own process group (setsid), so signalling the group
@@ -47,10 +52,13 @@ signal_server() {
 
 cleanup() {
     local rc=$?
-    if [[ -n "$WSTEST_PID" ]] && kill -0 "$WSTEST_PID" 2>/dev/null; then
-        kill -TERM "$WSTEST_PID" 2>/dev/null || true   # timeout(1) passes it on to wstest
-        wait "$WSTEST_PID" 2>/dev/null || true
-    fi
+    local p
+    for p in "${WSTEST_PIDS[@]}"; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -TERM "$p" 2>/dev/null || true   # timeout(1) passes it on to wstest
+            wait "$p" 2>/dev/null || true
+        fi
+    done
     if [[ -n "$SERVER_PID" ]] && server_alive; then
         signal_server TERM
         for _ in $(seq 50); do
@@ -95,11 +103,14 @@ else
     fi
     [[ -x "$BIN" ]] || { log "server binary $BIN not found; build it first (cargo build --release)"; exit 1; }
     mkdir -p "$WORK/state"
+    # permessage-deflate on (off by default), so that 12.* and 13.* test it.
+    printf '{ network: { websocket: { compression: true } } }\n' >"$WORK/server.json5"
     log "starting $BIN"
     # The files exist before the server starts: the background job opens them itself, maybe
     # after the first read of the wait loop below.
     : >"$WORK/server.out"; : >"$WORK/server.err"
-    setsid "$BIN" serve --port 0 --state-dir "$WORK/state" --dangerously-enable-ws-echo \
+    setsid "$BIN" serve --port 0 --state-dir "$WORK/state" --config "$WORK/server.json5" \
+        --dangerously-enable-ws-echo \
         >"$WORK/server.out" 2>"$WORK/server.err" </dev/null &
     SERVER_PID=$!
 
@@ -122,74 +133,110 @@ else
 fi
 
 # ---- the config --------------------------------------------------------------
-"$PY" - "$HERE/fuzzingclient.json" "$CONFIG" "$URL" "$REPORT_DIR" "${SHARDGATE_AUTOBAHN_CASES:-}" <<'PYEOF'
+# One wstest config per job: (cases, exclude-cases) over the template's.
+JOBS="${SHARDGATE_AUTOBAHN_JOBS:-2}"
+[[ -n "${SHARDGATE_AUTOBAHN_CASES:-}" ]] && JOBS=1
+"$PY" - "$HERE/fuzzingclient.json" "$WORK" "$URL" "$REPORT_DIR" "${SHARDGATE_AUTOBAHN_CASES:-}" "$JOBS" <<'PYEOF'
 import json, sys
-template, out, url, outdir, cases = sys.argv[1:6]
+template, work, url, outdir, cases, jobs = sys.argv[1:7]
 spec = json.load(open(template))
-spec["outdir"] = outdir
 for server in spec["servers"]:
     server["url"] = url
 if cases.strip():
-    spec["cases"] = [c.strip() for c in cases.split(",") if c.strip()]
-with open(out, "w") as f:
-    json.dump(spec, f, indent=2, sort_keys=True)
+    splits = [([c.strip() for c in cases.split(",") if c.strip()], [])]
+elif int(jobs) >= 2:
+    # 13.* (126 deflate cases) against 12.* (90) and the other 301: about equal times.
+    splits = [(["*"], ["13.*"]), (["13.*"], [])]
+else:
+    splits = [(spec["cases"], [])]
+for i, (inc, exc) in enumerate(splits, 1):
+    job = dict(spec)
+    job["cases"] = inc
+    job["exclude-cases"] = sorted(set(spec.get("exclude-cases", [])) | set(exc))
+    job["outdir"] = "%s/job%d" % (outdir, i)
+    with open("%s/fuzzingclient-%d.json" % (work, i), "w") as f:
+        json.dump(job, f, indent=2, sort_keys=True)
 PYEOF
+NJOBS=$(ls "$WORK"/fuzzingclient-*.json | wc -l)
 
 # ---- wstest ------------------------------------------------------------------
-TIMEOUT="${SHARDGATE_AUTOBAHN_TIMEOUT:-1200}"
-log "running wstest -m fuzzingclient (timeout ${TIMEOUT}s, log $WORK/wstest.log)"
+TIMEOUT="${SHARDGATE_AUTOBAHN_TIMEOUT:-2400}"
+log "running $NJOBS wstest -m fuzzingclient side by side (timeout ${TIMEOUT}s, logs $WORK/wstest-N.log)"
 start=$SECONDS
+# wstest writes into its working directory; keep that inside $WORK (one per job). Each runs
+# as a background job so that INT/TERM sent to this script are handled at once.
+for i in $(seq "$NJOBS"); do
+    mkdir -p "$WORK/job$i"
+    (cd "$WORK/job$i" && exec timeout --kill-after=30 "$TIMEOUT" "$VENV/bin/wstest" -m fuzzingclient -s "$WORK/fuzzingclient-$i.json") \
+        >"$WORK/wstest-$i.log" 2>&1 </dev/null &
+    WSTEST_PIDS+=("$!")
+done
 rc=0
-# wstest writes into its working directory; keep that inside $WORK. It runs as
-# a background job so that INT/TERM sent to this script are handled at once.
-(cd "$WORK" && exec timeout --kill-after=30 "$TIMEOUT" "$VENV/bin/wstest" -m fuzzingclient -s "$CONFIG") \
-    >"$WORK/wstest.log" 2>&1 </dev/null &
-WSTEST_PID=$!
-wait "$WSTEST_PID" || rc=$?
-WSTEST_PID=""
+for i in $(seq "$NJOBS"); do
+    jrc=0
+    wait "${WSTEST_PIDS[$((i - 1))]}" || jrc=$?
+    if [[ $jrc -ne 0 ]]; then
+        rc=$jrc
+        [[ $jrc -eq 124 || $jrc -eq 137 ]] && log "wstest job $i timed out after ${TIMEOUT}s"
+        log "--- wstest job $i log (tail) ---"; grep -v '^Cases = ' "$WORK/wstest-$i.log" | tail -n 30 >&2
+    fi
+done
+WSTEST_PIDS=()
 log "wstest finished in $((SECONDS - start))s (exit $rc)"
-grep -m1 'will run' "$WORK/wstest.log" >&2 || true
+EXPECTED=0
+for i in $(seq "$NJOBS"); do
+    n="$(sed -n 's/.*will run \([0-9]*\) test cases.*/\1/p' "$WORK/wstest-$i.log" | head -n1)"
+    log "job $i: will run ${n:-?} test cases"
+    EXPECTED=$((EXPECTED + ${n:-0}))
+done
 if [[ $rc -ne 0 ]]; then
-    [[ $rc -eq 124 || $rc -eq 137 ]] && log "wstest timed out after ${TIMEOUT}s"
-    log "--- wstest log (tail) ---"; grep -v '^Cases = ' "$WORK/wstest.log" | tail -n 30 >&2
     dump_server_logs
     exit 1
 fi
 
 # ---- the verdict -------------------------------------------------------------
-EXPECTED="$(sed -n 's/.*will run \([0-9]*\) test cases.*/\1/p' "$WORK/wstest.log" | head -n1)"
 summary_rc=0
-"$PY" - "$REPORT_DIR/index.json" "${EXPECTED:-0}" "${SHARDGATE_AUTOBAHN_STRICT_CLOSE:-0}" <<'PYEOF' || summary_rc=$?
+"$PY" - "$REPORT_DIR" "$NJOBS" "$EXPECTED" "${SHARDGATE_AUTOBAHN_STRICT_CLOSE:-0}" <<'PYEOF' || summary_rc=$?
 from __future__ import print_function
 import json, sys, re
 from collections import Counter
 
-path, expected, strict_close = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
-try:
-    index = json.load(open(path))
-except Exception as e:
-    print("autobahn: cannot read %s: %s" % (path, e))
-    sys.exit(1)
+report_dir, njobs, expected, strict_close = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 
 def key(case_id):
     return tuple(int(p) for p in re.findall(r"\d+", case_id))
 
 results = {}
-for agent, cases in index.items():
-    for case_id, r in cases.items():
-        results[case_id] = r
+agents = set()
+for i in range(1, njobs + 1):
+    path = "%s/job%d/index.json" % (report_dir, i)
+    try:
+        index = json.load(open(path))
+    except Exception as e:
+        print("autobahn: cannot read %s: %s" % (path, e))
+        sys.exit(1)
+    for agent, cases in index.items():
+        agents.add(agent)
+        for case_id, r in cases.items():
+            results[case_id] = r
 
 behaviors = Counter(r.get("behavior") for r in results.values())
 closes = Counter(r.get("behaviorClose") for r in results.values())
 order = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
-print("autobahn: %d cases (agents: %s)" % (len(results), ", ".join(sorted(index)) or "none"))
+print("autobahn: %d cases (agents: %s)" % (len(results), ", ".join(sorted(agents)) or "none"))
 print("  behavior:      " + "  ".join("%s=%d" % (b, behaviors.get(b, 0))
       for b in order + sorted(set(behaviors) - set(order), key=str)))
 print("  behaviorClose: " + "  ".join("%s=%d" % (b, n) for b, n in sorted(closes.items(), key=lambda x: str(x[0]))))
+deflate = [c for c in results if c.startswith(("12.", "13."))]
+print("  permessage-deflate (12.*, 13.*): %d cases, %d OK"
+      % (len(deflate), sum(1 for c in deflate if results[c].get("behavior") == "OK")))
 
 bad_close = {"FAILED"} | ({"UNCLEAN", "WRONG CODE", "FAILED BY CLIENT"} if strict_close else set())
+# A deflate case that the server declined reports UNIMPLEMENTED: with compression on, that
+# is a failure too (negotiation broke), so 12.* and 13.* must be OK.
 failed = sorted((c for c, r in results.items()
-                 if r.get("behavior") == "FAILED" or r.get("behaviorClose") in bad_close), key=key)
+                 if r.get("behavior") == "FAILED" or r.get("behaviorClose") in bad_close
+                 or (c in deflate and r.get("behavior") != "OK")), key=key)
 for c in failed[:50]:
     r = results[c]
     print("  FAILED %-10s behavior=%s behaviorClose=%s remoteCloseCode=%s report=%s"
@@ -212,9 +259,9 @@ print("autobahn: %d passed, %d failed" % (len(results) - len(failed), n_failed))
 sys.exit(1 if n_failed or not results else 0)
 PYEOF
 
-if grep -q 'Connection to .* failed' "$WORK/wstest.log"; then
+if grep -q 'Connection to .* failed' "$WORK"/wstest-*.log; then
     log "wstest could not connect (later cases were not run):"
-    grep 'Connection to .* failed' "$WORK/wstest.log" | head -n 5 >&2
+    grep -h 'Connection to .* failed' "$WORK"/wstest-*.log | head -n 5 >&2
     summary_rc=1
 fi
 if [[ -n "$SERVER_PID" ]] && ! kill -0 "$SERVER_PID" 2>/dev/null; then

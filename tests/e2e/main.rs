@@ -13,6 +13,7 @@ mod support;
 mod channels;
 mod cluster;
 mod compat;
+mod compression;
 mod delivery;
 mod handshake;
 mod lifecycle;
