@@ -141,8 +141,9 @@ fn route_session(
         received_at: now_ms(),
         received_shard: shard.id().0,
     };
-    // In a cluster the session may live on another gateway (its slot's lease holder).
-    if let Some(relay) = shard.relay() {
+    // In a cluster the session may live on another gateway (its slot's lease holder). The
+    // plain `Option` check keeps the relay's refcount off a single gateway's request path.
+    if let Some(relay) = shard.shared().cluster.is_some().then(|| shard.relay()).flatten() {
         match relay.owner_of(call.key.as_str()).1 {
             SlotOwner::Mine { .. } => {}
             SlotOwner::Member(m) => return remote::forward(shard, relay, m, call),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shardgate_redis::test_server::RedisServer;
 
-use crate::support::{connect_node, Client, Gateway, Launch, Started, READ, TOKEN, WRITE};
+use crate::support::{connect_node, Client, Gateway, READ, TOKEN, WRITE};
 
 const SLOTS: u32 = 16;
 const PREFIX: &str = "sgc";
@@ -32,14 +32,7 @@ fn member_with_delay(redis: &RedisServer, name: &str, delay_ms: u64) -> Gateway 
           agents: {{echo: {{deltaDelayMs: {delay_ms}}}}}}}",
         redis.addr()
     );
-    match Gateway::launch(Launch {
-        args: &["--token", TOKEN, "--shards", "1"],
-        config: Some(&cfg),
-        ..Default::default()
-    }) {
-        Started::Ready(g) => g,
-        Started::Exited { status, stderr } => panic!("{name} exited {status}: {stderr}"),
-    }
+    Gateway::start(&["--token", TOKEN, "--shards", "1"], Some(&cfg))
 }
 
 fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
@@ -384,6 +377,27 @@ fn runs_done_twice(c: &mut Client, threads: usize) -> Vec<String> {
     twice
 }
 
+/// Keys acknowledged, and keys answered finally.
+fn tally(seen: &HashMap<String, Seen>) -> (usize, usize) {
+    let acked = seen.values().filter(|s| s.acked).count();
+    let completed = seen.values().filter(|s| !s.finals.is_empty()).count();
+    (acked, completed)
+}
+
+/// What a load through a failover or a handover must show: every acknowledged key
+/// answered, none given up, none run twice, none answered with another's result.
+fn assert_each_key_once(seen: &HashMap<String, Seen>, lost: &[String], twice: &[String]) {
+    let (acked, completed) = tally(seen);
+    let wrong = wrong_answers(seen);
+    assert!(lost.is_empty(), "acked keys never completed: {lost:?}");
+    assert_eq!(acked, completed, "every acked key completed");
+    assert!(twice.is_empty(), "runs done twice: {twice:?}");
+    assert!(
+        wrong.is_empty(),
+        "keys answered with another's result: {wrong:?}"
+    );
+}
+
 /// Keys answered with something other than their own run and text.
 fn wrong_answers(seen: &HashMap<String, Seen>) -> Vec<String> {
     seen.iter()
@@ -434,9 +448,7 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
         load.finals() >= at_kill + 150
     });
     let (seen, lost) = load.stop();
-    let acked = seen.values().filter(|s| s.acked).count();
-    let completed = seen.values().filter(|s| !s.finals.is_empty()).count();
-    let wrong = wrong_answers(&seen);
+    let (acked, completed) = tally(&seen);
     // A run done twice on one gateway shows as its message twice in the session's
     // history. A run cut by the kill and run again by the new owner is by design (dedup
     // keeps one answer): its earlier copy died with g2.
@@ -461,13 +473,7 @@ fn kill_9_of_a_gateway_under_load_loses_nothing_and_answers_each_key_once() {
         failover.as_secs_f64(),
         ELECTION_MS as f64 / 1000.0
     );
-    assert!(lost.is_empty(), "acked keys never completed: {lost:?}");
-    assert_eq!(acked, completed, "every acked key completed");
-    assert!(twice.is_empty(), "runs done twice: {twice:?}");
-    assert!(
-        wrong.is_empty(),
-        "keys answered with another's result: {wrong:?}"
-    );
+    assert_each_key_once(&seen, &lost, &twice);
     assert!(resent >= 3, "too few keys resent: {resent}");
     assert!(
         failover <= Duration::from_millis(ELECTION_MS + 1_000),
@@ -621,24 +627,16 @@ fn a_member_joining_under_load_takes_its_slots_without_losing_or_doubling_a_run(
         load.finals() >= at_join + 100
     });
     let (seen, lost) = load.stop();
-    let acked = seen.values().filter(|s| s.acked).count();
-    let completed = seen.values().filter(|s| !s.finals.is_empty()).count();
+    let (acked, completed) = tally(&seen);
     let mut c = g1.operator(&[READ, WRITE]);
     let twice = runs_done_twice(&mut c, 2);
-    let wrong = wrong_answers(&seen);
     println!(
         "cluster join of g3 under load: acked {acked}, completed {completed}, run twice {}, lost {}, slots handed over in {:.2} s",
         twice.len(),
         lost.len(),
         moved.as_secs_f64()
     );
-    assert!(lost.is_empty(), "acked keys never completed: {lost:?}");
-    assert_eq!(acked, completed, "every acked key completed");
-    assert!(twice.is_empty(), "runs done twice: {twice:?}");
-    assert!(
-        wrong.is_empty(),
-        "keys answered with another's result: {wrong:?}"
-    );
+    assert_each_key_once(&seen, &lost, &twice);
     let st = g3.operator(&[READ]).request_ok("status", json!({}));
     assert!(
         !st["cluster"]["slots"]["owned"]

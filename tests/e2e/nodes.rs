@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use shardgate::auth::device::DeviceIdentity;
 
 use crate::support::{
-    connect_node, operators_on_each_shard, Client, ConnectOpts, Gateway, ADMIN, READ, WRITE,
+    connect_node, connect_node_as, operators_on_each_shard, Client, ConnectOpts, Gateway, ADMIN,
+    READ, WRITE,
 };
 
 /// Lets test nodes (platform linux) put any command up for approval: the platform defaults
@@ -384,25 +385,6 @@ fn required_capability_without_provider_is_a_clear_error() {
 const PAIRING: &str = "operator.pairing";
 const REQUIRE_PAIRING: &str = "{gateway: {nodes: {requirePairing: true, allowCommands: ['*']}}}";
 
-/// Connects a node with a given device identity (so it can reconnect as the same node).
-fn connect_node_as(gw_port: u16, id: &DeviceIdentity, commands: &[&str]) -> Client {
-    let o = ConnectOpts {
-        role: "node",
-        client_id: "node-host",
-        client_mode: "node",
-        ..Default::default()
-    };
-    let mut c = Client::connect_raw(gw_port);
-    let mut p = o.params();
-    p["commands"] = json!(commands);
-    p["caps"] = json!(["camera"]);
-    p["nodeType"] = json!("linux");
-    p["device"] = o.device_v3(id, &c.nonce.clone(), c.challenge_ts);
-    let res = c.handshake(p);
-    assert_eq!(res["ok"], true, "node connect refused: {res}");
-    c
-}
-
 /// Waits until `op`'s shard sees the node's `approvalState` as `state`.
 fn wait_pairing(op: &mut Client, node: &str, state: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -486,7 +468,7 @@ fn node_pairing_approve_makes_commands_usable_across_shards() {
     let mut ops = operators_on_each_shard(&gw, &[READ, WRITE, PAIRING], 2);
     let id = DeviceIdentity::generate();
     let node_id = id.device_id();
-    let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
+    let mut node = connect_node_as(gw.port, &id, &["camera.snap"], "linux");
     let other = 1 - node.shard();
     let op = &mut ops[other][0];
     // Operators hear about the request filed at connect.
@@ -539,7 +521,7 @@ fn node_pairing_reject_keeps_commands_refused() {
     let mut op = gw.operator(&[READ, WRITE, PAIRING]);
     let id = DeviceIdentity::generate();
     let node_id = id.device_id();
-    let mut node = connect_node_as(gw.port, &id, &["system.run"]);
+    let mut node = connect_node_as(gw.port, &id, &["system.run"], "linux");
     let rid = wait_node_event(&mut op, "node.pair.requested", &node_id)["requestId"]
         .as_str()
         .unwrap()
@@ -572,7 +554,7 @@ fn node_declaring_new_commands_keeps_approved_set_until_reapproved() {
     let mut op = gw.operator(&[READ, WRITE, PAIRING]);
     let id = DeviceIdentity::generate();
     let node_id = id.device_id();
-    let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
+    let mut node = connect_node_as(gw.port, &id, &["camera.snap"], "linux");
     let rid = wait_node_event(&mut op, "node.pair.requested", &node_id)["requestId"].clone();
     op.request_ok("node.pair.approve", json!({"requestId": rid}));
     wait_pairing(&mut op, &node_id, "approved");
@@ -616,6 +598,7 @@ fn node_declaring_new_commands_keeps_approved_set_until_reapproved() {
         gw.port,
         &id,
         &["camera.snap", "screen.record", "location.get"],
+        "linux",
     );
     let ev = wait_node_event(&mut op, "node.pair.requested", &node_id);
     assert_eq!(ev["newCommands"], json!(["location.get"]), "{ev}");
@@ -643,7 +626,7 @@ fn node_pair_verify_and_approvals_survive_restart() {
     {
         let gw = launch();
         let mut op = gw.operator(&[READ, PAIRING]);
-        let _node = connect_node_as(gw.port, &id, &["camera.snap"]);
+        let _node = connect_node_as(gw.port, &id, &["camera.snap"], "linux");
         let rid = wait_node_event(&mut op, "node.pair.requested", &node_id)["requestId"].clone();
         let v = op.request_ok("node.pair.verify", json!({"nodeId": node_id}));
         assert_eq!(v["paired"], false, "{v}");
@@ -665,7 +648,7 @@ fn node_pair_verify_and_approvals_survive_restart() {
     // After a restart the node is still paired: no new request, its command works.
     let gw = launch();
     let mut op = gw.operator(&[READ, WRITE, ADMIN]);
-    let mut node = connect_node_as(gw.port, &id, &["camera.snap"]);
+    let mut node = connect_node_as(gw.port, &id, &["camera.snap"], "linux");
     wait_listed(&mut op, &node_id, true);
     wait_pairing(&mut op, &node_id, "approved");
     invoke_answered(&mut op, &mut node, &node_id, "camera.snap");

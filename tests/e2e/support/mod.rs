@@ -608,6 +608,11 @@ impl Client {
             Err(e) => panic!("websocket upgrade failed: {e}"),
         };
         assert_eq!(resp.status().as_u16(), 101);
+        Client::over(ws)
+    }
+
+    /// A client on an upgraded socket, nothing read yet.
+    fn over(ws: WebSocket<TcpStream>) -> Client {
         Client {
             ws,
             challenge: Value::Null,
@@ -643,20 +648,7 @@ impl Client {
         let url = format!("ws://127.0.0.1:{port}/");
         let req = url.into_client_request().map_err(|e| e.to_string())?;
         let (ws, _) = tungstenite::client(req, stream).map_err(|e| e.to_string())?;
-        let mut c = Client {
-            ws,
-            challenge: Value::Null,
-            nonce: String::new(),
-            challenge_ts: 0,
-            hello: Value::Null,
-            log: Vec::new(),
-            events: Vec::new(),
-            event_cursor: 0,
-            pending: VecDeque::new(),
-            next_id: 1,
-            closed: None,
-            timeout: FRAME_TIMEOUT,
-        };
+        let mut c = Client::over(ws);
         match c.read_one(Duration::from_secs(5))? {
             Incoming::Json(v) if v["event"] == "connect.challenge" => {}
             other => return Err(format!("no challenge: {other:?}")),
@@ -1059,6 +1051,18 @@ pub(crate) fn operators_on_each_shard(
 /// hello-ok.
 pub(crate) fn connect_node(port: u16, commands: &[&str]) -> (Client, String) {
     let id = DeviceIdentity::generate();
+    let c = connect_node_as(port, &id, commands, "raspberry-pi");
+    (c, id.device_id())
+}
+
+/// Connects a node with a given device identity (so it can reconnect as the same node),
+/// declaring `commands` (caps `camera`) and `node_type`. Panics unless hello-ok.
+pub(crate) fn connect_node_as(
+    port: u16,
+    id: &DeviceIdentity,
+    commands: &[&str],
+    node_type: &str,
+) -> Client {
     let o = ConnectOpts {
         role: "node",
         client_id: "node-host",
@@ -1069,9 +1073,9 @@ pub(crate) fn connect_node(port: u16, commands: &[&str]) -> (Client, String) {
     let mut p = o.params();
     p["commands"] = json!(commands);
     p["caps"] = json!(["camera"]);
-    p["nodeType"] = json!("raspberry-pi");
-    p["device"] = o.device_v3(&id, &c.nonce.clone(), c.challenge_ts);
+    p["nodeType"] = json!(node_type);
+    p["device"] = o.device_v3(id, &c.nonce.clone(), c.challenge_ts);
     let res = c.handshake(p);
     assert_eq!(res["ok"], true, "node connect refused: {res}");
-    (c, id.device_id())
+    c
 }
