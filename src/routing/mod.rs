@@ -143,7 +143,11 @@ fn route_session(
     };
     // In a cluster the session may live on another gateway (its slot's lease holder). The
     // plain `Option` check keeps the relay's refcount off a single gateway's request path.
-    if let Some(relay) = shard.shared().cluster.is_some().then(|| shard.relay()).flatten() {
+    let relay = match shard.shared().cluster {
+        Some(_) => shard.relay(),
+        None => None,
+    };
+    if let Some(relay) = relay {
         match relay.owner_of(call.key.as_str()).1 {
             SlotOwner::Mine { .. } => {}
             SlotOwner::Member(m) => return remote::forward(shard, relay, m, call),
