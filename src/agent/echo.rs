@@ -186,13 +186,13 @@ pub async fn run(
     // the streamed text is added per event.
     let run = RunJson::new(&job.run_id, key, agent_id);
     let room = 192 + run.text.len();
+    let targets = watchers::RunTargets::default();
     // `ts` of a lifecycle event is the time it reports (its start or its end).
     let lifecycle = |seq: u64, ts: i64, data: Lifecycle| {
-        let to = watchers::targets(shard, key, job.watcher);
-        if !to.is_empty() {
+        if targets.any(shard, key, job.watcher) {
             let ev =
                 frame::open_event_with(room, "agent", |s| lifecycle_event(s, &run, seq, ts, &data));
-            watchers::send_open(shard, &to, ev, false);
+            targets.send_open(shard, key, job.watcher, ev, false);
         }
     };
     seq += 1;
@@ -229,19 +229,18 @@ pub async fn run(
         seq += 1;
         let chat = job.kind == JobKind::Chat;
         chat_seq += u64::from(chat);
-        let to = watchers::targets(shard, key, job.watcher);
-        if !to.is_empty() {
+        if targets.any(shard, key, job.watcher) {
             let ts = now_ms();
             let room = room + text_json.len() + word.len();
             let ev = frame::open_event_with(room, "agent", |s| {
                 assistant_event(s, &run, seq, ts, &text_json, word)
             });
-            watchers::send_open(shard, &to, ev, false);
+            targets.send_open(shard, key, job.watcher, ev, false);
             if chat {
                 let ev = frame::open_event_with(room, "chat", |s| {
                     chat_delta(s, &run, chat_seq, &text_json, ts)
                 });
-                watchers::send_open(shard, &to, ev, true);
+                targets.send_open(shard, key, job.watcher, ev, true);
             }
         }
     }
@@ -265,7 +264,10 @@ pub async fn run(
             state: if aborted { "aborted" } else { "final" },
             message: chat_message(&text, ended),
         };
-        watchers::send(shard, key, job.watcher, "chat", &p, false);
+        if targets.any(shard, key, job.watcher) {
+            let ev = frame::open_event("chat", &p);
+            targets.send_open(shard, key, job.watcher, ev, false);
+        }
     }
     if aborted {
         Outcome::Aborted(text)

@@ -69,6 +69,10 @@ pub fn chat_of(key: &str) -> Option<ChatRoute<'_>> {
 /// The platform channel a session's replies go to, and the chat: when the session key names
 /// a platform chat and a channel of that platform by that name is configured.
 pub fn reply_route(cfg: &Config, session_key: &str) -> Option<(String, String)> {
+    // Every run ends here: without a platform channel there is no key to parse.
+    if !cfg.channels.values().any(|c| c.kind.is_platform()) {
+        return None;
+    }
     let r = chat_of(session_key)?;
     let cfg = cfg.channels.get(r.channel)?;
     cfg.kind

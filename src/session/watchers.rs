@@ -22,7 +22,7 @@
 // Hot path: `send_open` runs for every event of every run: one lookup, no allocation besides
 // the frame copy each extra watcher needs (and a list past four watchers), no lock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use smallvec::SmallVec;
@@ -40,19 +40,36 @@ type Map<V> = HashMap<String, V, ahash::RandomState>;
 #[derive(Debug, Default)]
 pub struct Watchers {
     map: RefCell<Map<Vec<ConnRef>>>,
+    /// Bumped by every change of a set, so that a run can keep the targets it looked up
+    /// while nothing changed (see [`Watchers::generation`]).
+    generation: Cell<u64>,
 }
 
 impl Watchers {
     /// Adds `conn` to `key`'s watchers (once).
     pub fn watch(&self, key: &str, conn: ConnRef) {
         let mut m = self.map.borrow_mut();
-        let set = m.entry(key.to_owned()).or_default();
-        if !set.contains(&conn) {
-            if set.len() == MAX_WATCHERS_PER_KEY {
-                set.remove(0);
-            }
-            set.push(conn);
+        // The common case (the caller already watches) allocates no key.
+        let set = match m.get_mut(key) {
+            Some(set) if set.contains(&conn) => return,
+            Some(set) => set,
+            None => m.entry(key.to_owned()).or_default(),
+        };
+        if set.len() == MAX_WATCHERS_PER_KEY {
+            set.remove(0);
         }
+        set.push(conn);
+        self.bump();
+    }
+
+    /// Changes with every change of the table: targets read at one generation are still the
+    /// targets while it has not moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    fn bump(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
     }
 
     /// Removes `conn` from `key`'s watchers; a key nobody watches is forgotten.
@@ -60,6 +77,7 @@ impl Watchers {
         let mut m = self.map.borrow_mut();
         if let Some(set) = m.get_mut(key) {
             set.retain(|c| *c != conn);
+            self.bump();
             if set.is_empty() {
                 m.remove(key);
             }
@@ -136,6 +154,22 @@ mod tests {
         }
         assert_eq!(w.map.borrow()["k"].len(), MAX_WATCHERS_PER_KEY);
         assert_eq!(w.others_of("k", None)[0], c(1), "the oldest made room");
+    }
+
+    #[test]
+    fn the_generation_moves_with_every_change_and_only_then() {
+        let w = Watchers::default();
+        let g0 = w.generation();
+        w.watch("k", c(1));
+        let g1 = w.generation();
+        assert_ne!(g1, g0, "a new watcher");
+        w.watch("k", c(1));
+        assert_eq!(w.generation(), g1, "watching again changes nothing");
+        w.watch("other", c(1));
+        let g2 = w.generation();
+        assert_ne!(g2, g1, "a new key");
+        w.unwatch("k", c(1));
+        assert_ne!(w.generation(), g2, "a watcher gone");
     }
 
     #[test]

@@ -1131,6 +1131,24 @@ impl SleepableRing {
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
                 // The rings are linked. Goodnight!
+                //
+                // shardgate patch: under valgrind, wait for the first completion in `poll(2)`
+                // (see `sleep_in_poll`).
+                if sleep_in_poll() {
+                    let fd = self.ring_fd();
+                    while self.ring.cq_ready() == 0 {
+                        let mut pfd = libc::pollfd {
+                            fd,
+                            events: libc::POLLIN,
+                            revents: 0,
+                        };
+                        if unsafe { libc::poll(&mut pfd, 1, -1) } < 0
+                            && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+                        {
+                            break;
+                        }
+                    }
+                }
                 self.ring
                     .cq()
                     .wait(1)
@@ -1149,6 +1167,21 @@ impl SleepableRing {
                 .or_else(Reactor::intr_ok)
         }
     }
+}
+
+/// shardgate patch: whether the executor must sleep in `poll(2)` on the ring before
+/// `io_uring_enter`. Valgrind (3.19, Debian's) runs `io_uring_enter` as a syscall that does not
+/// block, so a thread asleep in it keeps valgrind's single run lock: no other thread of the
+/// process runs, and a wake that must come from one of them (an eventfd write from another
+/// executor, the blocking pool, a thread of the program) never comes. `poll` is a syscall valgrind
+/// knows blocks, so it lets the other threads run. Outside valgrind nothing changes: detected
+/// once, from the preload library valgrind puts in `LD_PRELOAD`.
+fn sleep_in_poll() -> bool {
+    static UNDER_VALGRIND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *UNDER_VALGRIND.get_or_init(|| {
+        std::env::var_os("LD_PRELOAD")
+            .is_some_and(|v| v.to_string_lossy().contains("vgpreload"))
+    })
 }
 
 impl UringCommon for SleepableRing {
