@@ -7,6 +7,7 @@
 
 mod channels;
 mod cluster;
+mod depth;
 mod duration;
 mod redis;
 mod security;
@@ -992,6 +993,12 @@ pub struct Loaded {
 impl Config {
     /// Parses JSON5 text; unknown keys become warnings.
     pub fn from_json5(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+        if depth::nesting(text) > depth::MAX_DEPTH {
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: format!("nested deeper than {} levels", depth::MAX_DEPTH),
+            });
+        }
         let value: serde_json::Value = json5::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: e.to_string(),

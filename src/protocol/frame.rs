@@ -243,7 +243,15 @@ pub fn parse(text: &str) -> Inbound {
     };
     let params = match raw.params {
         RawParams::Absent => Params::empty(method.known()),
-        RawParams::Read(p) => p,
+        // Read for the method named before them; a repeated `method` key after `params` (the
+        // last one counts) can name a method of the other form: sort them out again, so the
+        // form always follows the method (found by the frame fuzz target). A submission's
+        // fields as an object keep only its strings; only such a frame pays for that.
+        RawParams::Read(p) => match (p, method.known().is_some_and(|m| m.is_submission())) {
+            (Params::Json(v), true) => Params::for_method(method.known(), v),
+            (p @ Params::Submit(_), false) => Params::Json(p.into_json()),
+            (p, _) => p,
+        },
         RawParams::Object(v) => Params::for_method(method.known(), v),
         RawParams::NotObject => {
             return Inbound::Invalid {
@@ -700,6 +708,28 @@ mod tests {
                 params: Params::Json(json!({"probe": true}))
             })
         );
+    }
+
+    /// A repeated `method` key after `params`: the last one counts, and the params take
+    /// its form (they were read for the first).
+    #[test]
+    fn params_follow_the_last_method_named() {
+        let to_submit = parse(
+            r#"{"type":"req","id":"c","method":"health","params":{"message":"m","n":1},"method":"send"}"#,
+        );
+        let Inbound::Request(r) = to_submit else {
+            panic!("a request")
+        };
+        assert_eq!(r.method.as_str(), "send");
+        assert!(matches!(r.params, Params::Submit(_)), "{:?}", r.params);
+        assert_eq!(r.params.str("message"), Some("m"));
+        let to_json = parse(
+            r#"{"type":"req","id":"c","method":"send","params":{"message":"m"},"method":"health"}"#,
+        );
+        let Inbound::Request(r) = to_json else {
+            panic!("a request")
+        };
+        assert_eq!(r.params, Params::Json(json!({"message": "m"})));
     }
 
     /// A submission's params are read into their fields whether the method comes before

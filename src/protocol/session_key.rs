@@ -61,7 +61,7 @@ impl SessionKey {
         };
         // Only legacy keys pay for the rewrite.
         let full = if full.as_bytes().windows(4).any(|w| w == b":dm:") {
-            full.replace(":dm:", ":direct:")
+            rewrite_dm(&full)
         } else {
             full
         };
@@ -94,6 +94,30 @@ impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// `:dm:` → `:direct:` everywhere, adjacent ones too: `x:dm:dm:y` → `x:direct:direct:y`. A
+/// plain `replace` leaves the second of two adjacent ones (they share a colon), so
+/// normalising the result again would change it: two spellings of one session, two owners.
+/// Found by the session-key fuzz target (fuzz/corpus/session_key holds the input).
+fn rewrite_dm(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len() + 8);
+    let (mut i, mut from) = (0, 0);
+    while i + 4 <= b.len() {
+        if &b[i..i + 4] == b":dm:" {
+            // Both ends are ASCII colons: char boundaries. The closing colon stays for
+            // the next match.
+            out.push_str(&s[from..i]);
+            out.push_str(":direct");
+            i += 3;
+            from = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&s[from..]);
+    out
 }
 
 /// `[a-z0-9][a-z0-9_-]{0,63}`
@@ -129,6 +153,16 @@ mod tests {
     }
 
     #[test]
+    fn normalising_twice_changes_nothing() {
+        for k in ["x:dm:dm:y", ":dm:dm:dm:", "agent:a:dm:dm:", "dm:dm:dm:dm"] {
+            let once = n(k);
+            assert!(!once.contains(":dm:"), "{k:?} → {once:?}");
+            assert_eq!(n(&once), once, "{k:?}");
+        }
+        assert_eq!(n("x:dm:dm:y"), "agent:main:x:direct:direct:y");
+    }
+
+    #[test]
     fn refuses_bad_keys() {
         assert!(SessionKey::parse("", "main").is_err());
         assert!(SessionKey::parse("agent:-x:main", "main").is_err());
@@ -161,8 +195,11 @@ mod tests {
                 }
             }
             None => format!("agent:{default_agent}:{k}"),
+        };
+        let mut full = full;
+        while full.contains(":dm:") {
+            full = full.replace(":dm:", ":direct:");
         }
-        .replace(":dm:", ":direct:");
         if full.len() > MAX_KEY_LEN {
             return Err("size".into());
         }
@@ -184,6 +221,9 @@ mod tests {
             "agent:-x:y",
             "agenT:a_b-c:Q:DM:7",
             "x:Dm:y",
+            "x:dm:dm:y",
+            ":dm:dm:dm:",
+            "agent:a:dm:DM:dm:",
             ":dm:",
             "a:dm",
             "dm:x",

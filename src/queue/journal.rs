@@ -121,42 +121,70 @@ pub fn encode(r: &Record, cipher: Option<&Aes256Gcm>) -> Vec<u8> {
 
 /// Decodes the records of one segment; stops at padding or the first damaged record.
 pub fn decode_all(bytes: &[u8], cipher: Option<&Aes256Gcm>) -> (Vec<Record>, Option<String>) {
+    let d = decode_prefix(bytes, cipher);
+    (d.records, d.damage)
+}
+
+/// What replay read from one segment.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The records, in order: every one before the first damaged record or the padding.
+    pub records: Vec<Record>,
+    /// Bytes of the segment those records occupy: `bytes[..end]` decodes to the same records
+    /// with no damage. Nothing at or past it is ever accepted.
+    pub end: usize,
+    /// Why replay stopped before the end of the data (a torn or corrupt record), if it did.
+    pub damage: Option<String>,
+}
+
+/// [`decode_all`], saying where the valid records end.
+pub fn decode_prefix(bytes: &[u8], cipher: Option<&Aes256Gcm>) -> Decoded {
     let mut out = Vec::new();
     let mut i = 0;
+    let damaged = |records, end, why: String| Decoded {
+        records,
+        end,
+        damage: Some(why),
+    };
     while i + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes")) as usize;
         if len == 0 {
-            return (out, None);
+            break;
         }
         let crc = u32::from_le_bytes(bytes[i + 4..i + 8].try_into().expect("4 bytes"));
         let Some(payload) = bytes.get(i + 8..i + 8 + len) else {
-            return (out, Some(format!("torn record at byte {i}")));
+            return damaged(out, i, format!("torn record at byte {i}"));
         };
         if crc32fast::hash(payload) != crc {
-            return (out, Some(format!("checksum mismatch at byte {i}")));
+            return damaged(out, i, format!("checksum mismatch at byte {i}"));
         }
         let json = match cipher {
             Some(c) if payload.len() > 12 => {
                 match c.decrypt(Nonce::from_slice(&payload[..12]), &payload[12..]) {
                     Ok(p) => p,
                     Err(_) => {
-                        return (
+                        return damaged(
                             out,
-                            Some(format!("cannot decrypt record at byte {i} (wrong key?)")),
+                            i,
+                            format!("cannot decrypt record at byte {i} (wrong key?)"),
                         )
                     }
                 }
             }
-            Some(_) => return (out, Some(format!("short sealed record at byte {i}"))),
+            Some(_) => return damaged(out, i, format!("short sealed record at byte {i}")),
             None => payload.to_vec(),
         };
         match serde_json::from_slice::<Record>(&json) {
             Ok(r) => out.push(r),
-            Err(e) => return (out, Some(format!("bad record at byte {i}: {e}"))),
+            Err(e) => return damaged(out, i, format!("bad record at byte {i}: {e}")),
         }
         i += 8 + len;
     }
-    (out, None)
+    Decoded {
+        records: out,
+        end: i,
+        damage: None,
+    }
 }
 
 fn segments(dir: &Path) -> Vec<(u64, PathBuf)> {

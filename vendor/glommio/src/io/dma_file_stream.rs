@@ -936,7 +936,12 @@ impl DmaStreamWriterState {
         } else {
             assert!(last_flush_pos < current_pos);
         }
-        let buffer = self.current_buffer.take().unwrap();
+        let mut buffer = self.current_buffer.take().unwrap();
+        // shardgate: the padding past the data goes to disk with it and stays there until a
+        // later write or the truncation on close. DMA buffers are not zeroed when allocated:
+        // without this the file's tail after a crash held stale heap memory (old records, or
+        // any other data), which a reader could take for records.
+        buffer.as_bytes_mut()[self.buffer_pos..].fill(0);
         if let FileStatus::Open = self.file_status {
             let mut buffer_copy = file.alloc_dma_buffer(self.buffer_size);
             buffer_copy.as_bytes_mut()[..self.buffer_pos]
