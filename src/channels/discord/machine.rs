@@ -212,7 +212,8 @@ impl Machine {
 
     /// Opening the WebSocket failed.
     pub fn connect_failed(&mut self, why: &str, now: i64) {
-        self.down_after_failure(format!("connect: {why}"), now);
+        // The error names the step (`connect host:port: …`, `TLS handshake…`, `upgrade…`).
+        self.down_after_failure(why.to_string(), now);
     }
 
     /// When [`Machine::tick`] is due (the next heartbeat), ms.
