@@ -283,6 +283,10 @@ impl Drop for FakeDiscord {
 }
 
 /// Serves one Gateway connection.
+#[expect(
+    clippy::result_large_err,
+    reason = "tungstenite's handshake callback type returns its error response by value"
+)]
 fn gateway_conn(s: TcpStream, inner: &Inner, stop: &AtomicBool, port: u16) {
     let raw = s.try_clone().unwrap();
     let mut path = String::new();
