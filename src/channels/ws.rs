@@ -49,7 +49,13 @@ pub async fn open(
             p => p.to_string(),
         };
         let ua = concat!("shardgate/", env!("CARGO_PKG_VERSION"));
-        let req = ws_client::upgrade_request(&ep.authority, &target, &key, ua);
+        // `Host` without a default port, as browsers send it.
+        let host = ep
+            .authority
+            .strip_suffix(":443")
+            .or_else(|| ep.authority.strip_suffix(":80"))
+            .unwrap_or(&ep.authority);
+        let req = ws_client::upgrade_request(host, &target, &key, ua);
         stream
             .write_all(req.as_bytes())
             .await

@@ -119,7 +119,7 @@ pub async fn run(shard: Rc<GatewayShard>, name: String, cfg: ChannelConfig) {
                         if opened > 1 {
                             shard.channels().count(&name, |c| c.reconnects += 1);
                         }
-                        m.connected();
+                        m.connected(now_ms());
                         let ctx = Ctx {
                             shard: &shard,
                             name: &name,

@@ -23,6 +23,9 @@ use crate::channels::route;
 /// How many message ids the dedup window keeps.
 const SEEN: usize = 4096;
 
+/// How long a new connection may take to say Hello, ms.
+pub const HELLO_WAIT_MS: i64 = 20_000;
+
 /// The close code the client uses to drop a connection it wants to resume (anything but
 /// 1000/1001, which end the session).
 pub const RESUMABLE_CLOSE: u16 = 4000;
@@ -129,6 +132,8 @@ pub struct Machine {
     seq: Option<u64>,
     interval_ms: Option<u64>,
     next_beat: Option<i64>,
+    /// Until Hello: when the connection is given up.
+    hello_by: Option<i64>,
     awaiting_ack: bool,
     beat_sent_at: i64,
     seen: HashSet<String>,
@@ -163,6 +168,7 @@ impl Machine {
             seq: None,
             interval_ms: None,
             next_beat: None,
+            hello_by: None,
             awaiting_ack: false,
             beat_sent_at: 0,
             seen: HashSet::new(),
@@ -202,11 +208,13 @@ impl Machine {
         }
     }
 
-    /// The WebSocket is open (upgrade done); Hello comes next.
-    pub fn connected(&mut self) {
+    /// The WebSocket is open (upgrade done) at `now`; Hello comes next, within
+    /// [`HELLO_WAIT_MS`].
+    pub fn connected(&mut self, now: i64) {
         self.phase = Phase::Up;
         self.interval_ms = None;
         self.next_beat = None;
+        self.hello_by = Some(now + HELLO_WAIT_MS);
         self.awaiting_ack = false;
     }
 
@@ -216,16 +224,24 @@ impl Machine {
         self.down_after_failure(why.to_string(), now);
     }
 
-    /// When [`Machine::tick`] is due (the next heartbeat), ms.
+    /// When [`Machine::tick`] is due (the next heartbeat, or the end of the wait for
+    /// Hello), ms.
     pub fn deadline(&self) -> Option<i64> {
         match self.phase {
-            Phase::Up => self.next_beat,
+            Phase::Up => self.next_beat.or(self.hello_by),
             _ => None,
         }
     }
 
-    /// Time passed: heartbeat when due, or drop a zombie connection.
+    /// Time passed: heartbeat when due, or drop a zombie connection (or one that never said
+    /// Hello).
     pub fn tick(&mut self, now: i64) -> Vec<Out> {
+        if let (Phase::Up, Some(by)) = (self.phase, self.hello_by) {
+            if now >= by {
+                self.down_after_failure("no Hello from the Gateway".into(), now);
+                return vec![Out::Close(RESUMABLE_CLOSE)];
+            }
+        }
         let (Phase::Up, Some(at), Some(interval)) = (self.phase, self.next_beat, self.interval_ms)
         else {
             return Vec::new();
@@ -263,6 +279,7 @@ impl Machine {
                 };
                 let interval = h.heartbeat_interval.max(1);
                 self.interval_ms = Some(interval);
+                self.hello_by = None;
                 let jitter = (interval as f64 * self.random_unit()) as i64;
                 self.next_beat = Some(now + jitter);
                 self.awaiting_ack = false;
@@ -351,6 +368,7 @@ impl Machine {
     pub fn stop(&mut self, reason: String) {
         self.phase = Phase::Stopped;
         self.next_beat = None;
+        self.hello_by = None;
         self.link = Link::Stopped { reason };
     }
 
@@ -445,6 +463,7 @@ impl Machine {
     fn down(&mut self, at: i64) {
         self.phase = Phase::Down(at);
         self.next_beat = None;
+        self.hello_by = None;
         self.awaiting_ack = false;
         self.link = Link::Reconnecting { next_at: at };
     }
@@ -521,7 +540,7 @@ mod tests {
             m.next(0),
             Next::Connect("ws://gw/?v=10&encoding=json".into())
         );
-        m.connected();
+        m.connected(0);
         assert_eq!(m.on_text(&hello(1000), 0), [Out::Send(Op::Identify)]);
         assert!(m.on_text(&ready(1), 0).is_empty());
         assert_eq!(m.link, Link::Connected);
@@ -563,7 +582,7 @@ mod tests {
             m.next(first + 1000),
             Next::Connect("ws://resume/?v=10&encoding=json".into())
         );
-        m.connected();
+        m.connected(0);
         assert_eq!(
             m.on_text(&hello(1000), first + 1001),
             [Out::Send(Op::Resume {
@@ -589,7 +608,7 @@ mod tests {
         assert!(matches!(m.next(600), Next::Connect(u) if u.starts_with("ws://resume")));
         m.connect_failed("refused", 600);
         assert_eq!((m.attempts, m.next(700)), (2, Next::Wait(1100)));
-        m.connected();
+        m.connected(0);
         assert_eq!(
             m.on_text(&hello(1000), 1100),
             [Out::Send(Op::Resume {
@@ -607,7 +626,7 @@ mod tests {
             [Out::Close(RESUMABLE_CLOSE)]
         );
         assert!(matches!(m.next(50), Next::Connect(u) if u.starts_with("ws://resume")));
-        m.connected();
+        m.connected(0);
         assert!(matches!(
             m.on_text(&hello(1000), 60)[..],
             [Out::Send(Op::Resume { .. })]
@@ -618,7 +637,7 @@ mod tests {
             [Out::Close(RESUMABLE_CLOSE)]
         );
         assert!(matches!(m.next(70), Next::Connect(u) if u.starts_with("ws://resume")));
-        m.connected();
+        m.connected(0);
         m.on_text(&hello(1000), 80);
         // Not resumable: a new session on the main URL after 1–5 s.
         assert_eq!(m.on_text(r#"{"op":9,"d":false}"#, 90), [Out::Close(1000)]);
@@ -630,7 +649,7 @@ mod tests {
             m.next(at),
             Next::Connect("ws://gw/?v=10&encoding=json".into())
         );
-        m.connected();
+        m.connected(0);
         assert_eq!(m.on_text(&hello(1000), at), [Out::Send(Op::Identify)]);
     }
 
@@ -653,7 +672,7 @@ mod tests {
                 m.next(510),
                 Next::Connect("ws://gw/?v=10&encoding=json".into())
             );
-            m.connected();
+            m.connected(0);
             assert_eq!(
                 m.on_text(&hello(1000), 510),
                 [Out::Send(Op::Identify)],
@@ -664,7 +683,7 @@ mod tests {
             let mut m = ready_machine();
             m.on_close(code, "", 10);
             assert!(matches!(m.next(510), Next::Connect(u) if u.starts_with("ws://resume")));
-            m.connected();
+            m.connected(0);
             assert!(
                 matches!(
                     m.on_text(&hello(1000), 510)[..],
@@ -676,9 +695,24 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_without_hello_is_given_up() {
+        let mut m = Machine::new(setup(&[]));
+        m.connected(100);
+        assert_eq!(m.deadline(), Some(100 + HELLO_WAIT_MS));
+        assert!(m.tick(100 + HELLO_WAIT_MS - 1).is_empty());
+        assert_eq!(m.tick(100 + HELLO_WAIT_MS), [Out::Close(RESUMABLE_CLOSE)]);
+        assert_eq!(m.attempts, 1);
+        assert!(matches!(m.next(100 + HELLO_WAIT_MS), Next::Wait(_)));
+        // Once Hello came, the deadline is the heartbeat's.
+        m.connected(0);
+        m.on_text(&hello(1000), 0);
+        assert!(m.deadline().unwrap() < 1000);
+    }
+
+    #[test]
     fn messages_are_routed_deduplicated_and_filtered() {
         let mut m = Machine::new(setup(&["9", "@Ann"]));
-        m.connected();
+        m.connected(0);
         m.on_text(&hello(1000), 0);
         m.on_text(&ready(1), 0);
         let out = m.on_text(&message(2, "m1", true, "9", false, "in a guild"), 1);
