@@ -46,9 +46,9 @@
 //! | layer | modules | what it is |
 //! |---|---|---|
 //! | 1 base | `clock`, `config`, `auth::net`, `auth::totp`, `transport::tls_policy` | the clock, the typed config, and the pure parsers its validation uses |
-//! | 2 wire | `protocol` | sans-IO: frames, errors, the connect request, params, scopes |
+//! | 2 wire | `protocol`, `transport::ws_client` | sans-IO: frames, errors, the connect request, params, scopes, WebSocket framing in the client role |
 //! | 3 trust | `auth` | the paired-device store, device proofs, pairing policy, setup codes, the connect decision |
-//! | 4 core | `addr`, `envelope`, `channels::link`, `channels::route`, `channels::telegram::machine`, `channels::telegram::wire`, `cluster`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses and envelopes, cluster membership and slot leases, the sans-IO delivery core, sessions and lanes, the durable journal |
+//! | 4 core | `addr`, `envelope`, `channels::link`, `channels::route`, `channels::telegram::machine`, `channels::telegram::wire`, `channels::discord::machine`, `channels::discord::ratelimit`, `channels::discord::wire`, `cluster`, `delivery`, `session`, `queue::backend`, `queue::journal`, `queue::redis` | addresses and envelopes, cluster membership and slot leases, the sans-IO delivery core, sessions and lanes, the durable journal |
 //! | 5 state | `shared`, `snapshot`, `channels::state`, `relay`, `transport::conn`, `transport::tls`, `node::registry`, `node::worker_pool`, `node::pairing`, `node::policy`, `ops::metrics`, `ops::dep_state`, `queue::state` | the process-wide state, the cluster relay, what a shard holds, each subsystem's per-shard state |
 //! | 6 shard | `shard` | one shard: its state, the mesh, delivery to connections |
 //! | 7 methods | `routing`, `queue`, `agent`, `node`, `auth::device_methods`, `ops`, `channels` | what requests do: dispatch, the delivery driver, agents, nodes, pairing, operations, chat-platform connections |

@@ -5,8 +5,13 @@
 //!
 //! One connection per call keeps it simple and is enough for a bot: a long poll lasts tens of
 //! seconds, and replies are a few a second at most per chat. Keep-alive is a later step.
+//!
+//! [`Endpoint::connect`] gives the bare (TLS when `https://`/`wss://`) stream to a caller that
+//! speaks its own protocol on it: the Discord Gateway's WebSocket client.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -41,8 +46,68 @@ impl std::fmt::Debug for Endpoint {
 pub struct Response {
     /// Status code.
     pub status: u16,
+    /// Headers, names lower-cased (a platform's rate-limit headers are read from here).
+    pub headers: Vec<(String, String)>,
     /// Body (decoded from chunks).
     pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of header `name` (lower-case), trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A connection to an endpoint: plain TCP, or TLS over it.
+pub enum Stream {
+    /// `http://`, `ws://`
+    Plain(glommio::net::TcpStream),
+    /// `https://`, `wss://`
+    Tls(Box<futures_rustls::client::TlsStream<glommio::net::TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
 }
 
 /// The system CA bundle used for `https://` when no `caFile` is given.
@@ -50,16 +115,21 @@ pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Endpoint {
     /// Parses `http://host[:port][/prefix]` or `https://…` (with `ca_file`'s roots, the
-    /// system bundle by default).
+    /// system bundle by default); `ws://` and `wss://` as `http://` and `https://`. The
+    /// prefix keeps a query (`wss://gateway.discord.gg/?v=10`).
     pub fn parse(base: &str, ca_file: Option<&std::path::Path>) -> Result<Endpoint, String> {
         let (tls, rest, default_port) = if let Some(r) = base.strip_prefix("http://") {
             (false, r, 80)
         } else if let Some(r) = base.strip_prefix("https://") {
             (true, r, 443)
+        } else if let Some(r) = base.strip_prefix("ws://") {
+            (false, r, 80)
+        } else if let Some(r) = base.strip_prefix("wss://") {
+            (true, r, 443)
         } else {
-            return Err(format!("not an http:// or https:// URL: {base}"));
+            return Err(format!("not an http(s):// or ws(s):// URL: {base}"));
         };
-        let (hostport, prefix) = match rest.find('/') {
+        let (hostport, prefix) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
@@ -109,22 +179,51 @@ impl Endpoint {
         timeout: Duration,
     ) -> Result<Response, String> {
         let fut = async {
-            let tcp = glommio::net::TcpStream::connect(self.authority.as_str())
-                .await
-                .map_err(|e| format!("connect {}: {e}", self.authority))?;
-            let _ = tcp.set_nodelay(true);
-            match &self.tls {
-                None => Ok(self.exchange(tcp, method, path, body).await),
-                Some(cfg) => {
-                    let name = rustls_pki_types::ServerName::try_from(self.host.clone())
-                        .map_err(|e| format!("bad TLS server name {}: {e}", self.host))?;
-                    let s = futures_rustls::TlsConnector::from(cfg.clone())
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| format!("TLS handshake with {}: {e}", self.host))?;
-                    Ok(self.exchange(s, method, path, body).await)
-                }
+            let s = self.connect().await?;
+            Ok(self.exchange(s, method, path, body).await)
+        };
+        match glommio::timer::timeout(timeout, async { Ok(fut.await) }).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
+    }
+
+    /// Opens a connection (TCP, then TLS for `https://`/`wss://`), without a timeout of its
+    /// own: the caller bounds it.
+    pub async fn connect(&self) -> Result<Stream, String> {
+        let tcp = glommio::net::TcpStream::connect(self.authority.as_str())
+            .await
+            .map_err(|e| format!("connect {}: {e}", self.authority))?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(cfg) => {
+                let name = rustls_pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| format!("bad TLS server name {}: {e}", self.host))?;
+                let s = futures_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {}: {e}", self.host))?;
+                Ok(Stream::Tls(Box::new(s)))
             }
+        }
+    }
+
+    /// Makes one request with extra header lines (`Name: value\r\n` each), as
+    /// [`Endpoint::request`] does otherwise. The headers are not part of any error text (one
+    /// may carry a credential).
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let fut = async {
+            let s = self.connect().await?;
+            Ok(self.exchange_with(s, method, path, headers, body).await)
         };
         match glommio::timer::timeout(timeout, async { Ok(fut.await) }).await {
             Ok(Ok(r)) => r,
@@ -135,9 +234,20 @@ impl Endpoint {
 
     async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
+        s: S,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, String> {
+        self.exchange_with(s, method, path, "", body).await
+    }
+
+    async fn exchange_with<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
         mut s: S,
         method: &str,
         path: &str,
+        headers: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, String> {
         let body = body.unwrap_or_default();
@@ -147,6 +257,7 @@ impl Endpoint {
             self.host,
             env!("CARGO_PKG_VERSION")
         );
+        req.push_str(headers);
         if method != "GET" {
             req.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -187,7 +298,7 @@ fn client_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConf
 async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<Response, String> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
-    let (status, head_len, framing) = loop {
+    let (status, headers, head_len, framing) = loop {
         let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("connection closed before the answer".into());
@@ -212,7 +323,17 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<Response, Stri
                 } else {
                     Framing::Close
                 };
-                break (status, len, framing);
+                let headers = r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).trim().to_string(),
+                        )
+                    })
+                    .collect();
+                break (status, headers, len, framing);
             }
             Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => continue,
             Ok(httparse::Status::Partial) => return Err("answer head too long".into()),
@@ -262,7 +383,11 @@ async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Result<Response, Stri
             }
         },
     }
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// How an answer's body ends.
@@ -312,6 +437,13 @@ mod tests {
             ("localhost:80", "")
         );
         assert!(Endpoint::parse("ftp://x", None).is_err());
+        let e = Endpoint::parse("ws://127.0.0.1:9/?v=10&encoding=json", None).unwrap();
+        assert_eq!(
+            (e.authority.as_str(), e.prefix.as_str()),
+            ("127.0.0.1:9", "/?v=10&encoding=json")
+        );
+        let e = Endpoint::parse("ws://h?v=10", None).unwrap();
+        assert_eq!((e.authority.as_str(), e.prefix.as_str()), ("h:80", "?v=10"));
         assert!(Endpoint::parse("https://x", Some(std::path::Path::new("/nonexistent"))).is_err());
     }
 

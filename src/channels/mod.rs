@@ -1,11 +1,13 @@
 //! Chat platforms the gateway holds connections to (`channels.<name>` of a platform kind:
-//! Telegram now; Discord and WhatsApp plug in beside it).
+//! Telegram and Discord; WhatsApp plugs in beside them).
 //!
 //! The shape every platform follows:
-//! - A sans-IO state machine per connection (`telegram::machine`) decides; a task on shard 0
-//!   (`telegram::driver`) does its I/O with glommio sockets ([`http`]).
+//! - A sans-IO state machine per connection (`telegram::machine`, `discord::machine`)
+//!   decides; a task on shard 0 (`telegram::driver`, `discord::driver`) does its I/O with
+//!   glommio sockets ([`http`], and [`ws`] for a WebSocket API).
 //! - An inbound message enters the same pipeline as a client's `chat.send` ([`submit`]), on
-//!   the session of its chat ([`route`]: `agent:<agent>:telegram:direct:<chatId>`), and is
+//!   the session of its chat ([`route`]: `agent:<agent>:telegram:direct:<chatId>`,
+//!   `agent:<agent>:discord:channel:<channelId>`), and is
 //!   acknowledged to the platform only once the queue admitted it (with a durable backend:
 //!   once its admission record is written).
 //! - The run's final reply becomes a reply job on the same session (`send` to the channel and
@@ -14,6 +16,7 @@
 //! - Each connection's state and counters live in [`state`] on the shards and are read by
 //!   `channels.status`, `health` (hello-ok) and `/metrics` ([`status`]).
 
+pub mod discord;
 pub mod http;
 pub mod link;
 pub mod route;
@@ -21,6 +24,7 @@ pub mod state;
 pub mod status;
 pub mod submit;
 pub mod telegram;
+pub mod ws;
 
 use std::rc::Rc;
 
@@ -41,6 +45,14 @@ pub fn start(shard: &Rc<GatewayShard>) {
             }
             // Refused by the config's validation (not built yet).
             (ChannelKind::Telegram, TelegramMode::Webhook) => {}
+            (ChannelKind::Discord, _) => {
+                glommio::spawn_local(discord::driver::run(
+                    shard.clone(),
+                    name.clone(),
+                    cfg.clone(),
+                ))
+                .detach();
+            }
             (ChannelKind::Log | ChannelKind::Webhook, _) => {}
         }
     }

@@ -1,6 +1,7 @@
 //! Session keys of chat-platform conversations, both ways: a chat becomes the session
-//! `agent:<agent>:telegram:direct:<chatId>` (a group: `…:telegram:group:<chatId>`), and a
-//! session key says which channel and chat a reply goes back to. `dm` is read as `direct`, as
+//! `agent:<agent>:telegram:direct:<chatId>` (a group: `…:telegram:group:<chatId>`; Discord:
+//! `…:discord:channel:<channelId>` for a guild channel, `…:discord:direct:<channelId>` for a
+//! DM, OpenClaw's shapes), and a session key says which channel and chat a reply goes back to. `dm` is read as `direct`, as
 //! the session key parser does ([`crate::protocol::SessionKey`] writes `dm` as `direct`, so
 //! `agent:main:telegram:dm:42` names the same session).
 //!
@@ -10,25 +11,44 @@
 //! a reply, so a reply to a message replayed from the journal after a restart still finds
 //! its chat.
 
-use crate::config::Config;
+use crate::config::{ChannelConfig, Config};
+
+/// The agent that answers channel `ch`'s chats: its `agent`, else the default agent.
+pub fn agent_of(cfg: &Config, ch: &ChannelConfig) -> String {
+    ch.agent
+        .clone()
+        .unwrap_or_else(|| cfg.agents.default_agent.clone())
+        .to_ascii_lowercase()
+}
 
 /// A platform conversation: which channel, which chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatRoute<'a> {
+    /// The platform (`telegram`, `discord`).
+    pub platform: &'a str,
     /// The channel's name (`channels.<name>`).
     pub channel: &'a str,
     /// The platform's chat id.
     pub chat: &'a str,
-    /// A group chat rather than a direct one.
-    pub group: bool,
+    /// The kind of conversation: `direct`, `group` (Telegram), `channel` (Discord).
+    pub peer: &'a str,
 }
 
-/// The platforms whose conversations have session keys.
-const PLATFORMS: [&str; 1] = ["telegram"];
+/// The platforms whose conversations have session keys, with their conversation kinds.
+const PLATFORMS: [(&str, &[&str]); 2] = [
+    ("telegram", &["direct", "dm", "group"]),
+    ("discord", &["direct", "dm", "channel"]),
+];
 
-/// The session key of `chat` on channel `channel` (of `platform`), answered by `agent`.
-pub fn session_key(agent: &str, platform: &str, channel: &str, chat: i64, group: bool) -> String {
-    let peer = if group { "group" } else { "direct" };
+/// The session key of `chat` on channel `channel` (of `platform`), a conversation of kind
+/// `peer` (`direct`, `group`, `channel`), answered by `agent`.
+pub fn session_key(
+    agent: &str,
+    platform: &str,
+    channel: &str,
+    peer: &str,
+    chat: impl std::fmt::Display,
+) -> String {
     if channel == platform {
         format!("agent:{agent}:{platform}:{peer}:{chat}")
     } else {
@@ -42,27 +62,27 @@ pub fn chat_of(key: &str) -> Option<ChatRoute<'_>> {
     let rest = key.strip_prefix("agent:")?;
     let (_agent, rest) = rest.split_once(':')?;
     let (platform, rest) = rest.split_once(':')?;
-    let platform = PLATFORMS.into_iter().find(|p| *p == platform)?;
+    let (platform, peers) = PLATFORMS.into_iter().find(|(p, _)| *p == platform)?;
     let parts: Vec<&str> = rest.split(':').collect();
     let (channel, peer, chat) = match parts.as_slice() {
         [peer, chat] => (platform, *peer, *chat),
         [channel, peer, chat] => (*channel, *peer, *chat),
         _ => return None,
     };
-    let group = match peer {
-        "direct" | "dm" => false,
-        "group" => true,
-        _ => return None,
-    };
-    // A chat id is an integer (negative for groups).
+    if !peers.contains(&peer) {
+        return None;
+    }
+    let peer = if peer == "dm" { "direct" } else { peer };
+    // A chat id is an integer (negative for Telegram groups, a snowflake for Discord).
     let digits = chat.strip_prefix('-').unwrap_or(chat);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Some(ChatRoute {
+        platform,
         channel,
         chat,
-        group,
+        peer,
     })
 }
 
@@ -75,9 +95,7 @@ pub fn reply_route(cfg: &Config, session_key: &str) -> Option<(String, String)> 
     }
     let r = chat_of(session_key)?;
     let cfg = cfg.channels.get(r.channel)?;
-    cfg.kind
-        .is_platform()
-        .then(|| (r.channel.to_string(), r.chat.to_string()))
+    (cfg.kind.platform() == Some(r.platform)).then(|| (r.channel.to_string(), r.chat.to_string()))
 }
 
 #[cfg(test)]
@@ -86,17 +104,34 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        let k = session_key("main", "telegram", "telegram", 42, false);
+        let k = session_key("main", "telegram", "telegram", "direct", 42);
         assert_eq!(k, "agent:main:telegram:direct:42");
         assert_eq!(
             chat_of(&k),
             Some(ChatRoute {
+                platform: "telegram",
                 channel: "telegram",
                 chat: "42",
-                group: false
+                peer: "direct"
             })
         );
-        let k = session_key("ops", "telegram", "tg2", -100, true);
+        let k = session_key(
+            "main",
+            "discord",
+            "discord",
+            "channel",
+            1234567890123456789u64,
+        );
+        assert_eq!(k, "agent:main:discord:channel:1234567890123456789");
+        assert_eq!(
+            chat_of(&k).map(|r| (r.platform, r.channel, r.peer)),
+            Some(("discord", "discord", "channel"))
+        );
+        assert_eq!(
+            chat_of("agent:main:discord:dm:55").map(|r| r.peer),
+            Some("direct")
+        );
+        let k = session_key("ops", "telegram", "tg2", "group", -100);
         assert_eq!(k, "agent:ops:telegram:tg2:group:-100");
         assert_eq!(
             chat_of(&k).map(|r| (r.channel, r.chat)),
@@ -108,6 +143,8 @@ mod tests {
             "agent:main:telegram:dm:abc",
             "agent:main:log:direct:42",
             "agent:main:telegram:x:y:dm:1",
+            "agent:main:telegram:channel:1",
+            "agent:main:discord:group:1",
         ] {
             assert_eq!(chat_of(not), None, "{not}");
         }

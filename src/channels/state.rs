@@ -25,15 +25,19 @@ pub struct Counters {
     pub duplicates: u64,
     /// Messages from senders outside `allowFrom` (dropped).
     pub filtered: u64,
+    /// Sends that hit a rate limit (429) and waited it out.
+    pub rate_limited: u64,
+    /// Connections re-opened after a drop (Discord Gateway).
+    pub reconnects: u64,
 }
 
 /// A channel's connection state, kept by its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkState {
-    /// The platform (`telegram`).
+    /// The platform (`telegram`, `discord`).
     pub platform: &'static str,
-    /// `polling` or `webhook` (OpenClaw's names).
-    pub mode: &'static str,
+    /// `polling` or `webhook` (OpenClaw's names for Telegram); none for Discord.
+    pub mode: Option<&'static str>,
     /// Where the token comes from (`config`, `env`, `file`).
     pub token_source: &'static str,
     /// The API root (no secret in it).
@@ -56,6 +60,14 @@ pub struct LinkState {
     pub last_inbound_at: Option<i64>,
     /// The next update the platform is asked for (what was acknowledged: everything below).
     pub offset: Option<i64>,
+    /// Discord: the Gateway URL.
+    pub gateway_url: Option<String>,
+    /// Discord: the last sequence number received.
+    pub sequence: Option<u64>,
+    /// Discord: the last heartbeat's round trip, ms.
+    pub latency_ms: Option<u64>,
+    /// Discord: sessions resumed since the start.
+    pub resumes: u64,
 }
 
 /// A shard's channel state.
@@ -114,7 +126,8 @@ impl ChannelsState {
                 (
                     k.clone(),
                     json!({"in": c.messages_in, "out": c.messages_out, "errors": c.errors,
-                           "duplicates": c.duplicates, "filtered": c.filtered}),
+                           "duplicates": c.duplicates, "filtered": c.filtered,
+                           "rateLimited": c.rate_limited, "reconnects": c.reconnects}),
                 )
             })
             .collect();
@@ -170,6 +183,12 @@ fn link_json(s: &LinkState, now: i64) -> Value {
         "lastConnectedAt": s.last_connected_at, "lastInboundAt": s.last_inbound_at,
         "offset": s.offset,
     });
+    if s.platform == "discord" {
+        v["gatewayUrl"] = json!(s.gateway_url);
+        v["sequence"] = json!(s.sequence);
+        v["heartbeatLatencyMs"] = json!(s.latency_ms);
+        v["resumes"] = json!(s.resumes);
+    }
     match &s.link {
         Link::Reconnecting { next_at } => {
             v["nextAttemptAt"] = json!(next_at);

@@ -13,6 +13,7 @@ use crate::shard::GatewayShard;
 fn label(platform: &str) -> &str {
     match platform {
         "telegram" => "Telegram",
+        "discord" => "Discord",
         other => other,
     }
 }
@@ -35,10 +36,9 @@ pub fn status_of(shard: &GatewayShard, per: &[Value], only: Option<&str>) -> Val
     let mut order: Vec<String> = Vec::new();
     let mut issues = Vec::new();
     for (name, cfg) in &shard.config().channels {
-        if !cfg.kind.is_platform() {
+        let Some(platform) = cfg.kind.platform() else {
             continue;
-        }
-        let platform = "telegram";
+        };
         if only.is_some_and(|o| o != platform && o != name) {
             continue;
         }
@@ -64,7 +64,8 @@ pub fn status_of(shard: &GatewayShard, per: &[Value], only: Option<&str>) -> Val
         acct["configured"] = json!(true);
         acct["lastOutboundAt"] = json!(out_at);
         acct["messages"] = json!({"in": sum("in"), "out": sum("out"), "errors": sum("errors"),
-                                  "duplicates": sum("duplicates"), "filtered": sum("filtered")});
+                                  "duplicates": sum("duplicates"), "filtered": sum("filtered"),
+                                  "rateLimited": sum("rateLimited"), "reconnects": sum("reconnects")});
         if let Some(why) = issue(&acct) {
             issues.push(
                 json!({"channel": platform, "accountId": name, "kind": "runtime", "message": why}),
@@ -131,10 +132,9 @@ pub fn health(shard: &GatewayShard, parts: &[Value]) -> (Value, Value, Value) {
     let mut order = Vec::new();
     let mut labels = serde_json::Map::new();
     for (name, cfg) in &shard.config().channels {
-        if !cfg.kind.is_platform() {
+        let Some(platform) = cfg.kind.platform() else {
             continue;
-        }
-        let platform = "telegram";
+        };
         let brief = parts.iter().find_map(|p| p.get(name.as_str()));
         let state = brief.and_then(|b| b["state"].as_str()).unwrap_or("stopped");
         let health = if state == "connected" {

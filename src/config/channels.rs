@@ -1,5 +1,5 @@
 //! `channels.<name>`: where messages go out (`log`, `webhook`) and the chat platforms the
-//! gateway holds connections to (`telegram`). One struct for every kind: a key that does not
+//! gateway holds connections to (`telegram`, `discord`). One struct for every kind: a key that does not
 //! apply to a kind is refused by [`validate`] rather than ignored.
 //!
 //! Secrets (`token`, `secretToken`) never appear in a log line: [`ChannelConfig`]'s `Debug`
@@ -25,9 +25,16 @@ pub struct ChannelConfig {
     pub token_env: Option<String>,
     /// Telegram: a file holding the bot token (trailing whitespace ignored).
     pub token_file: Option<std::path::PathBuf>,
-    /// Telegram: the Bot API root. Default `https://api.telegram.org` (tests point it at a
-    /// stand-in over `http://`).
+    /// The platform's REST root: Telegram's Bot API (default `https://api.telegram.org`),
+    /// Discord's API (default `https://discord.com/api/v10`). Tests point it at a stand-in
+    /// over `http://`.
     pub api_base: Option<String>,
+    /// Discord: the Gateway WebSocket URL. Default
+    /// `wss://gateway.discord.gg/?v=10&encoding=json` (tests use `ws://` to a stand-in).
+    pub gateway_url: Option<String>,
+    /// Discord: the Gateway intents bitfield of Identify. Default GUILD_MESSAGES |
+    /// DIRECT_MESSAGES | MESSAGE_CONTENT (`1<<9 | 1<<12 | 1<<15`).
+    pub intents: Option<u64>,
     /// Telegram: `longpoll` (default: `getUpdates`). `webhook` (Telegram POSTs updates to the
     /// gateway) is reserved and refused at start until its inbound route exists.
     pub mode: TelegramMode,
@@ -62,6 +69,8 @@ impl Default for ChannelConfig {
             token_env: None,
             token_file: None,
             api_base: None,
+            gateway_url: None,
+            intents: None,
             mode: TelegramMode::Longpoll,
             secret_token: None,
             allow_from: Vec::new(),
@@ -81,6 +90,7 @@ impl std::fmt::Debug for ChannelConfig {
             .field("kind", &self.kind)
             .field("url", &self.url)
             .field("apiBase", &self.api_base)
+            .field("gatewayUrl", &self.gateway_url)
             .field("mode", &self.mode)
             .field("tokenSource", &self.token_source())
             .finish_non_exhaustive()
@@ -90,13 +100,37 @@ impl std::fmt::Debug for ChannelConfig {
 /// The Telegram Bot API root when `apiBase` is not set.
 pub const TELEGRAM_API_BASE: &str = "https://api.telegram.org";
 
+/// The Discord REST API root when `apiBase` is not set.
+pub const DISCORD_API_BASE: &str = "https://discord.com/api/v10";
+
+/// The Discord Gateway when `gatewayUrl` is not set.
+pub const DISCORD_GATEWAY_URL: &str = "wss://gateway.discord.gg/?v=10&encoding=json";
+
+/// Discord's default intents: GUILD_MESSAGES (1<<9) | DIRECT_MESSAGES (1<<12) |
+/// MESSAGE_CONTENT (1<<15).
+pub const DISCORD_INTENTS: u64 = (1 << 9) | (1 << 12) | (1 << 15);
+
 impl ChannelConfig {
-    /// The Bot API root, without a trailing slash.
+    /// The platform's REST root, without a trailing slash.
     pub fn api_base(&self) -> &str {
+        let default = match self.kind {
+            ChannelKind::Discord => DISCORD_API_BASE,
+            _ => TELEGRAM_API_BASE,
+        };
         self.api_base
             .as_deref()
-            .unwrap_or(TELEGRAM_API_BASE)
+            .unwrap_or(default)
             .trim_end_matches('/')
+    }
+
+    /// Discord: the Gateway URL.
+    pub fn gateway_url(&self) -> &str {
+        self.gateway_url.as_deref().unwrap_or(DISCORD_GATEWAY_URL)
+    }
+
+    /// Discord: the Identify intents.
+    pub fn intents(&self) -> u64 {
+        self.intents.unwrap_or(DISCORD_INTENTS)
     }
 
     /// Where the token comes from, as OpenClaw's `tokenSource` says it: `config`, `env`,
@@ -144,13 +178,25 @@ pub enum ChannelKind {
     /// A Telegram bot (Bot API): inbound messages become runs, replies go out by
     /// `sendMessage`.
     Telegram,
+    /// A Discord bot (Gateway v10 + REST): `MESSAGE_CREATE` events become runs, replies go
+    /// out by `POST /channels/{id}/messages`.
+    Discord,
 }
 
 impl ChannelKind {
     /// A chat platform the gateway holds a connection to (its messages come in, not only go
     /// out).
     pub fn is_platform(self) -> bool {
-        matches!(self, ChannelKind::Telegram)
+        self.platform().is_some()
+    }
+
+    /// The platform's name (a session key segment, OpenClaw's channel id).
+    pub fn platform(self) -> Option<&'static str> {
+        match self {
+            ChannelKind::Telegram => Some("telegram"),
+            ChannelKind::Discord => Some("discord"),
+            ChannelKind::Log | ChannelKind::Webhook => None,
+        }
     }
 }
 
@@ -176,30 +222,27 @@ pub(super) fn validate(
             ChannelKind::Log => {}
             ChannelKind::Webhook if c.url.as_deref().is_some_and(|u| u.starts_with("http://")) => {}
             ChannelKind::Webhook => return bad(at("url"), "a webhook needs an http:// url"),
-            ChannelKind::Telegram => {
-                // The name is a session key segment (`agent:main:telegram:<name>:dm:<chat>`).
-                if name.is_empty()
-                    || !name.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                    })
-                {
+            ChannelKind::Telegram | ChannelKind::Discord => {
+                platform_common(name, c)?;
+            }
+        }
+        match c.kind {
+            ChannelKind::Discord => {
+                let url = c.gateway_url();
+                if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                    return bad(at("gatewayUrl"), "a ws:// or wss:// URL is required");
+                }
+                if c.mode == TelegramMode::Webhook {
+                    return bad(at("mode"), "only a telegram channel takes a mode");
+                }
+                if c.secret_token.is_some() {
                     return bad(
-                        format!("channels.{name}"),
-                        "a telegram channel's name is lower-case letters, digits, - and _",
+                        at("secretToken"),
+                        "only a telegram channel takes a secretToken",
                     );
                 }
-                let sources = [
-                    c.token.is_some(),
-                    c.token_env.is_some(),
-                    c.token_file.is_some(),
-                ];
-                if sources.iter().filter(|s| **s).count() != 1 {
-                    return bad(at("token"), "set exactly one of token, tokenEnv, tokenFile");
-                }
-                let base = c.api_base();
-                if !(base.starts_with("http://") || base.starts_with("https://")) {
-                    return bad(at("apiBase"), "an http:// or https:// URL is required");
-                }
+            }
+            ChannelKind::Telegram => {
                 if c.mode == TelegramMode::Webhook {
                     // Refused rather than accepted and left deaf: the inbound route
                     // (`/channels/<name>/webhook` with the secret-token check) is not built yet.
@@ -217,19 +260,63 @@ pub(super) fn validate(
                 if c.poll_timeout.0 > 600_000 {
                     return bad(at("pollTimeout"), "must be at most 10m");
                 }
-                if c.max_connections == 0 {
-                    return bad(at("maxConnections"), "must be at least 1");
-                }
-                if c.timeout_ms == 0 {
-                    return bad(at("timeoutMs"), "must be at least 1");
+                if c.gateway_url.is_some() || c.intents.is_some() {
+                    return bad(
+                        at("gatewayUrl"),
+                        "only a discord channel takes gatewayUrl and intents",
+                    );
                 }
             }
+            ChannelKind::Log | ChannelKind::Webhook => {}
         }
-        if c.kind != ChannelKind::Telegram
+        if !c.kind.is_platform()
             && (c.token.is_some() || c.token_env.is_some() || c.token_file.is_some())
         {
-            return bad(at("token"), "only a telegram channel takes a token");
+            return bad(
+                at("token"),
+                "only a telegram or discord channel takes a token",
+            );
         }
+    }
+    Ok(())
+}
+
+/// What every platform channel needs: a name fit for a session key, one token source, an
+/// http(s) API root, sane limits.
+fn platform_common(name: &str, c: &ChannelConfig) -> Result<(), (String, String)> {
+    let bad = |key: String, reason: &str| Err((key, reason.to_string()));
+    let at = |k: &str| format!("channels.{name}.{k}");
+    // The name is a session key segment (`agent:main:telegram:<name>:dm:<chat>`).
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return bad(
+            format!("channels.{name}"),
+            "a platform channel's name is lower-case letters, digits, - and _",
+        );
+    }
+    let sources = [
+        c.token.is_some(),
+        c.token_env.is_some(),
+        c.token_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return bad(at("token"), "set exactly one of token, tokenEnv, tokenFile");
+    }
+    let base = c.api_base();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return bad(at("apiBase"), "an http:// or https:// URL is required");
+    }
+    if c.reconnect_interval.0 < 10 {
+        return bad(at("reconnectInterval"), "must be at least 10ms");
+    }
+    if c.max_connections == 0 {
+        return bad(at("maxConnections"), "must be at least 1");
+    }
+    if c.timeout_ms == 0 {
+        return bad(at("timeoutMs"), "must be at least 1");
     }
     Ok(())
 }

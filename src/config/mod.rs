@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use channels::{ChannelConfig, ChannelKind, TelegramMode, TELEGRAM_API_BASE};
+pub use channels::{
+    ChannelConfig, ChannelKind, TelegramMode, DISCORD_API_BASE, DISCORD_GATEWAY_URL,
+    DISCORD_INTENTS, TELEGRAM_API_BASE,
+};
 pub use cluster::{ClusterMode, ClusteringConfig};
 pub use duration::Millis;
 pub use redis::{parse_url as parse_redis_url, RedisQueueConfig, RedisTarget};
@@ -1341,7 +1344,7 @@ mod tests {
             (
                 "{channels: {sms: {kind: 'carrier-pigeon'}}}",
                 "channels.sms.kind",
-                "`log`, `webhook`, `telegram`",
+                "`log`, `webhook`, `telegram`, `discord`",
             ),
             (
                 "{monitoring: {sinks: {ops: {kind: 'email', url: 'http://x'}}}}",

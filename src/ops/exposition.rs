@@ -472,6 +472,16 @@ pub async fn render(shard: &Rc<GatewayShard>) -> String {
                 "shardgate_channel_filtered_total",
                 "Messages dropped by allowFrom (or from bots), per channel.",
             ),
+            (
+                "rateLimited",
+                "shardgate_channel_rate_limited_total",
+                "Sends that hit the platform's rate limit (429) and waited it out, per channel.",
+            ),
+            (
+                "reconnects",
+                "shardgate_channel_reconnects_total",
+                "Platform connections re-opened after a drop (Discord Gateway), per channel.",
+            ),
         ] {
             metric(
                 name,

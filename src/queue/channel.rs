@@ -3,7 +3,7 @@
 //! `log` (built in, always up) records the message in the session's history. A `webhook`
 //! channel POSTs `{messageId, channel, to, message, sessionKey}` as JSON to its URL over plain
 //! HTTP/1.1; a 2xx answer is delivery, anything else (refused, timeout, non-2xx) is a failed
-//! attempt that the queue retries and finally dead-letters. A chat platform (`telegram`)
+//! attempt that the queue retries and finally dead-letters. A chat platform (`telegram`, `discord`)
 //! sends through its API ([`crate::channels`]).
 
 use std::rc::Rc;
@@ -62,6 +62,9 @@ pub async fn deliver(
         // A reply to a platform chat (its own history entry is the run's answer).
         ChannelKind::Telegram => {
             crate::channels::telegram::send::send(shard, channel, &cfg, to, &job.message).await
+        }
+        ChannelKind::Discord => {
+            crate::channels::discord::send::send(shard, channel, &cfg, to, &job.message).await
         }
     }
 }

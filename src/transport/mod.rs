@@ -11,3 +11,4 @@ pub mod server;
 pub mod tls;
 pub mod tls_policy;
 pub mod ws;
+pub mod ws_client;

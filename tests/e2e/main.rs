@@ -11,6 +11,7 @@
 mod support;
 
 mod channels;
+mod channels_discord;
 mod cluster;
 mod compat;
 mod compression;

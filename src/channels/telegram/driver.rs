@@ -19,25 +19,17 @@ use crate::clock::now_ms;
 use crate::config::{ChannelConfig, TelegramMode};
 use crate::shard::GatewayShard;
 
-/// The agent that answers channel `cfg`.
-pub fn agent_of(shard: &GatewayShard, cfg: &ChannelConfig) -> String {
-    cfg.agent
-        .clone()
-        .unwrap_or_else(|| shard.config().agents.default_agent.clone())
-        .to_ascii_lowercase()
-}
-
 /// The state a channel starts in.
 pub fn initial_state(shard: &GatewayShard, cfg: &ChannelConfig) -> LinkState {
     LinkState {
         platform: "telegram",
-        mode: match cfg.mode {
+        mode: Some(match cfg.mode {
             TelegramMode::Longpoll => "polling",
             TelegramMode::Webhook => "webhook",
-        },
+        }),
         token_source: cfg.token_source(),
         base_url: cfg.api_base().to_string(),
-        agent: agent_of(shard, cfg),
+        agent: crate::channels::route::agent_of(shard.config(), cfg),
         allow_from: cfg.allow_from.clone(),
         link: Link::Connecting,
         last_error: None,
@@ -46,6 +38,10 @@ pub fn initial_state(shard: &GatewayShard, cfg: &ChannelConfig) -> LinkState {
         last_connected_at: None,
         last_inbound_at: None,
         offset: None,
+        gateway_url: None,
+        sequence: None,
+        latency_ms: None,
+        resumes: 0,
     }
 }
 

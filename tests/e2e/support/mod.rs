@@ -4,6 +4,7 @@
 //! Every wait is a wait on a condition (a frame, a close, an exit, a log line) bounded by a
 //! timeout; nothing sleeps and hopes.
 
+pub(crate) mod discord;
 pub(crate) mod telegram;
 
 use std::collections::VecDeque;
