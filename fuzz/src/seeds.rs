@@ -1,6 +1,6 @@
 //! The seed corpus, made from real inputs: the frames, heads, params, configs and journal
-//! segments the gateway sees. `cargo test -p shardgate-fuzz --test targets -- --ignored
-//! write_seed_corpus` writes them to `fuzz/corpus/<target>/seed-*` (committed); inputs kept
+//! segments the gateway sees. `cargo run -p shardgate-fuzz --example
+//! write_seeds` writes them to `fuzz/corpus/<target>/seed-*` (committed); inputs kept
 //! as regressions (`regress-*`) and those libFuzzer adds sit beside them.
 
 use serde_json::json;

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
-use shardgate_fuzz::{mutate::mutate, seeds::seeds, Target, TARGETS};
+use shardgate_fuzz::{mutate::mutate, Target, TARGETS};
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -150,17 +150,4 @@ fn long_head_one_byte_per_read_costs_linear_work() {
     let (out, work, buffered) = feed(too_long.as_bytes(), &vec![1; too_long.len()]);
     assert_eq!(out, Outcome::Refused);
     assert!(buffered <= shardgate::transport::http::MAX_HEAD && work <= 4 * buffered);
-}
-
-/// Writes the seed corpus (run by hand after changing `seeds.rs`).
-#[test]
-#[ignore]
-fn write_seed_corpus() {
-    for (target, _) in TARGETS {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in seeds(target) {
-            std::fs::write(dir.join(name), bytes).unwrap();
-        }
-    }
 }
