@@ -24,6 +24,7 @@ pub mod state;
 pub mod status;
 pub mod submit;
 pub mod telegram;
+pub mod text;
 pub mod ws;
 
 use std::rc::Rc;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 pub use super::link::Link;
+use crate::config::ChannelConfig;
 
 /// One channel's counters on one shard.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,36 @@ pub struct LinkState {
     pub latency_ms: Option<u64>,
     /// Discord: sessions resumed since the start.
     pub resumes: u64,
+}
+
+impl LinkState {
+    /// The state a driver starts in: connecting, nothing received yet.
+    pub fn starting(
+        platform: &'static str,
+        cfg: &ChannelConfig,
+        agent: String,
+        now: i64,
+    ) -> LinkState {
+        LinkState {
+            platform,
+            mode: None,
+            token_source: cfg.token_source(),
+            base_url: cfg.api_base().to_string(),
+            agent,
+            allow_from: cfg.allow_from.clone(),
+            link: Link::Connecting,
+            last_error: None,
+            reconnect_attempts: 0,
+            started_at: now,
+            last_connected_at: None,
+            last_inbound_at: None,
+            offset: None,
+            gateway_url: None,
+            sequence: None,
+            latency_ms: None,
+            resumes: 0,
+        }
+    }
 }
 
 /// A shard's channel state.

@@ -18,6 +18,7 @@ use futures_lite::StreamExt;
 
 use super::machine::{Inbound, Machine, Next, Op, Out, Setup};
 use super::wire;
+use crate::channels::route::agent_of;
 use crate::channels::state::{Link, LinkState};
 use crate::channels::submit::Submitter;
 use crate::channels::ws::{self, WsConn};
@@ -39,23 +40,8 @@ const SUBMIT_TRIES: u32 = 5;
 /// The state a channel starts in.
 pub fn initial_state(shard: &GatewayShard, cfg: &ChannelConfig) -> LinkState {
     LinkState {
-        platform: "discord",
-        mode: None,
-        token_source: cfg.token_source(),
-        base_url: cfg.api_base().to_string(),
-        agent: crate::channels::route::agent_of(shard.config(), cfg),
-        allow_from: cfg.allow_from.clone(),
-        link: Link::Connecting,
-        last_error: None,
-        reconnect_attempts: 0,
-        started_at: now_ms(),
-        last_connected_at: None,
-        last_inbound_at: None,
-        offset: None,
         gateway_url: Some(cfg.gateway_url().to_string()),
-        sequence: None,
-        latency_ms: None,
-        resumes: 0,
+        ..LinkState::starting("discord", cfg, agent_of(shard.config(), cfg), now_ms())
     }
 }
 

@@ -82,7 +82,7 @@ impl Rest {
         }
         let path = format!("/channels/{channel}/messages");
         let mut limited = 0;
-        for piece in pieces(text) {
+        for piece in crate::channels::text::pieces(text, wire::MAX_CONTENT_CHARS) {
             let body = serde_json::to_vec(&wire::CreateMessage { content: piece })
                 .map_err(|e| e.to_string())?;
             let mut tries = 0;
@@ -143,37 +143,5 @@ impl Rest {
             }
         }
         Ok(limited)
-    }
-}
-
-/// `text` in pieces of at most [`wire::MAX_CONTENT_CHARS`] characters (an empty text is one
-/// space: Discord refuses an empty message).
-fn pieces(text: &str) -> Vec<&str> {
-    if text.is_empty() {
-        return vec![" "];
-    }
-    let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let cut = rest
-            .char_indices()
-            .nth(wire::MAX_CONTENT_CHARS)
-            .map_or(rest.len(), |(i, _)| i);
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn long_texts_are_split_on_characters() {
-        let t = "é".repeat(2000 + 3);
-        let p = super::pieces(&t);
-        assert_eq!(
-            p.iter().map(|s| s.chars().count()).collect::<Vec<_>>(),
-            [2000, 3]
-        );
     }
 }

@@ -100,7 +100,7 @@ impl Bot {
     /// `sendMessage {chat_id, text}`, split into pieces of at most 4096 characters.
     pub async fn send_message(&self, chat: &str, text: &str) -> Result<(), SendError> {
         let _permit = self.permits.acquire_static_permit(1).await;
-        for piece in pieces(text) {
+        for piece in crate::channels::text::pieces(text, wire::MAX_TEXT_CHARS) {
             let body = serde_json::to_vec(&wire::SendMessage {
                 chat_id: chat,
                 text: piece,
@@ -132,38 +132,5 @@ impl Bot {
             }
         }
         Ok(())
-    }
-}
-
-/// `text` in pieces of at most [`wire::MAX_TEXT_CHARS`] characters (one piece when it fits;
-/// an empty text is sent as one space, as Telegram refuses empty messages).
-fn pieces(text: &str) -> Vec<&str> {
-    if text.is_empty() {
-        return vec![" "];
-    }
-    let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let cut = rest
-            .char_indices()
-            .nth(wire::MAX_TEXT_CHARS)
-            .map_or(rest.len(), |(i, _)| i);
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn long_texts_are_split_on_characters() {
-        let t = "é".repeat(4096 + 10);
-        let p = super::pieces(&t);
-        assert_eq!(
-            p.iter().map(|s| s.chars().count()).collect::<Vec<_>>(),
-            [4096, 10]
-        );
-        assert_eq!(super::pieces(""), [" "]);
     }
 }

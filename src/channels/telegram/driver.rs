@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::bot::Bot;
 use super::machine::{Next, Poller, Setup};
+use crate::channels::route::agent_of;
 use crate::channels::state::{Link, LinkState};
 use crate::channels::submit::Submitter;
 use crate::clock::now_ms;
@@ -22,26 +23,11 @@ use crate::shard::GatewayShard;
 /// The state a channel starts in.
 pub fn initial_state(shard: &GatewayShard, cfg: &ChannelConfig) -> LinkState {
     LinkState {
-        platform: "telegram",
         mode: Some(match cfg.mode {
             TelegramMode::Longpoll => "polling",
             TelegramMode::Webhook => "webhook",
         }),
-        token_source: cfg.token_source(),
-        base_url: cfg.api_base().to_string(),
-        agent: crate::channels::route::agent_of(shard.config(), cfg),
-        allow_from: cfg.allow_from.clone(),
-        link: Link::Connecting,
-        last_error: None,
-        reconnect_attempts: 0,
-        started_at: now_ms(),
-        last_connected_at: None,
-        last_inbound_at: None,
-        offset: None,
-        gateway_url: None,
-        sequence: None,
-        latency_ms: None,
-        resumes: 0,
+        ..LinkState::starting("telegram", cfg, agent_of(shard.config(), cfg), now_ms())
     }
 }
 
