@@ -26,6 +26,7 @@ use crate::addr::ConnRef;
 use crate::cluster::{MemberIdx, Ownership, SlotOwner};
 use crate::envelope::Out;
 use crate::protocol::connect::ConnAuth;
+use crate::session::run_entry::RunRecord;
 
 /// A relay message, JSON on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +52,28 @@ pub enum Wire {
         event: String,
         /// Its payload, JSON text.
         payload: String,
+    },
+    /// Who runs `run`? Sent on the cluster-wide channel by a gateway with an `agent.wait`er
+    /// for a run it does not know; the member that has the run answers with
+    /// [`Wire::RunEnded`] once it ended (at once if it has).
+    WaitFor {
+        /// The asking member.
+        from: String,
+        /// The run id.
+        run: String,
+    },
+    /// How a run the receiver asked for ([`Wire::WaitFor`]) ended.
+    RunEnded {
+        /// The run id.
+        run: String,
+        /// `ok`, `error`, `timeout` or `aborted`.
+        status: String,
+        /// When it started, ms.
+        started_at: Option<i64>,
+        /// When it ended, ms.
+        ended_at: Option<i64>,
+        /// Its error text.
+        error: Option<String>,
     },
     /// An event for a connection of the receiver (its `seq` is given there).
     Event {
@@ -114,6 +137,10 @@ pub fn all_channel(prefix: &str) -> String {
     format!("{prefix}:relay:*all")
 }
 
+/// The most runs of one shard other members may wait for at once; past it an `agent.wait`
+/// on another member is not registered and answers `timeout` there (its client asks again).
+pub const MAX_REMOTE_WAITS: usize = 4096;
+
 /// One shard's end of the relay: publishes on the shard's Redis connection.
 pub struct Relay {
     client: Client,
@@ -127,6 +154,9 @@ pub struct Relay {
     /// Requests relayed from this shard and not finally answered yet: (connection id, request
     /// id) → the member asked. Swept when that member leaves ([`Relay::orphans`]).
     pending: RefCell<HashMap<(u64, String), MemberIdx>>,
+    /// On a run id's owner shard: runs of this gateway other members wait for (run id → the
+    /// members), told when the run ends. Bounded by [`MAX_REMOTE_WAITS`].
+    remote_waits: RefCell<HashMap<String, Vec<MemberIdx>>>,
     /// Removes a node's directory entry only if this gateway wrote it (a node that moved to
     /// another gateway keeps the newer entry).
     forget_node: Script,
@@ -153,6 +183,7 @@ impl Relay {
             failed: Cell::new(0),
             unheard: Cell::new(0),
             pending: RefCell::default(),
+            remote_waits: RefCell::default(),
             forget_node: Script::new(
                 "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
                  return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0",
@@ -184,7 +215,21 @@ impl Relay {
             event: event.to_string(),
             payload: payload.to_string(),
         };
-        let Ok(text) = serde_json::to_string(&msg) else {
+        self.publish_all(&msg);
+    }
+
+    /// Asks every other member for run `run` (see [`Wire::WaitFor`]), without waiting.
+    pub fn ask_run(self: &Rc<Self>, run: &str) {
+        let msg = Wire::WaitFor {
+            from: self.ownership.me().to_string(),
+            run: run.to_string(),
+        };
+        self.publish_all(&msg);
+    }
+
+    /// Publishes `msg` on the cluster-wide channel, without waiting.
+    fn publish_all(self: &Rc<Self>, msg: &Wire) {
+        let Ok(text) = serde_json::to_string(msg) else {
             return;
         };
         let this = self.clone();
@@ -196,7 +241,51 @@ impl Relay {
                 .await
             {
                 this.failed.set(this.failed.get() + 1);
-                tracing::debug!("relay: cluster event not sent: {e}");
+                tracing::debug!("relay: cluster message not sent: {e}");
+            }
+        })
+        .detach();
+    }
+
+    /// Member `member` waits for run `run` of this gateway, which has not ended yet.
+    pub fn wait_remote(&self, run: &str, member: MemberIdx) {
+        let mut waits = self.remote_waits.borrow_mut();
+        if let Some(members) = waits.get_mut(run) {
+            if !members.contains(&member) {
+                members.push(member);
+            }
+        } else if waits.len() < MAX_REMOTE_WAITS {
+            waits.insert(run.to_string(), vec![member]);
+        }
+    }
+
+    /// Run `run` of this gateway ended as `r`: tells the members waiting for it.
+    pub fn run_ended(self: &Rc<Self>, run: &str, r: &RunRecord) {
+        if self.remote_waits.borrow().is_empty() {
+            return;
+        }
+        let Some(members) = self.remote_waits.borrow_mut().remove(run) else {
+            return;
+        };
+        for m in members {
+            self.tell_run(m, run, r);
+        }
+    }
+
+    /// Tells `member` how run `run` ended, without waiting (lost with that member, whose
+    /// waiter then answers `timeout`, as a lost connection's would).
+    pub fn tell_run(self: &Rc<Self>, member: MemberIdx, run: &str, r: &RunRecord) {
+        let msg = Wire::RunEnded {
+            run: run.to_string(),
+            status: r.status.to_string(),
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            error: r.error.clone(),
+        };
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = this.send(member, &msg).await {
+                tracing::debug!(member = member.0, "relay: run outcome not sent: {e}");
             }
         })
         .detach();

@@ -27,5 +27,5 @@ pub mod takeover;
 pub(crate) use lane::drive_lane;
 pub use lane::enqueue;
 pub use replay::{open_journal, open_redis, purge_dead, readmit, redrive, snapshot};
-pub use runs::{reply_final, run_directory, trace};
+pub use runs::{ended_elsewhere, reply_final, run_directory, trace};
 pub use submit::{submit, Journaled, Submit};

@@ -95,11 +95,11 @@ pub(super) fn run_directory_found(
     if owner == shard.id() {
         let mut runs = shard.runs().borrow_mut();
         if let Some(e) = found.and_then(|h| runs.by_handle(h, now)) {
-            return update(&mut e.record, f);
+            return update(shard, run_id, &mut e.record, f);
         }
         let (h, e) = runs.entry(run_id, now, RunEntry::default);
         *found = Some(h);
-        return update(&mut e.record, f);
+        return update(shard, run_id, &mut e.record, f);
     }
     let id = run_id.to_string();
     shard.on_shard(owner, move |s| update_run(s, &id, now, f));
@@ -108,6 +108,8 @@ pub(super) fn run_directory_found(
 fn update_run(shard: &GatewayShard, run_id: &str, now: i64, f: impl FnOnce(&mut RunRecord)) {
     let mut runs = shard.runs().borrow_mut();
     update(
+        shard,
+        run_id,
         &mut runs
             .get_or_insert_with(run_id, now, RunEntry::default)
             .record,
@@ -115,12 +117,43 @@ fn update_run(shard: &GatewayShard, run_id: &str, now: i64, f: impl FnOnce(&mut 
     );
 }
 
-/// Applies `f` to a run's entry, waking its `agent.wait`ers once the run has ended.
-fn update(r: &mut RunRecord, f: impl FnOnce(&mut RunRecord)) {
+/// Applies `f` to a run's entry, waking its `agent.wait`ers once the run has ended (those
+/// of other gateways of a cluster too, see [`crate::relay::Relay::wait_remote`]).
+fn update(shard: &GatewayShard, run_id: &str, r: &mut RunRecord, f: impl FnOnce(&mut RunRecord)) {
     f(r);
-    if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
+    if r.ended() {
         for w in r.waiters.drain(..) {
             let _ = w.send(());
         }
+        if shard.shared().cluster.is_some() {
+            if let Some(relay) = shard.relay() {
+                relay.run_ended(run_id, r);
+            }
+        }
+    }
+}
+
+/// On the run id's owner shard: a run of another gateway of the cluster ended (what this
+/// gateway's `agent.wait`ers asked it for): its record here takes the outcome, which wakes
+/// them. A run nobody waits for here leaves no record.
+pub fn ended_elsewhere(shard: &GatewayShard, run_id: &str, ended: RunRecord) {
+    let mut runs = shard.runs().borrow_mut();
+    let Some(e) = runs.get_mut(run_id, now_ms()) else {
+        return;
+    };
+    if e.record.status.is_empty() {
+        let RunRecord {
+            status,
+            started_at,
+            ended_at,
+            error,
+            ..
+        } = ended;
+        update(shard, run_id, &mut e.record, |r| {
+            r.status = status;
+            r.started_at = started_at;
+            r.ended_at = ended_at;
+            r.error = error;
+        });
     }
 }

@@ -152,9 +152,16 @@ pub(super) fn agent_wait(shard: &Rc<GatewayShard>, reply: ReplyTo, p: &Value) {
                 let r = &mut runs
                     .get_or_insert_with(run_id.as_str(), now_ms(), Default::default)
                     .record;
-                if matches!(r.status, "ok" | "error" | "timeout" | "aborted") {
+                if r.ended() {
                     None
                 } else {
+                    // Not a run of this gateway (as far as it knows): in a cluster, the
+                    // member that has it tells when it ends.
+                    if r.status.is_empty() && s.shared().cluster.is_some() {
+                        if let Some(relay) = s.relay() {
+                            relay.ask_run(&run_id);
+                        }
+                    }
                     let (tx, rx) = futures_channel::oneshot::channel();
                     r.waiters.push(tx);
                     Some(rx)

@@ -16,6 +16,16 @@ pub struct RunRecord {
     pub waiters: Vec<futures_channel::oneshot::Sender<()>>,
 }
 
+impl RunRecord {
+    /// The statuses of a run that has ended.
+    pub const ENDED: [&'static str; 4] = ["ok", "error", "timeout", "aborted"];
+
+    /// Whether the run has ended.
+    pub fn ended(&self) -> bool {
+        matches!(self.status, "ok" | "error" | "timeout" | "aborted")
+    }
+}
+
 /// A run id's entry in a shard's run ring ([`crate::shard::GatewayShard::runs`]): the stages its message
 /// passed on this shard and, on `owner(runId)`, its run directory record. One entry, one key
 /// and one index probe per run rather than two rings' worth.

@@ -14,7 +14,8 @@ use shardgate_redis::{Push, Subscriber};
 use shards::ShardId;
 
 use crate::addr::{Caller, ConnRef, ReplyTo};
-use crate::cluster::SlotOwner;
+use crate::clock::now_ms;
+use crate::cluster::{MemberIdx, SlotOwner};
 use crate::envelope::Out;
 use crate::protocol::error::GatewayError;
 use crate::protocol::method::{Method, NodeMethod, Placement};
@@ -23,7 +24,7 @@ use crate::protocol::SessionKey;
 use crate::relay::{CallMsg, Relay, Wire};
 use crate::routing::remote::owner_unavailable;
 use crate::routing::{dispatch, refuse_call, run_owned};
-use crate::shard::{Call, GatewayShard, MeshMsg};
+use crate::shard::{Call, GatewayShard, MeshMsg, RunRecord};
 
 /// Listens on this gateway's relay channel (on one shard) and hands each message on, for
 /// as long as the gateway runs. The subscription is restored by the client after a
@@ -83,6 +84,50 @@ pub fn on_relay(shard: &Rc<GatewayShard>, relay: &Relay, text: &[u8]) {
             if from != relay.ownership().me() && event == "sessions.changed" {
                 shard.sessions_changed_here(payload);
             }
+        }
+        Wire::WaitFor { from, run } => {
+            if from == relay.ownership().me() {
+                return;
+            }
+            let Some(member) = relay.gw_of(&from).map(|gw| MemberIdx(gw - 1)) else {
+                return;
+            };
+            // On the run id's owner shard, where its record is kept if the run is ours.
+            shard.on_shard(shard.owner(&run), move |sh| {
+                let Some(relay) = sh.relay() else { return };
+                let runs = sh.runs().borrow();
+                let Some(e) = runs.get(run.as_str(), now_ms()) else {
+                    return;
+                };
+                match &e.record {
+                    r if r.ended() => relay.tell_run(member, &run, r),
+                    // A record only waited for here is another gateway's run.
+                    r if r.status.is_empty() => {}
+                    _ => relay.wait_remote(&run, member),
+                }
+            })
+        }
+        Wire::RunEnded {
+            run,
+            status,
+            started_at,
+            ended_at,
+            error,
+        } => {
+            let Some(status) = RunRecord::ENDED.into_iter().find(|s| *s == status) else {
+                tracing::warn!(%status, "relay: run outcome with an unknown status dropped");
+                return;
+            };
+            let ended = RunRecord {
+                status,
+                started_at,
+                ended_at,
+                error,
+                waiters: Vec::new(),
+            };
+            shard.on_shard(shard.owner(&run), move |sh| {
+                crate::queue::ended_elsewhere(sh, &run, ended)
+            })
         }
         Wire::Event {
             shard: s,

@@ -649,3 +649,53 @@ fn a_member_joining_under_load_takes_its_slots_without_losing_or_doubling_a_run(
         pending_in_redis(&redis) == 0
     });
 }
+
+/// `agent.wait` on a gateway that does not run the run: the member that runs it answers
+/// through the relay — while the run is going (the waiter is woken when it ends), after it
+/// ended (at once), and for a run nobody has (`timeout` after `timeoutMs`).
+#[test]
+fn agent_wait_on_any_gateway_sees_a_run_of_another() {
+    let redis = RedisServer::start().expect("redis-server");
+    // One word per 150 ms: a six-word run takes ~0.9 s, time for a wait to come first.
+    let gws: Vec<Gateway> = ["g1", "g2", "g3"]
+        .iter()
+        .map(|n| member_with_delay(&redis, n, 150))
+        .collect();
+    wait_converged(&redis, &gws.iter().collect::<Vec<_>>());
+    let key = session_owned_by(&redis, "g2", "wait");
+
+    // The run goes from a client on g1 to g2; a second client on g1 waits for it.
+    let mut c = gws[0].operator(&[READ, WRITE]);
+    let id = c.call(
+        "agent",
+        json!({"message": "one two three four five six", "sessionKey": key, "idempotencyKey": "wait-1"}),
+    );
+    let acc = c.wait_res(&id);
+    assert_eq!(acc["payload"]["status"], "accepted", "{acc}");
+    let run_id = acc["payload"]["runId"].as_str().unwrap().to_string();
+    let mut w = gws[0].operator(&[READ, WRITE]);
+    let waited = w.request_ok("agent.wait", json!({"runId": run_id, "timeoutMs": 20_000}));
+    let fin = c.wait_res(&id);
+    assert_eq!(fin["ok"], true, "{fin}");
+    assert_eq!(waited["status"], "ok", "waited while it ran: {waited}");
+    assert_eq!(waited["runId"], run_id.as_str());
+    let ended = waited["endedAt"].as_i64().expect("endedAt");
+    let started = waited["startedAt"].as_i64().expect("startedAt");
+    assert!(
+        ended - started >= 5 * 150,
+        "the wait ended with the run, not before: {waited}"
+    );
+
+    // After the end, from a client of g3, which never saw the run: the same outcome.
+    let mut late = gws[2].operator(&[READ, WRITE]);
+    let again = late.request_ok("agent.wait", json!({"runId": run_id, "timeoutMs": 20_000}));
+    assert_eq!(again["status"], "ok", "{again}");
+    assert_eq!(again["endedAt"], waited["endedAt"], "{again}");
+
+    // A run no member has: `timeout` once timeoutMs passed.
+    let none = late.request_ok(
+        "agent.wait",
+        json!({"runId": "no-such-run", "timeoutMs": 300}),
+    );
+    assert_eq!(none["status"], "timeout", "{none}");
+}
