@@ -78,6 +78,8 @@ pub enum WsError {
     InvalidUtf8,
     /// A frame or message over its limit (bytes); close 1009.
     TooBig(usize),
+    /// A message in more frames than [`max_fragments`] allows; close 1008.
+    TooManyFragments(u32),
     /// A compressed message that is not a valid deflate stream; close 1007.
     Inflate,
     /// The socket failed (or the pre-auth read budget ran out).
@@ -93,6 +95,7 @@ impl WsError {
             WsError::Protocol(why) => Some((1002, why)),
             WsError::InvalidUtf8 => Some((1007, "invalid UTF-8")),
             WsError::TooBig(_) => Some((1009, "message too big")),
+            WsError::TooManyFragments(_) => Some((1008, "too many fragments")),
             WsError::Inflate => Some((1007, "invalid compressed data")),
             WsError::Io(_) | WsError::Eof => None,
         }
@@ -105,6 +108,7 @@ impl std::fmt::Display for WsError {
             WsError::Protocol(why) => write!(f, "protocol error: {why}"),
             WsError::InvalidUtf8 => f.write_str("invalid UTF-8 in a text message"),
             WsError::TooBig(limit) => write!(f, "frame or message over {limit} bytes"),
+            WsError::TooManyFragments(n) => write!(f, "a message in more than {n} frames"),
             WsError::Inflate => f.write_str("invalid deflate data in a compressed message"),
             WsError::Io(e) => write!(f, "{e}"),
             WsError::Eof => f.write_str("connection closed by the peer"),
@@ -122,6 +126,15 @@ struct Partial {
     data: Vec<u8>,
     /// `data[..valid]` is known to be UTF-8 (text only).
     valid: usize,
+    /// Frames so far (see [`max_fragments`]).
+    frames: u32,
+}
+
+/// The most frames one message may come in: what the largest message takes cut into 64-byte
+/// fragments (Autobahn's finest), at least 64. The byte limit alone would let a client send
+/// empty continuation frames forever, each parsed and none ever ending the message.
+pub fn max_fragments(max_message: u32) -> u32 {
+    (max_message / 64).max(64)
 }
 
 impl Partial {
@@ -458,6 +471,10 @@ impl WsReader {
                 if p.data.len() + payload.len() > self.max_message as usize {
                     return Err(WsError::TooBig(self.max_message as usize));
                 }
+                p.frames += 1;
+                if p.frames > max_fragments(self.max_message) {
+                    return Err(WsError::TooManyFragments(max_fragments(self.max_message)));
+                }
                 p.data.extend_from_slice(payload);
                 if p.text && !p.compressed {
                     p.check_utf8(fin)?;
@@ -502,6 +519,7 @@ impl WsReader {
                     compressed,
                     data: payload.to_vec(),
                     valid: 0,
+                    frames: 1,
                 });
                 if text && !compressed {
                     p.check_utf8(false)?;
@@ -772,6 +790,35 @@ mod tests {
             }
         });
         (seen, Some(err).filter(|e| !matches!(e, WsError::Eof)))
+    }
+
+    #[test]
+    fn a_message_in_too_many_frames_is_refused() {
+        // max 4096 bytes: at most 64 frames per message.
+        let cap = max_fragments(4096) as usize;
+        assert_eq!(cap, 64);
+        let message = |frames: usize, last_fin: bool| {
+            let mut b = client_frame(false, 1, b"a");
+            for i in 1..frames {
+                let fin = last_fin && i == frames - 1;
+                b.extend(client_frame(fin, 0, b""));
+            }
+            b
+        };
+        let (seen, err) = read_all(message(cap, true), 7, 4096);
+        assert_eq!(
+            seen,
+            ["text:a"],
+            "a message in exactly the cap's frames: {err:?}"
+        );
+        // A flood of empty continuation frames: refused at the cap, never read on.
+        let (seen, err) = read_all(message(cap * 100, false), 7, 4096);
+        assert!(seen.is_empty());
+        assert!(
+            matches!(err, Some(WsError::TooManyFragments(64))),
+            "{err:?}"
+        );
+        assert_eq!(err.unwrap().close(), Some((1008, "too many fragments")));
     }
 
     #[test]

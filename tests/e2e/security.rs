@@ -959,3 +959,54 @@ fn device_secrets_sealed_at_rest_survive_restart() {
         "sealed token verifies after restart: {res}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile frames
+// ---------------------------------------------------------------------------------------------
+
+/// JSON nested 100 000 deep (a 200 KB request): answered with an error (as any frame whose
+/// id cannot be read: `id` "invalid"), the connection and the gateway go on serving.
+#[test]
+fn json_nested_100000_deep_is_answered_not_crashed() {
+    let gw = Gateway::standard(None);
+    let mut c = gw.operator(&[READ]);
+    let deep = format!(
+        r#"{{"type":"req","id":"deep","method":"health","params":{{"x":{}{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    c.send_text(&deep);
+    let res = c.wait_res("invalid");
+    assert_eq!(res["ok"], false, "{res}");
+    assert_eq!(res["error"]["code"], "INVALID_REQUEST", "{res}");
+    assert!(
+        res["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("recursion limit")),
+        "{res}"
+    );
+    // The same connection, and a new one, still answer.
+    assert_eq!(c.request_ok("health", json!({}))["ok"], true);
+    let mut other = gw.operator(&[READ]);
+    assert_eq!(other.request_ok("health", json!({}))["ok"], true);
+}
+
+/// A message sent as endless empty continuation frames: refused with 1008 once it passes
+/// `maxPayload / 64` frames (1 024 here), however few bytes it carries.
+#[test]
+fn a_flood_of_empty_fragments_is_closed_1008() {
+    let gw = Gateway::standard(Some("{gateway: {maxPayload: 65536}}"));
+    let mut c = gw.operator(&[READ]);
+    let mask = [1, 2, 3, 4];
+    let mut flood = Vec::new();
+    shardgate::transport::ws::encode_client(&mut flood, false, 1, mask, b"{");
+    for _ in 0..5_000 {
+        shardgate::transport::ws::encode_client(&mut flood, false, 0, mask, b"");
+    }
+    // The server may close before reading it all: a write error then is the expected end.
+    let _ = c.socket().write_all(&flood);
+    let (code, reason) = c.expect_close();
+    assert_eq!((code, reason.as_str()), (1008, "too many fragments"));
+    let mut other = gw.operator(&[READ]);
+    assert_eq!(other.request_ok("health", json!({}))["ok"], true);
+}
