@@ -20,6 +20,9 @@ pub struct Head {
     pub origin: Option<String>,
     /// `Host`.
     pub host: Option<String>,
+    /// A forwarding header came (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`): a proxy speaks
+    /// for the client, whose address is not the peer's.
+    pub proxied: bool,
     /// Every `Sec-WebSocket-Extensions` value, in order (offers of permessage-deflate).
     pub extensions: Vec<String>,
     /// Bytes read past the head.
@@ -130,7 +133,9 @@ impl HeadParser {
         let mut key = None;
         let (mut origin, mut host) = (None, None);
         let mut extensions = Vec::new();
+        let mut proxied = false;
         for h in req.headers.iter() {
+            proxied |= is_forwarding(h.name);
             let v = String::from_utf8_lossy(h.value);
             if h.name.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket") {
                 upgrade = true;
@@ -153,10 +158,20 @@ impl HeadParser {
             ws_key: if upgrade { key } else { None },
             origin,
             host,
+            proxied,
             extensions,
             rest: self.buf[len..].to_vec(),
         }))
     }
+}
+
+/// A header a proxy adds for the client it speaks for.
+fn is_forwarding(name: &str) -> bool {
+    let prefix = "x-forwarded-";
+    name.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        || name.eq_ignore_ascii_case("forwarded")
+        || name.eq_ignore_ascii_case("x-real-ip")
 }
 
 /// Reads one request head. `Ok(None)` when the peer closed first.
@@ -222,4 +237,31 @@ pub async fn switch<S: futures_lite::AsyncWrite + Unpin>(
     );
     s.write_all(text.as_bytes()).await?;
     s.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(extra: &str) -> Head {
+        let req = format!("GET / HTTP/1.1\r\nHost: h\r\n{extra}\r\n");
+        HeadParser::default()
+            .push(req.as_bytes())
+            .expect("valid head")
+            .expect("complete head")
+    }
+
+    #[test]
+    fn forwarding_headers_mark_a_proxied_request() {
+        assert!(!head("").proxied);
+        assert!(!head("X-Forwarded: no\r\nOrigin: http://a\r\n").proxied);
+        for h in [
+            "X-Forwarded-For: 1.2.3.4",
+            "x-forwarded-proto: https",
+            "Forwarded: for=1.2.3.4",
+            "X-Real-IP: 1.2.3.4",
+        ] {
+            assert!(head(&format!("{h}\r\n")).proxied, "{h}");
+        }
+    }
 }

@@ -6,13 +6,13 @@
 //! `agent` events become `{"type":"thinking"|"text"|"done","content":…}` and the final `res`
 //! becomes `{message, sessionKey}`. Without an idempotencyKey the request id stands in.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
 
 use super::conn::Conn;
 use crate::auth::handshake::ct_eq;
+use crate::auth::limits::Peer;
 use crate::config::AuthMode;
 use crate::protocol::authz::{READ, WRITE};
 use crate::protocol::connect::ClientInfo;
@@ -26,7 +26,7 @@ pub fn admit(
     conn: &Rc<Conn>,
     id: Option<&str>,
     p: &Value,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> bool {
     let cfg = shard.config();
     let given = p.pointer("/auth/token").and_then(|v| v.as_str());
@@ -52,7 +52,7 @@ pub fn admit(
             shard
                 .shared()
                 .limits
-                .record_failure(peer.ip(), crate::clock::now_ms());
+                .record_failure(peer, crate::clock::now_ms());
         }
         conn.fail(id, &e);
         return false;

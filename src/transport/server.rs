@@ -20,6 +20,7 @@ use super::tls::{Accepted, Transport};
 use super::ws::{self, Msg, Out, WsError, WsReader};
 use crate::addr::{Caller, ReplyTo};
 use crate::auth::handshake::{self, HandshakeEnv, SharedAuth};
+use crate::auth::limits::Peer;
 use crate::auth::pairing::PeerTerms;
 use crate::clock::now_ms;
 use crate::protocol::connect::ConnAuth;
@@ -123,6 +124,8 @@ struct Upgraded {
     /// The upgrade came with an `Origin` header (a browser): OpenClaw never lets a
     /// device-less browser keep shared-secret scopes.
     browser_origin: bool,
+    /// The upgrade came through a proxy (a forwarding header).
+    proxied: bool,
     /// permessage-deflate, if it was agreed on the upgrade.
     deflate: Option<Agreed>,
 }
@@ -393,6 +396,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                 slot,
                 guard,
                 browser_origin,
+                proxied: head.proxied,
                 deflate: agreed,
             });
         }
@@ -412,8 +416,10 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
             // Setup-code join URLs (`openclaw devices join-code`): burned by the first GET;
             // misses count as auth failures of the peer (guessing costs a lockout).
             let now = now_ms();
+            let browser = head.origin.as_deref().is_some_and(|o| !o.trim().is_empty());
+            let limited = Peer::new(peer.ip(), browser, head.proxied);
             let blocked = shard.shared().limits.auth_blocked(
-                peer.ip(),
+                limited,
                 cfg.gateway.auth_failures_per_minute,
                 now,
             );
@@ -435,7 +441,7 @@ async fn serve_http(shard: Rc<GatewayShard>, stream: TcpStream) -> Option<Upgrad
                     {
                         Some(payload) => (200, "OK", payload),
                         None => {
-                            shard.shared().limits.record_failure(peer.ip(), now);
+                            shard.shared().limits.record_failure(limited, now);
                             (404, "Not Found", r#"{"error":"not_found"}"#.to_owned())
                         }
                     }
@@ -662,6 +668,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         slot,
         guard,
         browser_origin,
+        proxied,
         deflate,
     } = up;
     let cfg = shard.config();
@@ -700,6 +707,7 @@ async fn open_ws(shard: &Rc<GatewayShard>, up: Upgraded) -> Option<(Live, bool)>
         Upgrade {
             client_cert: client_cert.as_deref(),
             browser_origin,
+            proxied,
         },
     )
     .await;
@@ -727,6 +735,8 @@ struct Upgrade<'a> {
     client_cert: Option<&'a str>,
     /// The upgrade carried an `Origin` header (a browser).
     browser_origin: bool,
+    /// The upgrade carried a forwarding header (a proxy).
+    proxied: bool,
 }
 
 /// Reads and answers `connect`. Returns true when admitted.
@@ -742,8 +752,10 @@ async fn handshake_phase(
     let Upgrade {
         client_cert,
         browser_origin,
+        proxied,
     } = up;
     let peer = conn.peer;
+    let limited = Peer::new(peer.ip(), browser_origin, proxied);
     let cfg = shard.config();
     let left = deadline.saturating_duration_since(Instant::now());
     let mut first = None;
@@ -806,7 +818,7 @@ async fn handshake_phase(
         shard
             .shared()
             .limits
-            .auth_blocked(peer.ip(), cfg.gateway.auth_failures_per_minute, now)
+            .auth_blocked(limited, cfg.gateway.auth_failures_per_minute, now)
     {
         shard.metrics().refusal("auth_locked_out");
         conn.fail(
@@ -862,7 +874,7 @@ async fn handshake_phase(
             conn.fail(req_id.as_deref(), &e);
             return false;
         }
-        return super::seed::admit(shard, conn, req_id.as_deref(), &params, peer);
+        return super::seed::admit(shard, conn, req_id.as_deref(), &params, limited);
     }
     let req_id = req_id.unwrap_or_default();
     let admitted = handshake::admit(&params, &env).and_then(|(mut adm, shared_auth, durable)| {
@@ -955,7 +967,7 @@ async fn handshake_phase(
                     | GatewayError::MfaInvalid
                     | GatewayError::MfaReplayed
             ) {
-                shard.shared().limits.record_failure(peer.ip(), now);
+                shard.shared().limits.record_failure(limited, now);
             }
             match &e {
                 GatewayError::MfaInvalid

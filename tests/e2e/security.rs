@@ -1010,3 +1010,48 @@ fn a_flood_of_empty_fragments_is_closed_1008() {
     let mut other = gw.operator(&[READ]);
     assert_eq!(other.request_ok("health", json!({}))["ok"], true);
 }
+
+/// The failed-auth limiter spares only a local program: a loopback peer that came with an
+/// (allowed) `Origin` — a browser page — or through a proxy (`X-Forwarded-For`) is locked
+/// out after `authFailuresPerMinute` wrong tokens, even with the right one next.
+#[test]
+fn loopback_browser_or_proxied_peers_are_not_spared_by_the_auth_limiter() {
+    let cfg = "{gateway: {authFailuresPerMinute: 3,
+                         controlUi: {allowedOrigins: ['http://app.example']}}}";
+    let wrong = |headers: &[(&str, &str)], gw: &Gateway, token: &str| {
+        let mut c = Client::connect_raw_with_headers(gw.port, headers);
+        let res = c.handshake(
+            ConnectOpts {
+                token: Some(token),
+                scopes: scopes(&[READ]),
+                ..Default::default()
+            }
+            .params(),
+        );
+        res["error"]["details"]["code"].clone()
+    };
+    for headers in [
+        &[("Origin", "http://app.example")][..],
+        &[("X-Forwarded-For", "203.0.113.9")][..],
+    ] {
+        let gw = Gateway::standard(Some(cfg));
+        for _ in 0..3 {
+            assert_eq!(
+                wrong(headers, &gw, "wrong"),
+                "AUTH_TOKEN_MISMATCH",
+                "{headers:?}"
+            );
+        }
+        assert_eq!(
+            wrong(headers, &gw, TOKEN),
+            "AUTH_RATE_LIMITED",
+            "{headers:?}: locked out"
+        );
+    }
+    // A plain loopback client (the CLI) is spared.
+    let gw = Gateway::standard(Some(cfg));
+    for _ in 0..5 {
+        assert_eq!(wrong(&[], &gw, "wrong"), "AUTH_TOKEN_MISMATCH");
+    }
+    gw.operator(&[READ]).request_ok("status", json!({}));
+}

@@ -561,8 +561,13 @@ impl Client {
 
     /// [`Client::connect_raw`] with an `Origin` header on the upgrade, as a browser sends.
     pub(crate) fn connect_raw_with_origin(port: u16, origin: &str) -> Client {
+        Client::connect_raw_with_headers(port, &[("Origin", origin)])
+    }
+
+    /// [`Client::connect_raw`] with these headers on the upgrade request.
+    pub(crate) fn connect_raw_with_headers(port: u16, headers: &[(&str, &str)]) -> Client {
         let ip = IpAddr::from([127, 0, 0, 1]);
-        Client::challenged(Client::upgrade_with_origin(ip, port, Some(origin)))
+        Client::challenged(Client::upgrade_with_headers(ip, port, headers))
     }
 
     /// Reads the `connect.challenge` off a fresh upgrade.
@@ -589,20 +594,21 @@ impl Client {
 
     /// Opens the socket to `ip:port` and upgrades; reads nothing.
     pub(crate) fn upgrade_at(ip: IpAddr, port: u16) -> Client {
-        Client::upgrade_with_origin(ip, port, None)
+        Client::upgrade_with_headers(ip, port, &[])
     }
 
     /// [`Client::upgrade_at`], with an `Origin` header when given.
-    fn upgrade_with_origin(ip: IpAddr, port: u16, origin: Option<&str>) -> Client {
+    fn upgrade_with_headers(ip: IpAddr, port: u16, headers: &[(&str, &str)]) -> Client {
         use tungstenite::client::IntoClientRequest;
         let stream = TcpStream::connect((ip, port)).expect("tcp connect");
         stream.set_nodelay(true).ok();
         stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let url = format!("ws://{}/", SocketAddr::new(ip, port));
         let mut req = url.into_client_request().expect("ws request");
-        if let Some(o) = origin {
+        for (name, value) in headers {
+            let name: tungstenite::http::HeaderName = name.parse().expect("header name");
             req.headers_mut()
-                .insert("Origin", o.parse().expect("origin header value"));
+                .insert(name, value.parse().expect("header value"));
         }
         let (ws, resp) = match tungstenite::client(req, stream) {
             Ok(x) => x,
