@@ -21,7 +21,8 @@ use tungstenite::protocol::WebSocket;
 use tungstenite::Message;
 
 use crate::support::{
-    lan_ip, now_ms, scopes, Client, ConnectOpts, Gateway, ADMIN, FRAME_TIMEOUT, READ, TOKEN, WRITE,
+    http_get, http_raw, lan_ip, now_ms, scopes, Client, ConnectOpts, Gateway, Launch, Started,
+    ADMIN, FRAME_TIMEOUT, READ, TOKEN, WRITE,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1054,4 +1055,80 @@ fn loopback_browser_or_proxied_peers_are_not_spared_by_the_auth_limiter() {
         assert_eq!(wrong(&[], &gw, "wrong"), "AUTH_TOKEN_MISMATCH");
     }
     gw.operator(&[READ]).request_ok("status", json!({}));
+}
+
+/// The shared token, a wrong guess and a query-string token never show in the gateway's logs
+/// (at debug level, stderr and the log files), in `/metrics`, or in any answer.
+#[test]
+fn secrets_never_appear_in_logs_metrics_or_answers() {
+    const SECRET: &str = "sg-secret-7f3a9c51";
+    const GUESS: &str = "sg-guess-b41e2d07";
+    let gw = match Gateway::launch(Launch {
+        args: &["--token", SECRET, "--shards", "2"],
+        env: &[("SHARDGATE_LOG", "debug")],
+        ..Default::default()
+    }) {
+        Started::Ready(g) => g,
+        Started::Exited { stderr, .. } => panic!("gateway did not start: {stderr}"),
+    };
+    let mut seen = String::new();
+    let mut c = Client::connect_operator(gw.port, Some(SECRET), &[ADMIN]);
+    for method in ["health", "status", "config.get", "gateway.audit"] {
+        seen.push_str(&c.request(method, json!({})).to_string());
+    }
+    let mut bad = Client::connect_raw(gw.port);
+    let res = bad.handshake(
+        ConnectOpts {
+            token: Some(GUESS),
+            scopes: scopes(&[READ]),
+            ..Default::default()
+        }
+        .params(),
+    );
+    assert_eq!(
+        res["error"]["details"]["code"], "AUTH_TOKEN_MISMATCH",
+        "{res}"
+    );
+    seen.push_str(&res.to_string());
+    // Tokens in a query string (what a careless client or a join URL sends).
+    seen.push_str(&http_raw(
+        gw.port,
+        &format!("GET /?token={SECRET} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+    ));
+    seen.push_str(&http_raw(
+        gw.port,
+        &format!("GET /j/{GUESS}?token={GUESS} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+    ));
+    let (_, _, metrics) = http_get(gw.port, "/metrics");
+    seen.push_str(&metrics);
+    drop(c);
+    drop(bad);
+    // The log files, once the appender wrote the session's lines (the last connection's
+    // hello-ok is among them).
+    let log_files = || {
+        let mut all = String::new();
+        for e in std::fs::read_dir(gw.state_dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+        all
+    };
+    let deadline = Instant::now() + FRAME_TIMEOUT;
+    while log_files().matches("hello-ok").count() < 1 {
+        assert!(Instant::now() < deadline, "no hello-ok in the log files");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen.push_str(&gw.stderr());
+    seen.push_str(&log_files());
+    assert!(seen.len() > 1000, "too little to search: {seen}");
+    for secret in [SECRET, GUESS] {
+        assert!(
+            !seen.contains(secret),
+            "{secret} leaked: …{}…",
+            &seen[seen.find(secret).unwrap().saturating_sub(200)..][..400.min(seen.len())]
+        );
+    }
 }

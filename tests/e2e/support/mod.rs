@@ -61,6 +61,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) port: Option<u16>,
     /// `--state-dir` (default a fresh temp dir).
     pub(crate) state_dir: Option<&'a Path>,
+    /// Environment for the process (the variables the gateway reads are cleared first).
+    pub(crate) env: &'a [(&'a str, &'a str)],
 }
 
 /// What came of a launch.
@@ -151,6 +153,7 @@ impl Gateway {
         ] {
             cmd.env_remove(k);
         }
+        cmd.envs(l.env.iter().copied());
         cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
