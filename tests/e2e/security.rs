@@ -482,7 +482,7 @@ fn ip_allowlist_refuses_with_403_and_counts() {
     // Loopback is always allowed.
     let mut op = gw.operator(&[READ]);
     op.request_ok("status", json!({}));
-    let (_, _, metrics) = crate::support::http_get(gw.port, "/metrics");
+    let (_, _, metrics) = http_get(gw.port, "/metrics");
     assert!(
         metrics.contains("shardgate_refusals_total{reason=\"ip_not_allowed\"} 2"),
         "{metrics}"
@@ -552,7 +552,7 @@ fn per_connection_rate_limit_fires_and_recovers() {
     gw.operator(&[READ]).request_ok("health", json!({}));
     std::thread::sleep(Duration::from_millis(wait + 20));
     c.request_ok("health", json!({}));
-    let (_, _, metrics) = crate::support::http_get(gw.port, "/metrics");
+    let (_, _, metrics) = http_get(gw.port, "/metrics");
     assert!(
         metrics.contains("shardgate_refusals_total{reason=\"rate_limited\"}"),
         "{metrics}"
@@ -786,7 +786,7 @@ fn tls13_serves_wss_and_tls12_or_plaintext_clients_are_refused() {
     };
     assert!(e.contains("TLS handshake"), "{e}");
 
-    let (code, _, body) = crate::support::http_get(gw.port, "/health");
+    let (code, _, body) = http_get(gw.port, "/health");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("TLS required"), "{body}");
 }
@@ -933,14 +933,14 @@ fn gateway_audit_lists_weaknesses_with_severities() {
 fn device_secrets_sealed_at_rest_survive_restart() {
     let state = tempfile::tempdir().unwrap();
     let cfg = "{storage:{encryption:'aes-256-gcm'}}";
-    let launch = || match Gateway::launch(crate::support::Launch {
+    let launch = || match Gateway::launch(Launch {
         args: &["--token", TOKEN, "--shards", "2"],
         config: Some(cfg),
         state_dir: Some(state.path()),
         ..Default::default()
     }) {
-        crate::support::Started::Ready(g) => g,
-        crate::support::Started::Exited { stderr, .. } => panic!("not ready: {stderr}"),
+        Started::Ready(g) => g,
+        Started::Exited { stderr, .. } => panic!("not ready: {stderr}"),
     };
     let id = DeviceIdentity::generate();
     let tok = {
